@@ -140,7 +140,7 @@ Deno.test("mutual TLS handshake over node:tls", async () => {
     requestCert: true,
     rejectUnauthorized: true,
   }, (sock) => {
-    peers.push(sock.getPeerCertificate().subject?.CN);
+    peers.push(String(sock.getPeerCertificate().subject?.CN));
     sock.on("error", () => {});
     sock.once("data", (d: Buffer) => sock.end(`pong:${d}`));
   });

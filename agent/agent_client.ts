@@ -1,0 +1,199 @@
+/**
+ * `AgentClient`: the agent's side of one server stream (`/AgentService/Connect`). It dials
+ * endpoints on DIAL_REQ, assigns connectIDs, routes DATA and CLOSE_REQ to the right
+ * {@linkcode EndpointConn}, and answers unknown IDs with upstream's error strings.
+ *
+ * The receive loop never awaits an endpoint: dials run concurrently, writes are queued per
+ * connection.
+ *
+ * @module
+ */
+
+import {
+  closeResponse,
+  type DecodedPacket,
+  dialResponse,
+  drain,
+  type Packet,
+} from "../proto/packet.ts";
+import { DEFAULT_GUARD_LIMITS, type GuardLimits, SharedPause } from "../internal/backpressure.ts";
+import { errorMessage, KnpError } from "../internal/errors.ts";
+import { type Logger, nullLogger } from "../internal/log.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+import { realTimers, type Timers } from "../internal/timers.ts";
+import { DEFAULT_DIAL_TIMEOUT_MS, describeDialError, type Dialer } from "./dialer.ts";
+import { EndpointConn } from "./endpoint_conn.ts";
+
+/** Options of {@linkcode AgentClient}. */
+export interface AgentClientOptions {
+  stream: PacketStream;
+  serverId: string;
+  dialer: Dialer;
+  /** @default 5000 (upstream's constant) */
+  dialTimeoutMs?: number;
+  guard?: GuardLimits;
+  timers?: Timers;
+  logger?: Logger;
+  /** Dial outcomes, for logs and metrics. */
+  onDial?: (event: { ok: boolean; address: string; error?: string; ms: number }) => void;
+}
+
+/** The agent's handler of one server stream. */
+export class AgentClient {
+  readonly serverId: string;
+  readonly stream: PacketStream;
+  #dialer: Dialer;
+  #dialTimeoutMs: number;
+  #guard: GuardLimits;
+  #timers: Timers;
+  #log: Logger;
+  #onDial: NonNullable<AgentClientOptions["onDial"]>;
+  #shared: SharedPause;
+  #nextConnectId = 0n;
+  #conns = new Map<bigint, EndpointConn>();
+  #dials = new Map<bigint, AbortController>();
+  #ended = false;
+  /** Resolves with the stream's end error (undefined when clean). */
+  readonly done: Promise<Error | undefined>;
+  #resolveDone: (error: Error | undefined) => void;
+
+  constructor(options: AgentClientOptions) {
+    this.stream = options.stream;
+    this.serverId = options.serverId;
+    this.#dialer = options.dialer;
+    this.#dialTimeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
+    this.#guard = options.guard ?? DEFAULT_GUARD_LIMITS;
+    this.#timers = options.timers ?? realTimers;
+    this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
+    this.#onDial = options.onDial ?? (() => {});
+    this.#shared = new SharedPause(options.stream);
+    const { promise, resolve } = Promise.withResolvers<Error | undefined>();
+    this.done = promise;
+    this.#resolveDone = resolve;
+  }
+
+  /** Open endpoint connections. */
+  get connections(): number {
+    return this.#conns.size;
+  }
+
+  /** Dials in progress. */
+  get pendingDials(): number {
+    return this.#dials.size;
+  }
+
+  /** Starts serving packets from the server. */
+  start(): void {
+    this.stream.start({
+      onPacket: (packet) => this.#onPacket(packet),
+      onEnd: (error) => this.#onEnd(error),
+    });
+  }
+
+  /** Tells the server this agent is shutting down (DRAIN). */
+  drain(): void {
+    this.stream.send(drain());
+  }
+
+  /** Closes the stream and every connection on it. */
+  close(): void {
+    this.stream.close();
+    this.#onEnd(undefined);
+  }
+
+  #send(packet: Packet): void {
+    this.stream.send(packet);
+  }
+
+  #onPacket(packet: DecodedPacket): void {
+    switch (packet.type) {
+      case "DIAL_REQ":
+        this.#dial(packet.dialRequest.protocol, packet.dialRequest.address, packet.dialRequest.random);
+        return;
+      case "DATA": {
+        const id = packet.data.connectId;
+        if (id === 0n) return;
+        const conn = this.#conns.get(id);
+        if (!conn) {
+          this.#send(closeResponse(id, "unrecognized connectID"));
+          return;
+        }
+        conn.write(packet.data.data);
+        return;
+      }
+      case "CLOSE_REQ": {
+        const id = packet.closeRequest.connectId;
+        const conn = this.#conns.get(id);
+        if (!conn) {
+          this.#send(closeResponse(id, "Unknown connectID"));
+          return;
+        }
+        conn.close({ by: "server" });
+        return;
+      }
+      case "DIAL_CLS": {
+        // knp extension: upstream agents ignore DIAL_CLS; we cancel the dial.
+        this.#dials.get(packet.closeDial.random)?.abort();
+        return;
+      }
+      default:
+        this.#log.debug("unrecognized packet", { type: packet.type });
+    }
+  }
+
+  async #dial(protocol: string, address: string, random: bigint): Promise<void> {
+    const log = this.#log.with({ dialID: random, address });
+    if (this.#dials.has(random)) {
+      this.#send(dialResponse(random, 0n, `dial ID ${random} is already being dialed`));
+      return;
+    }
+    const connectId = ++this.#nextConnectId;
+    const abort = new AbortController();
+    this.#dials.set(random, abort);
+    const started = this.#timers.now();
+    let socket;
+    try {
+      socket = await this.#dialer(protocol, address, {
+        timeoutMs: this.#dialTimeoutMs,
+        signal: abort.signal,
+      });
+    } catch (err) {
+      this.#dials.delete(random);
+      const error = err instanceof KnpError ? err.message : describeDialError(address, err);
+      log.info("dial failed", { error });
+      this.#onDial({ ok: false, address, error, ms: this.#timers.now() - started });
+      if (!abort.signal.aborted && !this.#ended) this.#send(dialResponse(random, 0n, error));
+      return;
+    }
+    this.#dials.delete(random);
+    if (abort.signal.aborted || this.#ended) {
+      // Cancelled (DIAL_CLS) or the stream went away while dialing.
+      socket.close();
+      return;
+    }
+    const conn = new EndpointConn({
+      connectId,
+      socket,
+      stream: this.stream,
+      shared: this.#shared,
+      guard: this.#guard,
+      timers: this.#timers,
+      logger: this.#log,
+      onClosed: (c) => this.#conns.delete(c.connectId),
+    });
+    this.#conns.set(connectId, conn);
+    this.#onDial({ ok: true, address, ms: this.#timers.now() - started });
+    log.debug("dial succeeded", { connectID: connectId });
+    this.#send(dialResponse(random, connectId));
+    conn.start();
+  }
+
+  #onEnd(error: Error | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const abort of this.#dials.values()) abort.abort();
+    for (const conn of [...this.#conns.values()]) conn.close({ by: "stream-gone" });
+    if (error) this.#log.info("server stream ended", { error: errorMessage(error) });
+    this.#resolveDone(error);
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * `ClientSet`: the agent's sync loop. It keeps one {@linkcode AgentClient} per distinct server,
+ * opening new connections (each lands on some server behind the address) until it holds
+ * `servercount` distinct server IDs, and reconnects with jittered backoff when servers go away.
+ *
+ * @module
+ */
+
+import { errorMessage, KnpError } from "../internal/errors.ts";
+import { type Logger, nullLogger } from "../internal/log.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+import { realTimers, type Timers } from "../internal/timers.ts";
+import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
+
+/** One freshly connected server stream, after its response headers. */
+export interface ServerConnection {
+  stream: PacketStream;
+  serverId: string;
+  serverCount: number;
+  /** Closes the underlying connection. */
+  close(): void;
+}
+
+/** Opens a new connection to the server address. */
+export type ServerConnector = () => Promise<ServerConnection>;
+
+/** Options of {@linkcode ClientSet}. */
+export interface ClientSetOptions extends Omit<AgentClientOptions, "stream" | "serverId"> {
+  connect: ServerConnector;
+  /** @default 1000 */
+  syncIntervalMs?: number;
+  /** @default 10000 */
+  syncIntervalCapMs?: number;
+  /** Keep connecting even when the server count is reached. @default false */
+  syncForever?: boolean;
+  random?: () => number;
+}
+
+/** The agent's set of server connections. */
+export class ClientSet {
+  #options: ClientSetOptions;
+  #clients = new Map<string, { client: AgentClient; connection: ServerConnection }>();
+  #timers: Timers;
+  #log: Logger;
+  #random: () => number;
+  #serverCount = 0;
+  #draining = false;
+  #stopped = false;
+  #timer: number | undefined;
+  #delay: number;
+
+  constructor(options: ClientSetOptions) {
+    this.#options = options;
+    this.#timers = options.timers ?? realTimers;
+    this.#log = options.logger ?? nullLogger;
+    this.#random = options.random ?? Math.random;
+    this.#delay = options.syncIntervalMs ?? 1000;
+  }
+
+  /** Connected servers. */
+  get size(): number {
+    return this.#clients.size;
+  }
+
+  /** Server IDs currently connected. */
+  get serverIds(): string[] {
+    return [...this.#clients.keys()];
+  }
+
+  /** Servers the agent is trying to hold (last `servercount` received, at least 1). */
+  get serverCount(): number {
+    return Math.max(1, this.#serverCount);
+  }
+
+  /** Ready iff at least one server stream is up. */
+  get ready(): boolean {
+    return this.#clients.size > 0;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Open endpoint connections over all servers. */
+  get connections(): number {
+    let n = 0;
+    for (const { client } of this.#clients.values()) n += client.connections;
+    return n;
+  }
+
+  /** Starts the sync loop; the first attempt is immediate. */
+  start(): void {
+    this.#schedule(0);
+  }
+
+  /** Sends DRAIN on every stream and stops opening new ones; proxying goes on. */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    for (const { client } of this.#clients.values()) client.drain();
+  }
+
+  /** Stops the loop and closes every connection. */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#timers.clearTimeout(this.#timer);
+    for (const { client, connection } of this.#clients.values()) {
+      client.close();
+      connection.close();
+    }
+    this.#clients.clear();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    this.#timer = this.#timers.setTimeout(() => {
+      this.#timer = undefined;
+      this.#sync();
+    }, ms);
+  }
+
+  #jitter(ms: number): number {
+    return ms + ms * 0.1 * this.#random();
+  }
+
+  async #sync(): Promise<void> {
+    const base = this.#options.syncIntervalMs ?? 1000;
+    const cap = this.#options.syncIntervalCapMs ?? 10_000;
+    try {
+      await this.#connectOnce();
+      this.#delay = base;
+      this.#schedule(this.#jitter(base));
+    } catch (err) {
+      if (err instanceof KnpError && err.code === "PROTOCOL" && err.message.startsWith("duplicate")) {
+        this.#delay = base;
+        this.#schedule(this.#jitter(base));
+        return;
+      }
+      this.#log.warn("cannot connect to proxy server", {
+        error: errorMessage(err),
+        retryInMs: Math.round(this.#delay),
+      });
+      this.#schedule(this.#jitter(this.#delay));
+      this.#delay = Math.min(cap, this.#delay * 1.5);
+    }
+  }
+
+  async #connectOnce(): Promise<void> {
+    if (this.#draining || this.#stopped) return;
+    if (!this.#options.syncForever && this.#clients.size >= this.serverCount) return;
+    const connection = await this.#options.connect();
+    if (this.#stopped) return connection.close();
+    if (this.#clients.has(connection.serverId)) {
+      connection.close();
+      throw new KnpError("PROTOCOL", `duplicate server: ${connection.serverId}`);
+    }
+    this.#serverCount = connection.serverCount;
+    const client = new AgentClient({
+      ...this.#options,
+      stream: connection.stream,
+      serverId: connection.serverId,
+      logger: this.#log,
+      timers: this.#timers,
+    });
+    this.#clients.set(connection.serverId, { client, connection });
+    this.#log.info("connected to proxy server", {
+      serverID: connection.serverId,
+      serverCount: connection.serverCount,
+    });
+    client.start();
+    if (this.#draining) client.drain();
+    client.done.then((error) => {
+      if (this.#clients.get(connection.serverId)?.client !== client) return;
+      this.#clients.delete(connection.serverId);
+      connection.close();
+      this.#log.warn("lost connection to proxy server", {
+        serverID: connection.serverId,
+        error: error ? errorMessage(error) : undefined,
+      });
+      if (this.#timer === undefined) this.#schedule(0);
+      else {
+        this.#timers.clearTimeout(this.#timer);
+        this.#schedule(this.#jitter(this.#options.syncIntervalMs ?? 1000) * this.#random());
+      }
+    });
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * `EndpointConn`: the agent's owner state machine for one proxied TCP connection.
+ *
+ * Endpoint → server: a read loop sends each read as one DATA packet on the shared server stream,
+ * waiting only for that stream's own backpressure (the shared link's capacity).
+ * Server → endpoint: DATA is queued here (bounded in bytes) and written by this connection's own
+ * write loop, so a slow endpoint never blocks the shared stream's receive loop; see SinkGuard.
+ *
+ * One teardown path: stop reading, flush queued writes when the server asked to close, close the
+ * socket, send CLOSE_RSP (after every DATA of this connection), leave the table.
+ *
+ * @module
+ */
+
+import { closeResponse, dataPacket } from "../proto/packet.ts";
+import { type GuardLimits, SharedPause, SinkGuard } from "../internal/backpressure.ts";
+import { errorMessage } from "../internal/errors.ts";
+import type { Logger } from "../internal/log.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+import { SendAccounting } from "../internal/packet_stream.ts";
+import type { Timers } from "../internal/timers.ts";
+import type { EndpointSocket } from "./dialer.ts";
+
+/** Size of each read from the endpoint (one DATA packet at most this large). */
+export const READ_BUFFER_SIZE = 32 * 1024;
+/** How long a server-requested close waits for queued writes to reach the endpoint. */
+export const CLOSE_FLUSH_MS = 5_000;
+
+/** Why a connection ends. */
+export type CloseCause =
+  | { by: "server" }
+  | { by: "endpoint"; error?: string }
+  | { by: "overflow" }
+  | { by: "stream-gone" };
+
+/** Options of {@linkcode EndpointConn}. */
+export interface EndpointConnOptions {
+  connectId: bigint;
+  socket: EndpointSocket;
+  stream: PacketStream;
+  shared: SharedPause;
+  guard: GuardLimits;
+  timers: Timers;
+  logger: Logger;
+  /** Called once when the connection has left the world. */
+  onClosed: (conn: EndpointConn) => void;
+}
+
+/** One proxied connection on the agent. */
+export class EndpointConn {
+  readonly connectId: bigint;
+  #socket: EndpointSocket;
+  #stream: PacketStream;
+  #timers: Timers;
+  #log: Logger;
+  #onClosed: (conn: EndpointConn) => void;
+  #queue: Uint8Array[] = [];
+  #acct = new SendAccounting(1 << 20);
+  #guard: SinkGuard;
+  #writing = false;
+  #closing = false;
+  /** Resolves when the teardown has finished. */
+  readonly done: Promise<void>;
+  #resolveDone: () => void;
+
+  constructor(options: EndpointConnOptions) {
+    this.connectId = options.connectId;
+    this.#socket = options.socket;
+    this.#stream = options.stream;
+    this.#timers = options.timers;
+    this.#log = options.logger.with({ connectID: options.connectId });
+    this.#onClosed = options.onClosed;
+    this.#guard = new SinkGuard(this, options.shared, options.guard, options.timers);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.done = promise;
+    this.#resolveDone = resolve;
+  }
+
+  /** Bytes queued toward the endpoint. */
+  get bufferedBytes(): number {
+    return this.#acct.buffered;
+  }
+
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  onDrain(callback: () => void): void {
+    this.#acct.onDrain(callback);
+  }
+
+  /** Starts the read loop (after DIAL_RSP went out). */
+  start(): void {
+    this.#readLoop();
+  }
+
+  /** Queues DATA from the server. Never blocks. */
+  write(bytes: Uint8Array): void {
+    if (this.#closing || bytes.byteLength === 0) return;
+    this.#queue.push(bytes);
+    const underMark = this.#acct.add(bytes.byteLength);
+    if (!this.#writing) this.#writeLoop();
+    if (this.#guard.afterSend(underMark) === "overflow") {
+      this.#log.warn("endpoint is not reading; connection reset alone", {
+        bufferedBytes: this.bufferedBytes,
+      });
+      this.close({ by: "overflow" });
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const buffer = new Uint8Array(READ_BUFFER_SIZE);
+    let error: string | undefined;
+    try {
+      while (!this.#closing) {
+        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark()) {
+          await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
+          if (this.#closing || this.#stream.closed) break;
+        }
+        const n = await this.#socket.read(buffer);
+        if (n === null || this.#closing) break;
+        this.#stream.send(dataPacket(this.connectId, buffer.slice(0, n)));
+      }
+    } catch (err) {
+      if (!this.#closing) error = errorMessage(err);
+    }
+    if (!this.#closing) this.close({ by: "endpoint", error });
+  }
+
+  #streamUnderMark(): boolean {
+    return this.#stream.bufferedBytes <= (1 << 20);
+  }
+
+  async #writeLoop(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0) {
+        let chunk = this.#queue[0]!;
+        while (chunk.byteLength > 0) {
+          const n = await this.#socket.write(chunk);
+          chunk = chunk.subarray(n);
+        }
+        const done = this.#queue.shift()!;
+        this.#acct.remove(done.byteLength);
+      }
+    } catch (err) {
+      this.#writing = false;
+      if (!this.#closing) this.close({ by: "endpoint", error: errorMessage(err) });
+      this.#acct.flush();
+      return;
+    }
+    this.#writing = false;
+  }
+
+  /** The single teardown path. Idempotent. */
+  async close(cause: CloseCause): Promise<void> {
+    if (this.#closing) return this.done;
+    this.#closing = true;
+    this.#guard.dispose();
+    if (cause.by === "server" && this.#writing) {
+      // Deliver what the client wrote before it closed, within a bound.
+      await new Promise<void>((resolve) => {
+        const timer = this.#timers.setTimeout(resolve, CLOSE_FLUSH_MS);
+        this.#acct.onDrain(() => {
+          this.#timers.clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    try {
+      this.#socket.close();
+    } catch { /* already closed */ }
+    this.#queue = [];
+    this.#acct.flush();
+    if (cause.by !== "stream-gone") {
+      let error = "";
+      if (cause.by === "overflow") error = "endpoint stopped reading; connection reset by the agent";
+      this.#stream.send(closeResponse(this.connectId, error));
+    }
+    this.#log.debug("endpoint connection closed", { by: cause.by });
+    this.#onClosed(this);
+    this.#resolveDone();
+  }
+}

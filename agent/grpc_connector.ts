@@ -1,0 +1,75 @@
+/**
+ * Connects the agent to a server over gRPC with TLS, sending upstream's metadata and requiring
+ * upstream's response headers (`serverid`, `servercount`) within a deadline.
+ *
+ * @module
+ */
+
+import {
+  AGENT_ID_KEY,
+  AGENT_IDENTIFIERS_KEY,
+  AUTHORIZATION_KEY,
+  BEARER_PREFIX,
+  SERVER_COUNT_KEY,
+  SERVER_ID_KEY,
+} from "../proto/header.ts";
+import { KnpError } from "../internal/errors.ts";
+import { GrpcChannel, type TlsMaterial } from "../internal/grpc_stream.ts";
+import type { ServerConnection, ServerConnector } from "./client_set.ts";
+
+/** Options of {@linkcode grpcConnector}. */
+export interface GrpcConnectorOptions {
+  host: string;
+  port: number;
+  agentId: string;
+  agentIdentifiers: string;
+  /** CA, optional client cert/key. Without TLS material the link is plaintext (tests only). */
+  tls?: TlsMaterial;
+  /** Read at every connect, like upstream; sent as `authorization: Bearer <token>`. */
+  tokenPath?: string;
+  keepaliveTimeMs?: number;
+  /** Deadline for the server's response headers. @default 15000 */
+  headerTimeoutMs?: number;
+}
+
+/** Builds a {@linkcode ServerConnector} that opens a new gRPC connection per attempt. */
+export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
+  return async (): Promise<ServerConnection> => {
+    const target = options.host.includes(":") && !options.host.startsWith("[")
+      ? `[${options.host}]:${options.port}`
+      : `${options.host}:${options.port}`;
+    const channel = new GrpcChannel({
+      target,
+      tls: options.tls,
+      keepaliveTimeMs: options.keepaliveTimeMs,
+    });
+    const metadata: Record<string, string> = {
+      [AGENT_ID_KEY]: options.agentId,
+      [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
+    };
+    if (options.tokenPath) {
+      metadata[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
+    }
+    try {
+      const { stream, headers } = await channel.openStream("agent", metadata, {
+        awaitHeaders: true,
+        signal: AbortSignal.timeout(options.headerTimeoutMs ?? 15_000),
+      });
+      const ids = headers(SERVER_ID_KEY);
+      const counts = headers(SERVER_COUNT_KEY);
+      if (ids.length !== 1) {
+        stream.close(new KnpError("HANDSHAKE", "bad serverid header"));
+        throw new KnpError("HANDSHAKE", `expected one server ID in the response, got [${ids}]`);
+      }
+      const count = Number(counts[0]);
+      if (counts.length !== 1 || !Number.isInteger(count)) {
+        stream.close(new KnpError("HANDSHAKE", "bad servercount header"));
+        throw new KnpError("HANDSHAKE", `expected one server count in the response, got [${counts}]`);
+      }
+      return { stream, serverId: ids[0]!, serverCount: count, close: () => channel.close() };
+    } catch (err) {
+      channel.close();
+      throw err;
+    }
+  };
+}

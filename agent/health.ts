@@ -1,0 +1,55 @@
+/**
+ * The agent's health endpoints as a plain handler: `/healthz` always ok; `/readyz` and `/ready`
+ * check `ping` and `server-connected` in upstream's format (503 when no server is connected).
+ *
+ * @module
+ */
+
+/** What the handler needs to know. */
+export interface AgentHealthSource {
+  readonly ready: boolean;
+  metrics?: () => string;
+}
+
+/** Builds the agent's health handler. */
+export function agentHealthHandler(source: AgentHealthSource): (req: Request) => Response {
+  return (req) => {
+    const url = new URL(req.url);
+    switch (url.pathname) {
+      case "/healthz":
+        return text(200, "ok");
+      case "/readyz":
+      case "/ready": {
+        if (!source.ready) {
+          return text(503, "[+]ping ok\n[-]server-connected failed: no servers connected\n");
+        }
+        if (url.searchParams.has("verbose")) {
+          return text(200, "[+]ping ok\n[+]server-connected ok\ncheck passed\n");
+        }
+        return text(200, "ok");
+      }
+      case "/metrics":
+        return new Response(source.metrics?.() ?? "", {
+          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        });
+      default:
+        return text(404, "404 page not found\n");
+    }
+  };
+}
+
+/** The agent's admin handler: `/metrics` redirects to the health port, as upstream. */
+export function agentAdminHandler(healthPort: number): (req: Request) => Response {
+  return (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/metrics") {
+      url.port = String(healthPort);
+      return new Response(null, { status: 301, headers: { location: url.toString() } });
+    }
+    return text(404, "404 page not found\n");
+  };
+}
+
+function text(status: number, body: string): Response {
+  return new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}

@@ -1,0 +1,248 @@
+/**
+ * `TunnelConn`: one dial over one frontend stream, as the client sees it — a state machine that
+ * sends DIAL_REQ, waits (bounded) for DIAL_RSP, then exposes the connection with `Deno.Conn`'s
+ * shape: `readable`, `writable`, `close()`, `[Symbol.asyncDispose]`.
+ *
+ * Backpressure: `readable` holds at most `readHighWater` bytes before the stream is paused (the
+ * transport's flow control then pushes back on the sender); `writable` waits for the stream to
+ * drain before accepting more.
+ *
+ * The protocol has no half-close: closing `writable` only ends local writes; `close()` ends the
+ * connection (CLOSE_REQ, then CLOSE_RSP within `closeTimeoutMs`).
+ *
+ * @module
+ */
+
+import {
+  closeDial,
+  closeRequest,
+  type DecodedPacket,
+  dataPacket,
+  dialRequest,
+} from "../proto/packet.ts";
+import { DialError, errorMessage, KnpError } from "../internal/errors.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+
+/** Upstream client's hard backstop for a dial. */
+export const DIAL_BACKSTOP_MS = 30_000;
+/** Upstream client's wait for CLOSE_RSP. */
+export const CLOSE_TIMEOUT_MS = 10_000;
+/** Largest DATA payload this client sends. */
+export const MAX_WRITE_CHUNK = 64 * 1024;
+
+/** Options of a single dial. */
+export interface DialOptions {
+  /** Cancels a pending dial (sends DIAL_CLS). */
+  signal?: AbortSignal;
+  /** Dial deadline. @default 30000 */
+  timeoutMs?: number;
+  /** Bytes buffered in `readable` before the stream is paused. @default 1 MiB */
+  readHighWater?: number;
+  /** @default 10000 */
+  closeTimeoutMs?: number;
+}
+
+/** Picks a random non-negative int63 dial ID, like Go's `rand.Int63()`. */
+export function randomDialId(): bigint {
+  const buf = new BigUint64Array(1);
+  crypto.getRandomValues(buf);
+  return (buf[0]! & 0x7fff_ffff_ffff_ffffn) || 1n;
+}
+
+type State = "dialing" | "open" | "closing" | "closed";
+
+/** A connection through the tunnel. */
+export class TunnelConn implements AsyncDisposable {
+  readonly address: string;
+  readonly dialId: bigint;
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  /** Resolves when the connection is fully closed (CLOSE_RSP, timeout or tunnel end). */
+  readonly closed: Promise<void>;
+  #connectId = 0n;
+  #stream: PacketStream;
+  #state: State = "dialing";
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #dial = Promise.withResolvers<void>();
+  #closedResolvers = Promise.withResolvers<void>();
+  #closeTimeoutMs: number;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeError = "";
+  #onFinished: () => void;
+
+  /** @internal Use `Tunnel.dial()`. */
+  constructor(
+    stream: PacketStream,
+    address: string,
+    options: DialOptions,
+    onFinished: () => void,
+  ) {
+    this.#stream = stream;
+    this.address = address;
+    this.dialId = randomDialId();
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? CLOSE_TIMEOUT_MS;
+    this.#onFinished = onFinished;
+    this.closed = this.#closedResolvers.promise;
+    this.#dial.promise.catch(() => {});
+    this.readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: () => stream.resume(),
+      cancel: () => this.close(),
+    }, new ByteLengthQueuingStrategy({ highWaterMark: options.readHighWater ?? 1 << 20 }));
+    this.writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#write(chunk),
+    });
+  }
+
+  /** The agent-assigned connection ID (0 until the dial succeeds). */
+  get connectId(): bigint {
+    return this.#connectId;
+  }
+
+  /** Error text of the agent's CLOSE_RSP, if it had one. */
+  get closeError(): string {
+    return this.#closeError;
+  }
+
+  /** @internal Sends DIAL_REQ and resolves when the dial succeeds. */
+  async dial(protocol: string, options: DialOptions): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? DIAL_BACKSTOP_MS;
+    const timer = setTimeout(
+      () => this.#failDial(new DialError("dial timeout, backstop", "timeout"), true),
+      timeoutMs,
+    );
+    const onAbort = () =>
+      this.#failDial(
+        new DialError("dial timeout, context", "context", { cause: options.signal?.reason }),
+        true,
+      );
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
+    this.#stream.start({
+      onPacket: (p) => this.#onPacket(p),
+      onEnd: (error) => this.#onEnd(error),
+    });
+    this.#stream.send(dialRequest(this.address, this.dialId, protocol));
+    try {
+      await this.#dial.promise;
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #failDial(error: Error, cancel: boolean): void {
+    if (this.#state !== "dialing") return;
+    if (cancel) this.#stream.send(closeDial(this.dialId));
+    this.#dial.reject(error);
+    this.#finish(error);
+  }
+
+  #onPacket(packet: DecodedPacket): void {
+    switch (packet.type) {
+      case "DIAL_RSP": {
+        const { random, error, connectId } = packet.dialResponse;
+        if (this.#state !== "dialing" || random !== this.dialId) {
+          // Upstream closes the tunnel on an unknown dial response.
+          return this.#finish(new KnpError("PROTOCOL", `unexpected DIAL_RSP for dial ${random}`));
+        }
+        if (error !== "") return this.#failDial(new DialError(error, "endpoint"), false);
+        this.#connectId = connectId;
+        this.#state = "open";
+        this.#dial.resolve();
+        return;
+      }
+      case "DIAL_CLS":
+        if (this.#state === "dialing") {
+          return this.#failDial(new DialError("dial closed", "dialclosed"), false);
+        }
+        return this.#finish(new KnpError("PROTOCOL", "DIAL_CLS after dial finished"));
+      case "DATA": {
+        const id = packet.data.connectId;
+        if (id === 0n) return;
+        if (id !== this.#connectId) {
+          this.#stream.send(closeRequest(id));
+          return;
+        }
+        if (this.#state !== "open" && this.#state !== "closing") return;
+        try {
+          this.#controller.enqueue(packet.data.data);
+        } catch {
+          return; // the reader cancelled; bytes are dropped
+        }
+        if ((this.#controller.desiredSize ?? 1) <= 0) this.#stream.pause();
+        return;
+      }
+      case "CLOSE_RSP":
+        if (packet.closeResponse.connectId !== this.#connectId) return;
+        this.#closeError = packet.closeResponse.error;
+        return this.#finish();
+    }
+  }
+
+  #onEnd(error?: Error): void {
+    if (this.#state === "dialing") {
+      return this.#failDial(
+        new DialError(error ? `tunnel closed: ${errorMessage(error)}` : "tunnel closed", "tunnelclosed", {
+          cause: error,
+        }),
+        false,
+      );
+    }
+    if (this.#state === "closed") return;
+    this.#finish(
+      this.#state === "closing" ? undefined : new KnpError(
+        "TUNNEL_CLOSED",
+        error ? `tunnel closed: ${errorMessage(error)}` : "tunnel closed before the connection was closed",
+        { cause: error },
+      ),
+    );
+  }
+
+  async #write(chunk: Uint8Array): Promise<void> {
+    for (let off = 0; off < chunk.byteLength; off += MAX_WRITE_CHUNK) {
+      if (this.#state !== "open") {
+        throw new KnpError("TUNNEL_CLOSED", `connection to ${this.address} is closed`);
+      }
+      // Copy: the caller may reuse its buffer once write() resolves.
+      const piece = chunk.slice(off, off + MAX_WRITE_CHUNK);
+      if (!this.#stream.send(dataPacket(this.#connectId, piece))) {
+        await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
+      }
+    }
+  }
+
+  /** Closes the connection: CLOSE_REQ, then wait for CLOSE_RSP (bounded). Idempotent. */
+  close(): void {
+    if (this.#state === "open") {
+      this.#state = "closing";
+      this.#stream.send(closeRequest(this.#connectId));
+      this.#closeTimer = setTimeout(() => this.#finish(), this.#closeTimeoutMs);
+    } else if (this.#state === "dialing") {
+      this.#failDial(new DialError("dial cancelled by close", "context"), true);
+    }
+  }
+
+  /** The single teardown path. */
+  #finish(error?: Error): void {
+    if (this.#state === "closed") return;
+    const wasDialing = this.#state === "dialing";
+    this.#state = "closed";
+    if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
+    if (wasDialing) this.#dial.reject(error ?? new DialError("tunnel closed", "tunnelclosed"));
+    try {
+      if (error) this.#controller.error(error);
+      else this.#controller.close();
+    } catch { /* already closed */ }
+    this.#stream.close();
+    this.#onFinished();
+    this.#closedResolvers.resolve();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.closed;
+  }
+}

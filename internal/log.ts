@@ -1,0 +1,82 @@
+/**
+ * Structured logging. Library code takes a {@linkcode Logger} and never prints; binaries pass
+ * {@linkcode jsonLogger}, which writes one JSON object per line to stderr.
+ *
+ * @module
+ */
+
+/** Structured fields: dialID, connectID, agentID, serverID and the like. */
+export type LogFields = Record<string, unknown>;
+
+/** The logging interface every component accepts. */
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+  /** A logger that adds `fields` to every record. */
+  with(fields: LogFields): Logger;
+}
+
+const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
+/** A log level name. */
+export type LogLevel = keyof typeof LEVELS;
+
+/** A logger that drops everything (the library default). */
+export const nullLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  with() {
+    return nullLogger;
+  },
+};
+
+/** Options of {@linkcode jsonLogger}. */
+export interface JsonLoggerOptions {
+  level?: LogLevel;
+  /** Where lines go; defaults to stderr. */
+  write?: (line: string) => void;
+  /** "json" (default) or "text" (`time level message key=value`). */
+  format?: "json" | "text";
+  fields?: LogFields;
+}
+
+function replacer(_key: string, value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Error) return value.message;
+  return value;
+}
+
+/** A logger writing JSON lines (bigints as decimal strings). */
+export function jsonLogger(options: JsonLoggerOptions = {}): Logger {
+  const min = LEVELS[options.level ?? "info"];
+  const encoder = new TextEncoder();
+  const write = options.write ?? ((line: string) => Deno.stderr.writeSync(encoder.encode(line)));
+  const format = options.format ?? "json";
+  const base = options.fields ?? {};
+  function emit(level: LogLevel, message: string, fields?: LogFields) {
+    if (LEVELS[level] < min) return;
+    const time = new Date().toISOString();
+    if (format === "json") {
+      write(JSON.stringify({ time, level, msg: message, ...base, ...fields }, replacer) + "\n");
+    } else {
+      const kv = Object.entries({ ...base, ...fields })
+        .map(([k, v]) => `${k}=${JSON.stringify(v, replacer)}`).join(" ");
+      write(`${time} ${level.toUpperCase()} ${message}${kv ? " " + kv : ""}\n`);
+    }
+  }
+  return {
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+    with: (fields) => jsonLogger({ ...options, fields: { ...base, ...fields } }),
+  };
+}
+
+/** Maps klog's `-v` verbosity to a level: 0–3 info, 4+ debug (upstream's mains default to 4). */
+export function levelFromVerbosity(v: number): LogLevel {
+  return v >= 5 ? "debug" : "info";
+}

@@ -1,0 +1,123 @@
+// This module is browser compatible.
+/**
+ * The Konnectivity `Packet` as a TypeScript discriminated union, and builders for each kind.
+ *
+ * Field names follow the upstream protobuf messages (`random` is the dial ID, `connectId` is the
+ * agent-assigned connection ID). Every int64 is a `bigint`: Go clients pick dial IDs with
+ * `rand.Int63()`, which exceeds `Number.MAX_SAFE_INTEGER`.
+ *
+ * @module
+ */
+
+/** Numeric values of the `PacketType` enum on the wire. */
+export const PacketType = {
+  DIAL_REQ: 0,
+  DIAL_RSP: 1,
+  CLOSE_REQ: 2,
+  CLOSE_RSP: 3,
+  DATA: 4,
+  DIAL_CLS: 5,
+  DRAIN: 6,
+} as const;
+
+/** Name of a known packet type. */
+export type PacketTypeName = keyof typeof PacketType;
+
+/** `DialRequest` (Packet field 2). */
+export interface DialRequest {
+  protocol: string;
+  address: string;
+  random: bigint;
+}
+
+/** `DialResponse` (Packet field 3). An empty `error` means success. */
+export interface DialResponse {
+  error: string;
+  connectId: bigint;
+  random: bigint;
+}
+
+/** `Data` (Packet field 4). */
+export interface Data {
+  connectId: bigint;
+  error: string;
+  data: Uint8Array;
+}
+
+/** `CloseRequest` (Packet field 5). */
+export interface CloseRequest {
+  connectId: bigint;
+}
+
+/** `CloseResponse` (Packet field 6). */
+export interface CloseResponse {
+  error: string;
+  connectId: bigint;
+}
+
+/** `CloseDial` (Packet field 7). */
+export interface CloseDial {
+  random: bigint;
+}
+
+/** A packet of a known type; the payload always matches the type. */
+export type Packet =
+  | { type: "DIAL_REQ"; dialRequest: DialRequest }
+  | { type: "DIAL_RSP"; dialResponse: DialResponse }
+  | { type: "CLOSE_REQ"; closeRequest: CloseRequest }
+  | { type: "CLOSE_RSP"; closeResponse: CloseResponse }
+  | { type: "DATA"; data: Data }
+  | { type: "DIAL_CLS"; closeDial: CloseDial }
+  | { type: "DRAIN" };
+
+/**
+ * A packet whose type number this implementation does not know (a newer peer's extension).
+ * Receivers ignore it.
+ */
+export interface UnknownPacket {
+  type: "UNKNOWN";
+  typeNumber: number;
+}
+
+/** What the decoder yields. */
+export type DecodedPacket = Packet | UnknownPacket;
+
+/** Builds a DIAL_REQ. */
+export function dialRequest(address: string, random: bigint, protocol = "tcp"): Packet {
+  return { type: "DIAL_REQ", dialRequest: { protocol, address, random } };
+}
+
+/** Builds a DIAL_RSP; pass an error text for a failed dial (connectId is then 0). */
+export function dialResponse(random: bigint, connectId: bigint, error = ""): Packet {
+  return { type: "DIAL_RSP", dialResponse: { error, connectId, random } };
+}
+
+/** Builds a DATA packet. The bytes are referenced, not copied. */
+export function dataPacket(connectId: bigint, data: Uint8Array): Packet {
+  return { type: "DATA", data: { connectId, error: "", data } };
+}
+
+/** Builds a CLOSE_REQ. */
+export function closeRequest(connectId: bigint): Packet {
+  return { type: "CLOSE_REQ", closeRequest: { connectId } };
+}
+
+/** Builds a CLOSE_RSP; an empty error means a clean close. */
+export function closeResponse(connectId: bigint, error = ""): Packet {
+  return { type: "CLOSE_RSP", closeResponse: { error, connectId } };
+}
+
+/** Builds a DIAL_CLS (cancel the pending dial with this dial ID). */
+export function closeDial(random: bigint): Packet {
+  return { type: "DIAL_CLS", closeDial: { random } };
+}
+
+/** Builds a DRAIN. */
+export function drain(): Packet {
+  return { type: "DRAIN" };
+}
+
+/** Bytes of payload a packet carries (DATA bytes; 0 for control packets). */
+export function payloadBytes(packet: DecodedPacket): number {
+  return packet.type === "DATA" ? packet.data.data.byteLength : 0;
+}

@@ -1,0 +1,48 @@
+/**
+ * `Backend`: one agent stream, as the server sees it.
+ *
+ * @module
+ */
+
+import type { AgentIdentifiers } from "../proto/header.ts";
+import type { Packet } from "../proto/packet.ts";
+import { SharedPause } from "../internal/backpressure.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+
+let nextBackendSeq = 0;
+
+/** One connected agent stream. */
+export class Backend {
+  readonly agentId: string;
+  readonly identifiers: AgentIdentifiers;
+  readonly stream: PacketStream;
+  /** Pauses this agent stream while a slow frontend drains (see SinkGuard). */
+  readonly pause: SharedPause;
+  /** Distinguishes two streams of the same agent ID. */
+  readonly seq = ++nextBackendSeq;
+  #draining = false;
+
+  constructor(agentId: string, identifiers: AgentIdentifiers, stream: PacketStream) {
+    this.agentId = agentId;
+    this.identifiers = identifiers;
+    this.stream = stream;
+    this.pause = new SharedPause(stream);
+  }
+
+  /** The agent said it is shutting down: prefer others for new dials. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  setDraining(): void {
+    this.#draining = true;
+  }
+
+  send(packet: Packet): boolean {
+    return this.stream.send(packet);
+  }
+
+  toString(): string {
+    return `${this.agentId}#${this.seq}`;
+  }
+}

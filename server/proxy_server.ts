@@ -1,0 +1,489 @@
+/**
+ * `ProxyServer`: the server's protocol core. It owns the dial table (pending dials by dial ID), the
+ * connection table (established connections by agent stream and connectID) and one
+ * {@linkcode FrontendConnection} state machine per frontend stream. It does no I/O of its own: it
+ * is handed {@linkcode PacketStream}s for frontends and agents, and time through `timers`.
+ *
+ * Every table entry has a deadline: pending dials `backendDialTimeoutMs`, closing connections
+ * `closeTimeoutMs`. Every connection leaves the tables through one path, `#teardown`.
+ *
+ * @module
+ */
+
+import {
+  closeDial,
+  closeRequest,
+  closeResponse,
+  type DecodedPacket,
+  dialResponse,
+  type Packet,
+} from "../proto/packet.ts";
+import { parseAgentIdentifiers } from "../proto/header.ts";
+import { DEFAULT_GUARD_LIMITS, type GuardLimits, SinkGuard } from "../internal/backpressure.ts";
+import { KnpError } from "../internal/errors.ts";
+import { type Logger, nullLogger } from "../internal/log.ts";
+import type { PacketStream } from "../internal/packet_stream.ts";
+import { realTimers, type Timers } from "../internal/timers.ts";
+import { Backend } from "./backend.ts";
+import { BackendManager, type ProxyStrategy } from "./backend_manager.ts";
+
+/** Error text of a dial with no agent to carry it (upstream's exact string). */
+export const NO_AGENT_AVAILABLE = "No agent available";
+/** Error text of a dial whose agent did not answer in time (upstream's exact string). */
+export const DIAL_TIMEOUT_TEXT = "timed out waiting for backend dial";
+
+/** Why a dial failed, as counted by upstream's `dial_failure_count{reason}`. */
+export type DialFailureLabel =
+  | "no_agent"
+  | "error_response"
+  | "unrecognized_response"
+  | "send_rsp"
+  | "backend_close"
+  | "backend_dial_timeout"
+  | "frontend_close";
+
+/** What the core reports, for logs and metrics. */
+export type ServerEvent =
+  | { kind: "dial-failure"; reason: DialFailureLabel; dialId: bigint; agentId?: string }
+  | { kind: "dial-success"; dialId: bigint; connectId: bigint; agentId: string; ms: number }
+  | { kind: "connection-closed"; connectId: bigint; agentId: string };
+
+/** Options of {@linkcode ProxyServer}. */
+export interface ProxyServerOptions {
+  serverId: string;
+  /** Sent to agents as `servercount`. @default 1 */
+  serverCount?: number;
+  /** @default ["default"] */
+  strategies?: ProxyStrategy[];
+  /** Deadline for an agent's DIAL_RSP; 0 disables. @default 10000 */
+  backendDialTimeoutMs?: number;
+  /** Deadline for an agent's CLOSE_RSP after a CLOSE_REQ. @default 10000 */
+  closeTimeoutMs?: number;
+  /** Per-connection buffering limits toward frontends. */
+  guard?: GuardLimits;
+  timers?: Timers;
+  logger?: Logger;
+  onEvent?: (event: ServerEvent) => void;
+  random?: () => number;
+}
+
+type State = "idle" | "pending" | "established" | "closing" | "done";
+
+/** One frontend stream and the single connection it carries. */
+export class FrontendConnection {
+  readonly stream: PacketStream;
+  readonly userAgent: string;
+  state: State = "idle";
+  dialId = 0n;
+  address = "";
+  connectId = 0n;
+  backend: Backend | undefined;
+  dialStart = 0;
+  timer: number | undefined;
+  guard: SinkGuard | undefined;
+
+  constructor(stream: PacketStream, userAgent: string) {
+    this.stream = stream;
+    this.userAgent = userAgent;
+  }
+}
+
+/** The server's protocol core. */
+export class ProxyServer {
+  readonly serverId: string;
+  readonly serverCount: number;
+  readonly backends: BackendManager;
+  #dialTimeoutMs: number;
+  #closeTimeoutMs: number;
+  #guard: GuardLimits;
+  #timers: Timers;
+  #log: Logger;
+  #onEvent: (event: ServerEvent) => void;
+  #pending = new Map<bigint, FrontendConnection>();
+  #established = new Map<Backend, Map<bigint, FrontendConnection>>();
+  #frontends = new Set<FrontendConnection>();
+
+  constructor(options: ProxyServerOptions) {
+    this.serverId = options.serverId;
+    this.serverCount = options.serverCount ?? 1;
+    this.backends = new BackendManager(options.strategies ?? ["default"], options.random);
+    this.#dialTimeoutMs = options.backendDialTimeoutMs ?? 10_000;
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
+    this.#guard = options.guard ?? DEFAULT_GUARD_LIMITS;
+    this.#timers = options.timers ?? realTimers;
+    this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
+    this.#onEvent = options.onEvent ?? (() => {});
+  }
+
+  /** Number of dials waiting for an agent's answer. */
+  get pendingDials(): number {
+    return this.#pending.size;
+  }
+
+  /** Number of established end-to-end connections. */
+  get establishedConnections(): number {
+    let n = 0;
+    for (const m of this.#established.values()) n += m.size;
+    return n;
+  }
+
+  /** Number of open frontend streams. */
+  get frontendStreams(): number {
+    return this.#frontends.size;
+  }
+
+  /** Ready iff the first strategy has an agent. */
+  get ready(): boolean {
+    return this.backends.ready;
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  /**
+   * Validates an agent's metadata and returns the headers to send before any packet.
+   *
+   * @throws {KnpError} `HANDSHAKE` when the metadata breaks upstream's rules
+   */
+  agentHandshake(agentIds: string[], identifiers: string[]): {
+    agentId: string;
+    identifiers: ReturnType<typeof parseAgentIdentifiers>;
+    headers: Record<string, string>;
+  } {
+    if (agentIds.length !== 1) {
+      throw new KnpError(
+        "HANDSHAKE",
+        `expected one agent ID in the context, got [${agentIds.join(" ")}]`,
+      );
+    }
+    if (identifiers.length > 1) {
+      throw new KnpError(
+        "HANDSHAKE",
+        `expected at most one set of agent identifiers in the context, got [${
+          identifiers.join(" ")
+        }]`,
+      );
+    }
+    let parsed;
+    try {
+      parsed = parseAgentIdentifiers(identifiers[0] ?? "");
+    } catch (err) {
+      throw new KnpError("HANDSHAKE", `fail to parse url encoded string: ${err}`, { cause: err });
+    }
+    return {
+      agentId: agentIds[0]!,
+      identifiers: parsed,
+      headers: { serverid: this.serverId, servercount: String(this.serverCount) },
+    };
+  }
+
+  /** Registers an agent stream (after its handshake) and starts serving it. */
+  addBackend(
+    agentId: string,
+    identifiers: ReturnType<typeof parseAgentIdentifiers>,
+    stream: PacketStream,
+  ): Backend {
+    const backend = new Backend(agentId, identifiers, stream);
+    const log = this.#log.with({ agentID: agentId, peer: stream.peer });
+    this.#established.set(backend, new Map());
+    this.backends.add(backend);
+    log.info("agent connected", { backend: backend.seq });
+    stream.start({
+      onPacket: (packet) => this.#fromBackend(backend, packet),
+      onEnd: (error) => {
+        log.info("agent disconnected", { backend: backend.seq, error: error?.message });
+        this.#removeBackend(backend);
+      },
+    });
+    return backend;
+  }
+
+  #removeBackend(backend: Backend): void {
+    this.backends.remove(backend);
+    const conns = this.#established.get(backend);
+    this.#established.delete(backend);
+    for (const conn of conns?.values() ?? []) {
+      conn.stream.send(closeResponse(conn.connectId, `agent ${backend.agentId} disconnected`));
+      this.#teardown(conn, "done");
+    }
+    for (const conn of [...this.#pending.values()]) {
+      if (conn.backend !== backend) continue;
+      this.#event({ kind: "dial-failure", reason: "backend_close", dialId: conn.dialId });
+      conn.stream.send(
+        dialResponse(
+          conn.dialId,
+          0n,
+          `agent ${backend.agentId} disconnected before the dial completed`,
+        ),
+      );
+      this.#teardown(conn, "done");
+    }
+  }
+
+  #fromBackend(backend: Backend, packet: DecodedPacket): void {
+    switch (packet.type) {
+      case "DIAL_RSP": {
+        const { random, connectId, error } = packet.dialResponse;
+        const conn = this.#pending.get(random);
+        if (!conn || conn.backend !== backend) {
+          this.#log.debug("DIAL_RSP not recognized; dropped", { dialID: random, connectID: connectId });
+          this.#event({ kind: "dial-failure", reason: "unrecognized_response", dialId: random });
+          if (connectId !== 0n) backend.send(closeRequest(connectId));
+          return;
+        }
+        this.#pending.delete(random);
+        this.#clearTimer(conn);
+        if (error !== "") {
+          this.#event({ kind: "dial-failure", reason: "error_response", dialId: random });
+          conn.stream.send(packet);
+          this.#teardown(conn, "done");
+          return;
+        }
+        if (conn.stream.closed) {
+          this.#event({ kind: "dial-failure", reason: "send_rsp", dialId: random });
+          backend.send(closeRequest(connectId));
+          this.#teardown(conn, "done");
+          return;
+        }
+        conn.connectId = connectId;
+        conn.state = "established";
+        conn.guard = new SinkGuard(conn.stream, backend.pause, this.#guard, this.#timers);
+        this.#established.get(backend)?.set(connectId, conn);
+        conn.stream.send(packet);
+        this.#event({
+          kind: "dial-success",
+          dialId: random,
+          connectId,
+          agentId: backend.agentId,
+          ms: this.#timers.now() - conn.dialStart,
+        });
+        return;
+      }
+      case "DATA": {
+        const id = packet.data.connectId;
+        if (id === 0n) return;
+        const conn = this.#established.get(backend)?.get(id);
+        if (!conn) {
+          backend.send(closeRequest(id));
+          return;
+        }
+        if (conn.state !== "established" && conn.state !== "closing") return;
+        const underMark = conn.stream.send(packet);
+        if (conn.guard?.afterSend(underMark) === "overflow") {
+          this.#log.warn("frontend is not reading; connection reset alone", {
+            connectID: id,
+            agentID: backend.agentId,
+            bufferedBytes: conn.stream.bufferedBytes,
+          });
+          backend.send(closeRequest(id));
+          this.#teardown(
+            conn,
+            "done",
+            new KnpError("BUFFER_OVERFLOW", "frontend stopped reading; connection reset"),
+          );
+        }
+        return;
+      }
+      case "CLOSE_RSP": {
+        const conn = this.#established.get(backend)?.get(packet.closeResponse.connectId);
+        if (!conn) return;
+        conn.stream.send(packet);
+        this.#teardown(conn, "done");
+        return;
+      }
+      case "DIAL_CLS": {
+        const conn = this.#pending.get(packet.closeDial.random);
+        if (!conn || conn.backend !== backend) return;
+        this.#event({ kind: "dial-failure", reason: "backend_close", dialId: conn.dialId });
+        conn.stream.send(packet);
+        this.#teardown(conn, "done");
+        return;
+      }
+      case "DRAIN":
+        this.#log.info("agent is draining", { agentID: backend.agentId });
+        backend.setDraining();
+        return;
+      default:
+        this.#log.debug("ignored packet from agent", { type: packet.type });
+    }
+  }
+
+  // ------------------------------------------------------------- frontends
+
+  /** Serves one frontend stream (one tunnel, one dial). */
+  serveFrontend(stream: PacketStream, userAgent = ""): FrontendConnection {
+    const conn = new FrontendConnection(stream, userAgent);
+    this.#frontends.add(conn);
+    stream.start({
+      onPacket: (packet) => this.#fromFrontend(conn, packet),
+      onEnd: () => this.#frontendGone(conn),
+    });
+    return conn;
+  }
+
+  #fromFrontend(conn: FrontendConnection, packet: DecodedPacket): void {
+    switch (packet.type) {
+      case "DIAL_REQ":
+        return this.#dial(conn, packet);
+      case "DATA": {
+        const id = packet.data.connectId;
+        if (conn.state === "idle") {
+          conn.stream.send(closeResponse(id, "backend not initialized"));
+          return this.#teardown(conn, "done");
+        }
+        if (id === 0n || conn.state === "closing" || conn.state === "done") return;
+        if (conn.state === "pending" || id !== conn.connectId) return this.#mismatch(conn, id);
+        if (!conn.backend!.send(packet)) {
+          // The agent stream is full: hold this frontend only, until it drains.
+          conn.stream.pause();
+          conn.backend!.stream.onDrain(() => conn.stream.resume());
+        }
+        return;
+      }
+      case "CLOSE_REQ": {
+        const id = packet.closeRequest.connectId;
+        if (conn.state === "idle") {
+          conn.stream.send(closeResponse(id, "backend uninitialized"));
+          return;
+        }
+        if (conn.state === "pending") {
+          this.#event({ kind: "dial-failure", reason: "frontend_close", dialId: conn.dialId });
+          conn.backend!.send(closeDial(conn.dialId));
+          conn.stream.send(closeResponse(id));
+          return this.#teardown(conn, "done");
+        }
+        if (conn.state !== "established") return;
+        if (id !== conn.connectId) return this.#mismatch(conn, id);
+        conn.backend!.send(closeRequest(id));
+        conn.state = "closing";
+        this.#setTimer(conn, this.#closeTimeoutMs, () => {
+          this.#log.warn("agent did not answer CLOSE_REQ in time", { connectID: id });
+          conn.stream.send(closeResponse(id, "timed out waiting for the agent to close"));
+          this.#teardown(conn, "done");
+        });
+        return;
+      }
+      case "DIAL_CLS": {
+        if (conn.state !== "pending" || packet.closeDial.random !== conn.dialId) return;
+        this.#event({ kind: "dial-failure", reason: "frontend_close", dialId: conn.dialId });
+        // Upstream agents ignore DIAL_CLS; ours cancel the dial. A late DIAL_RSP is closed anyway.
+        conn.backend!.send(packet);
+        return this.#teardown(conn, "done");
+      }
+      default:
+        this.#log.debug("ignored packet from frontend", { type: packet.type });
+    }
+  }
+
+  #dial(conn: FrontendConnection, packet: Packet & { type: "DIAL_REQ" }): void {
+    const { random, address } = packet.dialRequest;
+    if (conn.state !== "idle") {
+      conn.stream.send(dialResponse(random, 0n, "this stream already carries a dial"));
+      return;
+    }
+    const log = this.#log.with({ dialID: random, address });
+    conn.dialId = random;
+    conn.address = address;
+    if (this.#pending.has(random)) {
+      conn.stream.send(dialResponse(random, 0n, `dial ID ${random} is already in use`));
+      return this.#teardown(conn, "done");
+    }
+    const backend = this.backends.pick(address);
+    if (!backend) {
+      log.info("dial failed: no agent available");
+      this.#event({ kind: "dial-failure", reason: "no_agent", dialId: random });
+      conn.stream.send(dialResponse(random, 0n, NO_AGENT_AVAILABLE));
+      return this.#teardown(conn, "done");
+    }
+    conn.backend = backend;
+    conn.state = "pending";
+    conn.dialStart = this.#timers.now();
+    this.#pending.set(random, conn);
+    log.debug("forwarding DIAL_REQ", { agentID: backend.agentId });
+    backend.send(packet);
+    if (this.#dialTimeoutMs > 0) {
+      this.#setTimer(conn, this.#dialTimeoutMs, () => {
+        log.warn("dial timed out waiting for the agent", { agentID: backend.agentId });
+        this.#event({ kind: "dial-failure", reason: "backend_dial_timeout", dialId: random });
+        backend.send(closeDial(random));
+        conn.stream.send(dialResponse(random, 0n, DIAL_TIMEOUT_TEXT));
+        this.#teardown(conn, "done");
+      });
+    }
+  }
+
+  #mismatch(conn: FrontendConnection, id: bigint): void {
+    if (conn.backend) {
+      conn.backend.send(closeRequest(id));
+      if (conn.state === "established") conn.backend.send(closeRequest(conn.connectId));
+      else conn.backend.send(closeDial(conn.dialId));
+    }
+    conn.stream.send(closeResponse(id, "mismatched connection IDs"));
+    if (conn.connectId !== 0n) {
+      conn.stream.send(closeResponse(conn.connectId, "mismatched connection IDs"));
+    }
+    this.#teardown(conn, "done");
+  }
+
+  #frontendGone(conn: FrontendConnection): void {
+    if (conn.state === "pending") {
+      this.#event({ kind: "dial-failure", reason: "frontend_close", dialId: conn.dialId });
+      conn.backend?.send(closeDial(conn.dialId));
+    } else if (conn.state === "established") {
+      conn.backend?.send(closeRequest(conn.connectId));
+    }
+    this.#teardown(conn, "done");
+    this.#frontends.delete(conn);
+  }
+
+  /** The single exit from every table. Closing the stream ends the frontend's tunnel. */
+  #teardown(conn: FrontendConnection, _to: "done", error?: Error): void {
+    if (conn.state === "done" && !this.#frontends.has(conn)) return;
+    const was = conn.state;
+    conn.state = "done";
+    this.#clearTimer(conn);
+    conn.guard?.dispose();
+    conn.guard = undefined;
+    if (this.#pending.get(conn.dialId) === conn) this.#pending.delete(conn.dialId);
+    if (conn.backend && (was === "established" || was === "closing")) {
+      const table = this.#established.get(conn.backend);
+      if (table?.get(conn.connectId) === conn) table.delete(conn.connectId);
+      this.#event({
+        kind: "connection-closed",
+        connectId: conn.connectId,
+        agentId: conn.backend.agentId,
+      });
+    }
+    this.#frontends.delete(conn);
+    conn.stream.close(error);
+  }
+
+  #setTimer(conn: FrontendConnection, ms: number, fire: () => void): void {
+    this.#clearTimer(conn);
+    conn.timer = this.#timers.setTimeout(() => {
+      conn.timer = undefined;
+      fire();
+    }, ms);
+  }
+
+  #clearTimer(conn: FrontendConnection): void {
+    if (conn.timer !== undefined) this.#timers.clearTimeout(conn.timer);
+    conn.timer = undefined;
+  }
+
+  #event(event: ServerEvent): void {
+    try {
+      this.#onEvent(event);
+    } catch (err) {
+      this.#log.error("event listener failed", { error: String(err) });
+    }
+  }
+
+  /** Ends every stream (shutdown). */
+  close(): void {
+    for (const conn of [...this.#frontends]) {
+      if (conn.state === "established") conn.backend?.send(closeRequest(conn.connectId));
+      this.#teardown(conn, "done", new KnpError("TUNNEL_CLOSED", "proxy server is shutting down"));
+    }
+    for (const backend of [...this.#established.keys()]) backend.stream.close();
+  }
+}

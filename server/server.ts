@@ -1,0 +1,169 @@
+/**
+ * `startProxyServer`: binds the frontend (gRPC over a UDS or over TCP with mTLS), the agent
+ * service (gRPC over TLS, mTLS when a CA is given) and the health/admin HTTP servers around one
+ * {@linkcode ProxyServer} core.
+ *
+ * @module
+ */
+
+import { USER_AGENT_KEY } from "../proto/header.ts";
+import { errorMessage, KnpError } from "../internal/errors.ts";
+import { type GrpcServerHandle, serveGrpc, type TlsMaterial } from "../internal/grpc_stream.ts";
+import { type Logger, nullLogger } from "../internal/log.ts";
+import { rm } from "node:fs/promises";
+import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
+import { serverHealthHandler } from "./health.ts";
+
+/** Where and how to listen. Ports may be 0 (pick a free one). */
+export interface ProxyServerConfig extends ProxyServerOptions {
+  /** Frontend UDS path; when set, the TCP frontend is off. */
+  udsName?: string;
+  /** Delete an existing UDS file before listening. @default true */
+  deleteExistingUdsFile?: boolean;
+  serverBindAddress?: string;
+  serverPort?: number;
+  /** Frontend TLS (TCP mode): cert, key and the CA that verifies frontend client certs. */
+  serverTls?: TlsMaterial;
+  agentBindAddress?: string;
+  agentPort: number;
+  /** Agent-facing TLS; a CA enables mTLS. */
+  clusterTls: TlsMaterial;
+  keepaliveTimeMs?: number;
+  frontendKeepaliveTimeMs?: number;
+  healthBindAddress?: string;
+  /** Health port; undefined = no health server. */
+  healthPort?: number;
+  adminBindAddress?: string;
+  adminPort?: number;
+  logger?: Logger;
+}
+
+/** A running server. */
+export interface ProxyServerHandle extends AsyncDisposable {
+  core: ProxyServer;
+  /** Bound frontend TCP port (0 with a UDS). */
+  serverPort: number;
+  agentPort: number;
+  healthPort: number;
+  adminPort: number;
+  /** Stops everything; `graceful` lets open frontend streams finish. */
+  close(graceful?: boolean): Promise<void>;
+}
+
+function hostPort(host: string | undefined, port: number): string {
+  const h = host && host !== "" ? host : "0.0.0.0";
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** Starts a server. @throws {KnpError} when a listener cannot be bound */
+export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
+  const log = config.logger ?? nullLogger;
+  const core = new ProxyServer({ ...config, logger: log });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch { /* best effort */ }
+    }
+  };
+  try {
+    // Frontend.
+    let frontendAddress: string;
+    if (config.udsName) {
+      if (config.deleteExistingUdsFile ?? true) await rm(config.udsName, { force: true });
+      frontendAddress = `unix:${config.udsName}`;
+    } else {
+      frontendAddress = hostPort(config.serverBindAddress, config.serverPort ?? 8090);
+    }
+    const frontend: GrpcServerHandle = await serveGrpc({
+      service: "proxy",
+      address: frontendAddress,
+      tls: config.udsName ? undefined : config.serverTls,
+      keepaliveTimeMs: config.frontendKeepaliveTimeMs,
+      onStream(incoming) {
+        core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
+      },
+    }).catch((err) => {
+      throw new KnpError("CONFIG", `cannot listen for frontends on ${frontendAddress}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    });
+    cleanups.push(() => frontend.close(false));
+
+    // Agents.
+    const agentAddress = hostPort(config.agentBindAddress, config.agentPort);
+    const agents = await serveGrpc({
+      service: "agent",
+      address: agentAddress,
+      tls: config.clusterTls,
+      keepaliveTimeMs: config.keepaliveTimeMs,
+      onStream(incoming) {
+        let hs;
+        try {
+          hs = core.agentHandshake(
+            incoming.metadata("agentid"),
+            incoming.metadata("agentidentifiers"),
+          );
+        } catch (err) {
+          log.warn("agent rejected", { peer: incoming.peer, error: errorMessage(err) });
+          incoming.reject(err as Error);
+          return;
+        }
+        incoming.sendHeaders(hs.headers);
+        core.addBackend(hs.agentId, hs.identifiers, incoming.stream);
+      },
+    }).catch((err) => {
+      throw new KnpError("CONFIG", `cannot listen for agents on ${agentAddress}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    });
+    cleanups.push(() => agents.close(false));
+
+    // Health and admin.
+    let healthPort = 0;
+    if (config.healthPort !== undefined) {
+      const health = Deno.serve({
+        hostname: config.healthBindAddress || "0.0.0.0",
+        port: config.healthPort,
+        onListen() {},
+      }, serverHealthHandler(core));
+      healthPort = health.addr.port;
+      cleanups.push(() => health.shutdown());
+    }
+    let adminPort = 0;
+    if (config.adminPort !== undefined) {
+      const admin = Deno.serve({
+        hostname: config.adminBindAddress || "127.0.0.1",
+        port: config.adminPort,
+        onListen() {},
+      }, serverHealthHandler(core));
+      adminPort = admin.addr.port;
+      cleanups.push(() => admin.shutdown());
+    }
+    log.info("proxy server started", {
+      frontend: frontendAddress,
+      agent: `${agentAddress.replace(/:\d+$/, "")}:${agents.port}`,
+      mode: "grpc",
+    });
+    let closed = false;
+    const close = async (graceful = false) => {
+      if (closed) return;
+      closed = true;
+      if (!graceful) core.close();
+      await closeAll();
+    };
+    return {
+      core,
+      serverPort: frontend.port,
+      agentPort: agents.port,
+      healthPort,
+      adminPort,
+      close,
+      [Symbol.asyncDispose]: () => close(),
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
