@@ -12,6 +12,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { chmod, rm } from "node:fs/promises";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { isIP } from "node:net";
 import { decodePacket, encodePacket } from "../proto/codec.ts";
 import { AGENT_METHOD_PATH, PROXY_METHOD_PATH } from "../proto/header.ts";
 import type { Packet } from "../proto/packet.ts";
@@ -102,7 +104,10 @@ export class GrpcPacketStream implements PacketStream {
     if (side === "server") {
       // The client half-closed or went away: the stream is over for us.
       call.on("end", () => this.#end());
-      call.on("cancelled", () => this.#end(new KnpError("TUNNEL_CLOSED", "stream cancelled by peer")));
+      call.on(
+        "cancelled",
+        () => this.#end(new KnpError("TUNNEL_CLOSED", "stream cancelled by peer")),
+      );
     } else {
       (call as grpc.ClientDuplexStream<Packet, Buffer>).on("status", (s: grpc.StatusObject) => {
         if (s.code === grpc.status.OK) this.#end();
@@ -176,7 +181,9 @@ export class GrpcPacketStream implements PacketStream {
         ? err
         : new KnpError("PACKET_DECODE", errorMessage(err), { cause: err });
       this.#closed = false;
-      this.close(new KnpError("PACKET_DECODE", `malformed packet: ${error.message}`, { cause: err }));
+      this.close(
+        new KnpError("PACKET_DECODE", `malformed packet: ${error.message}`, { cause: err }),
+      );
       return;
     }
     this.#handler?.onPacket(packet);
@@ -284,7 +291,11 @@ export async function serveGrpc(options: ServeGrpcOptions): Promise<GrpcServerHa
   let udsPath: string | undefined;
   if (options.address.startsWith("unix:")) udsPath = options.address.slice(5);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.address, credentials, (err, port) => err ? reject(err) : resolve(port));
+    server.bindAsync(
+      options.address,
+      credentials,
+      (err, port) => err ? reject(err) : resolve(port),
+    );
   });
   if (udsPath) await chmod(udsPath, 0o770);
   return {
@@ -309,6 +320,12 @@ export interface GrpcChannelOptions {
   keepaliveTimeMs?: number;
 }
 
+function targetHost(target: string): string {
+  if (target.startsWith("[")) return target.slice(1, target.indexOf("]"));
+  const i = target.lastIndexOf(":");
+  return i < 0 ? target : target.slice(0, i);
+}
+
 /** A client connection (one HTTP/2 connection) that opens streams. */
 export class GrpcChannel {
   #client: grpc.Client;
@@ -330,12 +347,25 @@ export class GrpcChannel {
     let credentials = grpc.credentials.createInsecure();
     if (options.tls) {
       const { ca, cert, key, serverName } = options.tls;
+      // Deno's node:tls refuses an IP address as SNI name; grpc-js uses the target host. For an
+      // IP target, send a placeholder SNI name and verify the certificate against the IP.
+      const host = targetHost(options.target);
+      const verifyName = serverName ?? host;
+      const verifyOptions = isIP(verifyName) !== 0
+        ? {
+          checkServerIdentity: (_name: string, peer: PeerCertificate) =>
+            checkServerIdentity(verifyName, peer),
+        }
+        : {};
       credentials = grpc.credentials.createSsl(
         ca ? Buffer.from(ca) : null,
         key ? Buffer.from(key) : null,
         cert ? Buffer.from(cert) : null,
+        verifyOptions,
       );
-      if (serverName) channelOptions["grpc.ssl_target_name_override"] = serverName;
+      if (isIP(verifyName) !== 0) {
+        channelOptions["grpc.ssl_target_name_override"] = "ip-address.knp.invalid";
+      } else if (serverName) channelOptions["grpc.ssl_target_name_override"] = serverName;
     }
     this.#client = new grpc.Client(options.target, credentials, channelOptions);
   }
