@@ -1,0 +1,173 @@
+// This module is browser compatible.
+/**
+ * Wire constants shared by the Konnectivity server, agent and client: gRPC method paths,
+ * metadata keys, and the helpers that read the `agentidentifiers` header.
+ *
+ * Metadata keys are given in lower case, as gRPC sends them on the wire.
+ *
+ * @module
+ */
+
+/** Method path of the frontend service (the protos declare no package). */
+export const PROXY_METHOD_PATH = "/ProxyService/Proxy";
+
+/** Method path of the agent service (the protos declare no package). */
+export const AGENT_METHOD_PATH = "/AgentService/Connect";
+
+/** Request metadata: the agent's ID. The server requires exactly one value. */
+export const AGENT_ID_KEY = "agentid";
+
+/** Request metadata: URL-query-encoded agent identifiers; zero or one value. */
+export const AGENT_IDENTIFIERS_KEY = "agentidentifiers";
+
+/** Request metadata: `Bearer <token>` when the agent authenticates with a token. */
+export const AUTHORIZATION_KEY = "authorization";
+
+/** Response header sent by the server before the first packet: the server's ID. */
+export const SERVER_ID_KEY = "serverid";
+
+/** Response header sent by the server before the first packet: decimal server count. */
+export const SERVER_COUNT_KEY = "servercount";
+
+/** Request metadata of frontends; only logged. */
+export const USER_AGENT_KEY = "user-agent";
+
+/** Scheme prefix of the `authorization` value. */
+export const BEARER_PREFIX = "Bearer ";
+
+/** Identifier types an agent may advertise in `agentidentifiers`. */
+export const IDENTIFIER_TYPES = ["ipv4", "ipv6", "host", "cidr", "default-route"] as const;
+
+/** One of {@linkcode IDENTIFIER_TYPES}. */
+export type IdentifierType = typeof IDENTIFIER_TYPES[number];
+
+/** The identifiers an agent advertises, grouped by type. */
+export interface AgentIdentifiers {
+  ipv4: string[];
+  ipv6: string[];
+  host: string[];
+  cidr: string[];
+  /** Whether the agent accepts dials to any destination (`defaultRoute` proxy strategy). */
+  defaultRoute: boolean;
+}
+
+const TRUE_TEXTS = new Set(["1", "t", "T", "TRUE", "true", "True"]);
+
+/**
+ * Parses an `agentidentifiers` value the way the server does.
+ *
+ * Unknown keys (including `uid`) are ignored, so newer agents can add types. `default-route` is
+ * true only when its first value is one of `1 t T TRUE true True`.
+ *
+ * @example Parse identifiers
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseAgentIdentifiers } from "./header.ts";
+ * const ids = parseAgentIdentifiers("host=node1&ipv4=10.0.0.7&default-route=true");
+ * assert.deepEqual(ids, {
+ *   ipv4: ["10.0.0.7"],
+ *   ipv6: [],
+ *   host: ["node1"],
+ *   cidr: [],
+ *   defaultRoute: true,
+ * });
+ * ```
+ *
+ * @param text The header value (may be empty).
+ * @returns The identifiers, each list in the order given.
+ */
+export function parseAgentIdentifiers(text: string): AgentIdentifiers {
+  const ids: AgentIdentifiers = { ipv4: [], ipv6: [], host: [], cidr: [], defaultRoute: false };
+  let sawDefaultRoute = false;
+  for (const [key, value] of new URLSearchParams(text)) {
+    switch (key) {
+      case "ipv4":
+      case "ipv6":
+      case "host":
+      case "cidr":
+        ids[key].push(value);
+        break;
+      case "default-route":
+        if (!sawDefaultRoute) ids.defaultRoute = TRUE_TEXTS.has(value);
+        sawDefaultRoute = true;
+        break;
+    }
+  }
+  return ids;
+}
+
+/**
+ * Returns the error Go's `url.ParseQuery` would report for a query string, or `undefined` when
+ * it parses. `URLSearchParams` accepts some inputs Go rejects: a `;` inside a pair, and a `%`
+ * not followed by two hex digits.
+ *
+ * @param text A URL query string without the leading `?`.
+ * @returns The first error message, or `undefined`.
+ */
+export function queryParseError(text: string): string | undefined {
+  for (const pair of text.split("&")) {
+    if (pair.includes(";")) return "invalid semicolon separator in query";
+    const bad = /%(?![0-9A-Fa-f]{2})/.exec(pair);
+    if (bad !== null) {
+      return `invalid URL escape ${JSON.stringify(pair.slice(bad.index, bad.index + 3))}`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Checks an `--agent-identifiers` flag value the way the agent does before it starts.
+ *
+ * @example Reject an unknown type
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { validateAgentIdentifiers } from "./header.ts";
+ * assert.throws(() => validateAgentIdentifiers("uid=abc"), {
+ *   message: "agent address is invalid: unknown address type: uid",
+ * });
+ * ```
+ *
+ * @param text The flag value (may be empty).
+ * @throws {Error} `agent address is invalid: ...` when the text does not parse as a URL query
+ * or names a type outside {@linkcode IDENTIFIER_TYPES}.
+ */
+export function validateAgentIdentifiers(text: string): void {
+  const parseError = queryParseError(text);
+  if (parseError !== undefined) throw new Error(`agent address is invalid: ${parseError}`);
+  for (const key of new URLSearchParams(text).keys()) {
+    if (!(IDENTIFIER_TYPES as readonly string[]).includes(key)) {
+      throw new Error(`agent address is invalid: unknown address type: ${key}`);
+    }
+  }
+}
+
+/**
+ * Strips the port from a dial address, as the server does before matching it against agent
+ * identifiers (`destHost` strategy).
+ *
+ * With at most one colon the text before the colon is kept (`"node1:10250"` → `"node1"`). With
+ * more colons the text is an IPv6 address: when it contains `[`, everything from the last colon
+ * is cut and surrounding brackets are trimmed (`"[a:b::1]:8080"` → `"a:b::1"`); otherwise it is
+ * returned as is (`"::"` → `"::"`). A bracketed address without a port therefore loses its last
+ * group (`"[::1]"` → `":"`), exactly like upstream.
+ *
+ * @example Strip ports
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { removePortFromHost } from "./header.ts";
+ * assert.equal(removePortFromHost("10.0.0.7:443"), "10.0.0.7");
+ * assert.equal(removePortFromHost("[fd00::7]:443"), "fd00::7");
+ * ```
+ *
+ * @param address A dial address, usually `host:port`.
+ * @returns The host part.
+ */
+export function removePortFromHost(address: string): string {
+  const first = address.indexOf(":");
+  if (first === -1 || address.indexOf(":", first + 1) === -1) {
+    return first === -1 ? address : address.slice(0, first);
+  }
+  let host = address;
+  if (host.includes("[")) host = host.slice(0, host.lastIndexOf(":"));
+  return host.replace(/^[[\]]+|[[\]]+$/g, "");
+}
