@@ -18,7 +18,7 @@ import {
   dialResponse,
   type Packet,
 } from "../proto/packet.ts";
-import { parseAgentIdentifiers } from "../proto/header.ts";
+import { parseAgentIdentifiers, queryParseError } from "../proto/header.ts";
 import { DEFAULT_GUARD_LIMITS, type GuardLimits, SinkGuard } from "../internal/backpressure.ts";
 import { KnpError } from "../internal/errors.ts";
 import { type Logger, nullLogger } from "../internal/log.ts";
@@ -163,15 +163,13 @@ export class ProxyServer {
         }]`,
       );
     }
-    let parsed;
-    try {
-      parsed = parseAgentIdentifiers(identifiers[0] ?? "");
-    } catch (err) {
-      throw new KnpError("HANDSHAKE", `fail to parse url encoded string: ${err}`, { cause: err });
+    const parseError = queryParseError(identifiers[0] ?? "");
+    if (parseError !== undefined) {
+      throw new KnpError("HANDSHAKE", `fail to parse url encoded string: ${parseError}`);
     }
     return {
       agentId: agentIds[0]!,
-      identifiers: parsed,
+      identifiers: parseAgentIdentifiers(identifiers[0] ?? ""),
       headers: { serverid: this.serverId, servercount: String(this.serverCount) },
     };
   }
@@ -225,7 +223,10 @@ export class ProxyServer {
         const { random, connectId, error } = packet.dialResponse;
         const conn = this.#pending.get(random);
         if (!conn || conn.backend !== backend) {
-          this.#log.debug("DIAL_RSP not recognized; dropped", { dialID: random, connectID: connectId });
+          this.#log.debug("DIAL_RSP not recognized; dropped", {
+            dialID: random,
+            connectID: connectId,
+          });
           this.#event({ kind: "dial-failure", reason: "unrecognized_response", dialId: random });
           if (connectId !== 0n) backend.send(closeRequest(connectId));
           return;
