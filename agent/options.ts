@@ -143,8 +143,7 @@ function isIdentifier(token: string | undefined): token is string {
 export function labelSelectorProblem(text: string): string | undefined {
   const tokens = tokenizeSelector(text);
   let i = 0;
-  const found = (token: string | undefined) =>
-    token === undefined ? "end of string" : `'${token}'`;
+  const found = (token: string | undefined) => token === undefined ? "end of string" : `'${token}'`;
   while (i < tokens.length) {
     let token = tokens[i];
     const negated = token === "!";
@@ -311,7 +310,8 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     name: "agent-identifiers",
     type: "string",
     default: "",
-    help: "URL-encoded identifiers servers route by, e.g. host=node1&ipv4=10.0.0.1&default-route=true " +
+    help:
+      "URL-encoded identifiers servers route by, e.g. host=node1&ipv4=10.0.0.1&default-route=true " +
       "(keys: ipv4, ipv6, host, cidr, default-route).",
     implemented: true,
   },
@@ -558,7 +558,9 @@ export function validateAgentOptions(o: AgentOptions): void {
     throw invalid(`--agent-identifiers: agent address is invalid: ${identifiersProblem}`);
   }
   if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
-  if (o.serverCountSource !== "" && o.serverCountSource !== "default" && o.serverCountSource !== "max") {
+  if (
+    o.serverCountSource !== "" && o.serverCountSource !== "default" && o.serverCountSource !== "max"
+  ) {
     throw invalid(
       `--server-count-source: must be one of '', 'default', 'max', got "${o.serverCountSource}"`,
     );

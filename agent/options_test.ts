@@ -1,0 +1,427 @@
+import assert from "node:assert/strict";
+import { KnpError } from "../internal/errors.ts";
+import { KLOG_FLAGS } from "../internal/flags.ts";
+import {
+  AGENT_FLAGS,
+  agentHelp,
+  agentIdentifiersProblem,
+  type AgentOptions,
+  labelSelectorProblem,
+  parseAgentOptions,
+  type ParsedAgentOptions,
+  validateAgentOptions,
+} from "./options.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+function parse(args: string[], env: Record<string, string | undefined> = {}): ParsedAgentOptions {
+  const result = parseAgentOptions(args, env);
+  assert.ok(!("help" in result), "unexpected help result");
+  return result;
+}
+
+const dir = Deno.makeTempDirSync({ prefix: "knp-agent-options-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+function file(name: string): string {
+  const path = `${dir}/${name}`;
+  Deno.writeTextFileSync(path, "");
+  return path;
+}
+const CERT = file("agent.crt");
+const KEY = file("agent.key");
+const CA = file("ca.crt");
+const TOKEN = file("token");
+const KUBECONFIG = file("kubeconfig");
+const MISSING = `${dir}/missing.pem`;
+
+function options(args: string[]): AgentOptions {
+  return parse(args).options;
+}
+
+function assertInvalid(args: string[], flag: string, message?: RegExp): void {
+  assert.throws(() => validateAgentOptions(options(args)), (err: unknown) => {
+    assert.ok(err instanceof KnpError, `expected KnpError, got ${err}`);
+    assert.equal(err.code, "INVALID_FLAG");
+    assert.ok(!err.message.includes("\n"), "message must be one line");
+    assert.ok(err.message.includes(`--${flag}`), `"${err.message}" should name --${flag}`);
+    if (message !== undefined) assert.match(err.message, message);
+    return true;
+  }, args.join(" "));
+}
+
+Deno.test("parseAgentOptions() pins every upstream default", () => {
+  const { options, notImplemented, deprecated } = parse([]);
+  const { agentId, ...rest } = options;
+  assert.match(agentId, UUID);
+  assert.deepEqual(rest, {
+    proxyServerHost: "127.0.0.1",
+    proxyServerPort: 8091,
+    caCert: "",
+    agentCert: "",
+    agentKey: "",
+    alpnProto: [],
+    serviceAccountTokenPath: "",
+    keepaliveTime: 3_600_000,
+    agentIdentifiers: "",
+    syncInterval: 1_000,
+    syncIntervalCap: 10_000,
+    probeInterval: 1_000,
+    syncForever: false,
+    countServerLeases: false,
+    leaseNamespace: "kube-system",
+    leaseLabelSelector: "k8s-app=konnectivity-server",
+    serverCountSource: "default",
+    kubeconfig: "",
+    kubeApiContentType: "application/vnd.kubernetes.protobuf",
+    xfrChannelSize: 150,
+    warnOnChannelLimit: false,
+    healthServerHost: "",
+    healthServerPort: 8093,
+    adminBindAddress: "127.0.0.1",
+    adminServerPort: 8094,
+    enableProfiling: false,
+    enableContentionProfiling: false,
+    knpLogFormat: "json",
+    // klog
+    logDir: "",
+    logFile: "",
+    logFileMaxSize: 1800,
+    logtostderr: true,
+    alsologtostderr: false,
+    legacyStderrThresholdBehavior: true,
+    v: 4,
+    addDirHeader: false,
+    skipHeaders: false,
+    oneOutput: false,
+    skipLogHeaders: false,
+    stderrthreshold: "ERROR",
+    alsologtostderrthreshold: "INFO",
+    vmodule: "",
+    logBacktraceAt: "",
+  });
+  assert.deepEqual(notImplemented, []);
+  assert.deepEqual(deprecated, []);
+  // The defaults are valid.
+  validateAgentOptions(options);
+});
+
+Deno.test("parseAgentOptions() takes the agent ID from PROXY_AGENT_ID; the flag wins", () => {
+  assert.equal(parse([], { PROXY_AGENT_ID: "env-id" }).options.agentId, "env-id");
+  assert.equal(
+    parse(["--agent-id", "flag-id"], { PROXY_AGENT_ID: "env-id" }).options.agentId,
+    "flag-id",
+  );
+  assert.match(parse([], { PROXY_AGENT_ID: "" }).options.agentId, UUID);
+  assert.notEqual(parse([]).options.agentId, parse([]).options.agentId);
+});
+
+Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling", () => {
+  const upstream = [
+    "proxy-server-host",
+    "proxy-server-port",
+    "ca-cert",
+    "agent-cert",
+    "agent-key",
+    "alpn-proto",
+    "service-account-token-path",
+    "keepalive-time",
+    "agent-id",
+    "agent-identifiers",
+    "sync-interval",
+    "sync-interval-cap",
+    "probe-interval",
+    "sync-forever",
+    "count-server-leases",
+    "lease-namespace",
+    "lease-label-selector",
+    "lease-label",
+    "server-count-source",
+    "kubeconfig",
+    "kube-api-content-type",
+    "xfr-channel-size",
+    "warn-on-channel-limit",
+    "health-server-host",
+    "health-server-port",
+    "admin-bind-address",
+    "admin-server-port",
+    "enable-profiling",
+    "enable-contention-profiling",
+    ...KLOG_FLAGS.map((spec) => spec.name),
+  ];
+  const names = AGENT_FLAGS.map((spec) => spec.name);
+  assert.deepEqual(names.filter((name) => !upstream.includes(name)), ["knp-log-format"]);
+  assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
+  const klog = new Set(KLOG_FLAGS.map((spec) => spec.name));
+  assert.deepEqual(
+    AGENT_FLAGS.filter((spec) => spec.implemented !== true && !klog.has(spec.name)).map((spec) =>
+      spec.name
+    ),
+    [
+      "count-server-leases",
+      "lease-namespace",
+      "lease-label-selector",
+      "lease-label",
+      "kubeconfig",
+      "kube-api-content-type",
+      "enable-profiling",
+      "enable-contention-profiling",
+    ],
+  );
+});
+
+Deno.test("parseAgentOptions() accepts the upstream external-agent harness arguments", () => {
+  const result = parse([
+    "--alpn-proto=[]",
+    "--lease-label=k8s-app=konnectivity-server",
+    "--keepalive-time=1h0m0s",
+    "--sync-interval=100ms",
+    "--sync-interval-cap=1s",
+    "--probe-interval=100ms",
+    "--v=1",
+    "--logtostderr=true",
+  ]);
+  const { options } = result;
+  assert.deepEqual(options.alpnProto, []);
+  assert.equal(options.leaseLabelSelector, "k8s-app=konnectivity-server");
+  assert.equal(options.keepaliveTime, 3_600_000);
+  assert.equal(options.syncInterval, 100);
+  assert.equal(options.syncIntervalCap, 1_000);
+  assert.equal(options.probeInterval, 100);
+  assert.equal(options.v, 1);
+  assert.equal(options.logtostderr, true);
+  assert.deepEqual(result.notImplemented, []);
+  assert.deepEqual(result.deprecated, [
+    "flag --lease-label has been deprecated: use --lease-label-selector instead",
+  ]);
+  validateAgentOptions(options);
+});
+
+Deno.test("parseAgentOptions() accepts a full upstream-style command line", () => {
+  const { options, notImplemented } = parse([
+    "--proxy-server-host=konnectivity.example.com",
+    "--proxy-server-port",
+    "8132",
+    `--ca-cert=${CA}`,
+    `--agent-cert=${CERT}`,
+    `--agent-key=${KEY}`,
+    "--alpn-proto=konnectivity,h2",
+    "--alpn-proto=x",
+    `--service-account-token-path=${TOKEN}`,
+    "--agent-identifiers=host=node1&ipv4=10.0.0.1&default-route=true",
+    "--sync-forever",
+    "--xfr-channel-size=300",
+    "--warn-on-channel-limit",
+    "--health-server-host=0.0.0.0",
+    "--health-server-port=8134",
+    "--admin-bind-address=0.0.0.0",
+    "--admin-server-port=8133",
+    "--server-count-source=",
+    "--knp-log-format=text",
+    "-v",
+    "3",
+  ]);
+  assert.equal(options.proxyServerHost, "konnectivity.example.com");
+  assert.equal(options.proxyServerPort, 8132);
+  assert.deepEqual(options.alpnProto, ["konnectivity", "h2", "x"]);
+  assert.equal(options.agentIdentifiers, "host=node1&ipv4=10.0.0.1&default-route=true");
+  assert.equal(options.syncForever, true);
+  assert.equal(options.xfrChannelSize, 300);
+  assert.equal(options.warnOnChannelLimit, true);
+  assert.equal(options.serverCountSource, "");
+  assert.equal(options.v, 3);
+  assert.deepEqual(notImplemented, []);
+  validateAgentOptions(options);
+});
+
+Deno.test("parseAgentOptions() reports given unimplemented flags and server-count-source=max", () => {
+  const { notImplemented } = parse([
+    "--count-server-leases",
+    "--lease-label-selector=app=other",
+    "--server-count-source=max",
+    "--enable-profiling=false",
+  ]);
+  assert.deepEqual(notImplemented, [
+    "flag --count-server-leases is accepted but not implemented yet; it has no effect",
+    "flag --lease-label-selector is accepted but not implemented yet; it has no effect",
+    "--server-count-source=max is accepted but not implemented yet; the server-reported count is used",
+  ]);
+});
+
+Deno.test("parseAgentOptions() validates label selectors at parse time, naming the flag", () => {
+  assert.throws(
+    () => parseAgentOptions(["--lease-label-selector=a in ()"], {}),
+    (err: unknown) =>
+      err instanceof KnpError && err.code === "INVALID_FLAG" &&
+      err.message.startsWith('invalid argument "a in ()" for "--lease-label-selector" flag: '),
+  );
+  assert.throws(
+    () => parseAgentOptions(["--lease-label=-bad-=x"], {}),
+    /^KnpError: invalid argument "-bad-=x" for "--lease-label" flag: invalid label key/,
+  );
+});
+
+Deno.test("labelSelectorProblem() accepts Kubernetes selector syntax", () => {
+  for (
+    const ok of [
+      "",
+      "k8s-app=konnectivity-server",
+      "a==b",
+      "a!=b",
+      "a=",
+      "a",
+      "!a",
+      "a in (x, y)",
+      "a notin (x)",
+      "a in (x,)",
+      "a>1",
+      "a < 10",
+      "example.com/app=x,tier in (web),!legacy",
+      " a = b , c ",
+    ]
+  ) {
+    assert.equal(labelSelectorProblem(ok), undefined, ok);
+  }
+  for (
+    const bad of [
+      "a in ()",
+      "a in x",
+      "a=b=c",
+      "a>b",
+      "=b",
+      "a,",
+      ",a",
+      "a b",
+      "-a=b",
+      "a=-b",
+      "a/b/c=d",
+      "UPPER.com/a=b",
+      `a=${"x".repeat(64)}`,
+      "a in (x y)",
+      "!a=b",
+    ]
+  ) {
+    assert.notEqual(labelSelectorProblem(bad), undefined, bad);
+  }
+});
+
+Deno.test("parseAgentOptions() returns { help: true } and agentHelp() lists the flags", () => {
+  assert.deepEqual(parseAgentOptions(["--help"], {}), { help: true });
+  assert.deepEqual(parseAgentOptions(["-h"], {}), { help: true });
+  const help = agentHelp();
+  assert.match(help, /^Usage of proxy-agent:\n/);
+  assert.match(help, /--sync-interval duration .*\(default 1s\)/);
+  assert.match(help, /--sync-interval-cap duration .*\(default 10s\)/);
+  assert.match(help, /--keepalive-time duration .*\(default 1h0m0s\)/);
+  assert.match(help, /--alpn-proto strings /);
+  assert.match(help, /--agent-id string .*\(default \$PROXY_AGENT_ID, else a random UUID\)/);
+  assert.match(
+    help,
+    /--count-server-leases .*\[knp: accepted but not implemented yet; no effect\]/,
+  );
+  assert.doesNotMatch(help, /--lease-label /);
+});
+
+Deno.test("parseAgentOptions() names the flag in parse errors", () => {
+  assert.throws(
+    () => parseAgentOptions(["--proxy-server-port=eighty"], {}),
+    /^KnpError: invalid argument "eighty" for "--proxy-server-port" flag: /,
+  );
+  assert.throws(() => parseAgentOptions(["--nope"], {}), /^KnpError: unknown flag: --nope$/);
+  assert.throws(
+    () => parseAgentOptions(["--sync-interval=100"], {}),
+    /for "--sync-interval" flag: missing unit/,
+  );
+});
+
+Deno.test("validateAgentOptions() requires cert/key pairs and existing files", () => {
+  validateAgentOptions(options([`--agent-cert=${CERT}`, `--agent-key=${KEY}`, `--ca-cert=${CA}`]));
+  assertInvalid([`--agent-key=${KEY}`], "agent-cert");
+  assertInvalid([`--agent-cert=${CERT}`], "agent-key");
+  assertInvalid([`--agent-key=${MISSING}`, `--agent-cert=${CERT}`], "agent-key", /does not exist/);
+  assertInvalid([`--agent-key=${KEY}`, `--agent-cert=${MISSING}`], "agent-cert", /does not exist/);
+  assertInvalid([`--ca-cert=${MISSING}`], "ca-cert", /does not exist/);
+});
+
+Deno.test("validateAgentOptions() requires positive ports", () => {
+  for (const flag of ["proxy-server-port", "health-server-port", "admin-server-port"]) {
+    assertInvalid([`--${flag}=0`], flag, /greater than 0, got 0/);
+    assertInvalid([`--${flag}=-1`], flag);
+    // No reserved/ephemeral checks on the agent.
+    validateAgentOptions(options([`--${flag}=80`]));
+    validateAgentOptions(options([`--${flag}=60000`]));
+  }
+});
+
+Deno.test("validateAgentOptions() requires --xfr-channel-size > 0", () => {
+  assertInvalid(["--xfr-channel-size=0"], "xfr-channel-size", /greater than 0, got 0/);
+});
+
+Deno.test("validateAgentOptions() requires --enable-profiling for contention profiling", () => {
+  assertInvalid(["--enable-contention-profiling"], "enable-profiling");
+  validateAgentOptions(options(["--enable-contention-profiling", "--enable-profiling"]));
+});
+
+Deno.test("validateAgentOptions() requires sync-interval <= sync-interval-cap", () => {
+  assertInvalid(
+    ["--sync-interval=2s", "--sync-interval-cap=1s"],
+    "sync-interval",
+    /sync interval 2s must be less than sync interval cap 1s/,
+  );
+  assertInvalid(["--sync-interval=11s"], "sync-interval-cap", /cap 10s/);
+  validateAgentOptions(options(["--sync-interval=1s", "--sync-interval-cap=1s"]));
+});
+
+Deno.test("validateAgentOptions() requires an existing token file and kubeconfig", () => {
+  validateAgentOptions(
+    options([`--service-account-token-path=${TOKEN}`, `--kubeconfig=${KUBECONFIG}`]),
+  );
+  assertInvalid(
+    [`--service-account-token-path=${MISSING}`],
+    "service-account-token-path",
+    /does not exist/,
+  );
+  assertInvalid([`--kubeconfig=${MISSING}`], "kubeconfig", /does not exist/);
+});
+
+Deno.test("validateAgentOptions() checks --agent-identifiers keys", () => {
+  validateAgentOptions(options([
+    "--agent-identifiers=host=localhost&host=node1.mydomain.com&cidr=127.0.0.1/16&ipv4=1.2.3.4" +
+    "&ipv4=5.6.7.8&ipv6=:::::&default-route=true",
+  ]));
+  assertInvalid(
+    ["--agent-identifiers=zone=a"],
+    "agent-identifiers",
+    /agent address is invalid: unknown address type: zone$/,
+  );
+  assertInvalid(["--agent-identifiers=uid=x"], "agent-identifiers", /unknown address type: uid/);
+  assertInvalid(["--agent-identifiers=host=a;ipv4=b"], "agent-identifiers", /semicolon/);
+  assertInvalid(["--agent-identifiers=host=%zz"], "agent-identifiers", /invalid URL escape "%zz"/);
+});
+
+Deno.test("agentIdentifiersProblem() decodes keys like url.ParseQuery", () => {
+  assert.equal(agentIdentifiersProblem(""), undefined);
+  assert.equal(agentIdentifiersProblem("&&host=a&"), undefined);
+  assert.equal(agentIdentifiersProblem("ho%73t=a"), undefined);
+  assert.equal(agentIdentifiersProblem("default-route"), undefined);
+  assert.equal(agentIdentifiersProblem("ho+st=a"), "unknown address type: ho st");
+  assert.equal(agentIdentifiersProblem("=a"), "unknown address type: ");
+});
+
+Deno.test("validateAgentOptions() checks --server-count-source", () => {
+  for (const ok of ["", "default", "max"]) {
+    validateAgentOptions(options([`--server-count-source=${ok}`]));
+  }
+  assertInvalid(["--server-count-source=min"], "server-count-source", /'', 'default', 'max'/);
+});
+
+Deno.test("validateAgentOptions() checks selectors and log format on programmatic options", () => {
+  const base = options([]);
+  assert.throws(
+    () => validateAgentOptions({ ...base, leaseLabelSelector: "a in ()" }),
+    /^KnpError: --lease-label-selector: /,
+  );
+  assert.throws(
+    () => validateAgentOptions({ ...base, knpLogFormat: "xml" } as unknown as AgentOptions),
+    /--knp-log-format/,
+  );
+});

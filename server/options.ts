@@ -1,0 +1,645 @@
+/**
+ * Command-line options of `proxy-server`: every upstream flag with upstream's spelling and default,
+ * plus klog's flags and knp's `--knp-log-format`, and upstream's validation rules.
+ *
+ * knp differences: `--backend-dial-timeout` defaults to 10s (upstream: 0s, no timeout); a few flags
+ * are accepted for compatibility but have no effect yet (their help text says so).
+ *
+ * @module
+ */
+
+import { KnpError } from "../internal/errors.ts";
+import {
+  camelCaseFlagName,
+  type FlagSpec,
+  formatHelp,
+  KLOG_FLAGS,
+  type KlogOptions,
+  KNP_LOG_FORMAT_FLAG,
+  type LogFormat,
+  parseFlags,
+  requireExistingFile,
+  showDuration,
+} from "../internal/flags.ts";
+
+const HOUR_MS = 3_600_000;
+const NOT_IMPLEMENTED = "not implemented yet";
+
+/** Options of the proxy server. Durations are in milliseconds. */
+export interface ServerOptions extends KlogOptions {
+  /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
+  mode: string;
+  /** `--uds-name`: Unix socket path of the frontend; non-empty disables the TCP frontend. @default "" */
+  udsName: string;
+  /** `--delete-existing-uds-file`: remove a stale socket file before listening. @default true */
+  deleteExistingUdsFile: boolean;
+  /** `--server-port`: frontend TCP port; must be 0 with a UDS. @default 8090 */
+  serverPort: number;
+  /** `--server-bind-address`: frontend bind address; empty means all interfaces. @default "" */
+  serverBindAddress: string;
+  /** `--agent-port`: agent (TLS) gRPC port. @default 8091 */
+  agentPort: number;
+  /** `--agent-bind-address`: agent bind address; empty means all interfaces. @default "" */
+  agentBindAddress: string;
+  /** `--server-cert`: frontend TLS certificate. @default "" */
+  serverCert: string;
+  /** `--server-key`: frontend TLS key. @default "" */
+  serverKey: string;
+  /** `--server-ca-cert`: CA verifying frontend client certificates; required for TCP. @default "" */
+  serverCaCert: string;
+  /** `--cluster-cert`: agent-port TLS certificate. @default "" */
+  clusterCert: string;
+  /** `--cluster-key`: agent-port TLS key. @default "" */
+  clusterKey: string;
+  /** `--cluster-ca-cert`: CA verifying agent client certificates (mTLS). @default "" */
+  clusterCaCert: string;
+  /** `--cipher-suites`: Go cipher-suite names; not implemented yet. @default [] */
+  cipherSuites: string[];
+  /** `--tls-min-version`: `VersionTLS10`..`VersionTLS13`; not implemented yet. @default "" */
+  tlsMinVersion: string;
+  /** `--agent-namespace`: token auth; not implemented yet. @default "" */
+  agentNamespace: string;
+  /** `--agent-service-account`: token auth; not implemented yet. @default "" */
+  agentServiceAccount: string;
+  /** `--authentication-audience`: token auth; not implemented yet. @default "" */
+  authenticationAudience: string;
+  /** `--kubeconfig`: Kubernetes client config; not implemented yet. @default "" */
+  kubeconfig: string;
+  /** `--kubeconfig-qps`: not implemented yet. @default 0 */
+  kubeconfigQps: number;
+  /** `--kubeconfig-burst`: not implemented yet. @default 0 */
+  kubeconfigBurst: number;
+  /** `--kube-api-content-type`: not implemented yet. @default "application/vnd.kubernetes.protobuf" */
+  kubeApiContentType: string;
+  /** `--proxy-strategies`: ordered comma list of default, destHost, defaultRoute. @default "default" */
+  proxyStrategies: string;
+  /** `--server-id`: sent to agents as `serverid`. @default env PROXY_SERVER_ID, else a random UUID */
+  serverId: string;
+  /** `--server-count`: number of server replicas, sent to agents as `servercount`. @default 1 */
+  serverCount: number;
+  /** `--enable-lease-controller`: not implemented yet. @default false */
+  enableLeaseController: boolean;
+  /** `--lease-namespace`: not implemented yet. @default "kube-system" */
+  leaseNamespace: string;
+  /** `--lease-label`: `k=v,...`; not implemented yet. @default "k8s-app=konnectivity-server" */
+  leaseLabel: string;
+  /** `--keepalive-time`: gRPC keepalive time towards agents, in ms. @default 3600000 (1h) */
+  keepaliveTime: number;
+  /** `--frontend-keepalive-time`: gRPC keepalive time towards frontends, in ms. @default 3600000 */
+  frontendKeepaliveTime: number;
+  /** `--xfr-channel-size`: per-stream receive buffer size; > 0. @default 10 */
+  xfrChannelSize: number;
+  /** `--backend-dial-timeout`: DIAL_REQ send + DIAL_RSP wait bound, in ms; 0 disables. @default 10000 (knp) */
+  backendDialTimeout: number;
+  /** `--graceful-shutdown-timeout`: in ms; 0 shuts down at once. @default 0 */
+  gracefulShutdownTimeout: number;
+  /** `--warn-on-channel-limit`: deprecated, no effect. @default true */
+  warnOnChannelLimit: boolean;
+  /** `--health-port`. @default 8092 */
+  healthPort: number;
+  /** `--health-bind-address`: empty means all interfaces. @default "" */
+  healthBindAddress: string;
+  /** `--admin-port`. @default 8095 */
+  adminPort: number;
+  /** `--admin-bind-address`. @default "127.0.0.1" */
+  adminBindAddress: string;
+  /** `--enable-profiling`: not implemented yet. @default false */
+  enableProfiling: boolean;
+  /** `--enable-contention-profiling`: requires profiling; not implemented yet. @default false */
+  enableContentionProfiling: boolean;
+  /** `--knp-log-format` (knp only): `json` or `text`. @default "json" */
+  knpLogFormat: LogFormat;
+}
+
+/** Every flag `proxy-server` accepts. */
+export const SERVER_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "mode",
+    type: "string",
+    default: "grpc",
+    help: "Frontend protocol: grpc or http-connect.",
+    implemented: true,
+  },
+  {
+    name: "uds-name",
+    type: "string",
+    default: "",
+    help: "Unix socket path for the frontend; empty means TCP.",
+    implemented: true,
+  },
+  {
+    name: "delete-existing-uds-file",
+    type: "bool",
+    default: true,
+    help: "Remove an existing file at --uds-name before listening.",
+    implemented: true,
+  },
+  {
+    name: "server-port",
+    type: "int",
+    default: 8090,
+    help: "Frontend TCP port; must be 0 with --uds-name.",
+    implemented: true,
+  },
+  {
+    name: "server-bind-address",
+    type: "string",
+    default: "",
+    help: "Frontend bind address; empty means all interfaces.",
+    implemented: true,
+  },
+  {
+    name: "agent-port",
+    type: "int",
+    default: 8091,
+    help: "Port agents connect to (gRPC over TLS).",
+    implemented: true,
+  },
+  {
+    name: "agent-bind-address",
+    type: "string",
+    default: "",
+    help: "Agent bind address; empty means all interfaces.",
+    implemented: true,
+  },
+  {
+    name: "server-cert",
+    type: "string",
+    default: "",
+    help: "Frontend TLS certificate file.",
+    implemented: true,
+  },
+  {
+    name: "server-key",
+    type: "string",
+    default: "",
+    help: "Frontend TLS key file.",
+    implemented: true,
+  },
+  {
+    name: "server-ca-cert",
+    type: "string",
+    default: "",
+    help: "CA file verifying frontend client certificates; required in TCP mode.",
+    implemented: true,
+  },
+  {
+    name: "cluster-cert",
+    type: "string",
+    default: "",
+    help: "Agent-port TLS certificate file.",
+    implemented: true,
+  },
+  {
+    name: "cluster-key",
+    type: "string",
+    default: "",
+    help: "Agent-port TLS key file.",
+    implemented: true,
+  },
+  {
+    name: "cluster-ca-cert",
+    type: "string",
+    default: "",
+    help: "CA file verifying agent client certificates (enables mTLS).",
+    implemented: true,
+  },
+  {
+    name: "cipher-suites",
+    type: "stringSlice",
+    default: [],
+    help:
+      "Comma-separated Go TLS cipher-suite names; empty means the defaults; no effect on TLS 1.3.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "tls-min-version",
+    type: "string",
+    default: "",
+    help:
+      "Minimum TLS version: VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13; empty means TLS 1.2.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "agent-namespace",
+    type: "string",
+    default: "",
+    help: "Expected service-account namespace of agents; enables token authentication.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "agent-service-account",
+    type: "string",
+    default: "",
+    help: "Expected service-account name of agents (token authentication).",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "authentication-audience",
+    type: "string",
+    default: "",
+    help: "Audience for agent token reviews (token authentication).",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "kubeconfig",
+    type: "string",
+    default: "",
+    help: "Kubeconfig file for the Kubernetes client; empty means in-cluster config.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "kubeconfig-qps",
+    type: "float",
+    default: 0,
+    help: "Kubernetes client QPS; 0 means the client default.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "kubeconfig-burst",
+    type: "int",
+    default: 0,
+    help: "Kubernetes client burst; 0 means the client default.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "kube-api-content-type",
+    type: "string",
+    default: "application/vnd.kubernetes.protobuf",
+    help: "Content type of requests to the Kubernetes API server.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "proxy-strategies",
+    type: "string",
+    default: "default",
+    help:
+      "Ordered comma-separated strategies for picking an agent: default, destHost, defaultRoute.",
+    implemented: true,
+  },
+  {
+    name: "server-id",
+    type: "string",
+    default: () => crypto.randomUUID(),
+    defaultText: "$PROXY_SERVER_ID, else a random UUID",
+    env: "PROXY_SERVER_ID",
+    help: "Unique ID of this server, sent to agents.",
+    implemented: true,
+  },
+  {
+    name: "server-count",
+    type: "int",
+    default: 1,
+    help: "Number of proxy-server replicas, sent to agents.",
+    implemented: true,
+  },
+  {
+    name: "enable-lease-controller",
+    type: "bool",
+    default: false,
+    help: "Publish this server's Lease and remove expired ones.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "lease-namespace",
+    type: "string",
+    default: "kube-system",
+    help: "Namespace of server Leases.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "lease-label",
+    type: "string",
+    default: "k8s-app=konnectivity-server",
+    help: "Labels (k=v,k2=v2) put on server Leases and used to find them.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "keepalive-time",
+    type: "duration",
+    default: HOUR_MS,
+    help: "gRPC keepalive time on agent connections.",
+    implemented: true,
+  },
+  {
+    name: "frontend-keepalive-time",
+    type: "duration",
+    default: HOUR_MS,
+    help: "gRPC keepalive time on frontend connections.",
+    implemented: true,
+  },
+  {
+    name: "xfr-channel-size",
+    type: "int",
+    default: 10,
+    help: "Receive buffer size of each frontend and agent stream; must be > 0.",
+    implemented: true,
+  },
+  {
+    name: "backend-dial-timeout",
+    type: "duration",
+    default: 10_000,
+    help: "Bound on sending DIAL_REQ to an agent and waiting for DIAL_RSP; 0 disables. " +
+      "knp defaults to 10s (upstream: 0s, unbounded).",
+    implemented: true,
+  },
+  {
+    name: "graceful-shutdown-timeout",
+    type: "duration",
+    default: 0,
+    help: "How long shutdown waits for open connections; 0 shuts down at once.",
+    implemented: true,
+  },
+  {
+    name: "warn-on-channel-limit",
+    type: "bool",
+    default: true,
+    help: "No effect.",
+    implemented: true,
+    hidden: true,
+    deprecated: "it has no effect and will be removed",
+  },
+  {
+    name: "health-port",
+    type: "int",
+    default: 8092,
+    help: "Port of the health server (/healthz, /readyz).",
+    implemented: true,
+  },
+  {
+    name: "health-bind-address",
+    type: "string",
+    default: "",
+    help: "Health server bind address; empty means all interfaces.",
+    implemented: true,
+  },
+  {
+    name: "admin-port",
+    type: "int",
+    default: 8095,
+    help: "Port of the admin server (/metrics).",
+    implemented: true,
+  },
+  {
+    name: "admin-bind-address",
+    type: "string",
+    default: "127.0.0.1",
+    help: "Admin server bind address.",
+    implemented: true,
+  },
+  {
+    name: "enable-profiling",
+    type: "bool",
+    default: false,
+    help: "Serve profiling endpoints on the admin port.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  {
+    name: "enable-contention-profiling",
+    type: "bool",
+    default: false,
+    help: "Enable contention profiling; requires --enable-profiling.",
+    implemented: NOT_IMPLEMENTED,
+  },
+  KNP_LOG_FORMAT_FLAG,
+  ...KLOG_FLAGS,
+];
+
+/** Successful result of {@linkcode parseServerOptions}. */
+export interface ParsedServerOptions {
+  /** The options (not yet validated; see {@linkcode validateServerOptions}). */
+  options: ServerOptions;
+  /** One line per explicitly given flag knp accepts but does not implement. */
+  notImplemented: string[];
+  /** One line per deprecated flag given. */
+  deprecated: string[];
+}
+
+/**
+ * Parses `proxy-server` arguments.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * const result = parseServerOptions(["--uds-name=/tmp/knp.sock", "--server-port=0"], {});
+ * assert.ok(!("help" in result));
+ * assert.equal(result.options.udsName, "/tmp/knp.sock");
+ * assert.equal(result.options.keepaliveTime, 3_600_000);
+ * ```
+ *
+ * @param args Command-line arguments without the program name.
+ * @param env Environment (for `PROXY_SERVER_ID`).
+ * @returns The options and notes on unimplemented/deprecated flags, or `{ help: true }`.
+ * @throws {KnpError} `INVALID_FLAG` on unknown flags or unparsable values.
+ */
+export function parseServerOptions(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+): ParsedServerOptions | { help: true } {
+  const result = parseFlags(SERVER_FLAGS, args, { env });
+  if ("help" in result) return result;
+  const options = result.values as unknown as ServerOptions;
+  const notImplemented = [...result.notImplemented];
+  if (options.mode === "http-connect") {
+    notImplemented.push("--mode=http-connect is accepted but not implemented yet");
+  }
+  return { options, notImplemented, deprecated: result.deprecated };
+}
+
+/** Help text of `proxy-server`. */
+export function serverHelp(): string {
+  return formatHelp("Usage of proxy-server:", SERVER_FLAGS);
+}
+
+/** Names of the proxy strategies, in upstream's spelling. */
+export type ProxyStrategyName = "default" | "destHost" | "defaultRoute";
+
+const STRATEGIES: readonly string[] = ["default", "destHost", "defaultRoute"];
+
+/**
+ * Parses `--proxy-strategies`: a comma list; empty items are skipped.
+ *
+ * @param text The flag value, e.g. `"destHost,default"`.
+ * @returns The strategies in order.
+ * @throws {KnpError} `INVALID_FLAG` for an unknown strategy or an empty list.
+ */
+export function parseProxyStrategies(text: string): ProxyStrategyName[] {
+  const result: ProxyStrategyName[] = [];
+  for (const item of text.split(",")) {
+    if (item === "") continue;
+    if (!STRATEGIES.includes(item)) {
+      throw new KnpError("INVALID_FLAG", `--proxy-strategies: unknown proxy strategy: ${item}`);
+    }
+    result.push(item as ProxyStrategyName);
+  }
+  if (result.length === 0) {
+    throw new KnpError("INVALID_FLAG", "--proxy-strategies: proxy strategies cannot be empty");
+  }
+  return result;
+}
+
+/**
+ * Parses `--lease-label` (`k=v,k2=v2`; spaces around keys and values are trimmed).
+ *
+ * @param text The flag value.
+ * @returns The labels.
+ * @throws {KnpError} `INVALID_FLAG` if the text is empty or an item is not `key=value`.
+ */
+export function parseLeaseLabels(text: string): Record<string, string> {
+  if (text === "") throw new KnpError("INVALID_FLAG", "--lease-label: must not be empty");
+  const labels: Record<string, string> = {};
+  for (const pair of text.split(",")) {
+    const parts = pair.split("=");
+    if (parts.length !== 2) {
+      throw new KnpError("INVALID_FLAG", `--lease-label: "${pair}" is not of the form key=value`);
+    }
+    labels[parts[0]!.trim()] = parts[1]!.trim();
+  }
+  return labels;
+}
+
+/** TLS versions accepted by `--tls-min-version`. */
+const TLS_VERSIONS = ["VersionTLS10", "VersionTLS11", "VersionTLS12", "VersionTLS13"];
+
+/** Cipher suites Go (1.26) lists as secure in `tls.CipherSuites()`. */
+const SECURE_CIPHER_SUITES = new Set([
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+  "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+  "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+  "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+  "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+  "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+]);
+
+function invalid(message: string): KnpError {
+  return new KnpError("INVALID_FLAG", message);
+}
+
+function checkPair(
+  o: Record<string, unknown>,
+  certFlag: string,
+  keyFlag: string,
+): void {
+  const cert = o[camelCaseFlagName(certFlag)] as string;
+  const key = o[camelCaseFlagName(keyFlag)] as string;
+  if (key !== "") {
+    requireExistingFile(keyFlag, key);
+    if (cert === "") throw invalid(`--${certFlag} must be set when --${keyFlag} is set ("${key}")`);
+  }
+  if (cert !== "") {
+    requireExistingFile(certFlag, cert);
+    if (key === "") throw invalid(`--${keyFlag} must be set when --${certFlag} is set ("${cert}")`);
+  }
+}
+
+function checkPortRange(flag: string, what: string, port: number, allowReserved: boolean): void {
+  if (port > 49151) {
+    throw invalid(
+      `--${flag}: please do not try to use ephemeral port ${port} for the ${what} port`,
+    );
+  }
+  if (port < 1024 && !allowReserved) {
+    throw invalid(`--${flag}: please do not try to use reserved port ${port} for the ${what} port`);
+  }
+}
+
+/**
+ * Checks server options the way upstream's `Validate()` does (same rules and order), with messages
+ * that start with or name the offending flag.
+ *
+ * @param o The options to check.
+ * @returns Warnings that do not stop the server (e.g. an insecure `--tls-min-version`).
+ * @throws {KnpError} `INVALID_FLAG` with a one-line message naming the flag.
+ */
+export function validateServerOptions(o: ServerOptions): string[] {
+  const warnings: string[] = [];
+  const record = o as unknown as Record<string, unknown>;
+  checkPair(record, "server-cert", "server-key");
+  if (o.serverCaCert !== "") requireExistingFile("server-ca-cert", o.serverCaCert);
+  checkPair(record, "cluster-cert", "cluster-key");
+  if (o.clusterCaCert !== "") requireExistingFile("cluster-ca-cert", o.clusterCaCert);
+
+  if (o.mode !== "grpc" && o.mode !== "http-connect") {
+    throw invalid(`--mode: must be "grpc" or "http-connect", got "${o.mode}"`);
+  }
+  if (o.udsName !== "") {
+    if (o.serverPort !== 0) {
+      throw invalid(`--server-port: must be 0 when --uds-name is set, got ${o.serverPort}`);
+    }
+    for (const flag of ["server-key", "server-cert", "server-ca-cert"]) {
+      if (record[camelCaseFlagName(flag)] !== "") {
+        throw invalid(`--${flag}: must not be set with --uds-name (the UDS frontend is plaintext)`);
+      }
+    }
+  } else if (o.serverCaCert === "") {
+    throw invalid("--server-ca-cert: required when the frontend uses TCP (--uds-name is empty)");
+  }
+
+  checkPortRange("server-port", "server", o.serverPort, o.udsName !== "");
+  checkPortRange("agent-port", "agent", o.agentPort, false);
+  checkPortRange("admin-port", "admin", o.adminPort, false);
+  checkPortRange("health-port", "health", o.healthPort, false);
+
+  if (o.enableContentionProfiling && !o.enableProfiling) {
+    throw invalid("--enable-contention-profiling requires --enable-profiling");
+  }
+  const tokenAuth = o.agentNamespace !== "" || o.agentServiceAccount !== "" ||
+    o.authenticationAudience !== "";
+  if (tokenAuth) {
+    if (o.clusterCaCert !== "") {
+      throw invalid("--cluster-ca-cert cannot be used with agent token authentication");
+    }
+    for (const flag of ["agent-namespace", "agent-service-account", "authentication-audience"]) {
+      if (record[camelCaseFlagName(flag)] === "") {
+        throw invalid(
+          `--${flag}: required for agent token authentication (--agent-namespace, ` +
+            `--agent-service-account and --authentication-audience go together)`,
+        );
+      }
+    }
+  }
+  if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
+  parseProxyStrategies(o.proxyStrategies);
+  if (!(o.xfrChannelSize > 0)) {
+    throw invalid(`--xfr-channel-size: must be greater than 0, got ${o.xfrChannelSize}`);
+  }
+  if (o.tlsMinVersion !== "") {
+    if (!TLS_VERSIONS.includes(o.tlsMinVersion)) {
+      throw invalid(
+        `--tls-min-version: unsupported TLS version "${o.tlsMinVersion}"; use ${
+          TLS_VERSIONS.join(", ")
+        }`,
+      );
+    }
+    if (o.tlsMinVersion === "VersionTLS10" || o.tlsMinVersion === "VersionTLS11") {
+      warnings.push(`--tls-min-version=${o.tlsMinVersion} is below TLS 1.2 and insecure`);
+    }
+  }
+  for (const suite of o.cipherSuites) {
+    if (!SECURE_CIPHER_SUITES.has(suite)) {
+      throw invalid(`--cipher-suites: "${suite}" is unknown or insecure`);
+    }
+  }
+  if (o.enableLeaseController) parseLeaseLabels(o.leaseLabel);
+  if (!(o.gracefulShutdownTimeout >= 0)) {
+    throw invalid(
+      `--graceful-shutdown-timeout: must be >= 0, got ${showDuration(o.gracefulShutdownTimeout)}`,
+    );
+  }
+  if (!(o.backendDialTimeout >= 0)) {
+    throw invalid(
+      `--backend-dial-timeout: must be >= 0, got ${showDuration(o.backendDialTimeout)}`,
+    );
+  }
+  if (o.knpLogFormat !== "json" && o.knpLogFormat !== "text") {
+    throw invalid(`--knp-log-format: must be json or text, got "${o.knpLogFormat}"`);
+  }
+  return warnings;
+}
