@@ -7,10 +7,10 @@
  * @module
  */
 
-import { fromFileUrl } from "node:url";
+import { fileURLToPath } from "node:url";
 import { generateTestPki, writeTestPki } from "../internal/certs.ts";
 
-const ROOT = fromFileUrl(new URL("..", import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** PEM files of a throwaway PKI. */
 export interface PkiFiles {

@@ -1,0 +1,46 @@
+/**
+ * `proxy-agent`: the knp proxy agent binary. Accepts upstream's flags (see `--help`).
+ *
+ * @module
+ */
+
+import { onSignals, parseOrExit, readPem } from "../internal/cli.ts";
+import { startAgent } from "./agent.ts";
+import { type AgentOptions, agentHelp, parseAgentOptions, validateAgentOptions } from "./options.ts";
+
+/** Runs the agent: first signal drains, second exits. */
+export function main(args: string[]): void {
+  const { options: o, log } = parseOrExit<AgentOptions>(
+    "proxy-agent",
+    () => parseAgentOptions(args, Deno.env.toObject()),
+    validateAgentOptions,
+    agentHelp,
+  );
+  const agent = startAgent({
+    proxyServerHost: o.proxyServerHost,
+    proxyServerPort: o.proxyServerPort,
+    agentId: o.agentId,
+    agentIdentifiers: o.agentIdentifiers,
+    tls: { ca: readPem(o.caCert), cert: readPem(o.agentCert), key: readPem(o.agentKey) },
+    serviceAccountTokenPath: o.serviceAccountTokenPath || undefined,
+    keepaliveTimeMs: o.keepaliveTime,
+    syncIntervalMs: o.syncInterval,
+    syncIntervalCapMs: o.syncIntervalCap,
+    syncForever: o.syncForever,
+    healthServerHost: o.healthServerHost,
+    healthServerPort: o.healthServerPort,
+    adminBindAddress: o.adminBindAddress,
+    adminServerPort: o.adminServerPort,
+    logger: log,
+  });
+  onSignals(() => {
+    log.info("draining: no new server connections; existing tunnels keep working");
+    agent.drain();
+  }, async () => {
+    log.info("stopping");
+    await agent.close();
+    Deno.exit(0);
+  });
+}
+
+if (import.meta.main) main(Deno.args);
