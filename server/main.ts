@@ -9,8 +9,8 @@ import { errorMessage } from "../internal/errors.ts";
 import { parseProxyStrategies } from "./backend_manager.ts";
 import {
   parseServerOptions,
-  type ServerOptions,
   serverHelp,
+  type ServerOptions,
   validateServerOptions,
 } from "./options.ts";
 import { startProxyServer } from "./server.ts";

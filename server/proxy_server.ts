@@ -127,6 +127,11 @@ export class ProxyServer {
     return n;
   }
 
+  /** Number of connected agent streams. */
+  get backendStreams(): number {
+    return this.#established.size;
+  }
+
   /** Number of open frontend streams. */
   get frontendStreams(): number {
     return this.#frontends.size;

@@ -13,6 +13,7 @@ import { type Logger, nullLogger } from "../internal/log.ts";
 import { rm } from "node:fs/promises";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { serverHealthHandler } from "./health.ts";
+import { ServerMetrics } from "./metrics.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig extends ProxyServerOptions {
@@ -58,7 +59,23 @@ function hostPort(host: string | undefined, port: number): string {
 /** Starts a server. @throws {KnpError} when a listener cannot be bound */
 export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
   const log = config.logger ?? nullLogger;
-  const core = new ProxyServer({ ...config, logger: log });
+  const metrics = new ServerMetrics();
+  const onEvent = config.onEvent;
+  const core = new ProxyServer({
+    ...config,
+    logger: log,
+    onEvent: (e) => {
+      metrics.onEvent(e);
+      onEvent?.(e);
+    },
+  });
+  metrics.attach(core);
+  const healthSource = {
+    get ready() {
+      return core.ready;
+    },
+    metrics: () => metrics.render(),
+  };
   const cleanups: (() => Promise<void> | void)[] = [];
   const closeAll = async () => {
     for (const c of cleanups.reverse()) {
@@ -85,9 +102,13 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
       },
     }).catch((err) => {
-      throw new KnpError("CONFIG", `cannot listen for frontends on ${frontendAddress}: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new KnpError(
+        "CONFIG",
+        `cannot listen for frontends on ${frontendAddress}: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     });
     cleanups.push(() => frontend.close(false));
 
@@ -114,9 +135,13 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         core.addBackend(hs.agentId, hs.identifiers, incoming.stream);
       },
     }).catch((err) => {
-      throw new KnpError("CONFIG", `cannot listen for agents on ${agentAddress}: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new KnpError(
+        "CONFIG",
+        `cannot listen for agents on ${agentAddress}: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     });
     cleanups.push(() => agents.close(false));
 
@@ -127,7 +152,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         hostname: config.healthBindAddress || "0.0.0.0",
         port: config.healthPort,
         onListen() {},
-      }, serverHealthHandler(core));
+      }, serverHealthHandler(healthSource));
       healthPort = health.addr.port;
       cleanups.push(() => health.shutdown());
     }
@@ -137,7 +162,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         hostname: config.adminBindAddress || "127.0.0.1",
         port: config.adminPort,
         onListen() {},
-      }, serverHealthHandler(core));
+      }, serverHealthHandler(healthSource));
       adminPort = admin.addr.port;
       cleanups.push(() => admin.shutdown());
     }
