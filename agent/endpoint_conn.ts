@@ -58,6 +58,8 @@ export class EndpointConn {
   #acct = new SendAccounting(1 << 20);
   #guard: SinkGuard;
   #writing = false;
+  /** Called when the write loop stops with nothing left to write (or fails). */
+  #idle: (() => void)[] = [];
   #closing = false;
   /** Resolves when the teardown has finished. */
   readonly done: Promise<void>;
@@ -145,11 +147,19 @@ export class EndpointConn {
       }
     } catch (err) {
       this.#writing = false;
+      this.#notifyIdle();
       if (!this.#closing) this.close({ by: "endpoint", error: errorMessage(err) });
       this.#acct.flush();
       return;
     }
     this.#writing = false;
+    this.#notifyIdle();
+  }
+
+  #notifyIdle(): void {
+    const idle = this.#idle;
+    this.#idle = [];
+    for (const cb of idle) cb();
   }
 
   /** The single teardown path. Idempotent. */
@@ -161,7 +171,8 @@ export class EndpointConn {
       // Deliver what the client wrote before it closed, within a bound.
       await new Promise<void>((resolve) => {
         const timer = this.#timers.setTimeout(resolve, CLOSE_FLUSH_MS);
-        this.#acct.onDrain(() => {
+        // Every queued byte, not just down to the low-water mark (onDrain).
+        this.#idle.push(() => {
           this.#timers.clearTimeout(timer);
           resolve();
         });
@@ -174,7 +185,9 @@ export class EndpointConn {
     this.#acct.flush();
     if (cause.by !== "stream-gone") {
       let error = "";
-      if (cause.by === "overflow") error = "endpoint stopped reading; connection reset by the agent";
+      if (cause.by === "overflow") {
+        error = "endpoint stopped reading; connection reset by the agent";
+      }
       this.#stream.send(closeResponse(this.connectId, error));
     }
     this.#log.debug("endpoint connection closed", { by: cause.by });
