@@ -48,6 +48,10 @@ export class ClientSet {
   #stopped = false;
   #timer: number | undefined;
   #delay: number;
+  /** A sync round (connect) is in flight; it schedules the next round itself. */
+  #syncing = false;
+  /** Something asked for a round while one was in flight: run the next one at once. */
+  #again = false;
 
   constructor(options: ClientSetOptions) {
     this.#options = options;
@@ -113,6 +117,8 @@ export class ClientSet {
 
   #schedule(ms: number): void {
     if (this.#stopped) return;
+    // One loop only: a new schedule replaces the pending one.
+    if (this.#timer !== undefined) this.#timers.clearTimeout(this.#timer);
     this.#timer = this.#timers.setTimeout(() => {
       this.#timer = undefined;
       this.#sync();
@@ -124,25 +130,39 @@ export class ClientSet {
   }
 
   async #sync(): Promise<void> {
+    if (this.#syncing) {
+      this.#again = true;
+      return;
+    }
+    this.#syncing = true;
     const base = this.#options.syncIntervalMs ?? 1000;
     const cap = this.#options.syncIntervalCapMs ?? 10_000;
+    let next: number;
+    let failed = false;
     try {
       await this.#connectOnce();
       this.#delay = base;
-      this.#schedule(this.#jitter(base));
+      next = this.#jitter(base);
     } catch (err) {
-      if (err instanceof KnpError && err.code === "PROTOCOL" && err.message.startsWith("duplicate")) {
+      if (
+        err instanceof KnpError && err.code === "PROTOCOL" && err.message.startsWith("duplicate")
+      ) {
         this.#delay = base;
-        this.#schedule(this.#jitter(base));
-        return;
+        next = this.#jitter(base);
+      } else {
+        this.#log.warn("cannot connect to proxy server", {
+          error: errorMessage(err),
+          retryInMs: Math.round(this.#delay),
+        });
+        next = this.#jitter(this.#delay);
+        this.#delay = Math.min(cap, this.#delay * 1.5);
+        failed = true;
       }
-      this.#log.warn("cannot connect to proxy server", {
-        error: errorMessage(err),
-        retryInMs: Math.round(this.#delay),
-      });
-      this.#schedule(this.#jitter(this.#delay));
-      this.#delay = Math.min(cap, this.#delay * 1.5);
     }
+    this.#syncing = false;
+    if (this.#again && !failed) next = 0;
+    this.#again = false;
+    this.#schedule(next);
   }
 
   async #connectOnce(): Promise<void> {
@@ -177,11 +197,9 @@ export class ClientSet {
         serverID: connection.serverId,
         error: error ? errorMessage(error) : undefined,
       });
-      if (this.#timer === undefined) this.#schedule(0);
-      else {
-        this.#timers.clearTimeout(this.#timer);
-        this.#schedule(this.#jitter(this.#options.syncIntervalMs ?? 1000) * this.#random());
-      }
+      if (this.#syncing) this.#again = true;
+      else if (this.#timer === undefined) this.#schedule(0);
+      else this.#schedule(this.#jitter(this.#options.syncIntervalMs ?? 1000) * this.#random());
     });
   }
 }

@@ -1,0 +1,250 @@
+import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
+import type { DecodedPacket } from "../proto/packet.ts";
+import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
+import type { Timers } from "../internal/timers.ts";
+import { ClientSet, type ClientSetOptions, type ServerConnection } from "./client_set.ts";
+import { fakeDialer } from "./_test_socket.ts";
+
+/** Lets every queued microtask (and the pipes' pumps) run. */
+const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** What the fake connector answers for attempt `n` (1-based). */
+type Answer =
+  | { serverId: string; serverCount?: number }
+  | Error
+  /** Leaves the attempt pending; the test settles it through `pending`. */
+  | "pending";
+
+/** One server connection the connector handed out, seen from the server side. */
+interface FakeServer {
+  serverId: string;
+  end: PacketStream;
+  packets: DecodedPacket[];
+  ends: (Error | undefined)[];
+  /** Whether the ClientSet called `close()` on the connection. */
+  closedByAgent: boolean;
+}
+
+function harness(script: (n: number) => Answer, options: Partial<ClientSetOptions> = {}) {
+  const clock = FakeTimers.createClock();
+  const timers: Timers = {
+    now: () => clock.now,
+    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
+    clearTimeout: (h) => clock.clearTimeout(h),
+  };
+  const attempts: number[] = [];
+  const servers: FakeServer[] = [];
+  const pending: { resolve(a: Answer): void }[] = [];
+
+  function open(answer: Answer): ServerConnection {
+    if (answer instanceof Error || answer === "pending") throw new Error("unreachable");
+    const [agentEnd, serverEnd] = memoryPipe();
+    const server: FakeServer = {
+      serverId: answer.serverId,
+      end: serverEnd,
+      packets: [],
+      ends: [],
+      closedByAgent: false,
+    };
+    serverEnd.start({
+      onPacket: (p) => server.packets.push(p),
+      onEnd: (e) => server.ends.push(e),
+    });
+    servers.push(server);
+    return {
+      stream: agentEnd,
+      serverId: answer.serverId,
+      serverCount: answer.serverCount ?? 1,
+      close() {
+        server.closedByAgent = true;
+        agentEnd.close();
+      },
+    };
+  }
+
+  const set = new ClientSet({
+    dialer: fakeDialer().dialer,
+    timers,
+    random: () => 0, // no jitter
+    syncIntervalMs: 1_000,
+    syncIntervalCapMs: 5_000,
+    connect: () => {
+      attempts.push(clock.now);
+      const answer = script(attempts.length);
+      if (answer instanceof Error) return Promise.reject(answer);
+      if (answer !== "pending") return Promise.resolve(open(answer));
+      const { promise, resolve, reject } = Promise.withResolvers<ServerConnection>();
+      pending.push({
+        resolve: (a) => a instanceof Error ? reject(a) : resolve(open(a)),
+      });
+      return promise;
+    },
+    ...options,
+  });
+
+  return {
+    clock,
+    set,
+    attempts,
+    servers,
+    pending,
+    /** Runs the next timer (if any) and lets the async work it starts finish. */
+    async next() {
+      await clock.nextAsync();
+      await settle();
+    },
+    /** Advances the clock by `ms`, letting async work finish between timers. */
+    async advance(ms: number) {
+      await clock.tickAsync(ms);
+      await settle();
+    },
+    async stop() {
+      set.stop();
+      await settle();
+    },
+  };
+}
+
+const refused = () => new Error("connect: connection refused");
+
+Deno.test("ClientSet connects at once when started", async () => {
+  const h = harness(() => ({ serverId: "s1" }));
+  h.set.start();
+  await h.advance(0);
+  assert.deepEqual(h.attempts, [0]);
+  assert.equal(h.set.size, 1);
+  assert.deepEqual(h.set.serverIds, ["s1"]);
+  assert.equal(h.set.ready, true);
+  await h.stop();
+  assert.equal(h.servers[0]!.ends.length, 1, "stop closes the stream");
+  assert.equal(h.servers[0]!.closedByAgent, true);
+  assert.equal(h.set.size, 0);
+});
+
+Deno.test("ClientSet reconnects after a server stream ends", async () => {
+  const h = harness((n) => ({ serverId: n === 1 ? "s1" : "s2" }));
+  h.set.start();
+  await h.advance(0);
+  assert.equal(h.set.size, 1);
+  await h.advance(10_000);
+  assert.equal(h.attempts.length, 1, "one server is enough for servercount 1");
+
+  h.servers[0]!.end.close(new Error("server restarted"));
+  await settle();
+  assert.equal(h.set.size, 0);
+  assert.equal(h.set.ready, false);
+  assert.equal(h.servers[0]!.closedByAgent, true);
+  await h.advance(0); // random() is 0: the reconnect is scheduled without delay
+  assert.equal(h.attempts.length, 2);
+  assert.deepEqual(h.set.serverIds, ["s2"]);
+  await h.stop();
+});
+
+Deno.test("ClientSet backs off by 1.5 up to the cap while the connector fails", async () => {
+  const h = harness((n) => n <= 8 ? refused() : { serverId: "s1" });
+  h.set.start();
+  await h.advance(0);
+  for (let i = 0; i < 7; i++) await h.next();
+  // Gaps 1000, 1500, 2250, 3375, then capped at 5000.
+  assert.deepEqual(h.attempts, [0, 1_000, 2_500, 4_750, 8_125, 13_125, 18_125, 23_125]);
+  await h.next(); // the ninth attempt succeeds
+  assert.equal(h.set.size, 1);
+
+  // Success resets the backoff: after a loss, failures start again at the base interval.
+  const base = h.attempts.length;
+  const h2 = harness((n) => n === 1 ? { serverId: "s1" } : refused());
+  h2.set.start();
+  await h2.advance(0);
+  h2.servers[0]!.end.close();
+  await settle();
+  await h2.advance(0);
+  await h2.next();
+  await h2.next();
+  const t0 = h2.attempts[1]!;
+  assert.deepEqual(h2.attempts.slice(1).map((t) => t - t0), [0, 1_000, 2_500]);
+  assert.equal(base, 9);
+  await h.stop();
+  await h2.stop();
+});
+
+Deno.test("ClientSet closes a connection to an already connected server and does not count it", async () => {
+  const ids = ["s1", "s1", "s2"];
+  const h = harness((n) => ({ serverId: ids[n - 1] ?? "s9", serverCount: 2 }));
+  h.set.start();
+  await h.advance(0);
+  assert.equal(h.set.size, 1);
+  assert.equal(h.set.serverCount, 2);
+  await h.next();
+  assert.equal(h.attempts.length, 2);
+  assert.equal(h.set.size, 1, "the duplicate is not counted");
+  assert.equal(h.servers[1]!.closedByAgent, true);
+  assert.equal(h.servers[1]!.ends.length, 1);
+  assert.equal(h.servers[0]!.ends.length, 0, "the first connection to s1 stays");
+  await h.next();
+  assert.equal(h.attempts[2]! - h.attempts[1]!, 1_000, "a duplicate does not grow the backoff");
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2"]);
+  await h.stop();
+});
+
+Deno.test("ClientSet stops connecting once it holds servercount distinct servers", async () => {
+  const h = harness((n) => ({ serverId: `s${n}`, serverCount: 3 }));
+  h.set.start();
+  await h.advance(0);
+  await h.advance(20_000);
+  assert.equal(h.set.size, 3);
+  assert.equal(h.attempts.length, 3);
+  await h.stop();
+});
+
+Deno.test("ClientSet keeps connecting past servercount with syncForever", async () => {
+  const h = harness((n) => ({ serverId: `s${n}`, serverCount: 1 }), { syncForever: true });
+  h.set.start();
+  await h.advance(0);
+  await h.advance(3_000);
+  assert.equal(h.set.size, 4);
+  assert.deepEqual(h.attempts, [0, 1_000, 2_000, 3_000]);
+  await h.stop();
+});
+
+Deno.test("ClientSet drain sends DRAIN on every stream and opens no new connection", async () => {
+  const h = harness((n) => ({ serverId: `s${n}`, serverCount: 2 }));
+  h.set.start();
+  await h.advance(0);
+  await h.advance(1_000);
+  assert.equal(h.set.size, 2);
+  h.set.drain();
+  h.set.drain(); // once only
+  await settle();
+  assert.equal(h.set.draining, true);
+  for (const server of h.servers) {
+    assert.deepEqual(server.packets.map((p) => p.type), ["DRAIN"]);
+  }
+  h.servers[0]!.end.close();
+  await settle();
+  await h.advance(30_000);
+  assert.equal(h.attempts.length, 2, "no new connection while draining");
+  assert.equal(h.set.size, 1, "the remaining stream keeps serving");
+  await h.stop();
+});
+
+Deno.test("ClientSet keeps a single sync loop when a stream ends during a connect", async () => {
+  const h = harness((n) => n === 2 ? "pending" : { serverId: `s${n}`, serverCount: 2 });
+  h.set.start();
+  await h.advance(0);
+  await h.next(); // attempt 2 starts and stays pending
+  assert.equal(h.attempts.length, 2);
+  h.servers[0]!.end.close(); // s1 goes away while attempt 2 is in flight
+  await settle();
+  await h.advance(0);
+  h.pending[0]!.resolve({ serverId: "s2", serverCount: 2 });
+  await settle();
+  await h.advance(0);
+  assert.deepEqual(h.set.serverIds.sort(), ["s2", "s3"]);
+  assert.equal(h.clock.countTimers(), 1, "exactly one pending sync timer");
+  const before = h.attempts.length;
+  h.set.stop();
+  await h.advance(60_000);
+  assert.equal(h.attempts.length, before, "nothing runs after stop");
+  assert.equal(h.clock.countTimers(), 0);
+});
