@@ -593,3 +593,76 @@ Deno.test("ProxyServer close ends every frontend and agent stream", async () => 
   assert.equal(h.server.frontendStreams, 0);
   assert.equal(h.server.establishedConnections, 0);
 });
+
+Deno.test("ProxyServer refuses a dial ID that another frontend's dial is using", async () => {
+  const h = harness();
+  const agent = h.agent();
+  const first = h.frontend();
+  const second = h.frontend();
+  first.end.send(dialRequest("10.0.0.1:80", 80n));
+  await settle();
+  second.end.send(dialRequest("10.0.0.2:80", 80n));
+  await settle();
+  assert.deepEqual(second.packets, [dialResponse(80n, 0n, "dial ID 80 is already in use")]);
+  assert.equal(second.ends.length, 1);
+  assert.equal(agent.of("DIAL_REQ").length, 1);
+  assert.equal(h.server.pendingDials, 1, "the first dial is untouched");
+  agent.end.send(dialResponse(80n, 1n));
+  await settle();
+  assert.equal(first.of("DIAL_RSP").length, 1);
+  await h.close();
+});
+
+Deno.test("ProxyServer refuses a second DIAL_REQ on a stream that already carries a dial", async () => {
+  const h = harness();
+  const agent = h.agent();
+  const f = await establish(h, agent, 81n, 1n);
+  f.clear();
+  f.end.send(dialRequest("10.0.0.2:80", 82n));
+  await settle();
+  assert.deepEqual(f.packets, [dialResponse(82n, 0n, "this stream already carries a dial")]);
+  assert.equal(agent.of("DIAL_REQ").length, 1);
+  assert.equal(h.server.establishedConnections, 1);
+  await h.close();
+});
+
+Deno.test("ProxyServer closes the agent's connection when its DIAL_RSP comes after the dial timeout", async () => {
+  const h = harness({ backendDialTimeoutMs: 1_000 });
+  const agent = h.agent();
+  const f = h.frontend();
+  f.end.send(dialRequest("10.0.0.1:80", 83n));
+  await settle();
+  h.clock.tick(1_000);
+  await settle();
+  agent.clear();
+  agent.end.send(dialResponse(83n, 6n));
+  await settle();
+  assert.deepEqual(agent.packets, [closeRequest(6n)]);
+  assert.equal(h.server.establishedConnections, 0);
+  await h.close();
+});
+
+Deno.test("ProxyServer pauses a writing frontend while the agent stream is full and resumes it on drain", async () => {
+  const KiB = 1024;
+  const h = harness();
+  const agent = h.agent("agent-1", "", 16 * KiB);
+  const busy = await establish(h, agent, 84n, 1n);
+  const other = await establish(h, agent, 85n, 2n);
+  agent.clear();
+  agent.end.pause(); // the agent stops reading for a while
+  for (let i = 0; i < 6; i++) busy.end.send(dataPacket(1n, new Uint8Array(8 * KiB).fill(i)));
+  await settle();
+  assert.ok(busy.end.bufferedBytes > 0, "the server stopped taking the busy frontend's packets");
+  assert.ok(agent.backend.stream.bufferedBytes > 16 * KiB);
+  // The other direction is not blocked: the agent's DATA still reaches another frontend.
+  agent.end.send(dataPacket(2n, text("meanwhile")));
+  await settle();
+  assert.deepEqual(other.of("DATA"), [dataPacket(2n, text("meanwhile"))]);
+
+  agent.end.resume();
+  await settle();
+  const fromBusy = agent.of("DATA").filter((p) => p.data.connectId === 1n);
+  assert.deepEqual(fromBusy.map((p) => p.data.data[0]), [0, 1, 2, 3, 4, 5]);
+  assert.equal(busy.end.bufferedBytes, 0);
+  await h.close();
+});
