@@ -12,6 +12,9 @@ import {
   type Packet,
 } from "../proto/packet.ts";
 import { KnpError } from "../internal/errors.ts";
+import { AgentClient } from "../agent/agent_client.ts";
+import { fakeDialer, FakeEndpoint } from "../agent/_test_socket.ts";
+import { TunnelConn } from "../client/tunnel_conn.ts";
 import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
 import type { Timers } from "../internal/timers.ts";
 import {
@@ -664,5 +667,72 @@ Deno.test("ProxyServer pauses a writing frontend while the agent stream is full 
   const fromBusy = agent.of("DATA").filter((p) => p.data.connectId === 1n);
   assert.deepEqual(fromBusy.map((p) => p.data.data[0]), [0, 1, 2, 3, 4, 5]);
   assert.equal(busy.end.bufferedBytes, 0);
+  await h.close();
+});
+
+/** A ProxyServer with a real AgentClient (fake endpoints) behind it, for end-to-end tests. */
+function stack(writeMode: "instant" | "gated") {
+  const h = harness({ backendDialTimeoutMs: 0 });
+  const { dialer, sockets } = fakeDialer(() => new FakeEndpoint({ writeMode }));
+  const [serverEnd, agentEnd] = memoryPipe();
+  const hs = h.server.agentHandshake(["agent-1"], [""]);
+  h.server.addBackend(hs.agentId, hs.identifiers, serverEnd);
+  const agent = new AgentClient({ stream: agentEnd, serverId: "server-1", dialer });
+  agent.start();
+  const tunnel = async () => {
+    const [clientEnd, frontendEnd] = memoryPipe();
+    h.server.serveFrontend(frontendEnd);
+    const conn = new TunnelConn(clientEnd, "10.0.0.1:80", {}, () => {});
+    await conn.dial("tcp", {});
+    return conn;
+  };
+  return { h, agent, sockets, tunnel };
+}
+
+Deno.test("ProxyServer carries a TunnelConn to an AgentClient endpoint and back", async () => {
+  const { h, agent, sockets, tunnel } = stack("instant");
+  const conn = await tunnel();
+  assert.equal(conn.connectId, 1n);
+  const writer = conn.writable.getWriter();
+  await writer.write(text("request"));
+  writer.releaseLock();
+  await settle();
+  const socket = sockets[0]!;
+  assert.equal(new TextDecoder().decode(socket.written), "request");
+  socket.push(text("response"));
+  socket.end();
+  const chunks: string[] = [];
+  for await (const chunk of conn.readable) chunks.push(new TextDecoder().decode(chunk));
+  assert.deepEqual(chunks, ["response"]);
+  await conn.closed;
+  await settle();
+  assert.equal(socket.closed, true);
+  assert.deepEqual(
+    [h.server.pendingDials, h.server.establishedConnections, h.server.frontendStreams],
+    [0, 0, 0],
+  );
+  assert.equal(agent.connections, 0);
+  agent.close();
+  await h.close();
+});
+
+Deno.test("ProxyServer delivers a client's last bytes to the endpoint before the close completes", async () => {
+  const { h, agent, sockets, tunnel } = stack("gated");
+  const conn = await tunnel();
+  const writer = conn.writable.getWriter();
+  await writer.write(text("last words"));
+  writer.releaseLock();
+  conn.close();
+  await settle();
+  const socket = sockets[0]!;
+  assert.equal(socket.closed, false, "the agent waits for the queued write");
+  socket.releaseWrites("instant");
+  await conn.closed;
+  assert.equal(conn.closeError, "");
+  assert.equal(new TextDecoder().decode(socket.written), "last words");
+  assert.equal(socket.closed, true);
+  await settle();
+  assert.equal(h.server.establishedConnections, 0);
+  agent.close();
   await h.close();
 });
