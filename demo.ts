@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console -- a binary's entry point writes to the terminal
 /**
  * `deno task demo`: the embedded default. Starts a real proxy-server process (gRPC frontend on a
  * Unix socket, agent port on loopback with mTLS), a real proxy-agent process, and a sample HTTP
@@ -11,26 +12,11 @@ import { createSingleUseTunnel, createTunnel, DialError } from "./mod.ts";
 import type { TunnelConn } from "./client/tunnel_conn.ts";
 import { startAgent, startServer } from "./tests/framework.ts";
 import { startHttpBackend } from "./tests/backends.ts";
+import { httpRequest } from "./tests/http_client.ts";
 
-const encoder = new TextEncoder();
-
-/** Sends one HTTP/1.1 request over a tunneled connection and returns status line and body. */
-async function httpGet(
-  conn: TunnelConn,
-  path: string,
-): Promise<{ status: string; body: Uint8Array }> {
-  const writer = conn.writable.getWriter();
-  await writer.write(
-    encoder.encode(`GET ${path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n`),
-  );
-  writer.releaseLock();
-  const raw = new Uint8Array(await new Response(conn.readable).arrayBuffer());
-  let headerEnd = 0;
-  while (headerEnd + 3 < raw.length && !(raw[headerEnd] === 13 && raw[headerEnd + 3] === 10)) {
-    headerEnd++;
-  }
-  const head = new TextDecoder().decode(raw.subarray(0, headerEnd));
-  return { status: head.split("\r\n")[0] ?? "", body: raw.subarray(headerEnd + 4) };
+async function httpGet(conn: TunnelConn, path: string) {
+  const r = await httpRequest(conn, "GET", path);
+  return { status: r.statusLine, body: r.body };
 }
 
 function ms(start: number): string {

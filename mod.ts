@@ -29,5 +29,10 @@ export {
   randomDialId,
   TunnelConn,
 } from "./client/tunnel_conn.ts";
-export { DialError, type DialFailureReason, KnpError, type KnpErrorCode } from "./internal/errors.ts";
+export {
+  DialError,
+  type DialFailureReason,
+  KnpError,
+  type KnpErrorCode,
+} from "./internal/errors.ts";
 export * from "./proto/mod.ts";

@@ -108,7 +108,11 @@ export class AgentClient {
   #onPacket(packet: DecodedPacket): void {
     switch (packet.type) {
       case "DIAL_REQ":
-        this.#dial(packet.dialRequest.protocol, packet.dialRequest.address, packet.dialRequest.random);
+        this.#dial(
+          packet.dialRequest.protocol,
+          packet.dialRequest.address,
+          packet.dialRequest.random,
+        );
         return;
       case "DATA": {
         const id = packet.data.connectId;

@@ -78,7 +78,9 @@ export function describeDialError(address: string, err: unknown): string {
 /** The production dialer: `Deno.connect` raced against the deadline and the signal. */
 export const denoDialer: Dialer = (protocol, address, { timeoutMs, signal }) => {
   if (protocol !== "tcp") {
-    return Promise.reject(new KnpError("DIAL_FAILED", `dial ${protocol}: unknown network ${protocol}`));
+    return Promise.reject(
+      new KnpError("DIAL_FAILED", `dial ${protocol}: unknown network ${protocol}`),
+    );
   }
   let target;
   try {

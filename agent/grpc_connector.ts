@@ -64,7 +64,10 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
       const count = Number(counts[0]);
       if (counts.length !== 1 || !Number.isInteger(count)) {
         stream.close(new KnpError("HANDSHAKE", "bad servercount header"));
-        throw new KnpError("HANDSHAKE", `expected one server count in the response, got [${counts}]`);
+        throw new KnpError(
+          "HANDSHAKE",
+          `expected one server count in the response, got [${counts}]`,
+        );
       }
       return { stream, serverId: ids[0]!, serverCount: count, close: () => channel.close() };
     } catch (err) {

@@ -6,7 +6,12 @@
 
 import { onSignals, parseOrExit, readPem } from "../internal/cli.ts";
 import { startAgent } from "./agent.ts";
-import { type AgentOptions, agentHelp, parseAgentOptions, validateAgentOptions } from "./options.ts";
+import {
+  agentHelp,
+  type AgentOptions,
+  parseAgentOptions,
+  validateAgentOptions,
+} from "./options.ts";
 
 /** Runs the agent: first signal drains, second exits. */
 export function main(args: string[]): void {

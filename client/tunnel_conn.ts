@@ -16,8 +16,8 @@
 import {
   closeDial,
   closeRequest,
-  type DecodedPacket,
   dataPacket,
+  type DecodedPacket,
   dialRequest,
 } from "../proto/packet.ts";
 import { DialError, errorMessage, KnpError } from "../internal/errors.ts";
@@ -185,9 +185,13 @@ export class TunnelConn implements AsyncDisposable {
   #onEnd(error?: Error): void {
     if (this.#state === "dialing") {
       return this.#failDial(
-        new DialError(error ? `tunnel closed: ${errorMessage(error)}` : "tunnel closed", "tunnelclosed", {
-          cause: error,
-        }),
+        new DialError(
+          error ? `tunnel closed: ${errorMessage(error)}` : "tunnel closed",
+          "tunnelclosed",
+          {
+            cause: error,
+          },
+        ),
         false,
       );
     }
@@ -195,7 +199,9 @@ export class TunnelConn implements AsyncDisposable {
     this.#finish(
       this.#state === "closing" ? undefined : new KnpError(
         "TUNNEL_CLOSED",
-        error ? `tunnel closed: ${errorMessage(error)}` : "tunnel closed before the connection was closed",
+        error
+          ? `tunnel closed: ${errorMessage(error)}`
+          : "tunnel closed before the connection was closed",
         { cause: error },
       ),
     );

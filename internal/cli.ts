@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console -- a binary's entry point writes to the terminal
 /**
  * Shared plumbing of the two binaries' `main.ts`: parse or exit with one line, log notes about
  * accepted-but-unimplemented flags, JSON-lines logging, a last-resort handler so a stray async

@@ -1,0 +1,413 @@
+// deno-lint-ignore-file no-console -- reports skipped tests
+/**
+ * Upstream's integration scenarios against real proxy-server and proxy-agent processes, on a UDS
+ * and on TCP with mTLS, with our client library as the frontend.
+ */
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
+import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
+import { readSample } from "../server/metrics.ts";
+import {
+  checksum,
+  firstMismatch,
+  pattern,
+  readExactly,
+  startEchoBackend,
+  startHttpBackend,
+} from "./backends.ts";
+import { eventually, freePort, type ServerProcess, startAgent, startServer } from "./framework.ts";
+import { httpRequest } from "./http_client.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function metric(server: ServerProcess, series: string): Promise<number | undefined> {
+  const res = await server.health("/metrics");
+  return readSample(await res.text(), series);
+}
+
+async function tcpTunnelOptions(server: ServerProcess) {
+  return {
+    address: `127.0.0.1:${server.serverPort}`,
+    tls: {
+      ca: await Deno.readTextFile(server.pki.caCert),
+      cert: await Deno.readTextFile(server.pki.clientCert),
+      key: await Deno.readTextFile(server.pki.clientKey),
+    },
+  };
+}
+
+Deno.test("GET through a single-use tunnel over the UDS frontend", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+  const conn = await tunnel.dial("tcp", backend.address);
+  const res = await httpRequest(conn, "GET", "/success");
+  assert.equal(res.status, 200);
+  assert.equal(new TextDecoder().decode(res.body), "hello");
+  await tunnel.done;
+  await eventually(
+    async () =>
+      (await metric(server, "konnectivity_network_proxy_server_established_connections")) === 0,
+    "established connections to return to 0",
+  );
+});
+
+Deno.test(
+  "GET through the TCP frontend with mTLS; a client without a certificate is refused",
+  opts,
+  async () => {
+    await using backend = startHttpBackend();
+    await using server = await startServer({ frontend: "tcp" });
+    await using _agent = await startAgent(server.agentPort);
+    const options = await tcpTunnelOptions(server);
+    const tunnel = createSingleUseTunnel(options);
+    const res = await httpRequest(await tunnel.dial("tcp", backend.address), "GET", "/success");
+    assert.equal(new TextDecoder().decode(res.body), "hello");
+
+    const noCert = createSingleUseTunnel({ address: options.address, tls: { ca: options.tls.ca } });
+    await assert.rejects(noCert.dial("tcp", backend.address, { timeoutMs: 10_000 }), DialError);
+    noCert.close();
+  },
+);
+
+Deno.test("a dial to a closed port fails with connection refused", opts, async () => {
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  const closedPort = freePort();
+  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+  const err = await tunnel.dial("tcp", `127.0.0.1:${closedPort}`).catch((e) => e);
+  assert.ok(err instanceof DialError, String(err));
+  assert.equal(err.reason, "endpoint");
+  assert.match(err.message, /connection refused/);
+  assert.equal(
+    await metric(
+      server,
+      'konnectivity_network_proxy_server_dial_failure_count{reason="error_response"}',
+    ),
+    1,
+  );
+});
+
+Deno.test("a dial with no agent connected fails with No agent available", opts, async () => {
+  await using server = await startServer();
+  const err = await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", "127.0.0.1:80")
+    .catch((e) => e);
+  assert.ok(err instanceof DialError);
+  assert.equal(err.message, "No agent available");
+  const ready = await server.health("/readyz");
+  assert.equal(ready.status, 500);
+  assert.equal(await ready.text(), "no connection to any proxy agent");
+});
+
+Deno.test("100 concurrent single-use tunnels each get their own echo back", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  await using _a1 = await startAgent(server.agentPort);
+  await using _a2 = await startAgent(server.agentPort);
+  const results = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+    const conn = await tunnel.dial("tcp", backend.address);
+    const body = new TextEncoder().encode(`request-${i}`);
+    const res = await httpRequest(conn, "POST", "/echo", body);
+    return new TextDecoder().decode(res.body);
+  }));
+  results.forEach((got, i) => assert.equal(got, `request-${i}`));
+});
+
+Deno.test("10 concurrent tunnels each download 10 x 1 MiB byte-exact", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  await Promise.all(Array.from({ length: 10 }, async () => {
+    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+    const conn = await tunnel.dial("tcp", backend.address);
+    const res = await httpRequest(conn, "GET", "/download?chunks=10&size=1048576");
+    assert.equal(res.status, 200);
+    assert.equal(res.body.length, 10 << 20);
+    assert.equal(firstMismatch(res.body), -1);
+  }));
+});
+
+Deno.test("10 MiB upload through a tunnel arrives byte-exact", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  const body = pattern(0, 10 << 20);
+  const sum = checksum(body);
+  const conn = await createSingleUseTunnel({ udsPath: server.udsPath }).dial(
+    "tcp",
+    backend.address,
+  );
+  const res = await httpRequest(conn, "POST", "/upload", body);
+  assert.equal(new TextDecoder().decode(res.body), `${body.length} ${sum.a}:${sum.b}`);
+});
+
+Deno.test("raw TCP echo through a tunnel with partial reads", opts, async () => {
+  await using echo = startEchoBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  await using tunnel = createTunnel({ udsPath: server.udsPath });
+  const conn = await tunnel.dial("tcp", echo.address);
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  const pending = { rest: new Uint8Array() };
+  const first = new TextEncoder().encode("0123456789abcdefghijklmno"); // 25 bytes
+  await writer.write(first);
+  const a = await readExactly(reader, 10, pending);
+  const b = await readExactly(reader, 10, pending);
+  await writer.write(new TextEncoder().encode("XYZ"));
+  const c = await readExactly(reader, 8, pending);
+  assert.equal(new TextDecoder().decode(a) + new TextDecoder().decode(b), "0123456789abcdefghij");
+  assert.equal(new TextDecoder().decode(c), "klmnoXYZ");
+  reader.releaseLock();
+  writer.releaseLock();
+  await conn[Symbol.asyncDispose]();
+  assert.equal(conn.closeError, "");
+});
+
+Deno.test("after an agent restart, new tunnels work", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  const first = await startAgent(server.agentPort);
+  let res = await httpRequest(
+    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
+    "GET",
+    "/success",
+  );
+  assert.equal(res.status, 200);
+  await first.process.stop();
+  await eventually(async () => (await server.health("/readyz")).status === 500, "server not ready");
+  await using _second = await startAgent(server.agentPort);
+  await eventually(async () => (await server.health("/readyz")).status === 200, "server ready");
+  res = await httpRequest(
+    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
+    "GET",
+    "/success",
+  );
+  assert.equal(new TextDecoder().decode(res.body), "hello");
+});
+
+Deno.test("after a server restart, the agent reconnects", opts, async () => {
+  await using backend = startHttpBackend();
+  const agentPort = freePort();
+  const first = await startServer({ agentPort });
+  await using agent = await startAgent(agentPort);
+  await first.process.stop();
+  await eventually(
+    async () => (await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)).status === 503,
+    "agent to notice the server is gone",
+  );
+  await using second = await startServer({ agentPort });
+  await agent.ready();
+  const res = await httpRequest(
+    await createSingleUseTunnel({ udsPath: second.udsPath }).dial("tcp", backend.address),
+    "GET",
+    "/success",
+  );
+  assert.equal(new TextDecoder().decode(res.body), "hello");
+});
+
+/** A loopback address whose connects hang: a listener with a full accept backlog (python3). */
+async function startBlackhole(): Promise<{ address: string; stop(): void }> {
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "knp-blackhole-" });
+  const child = new Deno.Command("python3", {
+    args: [
+      "-c",
+      `import socket,sys,time
+s=socket.socket();s.bind(("127.0.0.1",${port}));s.listen(0)
+held=[]
+for i in range(8):
+  c=socket.socket();c.setblocking(False)
+  try: c.connect(("127.0.0.1",${port}))
+  except BlockingIOError: pass
+  held.append(c)
+time.sleep(0.2)
+open(sys.argv[1],"w").close()
+time.sleep(120)`,
+      `${dir}/ready`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await eventually(() => Deno.stat(`${dir}/ready`).then(() => true, () => false), "blackhole");
+  return {
+    address: `127.0.0.1:${port}`,
+    stop() {
+      child.kill("SIGKILL");
+      Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+const havePython = await new Deno.Command("python3", { args: ["-c", "pass"] }).output()
+  .then((o) => o.success, () => false);
+if (!havePython) console.log("skipping the pending-dial test: python3 is not on PATH");
+
+Deno.test({
+  name: "a cancelled pending dial (DIAL_CLS) leaves no entry behind",
+  ignore: !havePython,
+  ...opts,
+  async fn() {
+    await using server = await startServer();
+    await using _agent = await startAgent(server.agentPort);
+    const hole = await startBlackhole();
+    try {
+      const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+      const dialing = tunnel.dial("tcp", hole.address, { signal: AbortSignal.timeout(300) })
+        .catch((e) => e);
+      await eventually(
+        async () =>
+          (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 1,
+        "the dial to be pending on the server",
+      );
+      const err = await dialing;
+      assert.ok(err instanceof DialError, String(err));
+      assert.equal(err.reason, "context");
+      await eventually(
+        async () =>
+          (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 0 &&
+          (await metric(
+              server,
+              'konnectivity_network_proxy_server_grpc_connections{service_method="Proxy"}',
+            )) === 0,
+        "the pending dial and its stream to be gone",
+      );
+      assert.equal(
+        await metric(
+          server,
+          'konnectivity_network_proxy_server_dial_failure_count{reason="frontend_close"}',
+        ),
+        1,
+      );
+    } finally {
+      hole.stop();
+    }
+  },
+});
+
+/** Opens a raw frontend stream and sends `bytes` as one gRPC message; resolves with the status. */
+function sendRawFrontendMessage(udsPath: string, bytes: Uint8Array): Promise<grpc.StatusObject> {
+  const client = new grpc.Client(`unix:${udsPath}`, grpc.credentials.createInsecure());
+  const call = client.makeBidiStreamRequest(
+    "/ProxyService/Proxy",
+    (b: Uint8Array) => Buffer.from(b),
+    (b: Buffer) => b,
+    new grpc.Metadata(),
+  );
+  return new Promise((resolve) => {
+    call.on("data", () => {});
+    call.on("error", () => {});
+    call.on("status", (s: grpc.StatusObject) => {
+      client.close();
+      resolve(s);
+    });
+    call.write(bytes);
+  });
+}
+
+Deno.test("malformed packets end only their own stream, with an error", opts, async () => {
+  await using echo = startEchoBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort);
+  // A healthy connection, open across the bad ones.
+  await using tunnel = createTunnel({ udsPath: server.udsPath });
+  const conn = await tunnel.dial("tcp", echo.address);
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  const pending = { rest: new Uint8Array() };
+
+  const cases: [string, number[], RegExp][] = [
+    ["truncated varint", [0x08, 0xff], /malformed packet/],
+    ["length past the end", [0x22, 0x10, 0x08], /malformed packet/],
+    ["DATA type without payload", [0x08, 0x04], /malformed packet.*DATA/],
+    ["DATA type with a dialRequest payload", [0x08, 0x04, 0x12, 0x00], /malformed packet/],
+    ["empty packet (DIAL_REQ without payload)", [], /malformed packet/],
+  ];
+  for (const [what, bytes, expected] of cases) {
+    const status = await sendRawFrontendMessage(server.udsPath, new Uint8Array(bytes));
+    assert.equal(status.code, grpc.status.INVALID_ARGUMENT, what);
+    assert.match(status.details, expected, what);
+    await writer.write(new TextEncoder().encode(what));
+    const back = await readExactly(reader, what.length, pending);
+    assert.equal(new TextDecoder().decode(back), what, `healthy stream after ${what}`);
+  }
+  assert.equal((await server.health("/healthz")).status, 200);
+  reader.releaseLock();
+  writer.releaseLock();
+});
+
+Deno.test("a malformed packet from an agent ends only that agent's stream", opts, async () => {
+  await using backend = startHttpBackend();
+  await using server = await startServer();
+  await using _agent = await startAgent(server.agentPort, { agentId: "good-agent" });
+  const pem = (p: string) => Buffer.from(Deno.readFileSync(p));
+  const client = new grpc.Client(
+    `localhost:${server.agentPort}`,
+    grpc.credentials.createSsl(
+      pem(server.pki.caCert),
+      pem(server.pki.clientKey),
+      pem(server.pki.clientCert),
+    ),
+  );
+  const md = new grpc.Metadata();
+  md.set("agentid", "bad-agent");
+  md.set("agentidentifiers", "");
+  const call = client.makeBidiStreamRequest(
+    "/AgentService/Connect",
+    (b: Uint8Array) => Buffer.from(b),
+    (b: Buffer) => b,
+    md,
+  );
+  const status = await new Promise<grpc.StatusObject>((resolve) => {
+    call.on("data", () => {});
+    call.on("error", () => {});
+    call.on("status", resolve);
+    call.on("metadata", () => call.write(new Uint8Array([0x08, 0x01]))); // DIAL_RSP, no payload
+  });
+  client.close();
+  assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(status.details, /malformed packet/);
+  const res = await httpRequest(
+    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
+    "GET",
+    "/success",
+  );
+  assert.equal(new TextDecoder().decode(res.body), "hello");
+});
+
+Deno.test("an agent without an agent ID is refused with upstream's message", opts, async () => {
+  await using server = await startServer();
+  const pem = (p: string) => Buffer.from(Deno.readFileSync(p));
+  const client = new grpc.Client(
+    `localhost:${server.agentPort}`,
+    grpc.credentials.createSsl(
+      pem(server.pki.caCert),
+      pem(server.pki.clientKey),
+      pem(server.pki.clientCert),
+    ),
+  );
+  const md = new grpc.Metadata();
+  md.set("agentidentifiers", "");
+  const call = client.makeBidiStreamRequest(
+    "/AgentService/Connect",
+    (b: Uint8Array) => Buffer.from(b),
+    (b: Buffer) => b,
+    md,
+  );
+  const status = await new Promise<grpc.StatusObject>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no status within 10 s")), 10_000);
+    call.on("data", () => {});
+    call.on("error", () => {});
+    call.on("status", (s: grpc.StatusObject) => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+  });
+  client.close();
+  assert.equal(status.details, "expected one agent ID in the context, got []");
+});
