@@ -281,7 +281,8 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "stringSlice",
     default: [],
     help: "Extra ALPN protocols offered to the server (comma-separated).",
-    implemented: true,
+    implemented:
+      "not implemented yet (grpc-js cannot add ALPN protocols; the agent offers h2 only)",
   },
   {
     name: "service-account-token-path",
@@ -334,7 +335,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "duration",
     default: 1_000,
     help: "Interval at which each server connection's readiness is checked.",
-    implemented: true,
+    implemented: "not needed (knp notices a broken server stream from the transport itself)",
   },
   {
     name: "sync-forever",
@@ -402,7 +403,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "int",
     default: 150,
     help: "Buffer size of each connection's data queues; must be > 0.",
-    implemented: true,
+    implemented: "not used (knp bounds per-connection buffers in bytes, not in packets)",
   },
   {
     name: "warn-on-channel-limit",

@@ -333,7 +333,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     type: "int",
     default: 10,
     help: "Receive buffer size of each frontend and agent stream; must be > 0.",
-    implemented: true,
+    implemented: "not used (knp bounds per-connection buffers in bytes, not in packets)",
   },
   {
     name: "backend-dial-timeout",

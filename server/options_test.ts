@@ -215,6 +215,7 @@ Deno.test("SERVER_FLAGS marks exactly the planned flags as not implemented", () 
     "enable-lease-controller",
     "lease-namespace",
     "lease-label",
+    "xfr-channel-size",
     "enable-profiling",
     "enable-contention-profiling",
   ]);
