@@ -21,6 +21,7 @@ import {
   dialRequest,
 } from "../proto/packet.ts";
 import { DialError, errorMessage, KnpError } from "../internal/errors.ts";
+import { parseDialError } from "../internal/dial_errors.ts";
 import type { PacketStream } from "../internal/packet_stream.ts";
 
 /** Upstream client's hard backstop for a dial. */
@@ -148,7 +149,16 @@ export class TunnelConn implements AsyncDisposable {
           // Upstream closes the tunnel on an unknown dial response.
           return this.#finish(new KnpError("PROTOCOL", `unexpected DIAL_RSP for dial ${random}`));
         }
-        if (error !== "") return this.#failDial(new DialError(error, "endpoint"), false);
+        if (error !== "") {
+          const info = parseDialError(error);
+          const where = [
+            info.agentId && `agent ${info.agentId}`,
+            info.serverId && `server ${info.serverId}`,
+          ]
+            .filter(Boolean).join(", ");
+          const message = where ? `${info.message} (${where})` : info.message;
+          return this.#failDial(new DialError(message, "endpoint", info), false);
+        }
         this.#connectId = connectId;
         this.#state = "open";
         this.#dial.resolve();

@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { DialErrorKind } from "./dial_errors.ts";
+
 /** Stable error codes. */
 export type KnpErrorCode =
   | "PACKET_DECODE"
@@ -42,13 +44,33 @@ export type DialFailureReason =
   | "tunnelstarted"
   | "streamsetup";
 
+/** Extra facts about a failed dial (from the server's knp tag, when present). */
+export interface DialErrorDetails {
+  /** What went wrong, from the shared taxonomy (internal/dial_errors.ts). */
+  kind?: DialErrorKind;
+  serverId?: string;
+  agentId?: string;
+}
+
 /** A dial through the tunnel failed. The message keeps the agent's or server's text. */
 export class DialError extends KnpError {
+  /** How the dial ended, as upstream's client reports it. */
   readonly reason: DialFailureReason;
-  constructor(message: string, reason: DialFailureReason, options?: ErrorOptions) {
+  /** What went wrong, when the server said so or the text tells. */
+  readonly kind: DialErrorKind;
+  readonly serverId: string | undefined;
+  readonly agentId: string | undefined;
+  constructor(
+    message: string,
+    reason: DialFailureReason,
+    options?: ErrorOptions & DialErrorDetails,
+  ) {
     super("DIAL_FAILED", message, options);
     this.name = "DialError";
     this.reason = reason;
+    this.kind = options?.kind ?? "unknown";
+    this.serverId = options?.serverId;
+    this.agentId = options?.agentId;
   }
 }
 

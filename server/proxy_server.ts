@@ -21,6 +21,7 @@ import {
 import { parseAgentIdentifiers, queryParseError } from "../proto/header.ts";
 import { DEFAULT_GUARD_LIMITS, type GuardLimits, SinkGuard } from "../internal/backpressure.ts";
 import { KnpError } from "../internal/errors.ts";
+import { type DialErrorKind, tagDialError } from "../internal/dial_errors.ts";
 import { type Logger, nullLogger } from "../internal/log.ts";
 import type { PacketStream } from "../internal/packet_stream.ts";
 import { realTimers, type Timers } from "../internal/timers.ts";
@@ -59,6 +60,8 @@ export interface ProxyServerOptions {
   backendDialTimeoutMs?: number;
   /** Deadline for an agent's CLOSE_RSP after a CLOSE_REQ. @default 10000 */
   closeTimeoutMs?: number;
+  /** Most dials that may wait for agents at once; more are refused as overloaded. @default 10000 */
+  maxPendingDials?: number;
   /** Per-connection buffering limits toward frontends. */
   guard?: GuardLimits;
   timers?: Timers;
@@ -95,6 +98,7 @@ export class ProxyServer {
   readonly backends: BackendManager;
   #dialTimeoutMs: number;
   #closeTimeoutMs: number;
+  #maxPendingDials: number;
   #guard: GuardLimits;
   #timers: Timers;
   #log: Logger;
@@ -109,6 +113,7 @@ export class ProxyServer {
     this.backends = new BackendManager(options.strategies ?? ["default"], options.random);
     this.#dialTimeoutMs = options.backendDialTimeoutMs ?? 10_000;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
+    this.#maxPendingDials = options.maxPendingDials ?? 10_000;
     this.#guard = options.guard ?? DEFAULT_GUARD_LIMITS;
     this.#timers = options.timers ?? realTimers;
     this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
@@ -215,7 +220,11 @@ export class ProxyServer {
         dialResponse(
           conn.dialId,
           0n,
-          `agent ${backend.agentId} disconnected before the dial completed`,
+          this.#dialError(
+            `agent ${backend.agentId} disconnected before the dial completed`,
+            "tunnel-closed",
+            backend.agentId,
+          ),
         ),
       );
       this.#teardown(conn, "done");
@@ -240,7 +249,9 @@ export class ProxyServer {
         this.#clearTimer(conn);
         if (error !== "") {
           this.#event({ kind: "dial-failure", reason: "error_response", dialId: random });
-          conn.stream.send(packet);
+          conn.stream.send(
+            dialResponse(random, connectId, this.#dialError(error, undefined, backend.agentId)),
+          );
           this.#teardown(conn, "done");
           return;
         }
@@ -395,9 +406,29 @@ export class ProxyServer {
     }
     const backend = this.backends.pick(address);
     if (!backend) {
-      log.info("dial failed: no agent available");
       this.#event({ kind: "dial-failure", reason: "no_agent", dialId: random });
-      conn.stream.send(dialResponse(random, 0n, NO_AGENT_AVAILABLE));
+      let text = NO_AGENT_AVAILABLE; // upstream's exact text when no agent is connected at all
+      if (this.#established.size > 0) {
+        const strategies = this.backends.storages.map((s) => s.strategy).join(",");
+        text = this.#dialError(
+          `${NO_AGENT_AVAILABLE}: no agent serves ${
+            JSON.stringify(address)
+          } (proxy strategies: ${strategies})`,
+          "no-route",
+        );
+      }
+      log.info("dial failed", { error: text });
+      conn.stream.send(dialResponse(random, 0n, text));
+      return this.#teardown(conn, "done");
+    }
+    if (this.#pending.size >= this.#maxPendingDials) {
+      const text = this.#dialError(
+        `server overloaded: ${this.#pending.size} dials are already waiting for agents (limit ${this.#maxPendingDials})`,
+        "server-overloaded",
+      );
+      log.warn("dial refused", { error: text });
+      this.#event({ kind: "dial-failure", reason: "backend_close", dialId: random });
+      conn.stream.send(dialResponse(random, 0n, text));
       return this.#teardown(conn, "done");
     }
     conn.backend = backend;
@@ -411,7 +442,13 @@ export class ProxyServer {
         log.warn("dial timed out waiting for the agent", { agentID: backend.agentId });
         this.#event({ kind: "dial-failure", reason: "backend_dial_timeout", dialId: random });
         backend.send(closeDial(random));
-        conn.stream.send(dialResponse(random, 0n, DIAL_TIMEOUT_TEXT));
+        conn.stream.send(
+          dialResponse(
+            random,
+            0n,
+            this.#dialError(DIAL_TIMEOUT_TEXT, "dial-timeout", backend.agentId),
+          ),
+        );
         this.#teardown(conn, "done");
       });
     }
@@ -474,6 +511,11 @@ export class ProxyServer {
   #clearTimer(conn: FrontendConnection): void {
     if (conn.timer !== undefined) this.#timers.clearTimeout(conn.timer);
     conn.timer = undefined;
+  }
+
+  /** Error text for a frontend: upstream's wording plus the knp tag (kind, server, agent). */
+  #dialError(text: string, kind?: DialErrorKind, agentId?: string): string {
+    return tagDialError(text, { kind, serverId: this.serverId, agentId });
   }
 
   #event(event: ServerEvent): void {

@@ -178,7 +178,14 @@ Deno.test("ProxyServer forwards an agent's dial error and closes the frontend", 
   const failure = dialResponse(9n, 0n, "dial tcp 127.0.0.1:1: connect: connection refused");
   agent.end.send(failure);
   await settle();
-  assert.deepEqual(f.packets, [failure]);
+  // Upstream's text is kept; the knp tag names the kind, the server and the agent.
+  assert.deepEqual(f.packets, [
+    dialResponse(
+      9n,
+      0n,
+      "dial tcp 127.0.0.1:1: connect: connection refused [knp: kind=dial-refused server=server-1 agent=agent-1]",
+    ),
+  ]);
   assert.deepEqual(f.ends, [undefined]);
   assert.equal(h.server.pendingDials, 0);
   assert.equal(h.server.establishedConnections, 0);
@@ -260,7 +267,13 @@ Deno.test("ProxyServer fails a dial after backendDialTimeoutMs and tells the age
   assert.equal(h.server.pendingDials, 1);
   h.clock.tick(1);
   await settle();
-  assert.deepEqual(f.packets, [dialResponse(15n, 0n, "timed out waiting for backend dial")]);
+  assert.deepEqual(f.packets, [
+    dialResponse(
+      15n,
+      0n,
+      "timed out waiting for backend dial [knp: kind=dial-timeout server=server-1 agent=agent-1]",
+    ),
+  ]);
   assert.equal(DIAL_TIMEOUT_TEXT, "timed out waiting for backend dial");
   assert.deepEqual(agent.packets.at(-1), closeDial(15n));
   assert.equal(f.ends.length, 1);
