@@ -11,11 +11,18 @@ import type { Backend } from "./backend.ts";
 /** A proxy strategy name, as on the `--proxy-strategies` flag. */
 export type ProxyStrategy = "default" | "destHost" | "defaultRoute";
 
-/** Parses `--proxy-strategies`. @throws {Error} on unknown or empty lists */
+/**
+ * Parses `--proxy-strategies` the way upstream's `ParseProxyStrategies` does: a comma list in
+ * order; empty items are skipped, other items are taken as they are (no trimming).
+ *
+ * @param text The flag value, e.g. `"destHost,default"`.
+ * @returns The strategies in order.
+ * @throws {Error} `unknown proxy strategy: X` or `proxy strategies cannot be empty`, upstream's
+ * messages (the options validation prefixes the flag name).
+ */
 export function parseProxyStrategies(text: string): ProxyStrategy[] {
   const out: ProxyStrategy[] = [];
-  for (const item of text.split(",")) {
-    const s = item.trim();
+  for (const s of text.split(",")) {
     if (s === "") continue;
     if (s !== "default" && s !== "destHost" && s !== "defaultRoute") {
       throw new Error(`unknown proxy strategy: ${s}`);

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { KnpError } from "../internal/errors.ts";
+import { errorMessage, KnpError } from "../internal/errors.ts";
 import {
   camelCaseFlagName,
   type FlagSpec,
@@ -21,6 +21,7 @@ import {
   requireExistingFile,
   showDuration,
 } from "../internal/flags.ts";
+import { parseProxyStrategies } from "./backend_manager.ts";
 
 const HOUR_MS = 3_600_000;
 const NOT_IMPLEMENTED = "not implemented yet";
@@ -451,33 +452,6 @@ export function serverHelp(): string {
   return formatHelp("Usage of proxy-server:", SERVER_FLAGS);
 }
 
-/** Names of the proxy strategies, in upstream's spelling. */
-export type ProxyStrategyName = "default" | "destHost" | "defaultRoute";
-
-const STRATEGIES: readonly string[] = ["default", "destHost", "defaultRoute"];
-
-/**
- * Parses `--proxy-strategies`: a comma list; empty items are skipped.
- *
- * @param text The flag value, e.g. `"destHost,default"`.
- * @returns The strategies in order.
- * @throws {KnpError} `INVALID_FLAG` for an unknown strategy or an empty list.
- */
-export function parseProxyStrategies(text: string): ProxyStrategyName[] {
-  const result: ProxyStrategyName[] = [];
-  for (const item of text.split(",")) {
-    if (item === "") continue;
-    if (!STRATEGIES.includes(item)) {
-      throw new KnpError("INVALID_FLAG", `--proxy-strategies: unknown proxy strategy: ${item}`);
-    }
-    result.push(item as ProxyStrategyName);
-  }
-  if (result.length === 0) {
-    throw new KnpError("INVALID_FLAG", "--proxy-strategies: proxy strategies cannot be empty");
-  }
-  return result;
-}
-
 /**
  * Parses `--lease-label` (`k=v,k2=v2`; spaces around keys and values are trimmed).
  *
@@ -606,7 +580,11 @@ export function validateServerOptions(o: ServerOptions): string[] {
     }
   }
   if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
-  parseProxyStrategies(o.proxyStrategies);
+  try {
+    parseProxyStrategies(o.proxyStrategies);
+  } catch (err) {
+    throw invalid(`--proxy-strategies: ${errorMessage(err)}`);
+  }
   if (!(o.xfrChannelSize > 0)) {
     throw invalid(`--xfr-channel-size: must be greater than 0, got ${o.xfrChannelSize}`);
   }

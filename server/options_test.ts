@@ -4,13 +4,13 @@ import { KLOG_FLAGS } from "../internal/flags.ts";
 import {
   type ParsedServerOptions,
   parseLeaseLabels,
-  parseProxyStrategies,
   parseServerOptions,
   SERVER_FLAGS,
   serverHelp,
   type ServerOptions,
   validateServerOptions,
 } from "./options.ts";
+import { parseProxyStrategies } from "./backend_manager.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
