@@ -26,7 +26,6 @@ export {
   CLOSE_TIMEOUT_MS,
   DIAL_BACKSTOP_MS,
   type DialOptions,
-  randomDialId,
   TunnelConn,
 } from "./client/tunnel_conn.ts";
 export {

@@ -19,6 +19,7 @@ import {
   dataPacket,
   type DecodedPacket,
   dialRequest,
+  randomDialId,
 } from "../proto/packet.ts";
 import { DialError, errorMessage, KnpError } from "../internal/errors.ts";
 import { parseDialError } from "../internal/dial_errors.ts";
@@ -41,13 +42,6 @@ export interface DialOptions {
   readHighWater?: number;
   /** @default 10000 */
   closeTimeoutMs?: number;
-}
-
-/** Picks a random non-negative int63 dial ID, like Go's `rand.Int63()`. */
-export function randomDialId(): bigint {
-  const buf = new BigUint64Array(1);
-  crypto.getRandomValues(buf);
-  return (buf[0]! & 0x7fff_ffff_ffff_ffffn) || 1n;
 }
 
 type State = "dialing" | "open" | "closing" | "closed";

@@ -15,9 +15,9 @@ import {
   DIAL_BACKSTOP_MS,
   type DialOptions,
   MAX_WRITE_CHUNK,
-  randomDialId,
   TunnelConn,
 } from "./tunnel_conn.ts";
+import { randomDialId } from "../proto/packet.ts";
 
 // TunnelConn uses the global timers, so the tests replace them with a fake clock; settling the
 // pipes needs a real macrotask, so keep the real setTimeout.

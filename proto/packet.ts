@@ -121,3 +121,10 @@ export function drain(): Packet {
 export function payloadBytes(packet: DecodedPacket): number {
   return packet.type === "DATA" ? packet.data.data.byteLength : 0;
 }
+
+/** Picks a random positive int63 dial ID, like Go's `rand.Int63()` (usually above 2^53). */
+export function randomDialId(): bigint {
+  const buf = new BigUint64Array(1);
+  crypto.getRandomValues(buf);
+  return (buf[0]! & 0x7fff_ffff_ffff_ffffn) || 1n;
+}

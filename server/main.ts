@@ -26,6 +26,7 @@ export async function main(args: string[]): Promise<void> {
   let handle;
   try {
     handle = await startProxyServer({
+      mode: o.mode === "http-connect" ? "http-connect" : "grpc",
       serverId: o.serverId,
       serverCount: o.serverCount,
       strategies: parseProxyStrategies(o.proxyStrategies),

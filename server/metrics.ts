@@ -13,6 +13,8 @@ const NS = "konnectivity_network_proxy_server";
 export class ServerMetrics {
   #core: ProxyServer | undefined;
   #dialFailures = new Map<DialFailureLabel, number>();
+  /** Open HTTP-CONNECT client connections (set by the listener). */
+  httpConnections: () => number = () => 0;
 
   /** Attaches the core whose tables the gauges read. */
   attach(core: ProxyServer): void {
@@ -55,6 +57,9 @@ export class ServerMetrics {
         ['{service_method="Proxy"}', core?.frontendStreams ?? 0],
       ],
     );
+    gauge("http_connections", "Number of current HTTP CONNECT connections", [
+      ["", this.httpConnections()],
+    ]);
     lines.push(
       `# HELP ${NS}_dial_failure_count Number of dial failures observed. Multiple failures can occur for a single dial request.`,
       `# TYPE ${NS}_dial_failure_count counter`,

@@ -14,9 +14,12 @@ import { rm } from "node:fs/promises";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
+import { serveHttpConnect } from "./http_connect_listener.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig extends ProxyServerOptions {
+  /** Frontend protocol. @default "grpc" */
+  mode?: "grpc" | "http-connect";
   /** Frontend UDS path; when set, the TCP frontend is off. */
   udsName?: string;
   /** Delete an existing UDS file before listening. @default true */
@@ -70,6 +73,8 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     },
   });
   metrics.attach(core);
+  let httpConnections = () => 0;
+  metrics.httpConnections = () => httpConnections();
   const healthSource = {
     get ready() {
       return core.ready;
@@ -93,24 +98,44 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     } else {
       frontendAddress = hostPort(config.serverBindAddress, config.serverPort ?? 8090);
     }
-    const frontend: GrpcServerHandle = await serveGrpc({
-      service: "proxy",
-      address: frontendAddress,
-      tls: config.udsName ? undefined : config.serverTls,
-      keepaliveTimeMs: config.frontendKeepaliveTimeMs,
-      onStream(incoming) {
-        core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
-      },
-    }).catch((err) => {
-      throw new KnpError(
-        "CONFIG",
-        `cannot listen for frontends on ${frontendAddress}: ${errorMessage(err)}`,
-        {
-          cause: err,
+    let serverPort: number;
+    if (config.mode === "http-connect") {
+      const listener = await serveHttpConnect({
+        core,
+        udsPath: config.udsName,
+        hostname: config.serverBindAddress,
+        port: config.serverPort ?? 8090,
+        tls: config.serverTls,
+        logger: log,
+      }).catch((err) => {
+        throw new KnpError(
+          "CONFIG",
+          `cannot listen for HTTP-CONNECT frontends on ${frontendAddress}: ${errorMessage(err)}`,
+          { cause: err },
+        );
+      });
+      serverPort = listener.port;
+      httpConnections = () => listener.connections;
+      cleanups.push(() => listener.close());
+    } else {
+      const frontend: GrpcServerHandle = await serveGrpc({
+        service: "proxy",
+        address: frontendAddress,
+        tls: config.udsName ? undefined : config.serverTls,
+        keepaliveTimeMs: config.frontendKeepaliveTimeMs,
+        onStream(incoming) {
+          core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
         },
-      );
-    });
-    cleanups.push(() => frontend.close(false));
+      }).catch((err) => {
+        throw new KnpError(
+          "CONFIG",
+          `cannot listen for frontends on ${frontendAddress}: ${errorMessage(err)}`,
+          { cause: err },
+        );
+      });
+      serverPort = frontend.port;
+      cleanups.push(() => frontend.close(false));
+    }
 
     // Agents.
     const agentAddress = hostPort(config.agentBindAddress, config.agentPort);
@@ -169,7 +194,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     log.info("proxy server started", {
       frontend: frontendAddress,
       agent: `${agentAddress.replace(/:\d+$/, "")}:${agents.port}`,
-      mode: "grpc",
+      mode: config.mode ?? "grpc",
     });
     let closed = false;
     const close = async (graceful = false) => {
@@ -180,7 +205,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     };
     return {
       core,
-      serverPort: frontend.port,
+      serverPort,
       agentPort: agents.port,
       healthPort,
       adminPort,

@@ -1,0 +1,147 @@
+/**
+ * Byte sockets: the read/write/close shape shared by `Deno.Conn` and our adapter for node:net /
+ * node:tls sockets, plus {@linkcode SocketWriter}, a per-connection write queue counted in bytes.
+ *
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+import { SendAccounting } from "./packet_stream.ts";
+
+/** What the proxy needs of a connected socket. `Deno.Conn` fits. */
+export interface ByteSocket {
+  /** Reads into `buffer`; `null` at end of stream. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes some of `data`; resolves with the count written. */
+  write(data: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** Adapts a node:net or node:tls socket (a Duplex of Buffers) to {@linkcode ByteSocket}. */
+export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSocket {
+  const chunks: Uint8Array[] = [];
+  let buffered = 0;
+  let ended = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  socket.on("data", (chunk: Uint8Array) => {
+    chunks.push(chunk);
+    buffered += chunk.byteLength;
+    if (buffered > maxBuffered) socket.pause();
+    notify();
+  });
+  socket.on("end", () => {
+    ended = true;
+    notify();
+  });
+  socket.on("close", () => {
+    ended = true;
+    notify();
+  });
+  socket.on("error", (err: Error) => {
+    failure = err;
+    notify();
+  });
+  return {
+    async read(buffer) {
+      while (chunks.length === 0) {
+        if (failure) throw failure;
+        if (ended) return null;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+      const head = chunks[0]!;
+      const n = Math.min(head.byteLength, buffer.byteLength);
+      buffer.set(head.subarray(0, n));
+      if (n === head.byteLength) chunks.shift();
+      else chunks[0] = head.subarray(n);
+      buffered -= n;
+      if (buffered <= maxBuffered / 2 && socket.isPaused()) socket.resume();
+      return n;
+    },
+    write(data) {
+      return new Promise((resolve, reject) => {
+        if (failure) return reject(failure);
+        socket.write(data, (err?: Error | null) => err ? reject(err) : resolve(data.byteLength));
+      });
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+/**
+ * A socket's write queue: never blocks the caller, counts queued bytes, writes in order (partial
+ * writes handled), reports failure once.
+ */
+export class SocketWriter {
+  #socket: ByteSocket;
+  #queue: Uint8Array[] = [];
+  #acct: SendAccounting;
+  #writing = false;
+  #idle: (() => void)[] = [];
+  #onError: (err: unknown) => void;
+  #failed = false;
+
+  constructor(socket: ByteSocket, onError: (err: unknown) => void, highWater = 1 << 20) {
+    this.#socket = socket;
+    this.#onError = onError;
+    this.#acct = new SendAccounting(highWater);
+  }
+
+  /** Bytes queued and not yet written. */
+  get bufferedBytes(): number {
+    return this.#acct.buffered;
+  }
+
+  /** Queues bytes; returns false once over the high-water mark. */
+  write(bytes: Uint8Array): boolean {
+    if (this.#failed) return false;
+    if (bytes.byteLength === 0) return this.#acct.buffered <= this.#acct.highWater;
+    this.#queue.push(bytes);
+    const ok = this.#acct.add(bytes.byteLength);
+    if (!this.#writing) this.#pump();
+    return ok;
+  }
+
+  onDrain(callback: () => void): void {
+    this.#acct.onDrain(callback);
+  }
+
+  /** Resolves once everything queued is written (or writing failed), or after `timeoutMs`. */
+  flushed(timeoutMs: number): Promise<void> {
+    if (!this.#writing || this.#failed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#idle.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  async #pump(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0) {
+        let chunk = this.#queue[0]!;
+        while (chunk.byteLength > 0) chunk = chunk.subarray(await this.#socket.write(chunk));
+        this.#acct.remove(this.#queue.shift()!.byteLength);
+      }
+    } catch (err) {
+      this.#failed = true;
+      this.#queue = [];
+      this.#acct.flush();
+      this.#onError(err);
+    }
+    this.#writing = false;
+    const idle = this.#idle;
+    this.#idle = [];
+    for (const f of idle) f();
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * The HTTP-CONNECT frontend (`--mode=http-connect`): one client socket per tunnel, seen by the
+ * server core as a {@linkcode PacketStream} — the same core that serves gRPC frontends.
+ *
+ * - `CONNECT host:port HTTP/1.1`: the target is the request-target (the Host header is ignored,
+ *   but HTTP/1.1 requires one, as Go's server does).
+ * - The request head is bounded in size (`maxHeaderBytes`, 431 beyond) and time
+ *   (`headerTimeoutMs`, 408 then close), so a slow or huge request never holds resources.
+ * - `HTTP/1.1 200 Connection Established\r\n\r\n` is written only after the agent's successful
+ *   DIAL_RSP and before any tunneled byte: agent DATA can only follow the DIAL_RSP through the core.
+ * - Bytes the client pipelined after the head are kept and sent first.
+ * - A failed dial is answered with the status of the error taxonomy and a body with the reason,
+ *   the server ID and the agent ID.
+ * - A client that closes its socket while the dial is pending cancels the dial.
+ *
+ * @module
+ */
+
+import {
+  closeRequest,
+  dataPacket,
+  dialRequest,
+  type Packet,
+  randomDialId,
+} from "../proto/packet.ts";
+import type { ByteSocket } from "../internal/byte_socket.ts";
+import { SocketWriter } from "../internal/byte_socket.ts";
+import { HTTP_STATUS, parseDialError } from "../internal/dial_errors.ts";
+import { errorMessage, KnpError } from "../internal/errors.ts";
+import type { PacketHandler, PacketStream } from "../internal/packet_stream.ts";
+
+/** Limits of the HTTP-CONNECT frontend. */
+export interface HttpConnectLimits {
+  /** Largest request head accepted. @default 65536 */
+  maxHeaderBytes?: number;
+  /** Time allowed to send the whole request head. @default 10000 */
+  headerTimeoutMs?: number;
+  /** Bytes kept from a client that sends data before the tunnel is up. @default 262144 */
+  maxEarlyBytes?: number;
+}
+
+const READ_SIZE = 32 * 1024;
+const FLUSH_BEFORE_CLOSE_MS = 5_000;
+const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
+
+/** Answers that end a request before any dial. */
+class HttpError extends Error {
+  constructor(readonly status: number, readonly statusText: string, message: string) {
+    super(message);
+  }
+}
+
+/** A parsed CONNECT request head. */
+interface ConnectRequest {
+  target: string;
+  userAgent: string;
+  rest: Uint8Array;
+}
+
+/** Finds `\r\n\r\n`; returns the index just past it, or -1. */
+function headEnd(buf: Uint8Array, length: number): number {
+  for (let i = 3; i < length; i++) {
+    if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
+  }
+  return -1;
+}
+
+/** Validates an authority-form target "host:port" / "[v6]:port". */
+export function validConnectTarget(target: string): boolean {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):(\d{1,5})$/.exec(target);
+  if (!m) return false;
+  const port = Number(m[2]);
+  return port > 0 && port <= 65535;
+}
+
+/** Parses a request head. @throws {HttpError} with the status to answer */
+export function parseConnectHead(head: string, rest: Uint8Array): ConnectRequest {
+  const lines = head.split("\r\n");
+  const requestLine = /^([A-Za-z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0] ?? "");
+  if (!requestLine) throw new HttpError(400, "Bad Request", "malformed HTTP request line");
+  const [, method, target, minor] = requestLine;
+  const headers = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    if (line === "") continue;
+    const i = line.indexOf(":");
+    if (i <= 0) throw new HttpError(400, "Bad Request", "malformed HTTP header line");
+    headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+  }
+  if (method !== "CONNECT") {
+    throw new HttpError(405, "Method Not Allowed", "this proxy only supports CONNECT passthrough");
+  }
+  if (minor === "1" && !headers.has("host")) {
+    throw new HttpError(400, "Bad Request", "missing required Host header");
+  }
+  if (!validConnectTarget(target!)) {
+    throw new HttpError(400, "Bad Request", `invalid CONNECT target ${JSON.stringify(target)}`);
+  }
+  return { target: target!, userAgent: headers.get("user-agent") ?? "", rest };
+}
+
+type Phase = "head" | "dialing" | "open" | "closed";
+
+/** One HTTP-CONNECT client socket as a {@linkcode PacketStream}. */
+export class HttpConnectFrontend implements PacketStream {
+  readonly peer: string;
+  #socket: ByteSocket;
+  #writer: SocketWriter;
+  #handler: PacketHandler | undefined;
+  #limits: Required<HttpConnectLimits>;
+  #serverId: string;
+  #phase: Phase = "head";
+  #dialId = 0n;
+  #connectId = 0n;
+  #early: Uint8Array[] = [];
+  #earlyBytes = 0;
+  #paused = false;
+  #resume: (() => void) | undefined;
+  #ended = false;
+  #closing = false;
+  /** The request's User-Agent, once parsed. */
+  userAgent = "";
+
+  constructor(socket: ByteSocket, peer: string, serverId: string, limits: HttpConnectLimits = {}) {
+    this.#socket = socket;
+    this.peer = peer;
+    this.#serverId = serverId;
+    this.#limits = {
+      maxHeaderBytes: limits.maxHeaderBytes ?? 64 * 1024,
+      headerTimeoutMs: limits.headerTimeoutMs ?? 10_000,
+      maxEarlyBytes: limits.maxEarlyBytes ?? 256 * 1024,
+    };
+    this.#writer = new SocketWriter(socket, (err) => this.#end(asError(err)));
+  }
+
+  get bufferedBytes(): number {
+    return this.#writer.bufferedBytes;
+  }
+
+  get closed(): boolean {
+    return this.#closing || this.#ended;
+  }
+
+  /**
+   * Reads and checks the request head. Resolves true when a dial should start; on a bad request
+   * it answers, closes, and resolves false.
+   */
+  async readHead(): Promise<boolean> {
+    const buf = new Uint8Array(this.#limits.maxHeaderBytes + 1);
+    let length = 0;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#respondAndClose(
+        new HttpError(408, "Request Timeout", "request head not received in time"),
+      );
+    }, this.#limits.headerTimeoutMs);
+    try {
+      while (true) {
+        const n = await this.#socket.read(buf.subarray(length));
+        if (timedOut) return false;
+        if (n === null) {
+          this.#end();
+          return false;
+        }
+        length += n;
+        const end = headEnd(buf, length);
+        if (end >= 0) {
+          const head = new TextDecoder().decode(buf.subarray(0, end - 4));
+          const request = parseConnectHead(head, buf.slice(end, length));
+          this.userAgent = request.userAgent;
+          this.#dialId = randomDialId();
+          this.#phase = "dialing";
+          if (request.rest.byteLength > 0) this.#keepEarly(request.rest);
+          this.#target = request.target;
+          return true;
+        }
+        if (length > this.#limits.maxHeaderBytes) {
+          throw new HttpError(431, "Request Header Fields Too Large", "request head too large");
+        }
+      }
+    } catch (err) {
+      if (!timedOut) {
+        if (err instanceof HttpError) this.#respondAndClose(err);
+        else this.#end(asError(err));
+      }
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #target = "";
+
+  /** The requested "host:port". */
+  get target(): string {
+    return this.#target;
+  }
+
+  start(handler: PacketHandler): void {
+    this.#handler = handler;
+    if (this.#ended) return handler.onEnd();
+    handler.onPacket(dialRequest(this.#target, this.#dialId));
+    this.#readLoop();
+  }
+
+  /** Packets from the core, turned into HTTP answers and raw bytes. */
+  send(packet: Packet): boolean {
+    if (this.closed) return false;
+    switch (packet.type) {
+      case "DIAL_RSP": {
+        const { error, connectId } = packet.dialResponse;
+        if (error !== "") {
+          this.#respondAndClose(dialFailure(error, this.#serverId));
+          return false;
+        }
+        this.#connectId = connectId;
+        this.#phase = "open";
+        this.#writer.write(ESTABLISHED);
+        for (const chunk of this.#early) this.#handler?.onPacket(dataPacket(connectId, chunk));
+        this.#early = [];
+        this.#resume?.();
+        return true;
+      }
+      case "DATA":
+        return this.#writer.write(packet.data.data);
+      case "CLOSE_RSP":
+        this.close();
+        return false;
+      case "DIAL_CLS":
+        this.#respondAndClose(
+          new HttpError(
+            502,
+            "Bad Gateway",
+            "the agent cancelled the dial [knp: kind=tunnel-closed]",
+          ),
+        );
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  onDrain(callback: () => void): void {
+    this.#writer.onDrain(callback);
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#resume?.();
+  }
+
+  /** Closes after flushing what is queued (bounded). Idempotent. */
+  close(error?: Error): void {
+    if (this.#closing || this.#ended) return;
+    this.#closing = true;
+    this.#writer.flushed(FLUSH_BEFORE_CLOSE_MS).then(() => this.#end(error));
+  }
+
+  async #readLoop(): Promise<void> {
+    const buffer = new Uint8Array(READ_SIZE);
+    try {
+      while (!this.closed) {
+        // Before the tunnel is up, read only to keep early bytes (bounded) and to see EOF.
+        const waitForOpen = this.#phase === "dialing" &&
+          this.#earlyBytes >= this.#limits.maxEarlyBytes;
+        if (this.#paused || waitForOpen) {
+          await new Promise<void>((resolve) => (this.#resume = resolve));
+          this.#resume = undefined;
+          continue;
+        }
+        const n = await this.#socket.read(buffer);
+        if (this.closed) return;
+        if (n === null) {
+          // Client closed: cancel a pending dial, or close the connection through the agent.
+          if (this.#phase === "open") this.#handler?.onPacket(closeRequest(this.#connectId));
+          else this.#end();
+          return;
+        }
+        const chunk = buffer.slice(0, n);
+        if (this.#phase === "open") this.#handler?.onPacket(dataPacket(this.#connectId, chunk));
+        else this.#keepEarly(chunk);
+      }
+    } catch (err) {
+      if (!this.closed) this.#end(asError(err));
+    }
+  }
+
+  #keepEarly(chunk: Uint8Array): void {
+    this.#early.push(chunk);
+    this.#earlyBytes += chunk.byteLength;
+  }
+
+  #respondAndClose(error: HttpError): void {
+    if (this.closed) return;
+    this.#phase = "closed";
+    const body = error.message.endsWith("\n") ? error.message : error.message + "\n";
+    const extra = error instanceof DialHttpError ? `X-Knp-Error-Kind: ${error.kind}\r\n` : "";
+    const allow = error.status === 405 ? "Allow: CONNECT\r\n" : "";
+    this.#writer.write(
+      new TextEncoder().encode(
+        `HTTP/1.1 ${error.status} ${error.statusText}\r\n` +
+          "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n" +
+          `${extra}${allow}Connection: close\r\n\r\n${body}`,
+      ),
+    );
+    this.close();
+  }
+
+  #end(error?: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#phase = "closed";
+    this.#resume?.();
+    try {
+      this.#socket.close();
+    } catch { /* already closed */ }
+    this.#handler?.onEnd(error);
+  }
+}
+
+class DialHttpError extends HttpError {
+  constructor(status: number, statusText: string, message: string, readonly kind: string) {
+    super(status, statusText, message);
+  }
+}
+
+/** The HTTP answer for a failed dial: status from the taxonomy, reason and IDs in the body. */
+export function dialFailure(errorText: string, serverId: string): HttpError {
+  const info = parseDialError(errorText);
+  const [status, statusText] = HTTP_STATUS[info.kind];
+  const lines = [
+    info.kind === "no-agent" ? `currently no tunnels available: ${info.message}` : info.message,
+    `kind: ${info.kind}`,
+    `server: ${info.serverId ?? serverId}`,
+  ];
+  if (info.agentId) lines.push(`agent: ${info.agentId}`);
+  return new DialHttpError(status, statusText, lines.join("\n") + "\n", info.kind);
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new KnpError("TUNNEL_CLOSED", errorMessage(err));
+}
