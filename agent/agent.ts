@@ -38,6 +38,8 @@ export interface AgentHandle extends AsyncDisposable {
   adminPort: number;
   /** First signal: DRAIN, keep proxying. */
   drain(): void;
+  /** Second signal: refuse new dials, let open connections finish (bounded), then close. */
+  shutdown(graceMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -96,6 +98,10 @@ export function startAgent(config: AgentConfig): AgentHandle {
     healthPort,
     adminPort,
     drain: () => clients.drain(),
+    async shutdown(graceMs) {
+      await clients.shutdown(graceMs, config.agentId);
+      await close();
+    },
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -53,6 +53,7 @@ export class AgentClient {
   #conns = new Map<bigint, EndpointConn>();
   #dials = new Map<bigint, AbortController>();
   #ended = false;
+  #refusal: string | undefined;
   /** Resolves with the stream's end error (undefined when clean). */
   readonly done: Promise<Error | undefined>;
   #resolveDone: (error: Error | undefined) => void;
@@ -93,6 +94,14 @@ export class AgentClient {
   /** Tells the server this agent is shutting down (DRAIN). */
   drain(): void {
     this.stream.send(drain());
+  }
+
+  /**
+   * Answers every later DIAL_REQ with `reason` instead of dialing (the agent is stopping);
+   * open connections keep working.
+   */
+  refuseNewDials(reason: string): void {
+    this.#refusal = reason;
   }
 
   /** Closes the stream and every connection on it. */
@@ -147,6 +156,11 @@ export class AgentClient {
 
   async #dial(protocol: string, address: string, random: bigint): Promise<void> {
     const log = this.#log.with({ dialID: random, address });
+    if (this.#refusal !== undefined) {
+      log.info("dial refused: agent is stopping");
+      this.#send(dialResponse(random, 0n, this.#refusal));
+      return;
+    }
     if (this.#dials.has(random)) {
       this.#send(dialResponse(random, 0n, `dial ID ${random} is already being dialed`));
       return;

@@ -104,6 +104,21 @@ export class ClientSet {
     for (const { client } of this.#clients.values()) client.drain();
   }
 
+  /**
+   * Graceful stop: refuse new dials (with a draining error), let open connections finish for at
+   * most `graceMs`, then {@linkcode stop}.
+   */
+  async shutdown(graceMs: number, agentId = "agent"): Promise<void> {
+    this.drain();
+    const reason = `agent ${agentId} is shutting down (draining); dial refused`;
+    for (const { client } of this.#clients.values()) client.refuseNewDials(reason);
+    const deadline = this.#timers.now() + graceMs;
+    while (this.connections > 0 && this.#timers.now() < deadline) {
+      await new Promise<void>((resolve) => this.#timers.setTimeout(resolve, 50));
+    }
+    this.stop();
+  }
+
   /** Stops the loop and closes every connection. */
   stop(): void {
     this.#stopped = true;

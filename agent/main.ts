@@ -13,7 +13,10 @@ import {
   validateAgentOptions,
 } from "./options.ts";
 
-/** Runs the agent: first signal drains, second exits. */
+/** How long a stopping agent lets open connections finish. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/** Runs the agent: first signal drains, second stops gracefully, third exits at once. */
 export function main(args: string[]): void {
   const { options: o, log } = parseOrExit<AgentOptions>(
     "proxy-agent",
@@ -38,12 +41,17 @@ export function main(args: string[]): void {
     adminServerPort: o.adminServerPort,
     logger: log,
   });
+  let stopping = false;
   onSignals(() => {
     log.info("draining: no new server connections; existing tunnels keep working");
     agent.drain();
   }, async () => {
-    log.info("stopping");
-    await agent.close();
+    if (stopping) Deno.exit(1); // third signal: at once
+    stopping = true;
+    log.info("stopping: refusing new dials; open connections get up to 10s to finish", {
+      connections: agent.clients.connections,
+    });
+    await agent.shutdown(SHUTDOWN_GRACE_MS);
     Deno.exit(0);
   });
 }

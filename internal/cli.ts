@@ -56,7 +56,7 @@ export function parseOrExit<O extends { v: number; knpLogFormat: "json" | "text"
   return { options, log };
 }
 
-/** Calls `first` on the first SIGINT/SIGTERM and `second` on the next one. */
+/** Calls `first` on the first SIGINT/SIGTERM and `second` on every later one. */
 export function onSignals(first: () => void, second: () => void): void {
   let count = 0;
   const handler = () => {
