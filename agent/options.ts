@@ -8,17 +8,23 @@
  * @module
  */
 
-import { KnpError } from "../internal/errors.ts";
 import {
   type FlagSpec,
   type FlagValue,
   formatHelp,
+  invalidFlag,
   KLOG_FLAGS,
   type KlogOptions,
   KNP_LOG_FORMAT_FLAG,
   type LogFormat,
-  parseFlags,
+  type ParsedOptions,
+  parseOptions,
+  PROFILING_FLAGS,
+  requireCertKeyPair,
   requireExistingFile,
+  requireLogFormat,
+  requirePositive,
+  requireProfilingForContention,
   showDuration,
 } from "../internal/flags.ts";
 
@@ -440,33 +446,16 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     help: "Port of the admin server.",
     implemented: true,
   },
-  {
-    name: "enable-profiling",
-    type: "bool",
-    default: false,
-    help: "Serve profiling endpoints on the admin port.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "enable-contention-profiling",
-    type: "bool",
-    default: false,
-    help: "Enable contention profiling; requires --enable-profiling.",
-    implemented: NOT_IMPLEMENTED,
-  },
+  ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
   ...KLOG_FLAGS,
 ];
 
-/** Successful result of {@linkcode parseAgentOptions}. */
-export interface ParsedAgentOptions {
-  /** The options (not yet validated; see {@linkcode validateAgentOptions}). */
-  options: AgentOptions;
-  /** One line per explicitly given flag knp accepts but does not implement. */
-  notImplemented: string[];
-  /** One line per deprecated flag given. */
-  deprecated: string[];
-}
+/**
+ * Successful result of {@linkcode parseAgentOptions}: the options (not yet validated; see
+ * {@linkcode validateAgentOptions}) and one line per unimplemented or deprecated flag given.
+ */
+export type ParsedAgentOptions = ParsedOptions<AgentOptions>;
 
 /**
  * Parses `proxy-agent` arguments.
@@ -489,25 +478,17 @@ export function parseAgentOptions(
   args: readonly string[],
   env: Record<string, string | undefined>,
 ): ParsedAgentOptions | { help: true } {
-  const result = parseFlags(AGENT_FLAGS, args, { env });
-  if ("help" in result) return result;
-  const options = result.values as unknown as AgentOptions;
-  const notImplemented = [...result.notImplemented];
-  if (options.serverCountSource === "max") {
-    notImplemented.push(
-      "--server-count-source=max is accepted but not implemented yet; the server-reported count is used",
-    );
-  }
-  return { options, notImplemented, deprecated: result.deprecated };
+  return parseOptions<AgentOptions>(AGENT_FLAGS, args, env, (o) =>
+    o.serverCountSource === "max"
+      ? [
+        "--server-count-source=max is accepted but not implemented yet; the server-reported count is used",
+      ]
+      : []);
 }
 
 /** Help text of `proxy-agent`. */
 export function agentHelp(): string {
   return formatHelp("Usage of proxy-agent:", AGENT_FLAGS);
-}
-
-function invalid(message: string): KnpError {
-  return new KnpError("INVALID_FLAG", message);
 }
 
 /**
@@ -518,35 +499,18 @@ function invalid(message: string): KnpError {
  * @throws {KnpError} `INVALID_FLAG` with a one-line message naming the flag.
  */
 export function validateAgentOptions(o: AgentOptions): void {
-  if (o.agentKey !== "") {
-    requireExistingFile("agent-key", o.agentKey);
-    if (o.agentCert === "") {
-      throw invalid(`--agent-cert must be set when --agent-key is set ("${o.agentKey}")`);
-    }
-  }
-  if (o.agentCert !== "") {
-    requireExistingFile("agent-cert", o.agentCert);
-    if (o.agentKey === "") {
-      throw invalid(`--agent-key must be set when --agent-cert is set ("${o.agentCert}")`);
-    }
-  }
+  requireCertKeyPair("agent-cert", o.agentCert, "agent-key", o.agentKey);
   if (o.caCert !== "") requireExistingFile("ca-cert", o.caCert);
   const ports: [string, number][] = [
     ["proxy-server-port", o.proxyServerPort],
     ["health-server-port", o.healthServerPort],
     ["admin-server-port", o.adminServerPort],
   ];
-  for (const [flag, port] of ports) {
-    if (!(port > 0)) throw invalid(`--${flag}: must be greater than 0, got ${port}`);
-  }
-  if (!(o.xfrChannelSize > 0)) {
-    throw invalid(`--xfr-channel-size: must be greater than 0, got ${o.xfrChannelSize}`);
-  }
-  if (o.enableContentionProfiling && !o.enableProfiling) {
-    throw invalid("--enable-contention-profiling requires --enable-profiling");
-  }
+  for (const [flag, port] of ports) requirePositive(flag, port);
+  requirePositive("xfr-channel-size", o.xfrChannelSize);
+  requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
   if (o.syncInterval > o.syncIntervalCap) {
-    throw invalid(
+    throw invalidFlag(
       `--sync-interval: sync interval ${showDuration(o.syncInterval)} must be less than ` +
         `sync interval cap ${showDuration(o.syncIntervalCap)} (--sync-interval-cap)`,
     );
@@ -556,21 +520,19 @@ export function validateAgentOptions(o: AgentOptions): void {
   }
   const identifiersProblem = agentIdentifiersProblem(o.agentIdentifiers);
   if (identifiersProblem !== undefined) {
-    throw invalid(`--agent-identifiers: agent address is invalid: ${identifiersProblem}`);
+    throw invalidFlag(`--agent-identifiers: agent address is invalid: ${identifiersProblem}`);
   }
   if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
   if (
     o.serverCountSource !== "" && o.serverCountSource !== "default" && o.serverCountSource !== "max"
   ) {
-    throw invalid(
+    throw invalidFlag(
       `--server-count-source: must be one of '', 'default', 'max', got "${o.serverCountSource}"`,
     );
   }
   const selectorProblem = labelSelectorProblem(o.leaseLabelSelector);
   if (selectorProblem !== undefined) {
-    throw invalid(`--lease-label-selector: ${selectorProblem}`);
+    throw invalidFlag(`--lease-label-selector: ${selectorProblem}`);
   }
-  if (o.knpLogFormat !== "json" && o.knpLogFormat !== "text") {
-    throw invalid(`--knp-log-format: must be json or text, got "${o.knpLogFormat}"`);
-  }
+  requireLogFormat(o.knpLogFormat);
 }

@@ -90,7 +90,13 @@ export function camelCaseFlagName(name: string): string {
   return name.replace(/-([a-z0-9])/g, (_, ch: string) => ch.toUpperCase());
 }
 
-function invalidFlag(message: string): KnpError {
+/**
+ * An `INVALID_FLAG` error with a one-line message that names the flag.
+ *
+ * @param message The message, e.g. `"--server-port: must be 0 when --uds-name is set, got 8090"`.
+ * @returns The error, to throw.
+ */
+export function invalidFlag(message: string): KnpError {
   return new KnpError("INVALID_FLAG", message);
 }
 
@@ -460,6 +466,58 @@ function defaultText(spec: FlagSpec): string | undefined {
   }
 }
 
+/** Successful result of {@linkcode parseOptions}. */
+export interface ParsedOptions<T> {
+  /** The options (not yet validated). */
+  options: T;
+  /** One line per explicitly given flag knp accepts but does not implement. */
+  notImplemented: string[];
+  /** One line per deprecated flag given. */
+  deprecated: string[];
+}
+
+/**
+ * Parses a binary's arguments into its options: {@linkcode parseFlags} with the flag values typed
+ * as `T` (the camelCase keys of `specs`), plus notes on values knp accepts but does not implement.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type FlagSpec, parseOptions } from "./flags.ts";
+ * const specs: FlagSpec[] = [
+ *   { name: "mode", type: "string", default: "grpc", help: "mode", implemented: true },
+ * ];
+ * const result = parseOptions<{ mode: string }>(
+ *   specs,
+ *   ["--mode=http-connect"],
+ *   {},
+ *   (o) => o.mode === "http-connect" ? ["--mode=http-connect is not implemented"] : [],
+ * );
+ * assert.ok(!("help" in result));
+ * assert.equal(result.options.mode, "http-connect");
+ * assert.deepEqual(result.notImplemented, ["--mode=http-connect is not implemented"]);
+ * ```
+ *
+ * @param specs The flags the binary accepts.
+ * @param args Command-line arguments without the program name.
+ * @param env Environment for flags with an `env` fallback.
+ * @param notes Extra not-implemented notes for the parsed options, listed after the flags' own.
+ * @returns The options and notes on unimplemented/deprecated flags, or `{ help: true }`.
+ * @throws {KnpError} `INVALID_FLAG` on unknown flags or unparsable values.
+ */
+export function parseOptions<T>(
+  specs: readonly FlagSpec[],
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  notes?: (options: T) => string[],
+): ParsedOptions<T> | HelpRequested {
+  const result = parseFlags(specs, args, { env });
+  if ("help" in result) return result;
+  const options = result.values as unknown as T;
+  const notImplemented = [...result.notImplemented, ...(notes?.(options) ?? [])];
+  return { options, notImplemented, deprecated: result.deprecated };
+}
+
 /**
  * Formats help text listing every flag that is neither hidden nor deprecated, sorted by name, in
  * pflag's layout: `--name type   help (default x)`, plus a note on flags knp does not implement.
@@ -508,6 +566,63 @@ export function requireExistingFile(flag: string, path: string): void {
     if (err instanceof Deno.errors.NotFound) {
       throw invalidFlag(`--${flag}: file "${path}" does not exist`);
     }
+  }
+}
+
+/**
+ * Checks a certificate/key flag pair the way upstream does: each one given must exist, and each
+ * needs the other (the key is checked first).
+ *
+ * @param certFlag The certificate flag without dashes, e.g. `"agent-cert"`.
+ * @param cert Its value.
+ * @param keyFlag The key flag without dashes, e.g. `"agent-key"`.
+ * @param key Its value.
+ * @throws {KnpError} `INVALID_FLAG` naming the missing or nonexistent one.
+ */
+export function requireCertKeyPair(
+  certFlag: string,
+  cert: string,
+  keyFlag: string,
+  key: string,
+): void {
+  if (key !== "") {
+    requireExistingFile(keyFlag, key);
+    if (cert === "") {
+      throw invalidFlag(`--${certFlag} must be set when --${keyFlag} is set ("${key}")`);
+    }
+  }
+  if (cert !== "") {
+    requireExistingFile(certFlag, cert);
+    if (key === "") {
+      throw invalidFlag(`--${keyFlag} must be set when --${certFlag} is set ("${cert}")`);
+    }
+  }
+}
+
+/**
+ * Throws unless `value > 0` (`NaN` fails too).
+ *
+ * @param flag The flag name without dashes.
+ * @param value Its value.
+ * @throws {KnpError} `INVALID_FLAG`: `--flag: must be greater than 0, got value`.
+ */
+export function requirePositive(flag: string, value: number): void {
+  if (!(value > 0)) throw invalidFlag(`--${flag}: must be greater than 0, got ${value}`);
+}
+
+/**
+ * Throws if contention profiling is asked for without profiling, as upstream's binaries do.
+ *
+ * @param enableProfiling `--enable-profiling`.
+ * @param enableContentionProfiling `--enable-contention-profiling`.
+ * @throws {KnpError} `INVALID_FLAG` naming both flags.
+ */
+export function requireProfilingForContention(
+  enableProfiling: boolean,
+  enableContentionProfiling: boolean,
+): void {
+  if (enableContentionProfiling && !enableProfiling) {
+    throw invalidFlag("--enable-contention-profiling requires --enable-profiling");
   }
 }
 
@@ -687,8 +802,41 @@ export const KLOG_FLAGS: readonly FlagSpec[] = [
   },
 ];
 
+/**
+ * `--enable-profiling` and `--enable-contention-profiling`, accepted by both binaries with
+ * upstream's defaults; not implemented yet.
+ */
+export const PROFILING_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "enable-profiling",
+    type: "bool",
+    default: false,
+    help: "Serve profiling endpoints on the admin port.",
+    implemented: "not implemented yet",
+  },
+  {
+    name: "enable-contention-profiling",
+    type: "bool",
+    default: false,
+    help: "Enable contention profiling; requires --enable-profiling.",
+    implemented: "not implemented yet",
+  },
+];
+
 /** Log line formats knp's binaries can write. */
 export type LogFormat = "json" | "text";
+
+/**
+ * Checks `--knp-log-format` on options built in code (the flag's own check covers the command line).
+ *
+ * @param format The log format.
+ * @throws {KnpError} `INVALID_FLAG` unless it is `json` or `text`.
+ */
+export function requireLogFormat(format: string): void {
+  if (format !== "json" && format !== "text") {
+    throw invalidFlag(`--knp-log-format: must be json or text, got "${format}"`);
+  }
+}
 
 /** The knp-only `--knp-log-format` flag, shared by both binaries. */
 export const KNP_LOG_FORMAT_FLAG: FlagSpec = {

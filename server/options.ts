@@ -8,17 +8,24 @@
  * @module
  */
 
-import { errorMessage, KnpError } from "../internal/errors.ts";
+import { errorMessage } from "../internal/errors.ts";
 import {
   camelCaseFlagName,
   type FlagSpec,
   formatHelp,
+  invalidFlag,
   KLOG_FLAGS,
   type KlogOptions,
   KNP_LOG_FORMAT_FLAG,
   type LogFormat,
-  parseFlags,
+  type ParsedOptions,
+  parseOptions,
+  PROFILING_FLAGS,
+  requireCertKeyPair,
   requireExistingFile,
+  requireLogFormat,
+  requirePositive,
+  requireProfilingForContention,
   showDuration,
 } from "../internal/flags.ts";
 import { parseProxyStrategies } from "./backend_manager.ts";
@@ -388,33 +395,16 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     help: "Admin server bind address.",
     implemented: true,
   },
-  {
-    name: "enable-profiling",
-    type: "bool",
-    default: false,
-    help: "Serve profiling endpoints on the admin port.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "enable-contention-profiling",
-    type: "bool",
-    default: false,
-    help: "Enable contention profiling; requires --enable-profiling.",
-    implemented: NOT_IMPLEMENTED,
-  },
+  ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
   ...KLOG_FLAGS,
 ];
 
-/** Successful result of {@linkcode parseServerOptions}. */
-export interface ParsedServerOptions {
-  /** The options (not yet validated; see {@linkcode validateServerOptions}). */
-  options: ServerOptions;
-  /** One line per explicitly given flag knp accepts but does not implement. */
-  notImplemented: string[];
-  /** One line per deprecated flag given. */
-  deprecated: string[];
-}
+/**
+ * Successful result of {@linkcode parseServerOptions}: the options (not yet validated; see
+ * {@linkcode validateServerOptions}) and one line per unimplemented or deprecated flag given.
+ */
+export type ParsedServerOptions = ParsedOptions<ServerOptions>;
 
 /**
  * Parses `proxy-server` arguments.
@@ -437,14 +427,13 @@ export function parseServerOptions(
   args: readonly string[],
   env: Record<string, string | undefined>,
 ): ParsedServerOptions | { help: true } {
-  const result = parseFlags(SERVER_FLAGS, args, { env });
-  if ("help" in result) return result;
-  const options = result.values as unknown as ServerOptions;
-  const notImplemented = [...result.notImplemented];
-  if (options.mode === "http-connect") {
-    notImplemented.push("--mode=http-connect is accepted but not implemented yet");
-  }
-  return { options, notImplemented, deprecated: result.deprecated };
+  return parseOptions<ServerOptions>(
+    SERVER_FLAGS,
+    args,
+    env,
+    (o) =>
+      o.mode === "http-connect" ? ["--mode=http-connect is accepted but not implemented yet"] : [],
+  );
 }
 
 /** Help text of `proxy-server`. */
@@ -460,12 +449,12 @@ export function serverHelp(): string {
  * @throws {KnpError} `INVALID_FLAG` if the text is empty or an item is not `key=value`.
  */
 export function parseLeaseLabels(text: string): Record<string, string> {
-  if (text === "") throw new KnpError("INVALID_FLAG", "--lease-label: must not be empty");
+  if (text === "") throw invalidFlag("--lease-label: must not be empty");
   const labels: Record<string, string> = {};
   for (const pair of text.split(",")) {
     const parts = pair.split("=");
     if (parts.length !== 2) {
-      throw new KnpError("INVALID_FLAG", `--lease-label: "${pair}" is not of the form key=value`);
+      throw invalidFlag(`--lease-label: "${pair}" is not of the form key=value`);
     }
     labels[parts[0]!.trim()] = parts[1]!.trim();
   }
@@ -492,35 +481,16 @@ const SECURE_CIPHER_SUITES = new Set([
   "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
 ]);
 
-function invalid(message: string): KnpError {
-  return new KnpError("INVALID_FLAG", message);
-}
-
-function checkPair(
-  o: Record<string, unknown>,
-  certFlag: string,
-  keyFlag: string,
-): void {
-  const cert = o[camelCaseFlagName(certFlag)] as string;
-  const key = o[camelCaseFlagName(keyFlag)] as string;
-  if (key !== "") {
-    requireExistingFile(keyFlag, key);
-    if (cert === "") throw invalid(`--${certFlag} must be set when --${keyFlag} is set ("${key}")`);
-  }
-  if (cert !== "") {
-    requireExistingFile(certFlag, cert);
-    if (key === "") throw invalid(`--${keyFlag} must be set when --${certFlag} is set ("${cert}")`);
-  }
-}
-
 function checkPortRange(flag: string, what: string, port: number, allowReserved: boolean): void {
   if (port > 49151) {
-    throw invalid(
+    throw invalidFlag(
       `--${flag}: please do not try to use ephemeral port ${port} for the ${what} port`,
     );
   }
   if (port < 1024 && !allowReserved) {
-    throw invalid(`--${flag}: please do not try to use reserved port ${port} for the ${what} port`);
+    throw invalidFlag(
+      `--${flag}: please do not try to use reserved port ${port} for the ${what} port`,
+    );
   }
 }
 
@@ -535,25 +505,29 @@ function checkPortRange(flag: string, what: string, port: number, allowReserved:
 export function validateServerOptions(o: ServerOptions): string[] {
   const warnings: string[] = [];
   const record = o as unknown as Record<string, unknown>;
-  checkPair(record, "server-cert", "server-key");
+  requireCertKeyPair("server-cert", o.serverCert, "server-key", o.serverKey);
   if (o.serverCaCert !== "") requireExistingFile("server-ca-cert", o.serverCaCert);
-  checkPair(record, "cluster-cert", "cluster-key");
+  requireCertKeyPair("cluster-cert", o.clusterCert, "cluster-key", o.clusterKey);
   if (o.clusterCaCert !== "") requireExistingFile("cluster-ca-cert", o.clusterCaCert);
 
   if (o.mode !== "grpc" && o.mode !== "http-connect") {
-    throw invalid(`--mode: must be "grpc" or "http-connect", got "${o.mode}"`);
+    throw invalidFlag(`--mode: must be "grpc" or "http-connect", got "${o.mode}"`);
   }
   if (o.udsName !== "") {
     if (o.serverPort !== 0) {
-      throw invalid(`--server-port: must be 0 when --uds-name is set, got ${o.serverPort}`);
+      throw invalidFlag(`--server-port: must be 0 when --uds-name is set, got ${o.serverPort}`);
     }
     for (const flag of ["server-key", "server-cert", "server-ca-cert"]) {
       if (record[camelCaseFlagName(flag)] !== "") {
-        throw invalid(`--${flag}: must not be set with --uds-name (the UDS frontend is plaintext)`);
+        throw invalidFlag(
+          `--${flag}: must not be set with --uds-name (the UDS frontend is plaintext)`,
+        );
       }
     }
   } else if (o.serverCaCert === "") {
-    throw invalid("--server-ca-cert: required when the frontend uses TCP (--uds-name is empty)");
+    throw invalidFlag(
+      "--server-ca-cert: required when the frontend uses TCP (--uds-name is empty)",
+    );
   }
 
   checkPortRange("server-port", "server", o.serverPort, o.udsName !== "");
@@ -561,18 +535,16 @@ export function validateServerOptions(o: ServerOptions): string[] {
   checkPortRange("admin-port", "admin", o.adminPort, false);
   checkPortRange("health-port", "health", o.healthPort, false);
 
-  if (o.enableContentionProfiling && !o.enableProfiling) {
-    throw invalid("--enable-contention-profiling requires --enable-profiling");
-  }
+  requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
   const tokenAuth = o.agentNamespace !== "" || o.agentServiceAccount !== "" ||
     o.authenticationAudience !== "";
   if (tokenAuth) {
     if (o.clusterCaCert !== "") {
-      throw invalid("--cluster-ca-cert cannot be used with agent token authentication");
+      throw invalidFlag("--cluster-ca-cert cannot be used with agent token authentication");
     }
     for (const flag of ["agent-namespace", "agent-service-account", "authentication-audience"]) {
       if (record[camelCaseFlagName(flag)] === "") {
-        throw invalid(
+        throw invalidFlag(
           `--${flag}: required for agent token authentication (--agent-namespace, ` +
             `--agent-service-account and --authentication-audience go together)`,
         );
@@ -583,14 +555,12 @@ export function validateServerOptions(o: ServerOptions): string[] {
   try {
     parseProxyStrategies(o.proxyStrategies);
   } catch (err) {
-    throw invalid(`--proxy-strategies: ${errorMessage(err)}`);
+    throw invalidFlag(`--proxy-strategies: ${errorMessage(err)}`);
   }
-  if (!(o.xfrChannelSize > 0)) {
-    throw invalid(`--xfr-channel-size: must be greater than 0, got ${o.xfrChannelSize}`);
-  }
+  requirePositive("xfr-channel-size", o.xfrChannelSize);
   if (o.tlsMinVersion !== "") {
     if (!TLS_VERSIONS.includes(o.tlsMinVersion)) {
-      throw invalid(
+      throw invalidFlag(
         `--tls-min-version: unsupported TLS version "${o.tlsMinVersion}"; use ${
           TLS_VERSIONS.join(", ")
         }`,
@@ -602,22 +572,20 @@ export function validateServerOptions(o: ServerOptions): string[] {
   }
   for (const suite of o.cipherSuites) {
     if (!SECURE_CIPHER_SUITES.has(suite)) {
-      throw invalid(`--cipher-suites: "${suite}" is unknown or insecure`);
+      throw invalidFlag(`--cipher-suites: "${suite}" is unknown or insecure`);
     }
   }
   if (o.enableLeaseController) parseLeaseLabels(o.leaseLabel);
   if (!(o.gracefulShutdownTimeout >= 0)) {
-    throw invalid(
+    throw invalidFlag(
       `--graceful-shutdown-timeout: must be >= 0, got ${showDuration(o.gracefulShutdownTimeout)}`,
     );
   }
   if (!(o.backendDialTimeout >= 0)) {
-    throw invalid(
+    throw invalidFlag(
       `--backend-dial-timeout: must be >= 0, got ${showDuration(o.backendDialTimeout)}`,
     );
   }
-  if (o.knpLogFormat !== "json" && o.knpLogFormat !== "text") {
-    throw invalid(`--knp-log-format: must be json or text, got "${o.knpLogFormat}"`);
-  }
+  requireLogFormat(o.knpLogFormat);
   return warnings;
 }
