@@ -2,52 +2,31 @@ import assert from "node:assert/strict";
 import { KnpError } from "../internal/errors.ts";
 import { KLOG_FLAGS } from "../internal/flags.ts";
 import {
+  emptyFiles,
+  KLOG_DEFAULTS,
+  optionsTester,
+  UUID,
+} from "../internal/_options_test_helpers.ts";
+import {
   AGENT_FLAGS,
   agentHelp,
   agentIdentifiersProblem,
   type AgentOptions,
   labelSelectorProblem,
   parseAgentOptions,
-  type ParsedAgentOptions,
   validateAgentOptions,
 } from "./options.ts";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const { parse, options, assertInvalid } = optionsTester(parseAgentOptions, validateAgentOptions);
 
-function parse(args: string[], env: Record<string, string | undefined> = {}): ParsedAgentOptions {
-  const result = parseAgentOptions(args, env);
-  assert.ok(!("help" in result), "unexpected help result");
-  return result;
-}
-
-const dir = Deno.makeTempDirSync({ prefix: "knp-agent-options-" });
-globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-function file(name: string): string {
-  const path = `${dir}/${name}`;
-  Deno.writeTextFileSync(path, "");
-  return path;
-}
-const CERT = file("agent.crt");
-const KEY = file("agent.key");
-const CA = file("ca.crt");
-const TOKEN = file("token");
-const KUBECONFIG = file("kubeconfig");
-const MISSING = `${dir}/missing.pem`;
-
-function options(args: string[]): AgentOptions {
-  return parse(args).options;
-}
-
-function assertInvalid(args: string[], flag: string, message?: RegExp): void {
-  assert.throws(() => validateAgentOptions(options(args)), (err: unknown) => {
-    assert.ok(err instanceof KnpError, `expected KnpError, got ${err}`);
-    assert.equal(err.code, "INVALID_FLAG");
-    assert.ok(!err.message.includes("\n"), "message must be one line");
-    assert.ok(err.message.includes(`--${flag}`), `"${err.message}" should name --${flag}`);
-    if (message !== undefined) assert.match(err.message, message);
-    return true;
-  }, args.join(" "));
-}
+/** Empty files standing in for certificates, the token and the kubeconfig. */
+const { CERT, KEY, CA, TOKEN, KUBECONFIG, MISSING } = emptyFiles("knp-agent-options-", {
+  CERT: "agent.crt",
+  KEY: "agent.key",
+  CA: "ca.crt",
+  TOKEN: "token",
+  KUBECONFIG: "kubeconfig",
+});
 
 Deno.test("parseAgentOptions() pins every upstream default", () => {
   const { options, notImplemented, deprecated } = parse([]);
@@ -83,21 +62,7 @@ Deno.test("parseAgentOptions() pins every upstream default", () => {
     enableContentionProfiling: false,
     knpLogFormat: "json",
     // klog
-    logDir: "",
-    logFile: "",
-    logFileMaxSize: 1800,
-    logtostderr: true,
-    alsologtostderr: false,
-    legacyStderrThresholdBehavior: true,
-    v: 4,
-    addDirHeader: false,
-    skipHeaders: false,
-    oneOutput: false,
-    skipLogHeaders: false,
-    stderrthreshold: "ERROR",
-    alsologtostderrthreshold: "INFO",
-    vmodule: "",
-    logBacktraceAt: "",
+    ...KLOG_DEFAULTS,
   });
   assert.deepEqual(notImplemented, []);
   assert.deepEqual(deprecated, []);

@@ -15,6 +15,7 @@ import {
   requireExistingFile,
   splitCsvRecord,
 } from "./flags.ts";
+import { KLOG_DEFAULTS } from "./_options_test_helpers.ts";
 
 const SPECS: FlagSpec[] = [
   { name: "server-port", type: "int", default: 8090, help: "Port.", implemented: true },
@@ -390,23 +391,7 @@ Deno.test("formatHelp() lists visible flags with types and Go-form defaults", ()
 Deno.test("KLOG_FLAGS has klog's defaults, with -v set to 4 like upstream's binaries", () => {
   const result = parseFlags(KLOG_FLAGS, []);
   assert.ok(!("help" in result));
-  assert.deepEqual(result.values, {
-    logDir: "",
-    logFile: "",
-    logFileMaxSize: 1800,
-    logtostderr: true,
-    alsologtostderr: false,
-    legacyStderrThresholdBehavior: true,
-    v: 4,
-    addDirHeader: false,
-    skipHeaders: false,
-    oneOutput: false,
-    skipLogHeaders: false,
-    stderrthreshold: "ERROR",
-    alsologtostderrthreshold: "INFO",
-    vmodule: "",
-    logBacktraceAt: "",
-  });
+  assert.deepEqual(result.values, KLOG_DEFAULTS);
   const implemented = KLOG_FLAGS.filter((spec) => spec.implemented === true).map((s) => s.name);
   assert.deepEqual(implemented.toSorted(), ["logtostderr", "v"]);
 });

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { KnpError } from "../internal/errors.ts";
 import { KLOG_FLAGS } from "../internal/flags.ts";
 import {
-  type ParsedServerOptions,
+  emptyFiles,
+  KLOG_DEFAULTS,
+  optionsTester,
+  UUID,
+} from "../internal/_options_test_helpers.ts";
+import {
   parseLeaseLabels,
   parseServerOptions,
   SERVER_FLAGS,
@@ -12,47 +17,20 @@ import {
 } from "./options.ts";
 import { parseProxyStrategies } from "./backend_manager.ts";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const { parse, options, assertInvalid } = optionsTester(parseServerOptions, validateServerOptions);
 
-function parse(args: string[], env: Record<string, string | undefined> = {}): ParsedServerOptions {
-  const result = parseServerOptions(args, env);
-  assert.ok(!("help" in result), "unexpected help result");
-  return result;
-}
-
-/** A temporary directory with empty files standing in for certificates. */
-const dir = Deno.makeTempDirSync({ prefix: "knp-server-options-" });
-const file = (name: string) => {
-  const path = `${dir}/${name}`;
-  Deno.writeTextFileSync(path, "");
-  return path;
-};
-const CERT = file("server.crt");
-const KEY = file("server.key");
-const CA = file("ca.crt");
-const KUBECONFIG = file("kubeconfig");
-const MISSING = `${dir}/missing.pem`;
-globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+/** Empty files standing in for certificates. */
+const { CERT, KEY, CA, KUBECONFIG, MISSING } = emptyFiles("knp-server-options-", {
+  CERT: "server.crt",
+  KEY: "server.key",
+  CA: "ca.crt",
+  KUBECONFIG: "kubeconfig",
+});
 
 /** Flags that pass validation: a UDS frontend. */
 const UDS = ["--uds-name=/tmp/knp-test.sock", "--server-port=0"];
 /** Flags that pass validation: a TCP frontend with mTLS. */
 const TCP = [`--server-cert=${CERT}`, `--server-key=${KEY}`, `--server-ca-cert=${CA}`];
-
-function options(args: string[]): ServerOptions {
-  return parse(args).options;
-}
-
-function assertInvalid(args: string[], flag: string, message?: RegExp): void {
-  assert.throws(() => validateServerOptions(options(args)), (err: unknown) => {
-    assert.ok(err instanceof KnpError, `expected KnpError, got ${err}`);
-    assert.equal(err.code, "INVALID_FLAG");
-    assert.ok(!err.message.includes("\n"), "message must be one line");
-    assert.ok(err.message.includes(`--${flag}`), `"${err.message}" should name --${flag}`);
-    if (message !== undefined) assert.match(err.message, message);
-    return true;
-  }, args.join(" "));
-}
 
 Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-timeout 10s)", () => {
   const { options, notImplemented, deprecated } = parse([]);
@@ -100,21 +78,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     enableContentionProfiling: false,
     knpLogFormat: "json",
     // klog
-    logDir: "",
-    logFile: "",
-    logFileMaxSize: 1800,
-    logtostderr: true,
-    alsologtostderr: false,
-    legacyStderrThresholdBehavior: true,
-    v: 4,
-    addDirHeader: false,
-    skipHeaders: false,
-    oneOutput: false,
-    skipLogHeaders: false,
-    stderrthreshold: "ERROR",
-    alsologtostderrthreshold: "INFO",
-    vmodule: "",
-    logBacktraceAt: "",
+    ...KLOG_DEFAULTS,
   });
   assert.deepEqual(notImplemented, []);
   assert.deepEqual(deprecated, []);
