@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
 import { readSample } from "../server/metrics.ts";
@@ -18,6 +17,7 @@ import {
   startHttpBackend,
 } from "./backends.ts";
 import { eventually, freePort, type ServerProcess, startAgent, startServer } from "./framework.ts";
+import { agentPortClient, frontendClient, rawBidiStream } from "./grpc_raw.ts";
 import { httpRequest } from "./http_client.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -145,15 +145,32 @@ Deno.test("10 MiB upload through a tunnel arrives byte-exact", opts, async () =>
   assert.equal(new TextDecoder().decode(res.body), `${body.length} ${sum.a}:${sum.b}`);
 });
 
-Deno.test("raw TCP echo through a tunnel with partial reads", opts, async () => {
-  await using echo = startEchoBackend();
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
-  await using tunnel = createTunnel({ udsPath: server.udsPath });
+/**
+ * An echo backend, a server on a UDS, an agent and one connection to the backend through a
+ * reusable tunnel, with the connection's writer, reader and `readExactly` leftovers. Disposing it
+ * disposes the tunnel, agent, server and backend, in that order.
+ */
+async function echoThroughTunnel() {
+  await using stack = new AsyncDisposableStack();
+  const echo = stack.use(startEchoBackend());
+  const server = stack.use(await startServer());
+  stack.use(await startAgent(server.agentPort));
+  const tunnel = stack.use(createTunnel({ udsPath: server.udsPath }));
   const conn = await tunnel.dial("tcp", echo.address);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  const pending = { rest: new Uint8Array() };
+  const resources = stack.move();
+  return {
+    server,
+    conn,
+    writer: conn.writable.getWriter(),
+    reader: conn.readable.getReader(),
+    pending: { rest: new Uint8Array() },
+    [Symbol.asyncDispose]: () => resources.disposeAsync(),
+  };
+}
+
+Deno.test("raw TCP echo through a tunnel with partial reads", opts, async () => {
+  await using setup = await echoThroughTunnel();
+  const { conn, writer, reader, pending } = setup;
   const first = new TextEncoder().encode("0123456789abcdefghijklmno"); // 25 bytes
   await writer.write(first);
   const a = await readExactly(reader, 10, pending);
@@ -290,36 +307,10 @@ Deno.test({
   },
 });
 
-/** Opens a raw frontend stream and sends `bytes` as one gRPC message; resolves with the status. */
-function sendRawFrontendMessage(udsPath: string, bytes: Uint8Array): Promise<grpc.StatusObject> {
-  const client = new grpc.Client(`unix:${udsPath}`, grpc.credentials.createInsecure());
-  const call = client.makeBidiStreamRequest(
-    "/ProxyService/Proxy",
-    (b: Uint8Array) => Buffer.from(b),
-    (b: Buffer) => b,
-    new grpc.Metadata(),
-  );
-  return new Promise((resolve) => {
-    call.on("data", () => {});
-    call.on("error", () => {});
-    call.on("status", (s: grpc.StatusObject) => {
-      client.close();
-      resolve(s);
-    });
-    call.write(bytes);
-  });
-}
-
 Deno.test("malformed packets end only their own stream, with an error", opts, async () => {
-  await using echo = startEchoBackend();
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
   // A healthy connection, open across the bad ones.
-  await using tunnel = createTunnel({ udsPath: server.udsPath });
-  const conn = await tunnel.dial("tcp", echo.address);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  const pending = { rest: new Uint8Array() };
+  await using setup = await echoThroughTunnel();
+  const { server, writer, reader, pending } = setup;
 
   const cases: [string, number[], RegExp][] = [
     ["truncated varint", [0x08, 0xff], /malformed packet/],
@@ -329,7 +320,9 @@ Deno.test("malformed packets end only their own stream, with an error", opts, as
     ["empty packet (DIAL_REQ without payload)", [], /malformed packet/],
   ];
   for (const [what, bytes, expected] of cases) {
-    const status = await sendRawFrontendMessage(server.udsPath, new Uint8Array(bytes));
+    const status = await rawBidiStream(frontendClient(server.udsPath), "/ProxyService/Proxy", {
+      message: new Uint8Array(bytes),
+    });
     assert.equal(status.code, grpc.status.INVALID_ARGUMENT, what);
     assert.match(status.details, expected, what);
     await writer.write(new TextEncoder().encode(what));
@@ -345,31 +338,11 @@ Deno.test("a malformed packet from an agent ends only that agent's stream", opts
   await using backend = startHttpBackend();
   await using server = await startServer();
   await using _agent = await startAgent(server.agentPort, { agentId: "good-agent" });
-  const pem = (p: string) => Buffer.from(Deno.readFileSync(p));
-  const client = new grpc.Client(
-    `localhost:${server.agentPort}`,
-    grpc.credentials.createSsl(
-      pem(server.pki.caCert),
-      pem(server.pki.clientKey),
-      pem(server.pki.clientCert),
-    ),
-  );
-  const md = new grpc.Metadata();
-  md.set("agentid", "bad-agent");
-  md.set("agentidentifiers", "");
-  const call = client.makeBidiStreamRequest(
-    "/AgentService/Connect",
-    (b: Uint8Array) => Buffer.from(b),
-    (b: Buffer) => b,
-    md,
-  );
-  const status = await new Promise<grpc.StatusObject>((resolve) => {
-    call.on("data", () => {});
-    call.on("error", () => {});
-    call.on("status", resolve);
-    call.on("metadata", () => call.write(new Uint8Array([0x08, 0x01]))); // DIAL_RSP, no payload
+  const status = await rawBidiStream(agentPortClient(server), "/AgentService/Connect", {
+    metadata: { agentid: "bad-agent", agentidentifiers: "" },
+    message: new Uint8Array([0x08, 0x01]), // DIAL_RSP, no payload
+    afterHeaders: true,
   });
-  client.close();
   assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
   assert.match(status.details, /malformed packet/);
   const res = await httpRequest(
@@ -382,32 +355,9 @@ Deno.test("a malformed packet from an agent ends only that agent's stream", opts
 
 Deno.test("an agent without an agent ID is refused with upstream's message", opts, async () => {
   await using server = await startServer();
-  const pem = (p: string) => Buffer.from(Deno.readFileSync(p));
-  const client = new grpc.Client(
-    `localhost:${server.agentPort}`,
-    grpc.credentials.createSsl(
-      pem(server.pki.caCert),
-      pem(server.pki.clientKey),
-      pem(server.pki.clientCert),
-    ),
-  );
-  const md = new grpc.Metadata();
-  md.set("agentidentifiers", "");
-  const call = client.makeBidiStreamRequest(
-    "/AgentService/Connect",
-    (b: Uint8Array) => Buffer.from(b),
-    (b: Buffer) => b,
-    md,
-  );
-  const status = await new Promise<grpc.StatusObject>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("no status within 10 s")), 10_000);
-    call.on("data", () => {});
-    call.on("error", () => {});
-    call.on("status", (s: grpc.StatusObject) => {
-      clearTimeout(timer);
-      resolve(s);
-    });
+  const status = await rawBidiStream(agentPortClient(server), "/AgentService/Connect", {
+    metadata: { agentidentifiers: "" },
+    timeoutMs: 10_000,
   });
-  client.close();
   assert.equal(status.details, "expected one agent ID in the context, got []");
 });
