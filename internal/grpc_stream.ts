@@ -21,14 +21,15 @@ import { payloadBytes } from "../proto/packet.ts";
 import { errorMessage, KnpError } from "./errors.ts";
 import type { PacketHandler, PacketStream } from "./packet_stream.ts";
 import { SendAccounting } from "./packet_stream.ts";
+import {
+  isTlsSource,
+  secureContextOptions,
+  type TlsMaterial,
+  type TlsPolicy,
+  type TlsSource,
+} from "./tls_files.ts";
 
-/** PEM material for TLS, as read from files. */
-export interface TlsMaterial {
-  cert?: Uint8Array;
-  key?: Uint8Array;
-  /** CA bundle: verifies the peer (server side: enables mTLS). */
-  ca?: Uint8Array;
-}
+export type { TlsMaterial, TlsPolicy, TlsSource };
 
 function serialize(packet: Packet): Buffer {
   const bytes = encodePacket(packet);
@@ -219,13 +220,189 @@ export interface IncomingStream {
   peer: string;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Server TLS with hot reload.
+
+type CaListener = grpc.experimental.CaCertificateUpdateListener;
+type IdentityListener = grpc.experimental.IdentityCertificateUpdateListener;
+
+/**
+ * A grpc-js `CertificateProvider` over a {@linkcode TlsSource}: it hands grpc-js the current
+ * identity (cert + key) and CA, and every later change. It listens to the source only while
+ * grpc-js listens to it.
+ */
+export class TlsSourceCertificateProvider implements grpc.experimental.CertificateProvider {
+  readonly #source: TlsSource;
+  readonly #caListeners = new Set<CaListener>();
+  readonly #identityListeners = new Set<IdentityListener>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(source: TlsSource) {
+    this.#source = source;
+  }
+
+  #caUpdate(material: TlsMaterial): grpc.experimental.CaCertificateUpdate | null {
+    return material.ca ? { caCertificate: Buffer.from(material.ca) } : null;
+  }
+
+  #identityUpdate(material: TlsMaterial): grpc.experimental.IdentityCertificateUpdate | null {
+    return material.cert && material.key
+      ? { certificate: Buffer.from(material.cert), privateKey: Buffer.from(material.key) }
+      : null;
+  }
+
+  #sync(): void {
+    const listening = this.#caListeners.size + this.#identityListeners.size > 0;
+    if (listening && !this.#unsubscribe) {
+      this.#unsubscribe = this.#source.onChange((material) => {
+        const identity = this.#identityUpdate(material);
+        const ca = this.#caUpdate(material);
+        for (const l of [...this.#identityListeners]) l(identity);
+        for (const l of [...this.#caListeners]) l(ca);
+      });
+    } else if (!listening && this.#unsubscribe) {
+      this.#unsubscribe();
+      this.#unsubscribe = undefined;
+    }
+  }
+
+  addCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.add(listener);
+    this.#sync();
+    listener(this.#caUpdate(this.#source.current()));
+  }
+
+  removeCaCertificateListener(listener: CaListener): void {
+    this.#caListeners.delete(listener);
+    this.#sync();
+  }
+
+  addIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.add(listener);
+    this.#sync();
+    listener(this.#identityUpdate(this.#source.current()));
+  }
+
+  removeIdentityCertificateListener(listener: IdentityListener): void {
+    this.#identityListeners.delete(listener);
+    this.#sync();
+  }
+}
+
+type ContextOptions = ReturnType<grpc.ServerCredentials["_getSecureContextOptions"]>;
+type ContextWatcher = (options: ContextOptions) => void;
+
+/**
+ * Adds the {@linkcode TlsPolicy} (minVersion, ciphers) to what other server credentials give the
+ * http2 secure server: its constructor options, its initial secure context, and every context
+ * passed to `setSecureContext()` on reload. The last one matters: Deno's `setSecureContext` does
+ * not keep the server's `minVersion`, so every new context must carry it.
+ */
+class PolicyServerCredentials extends grpc.ServerCredentials {
+  readonly #inner: grpc.ServerCredentials;
+  readonly #initial: () => ContextOptions;
+  readonly #policy: TlsPolicy;
+  readonly #watchers = new Map<ContextWatcher, ContextWatcher>();
+
+  constructor(inner: grpc.ServerCredentials, initial: () => ContextOptions, policy: TlsPolicy) {
+    super(inner._getConstructorOptions());
+    this.#inner = inner;
+    this.#initial = initial;
+    this.#policy = policy;
+  }
+
+  #withPolicy<T extends object>(options: T): T {
+    const out: T & { minVersion?: string; ciphers?: string } = { ...options };
+    out.minVersion = this.#policy.minVersion ?? "TLSv1.2";
+    if (this.#policy.ciphers) out.ciphers = this.#policy.ciphers;
+    return out;
+  }
+
+  override _isSecure(): boolean {
+    return this.#inner._isSecure();
+  }
+
+  override _getConstructorOptions(): ReturnType<grpc.ServerCredentials["_getConstructorOptions"]> {
+    const options = this.#inner._getConstructorOptions();
+    return options && this.#withPolicy(options);
+  }
+
+  override _getSecureContextOptions(): ContextOptions {
+    // The provider credentials only know their material once a watcher listens; grpc-js asks for
+    // the initial context before that, so answer from the source then.
+    const options = this.#inner._getSecureContextOptions() ?? this.#initial();
+    return options && this.#withPolicy(options);
+  }
+
+  override _addWatcher(watcher: ContextWatcher): void {
+    const wrapped: ContextWatcher = (options) => watcher(options && this.#withPolicy(options));
+    this.#watchers.set(watcher, wrapped);
+    this.#inner._addWatcher(wrapped);
+  }
+
+  override _removeWatcher(watcher: ContextWatcher): void {
+    const wrapped = this.#watchers.get(watcher);
+    if (!wrapped) return;
+    this.#watchers.delete(watcher);
+    this.#inner._removeWatcher(wrapped);
+  }
+
+  override _getInterceptors(): grpc.ServerInterceptor[] {
+    return this.#inner._getInterceptors();
+  }
+
+  override _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/**
+ * Server credentials for `tls` (fixed or reloading) and `policy`: grpc-js's certificate-provider
+ * credentials fed by a {@linkcode TlsSourceCertificateProvider}, requiring and verifying client
+ * certificates when the material has a CA (mTLS). Only the given CA is used to verify clients
+ * (never the system roots: Deno sends every `ca` certificate in the server's chain).
+ *
+ * @throws {KnpError} `CONFIG` when the material has no certificate or no key
+ */
+export function reloadingServerCredentials(
+  tls: TlsMaterial | TlsSource,
+  policy: TlsPolicy = {},
+): grpc.ServerCredentials {
+  const source: TlsSource = isTlsSource(tls)
+    ? tls
+    : { current: () => tls, onChange: () => () => {} };
+  const initial = source.current();
+  // Throws for a missing cert or key.
+  secureContextOptions(initial, policy);
+  const provider = new TlsSourceCertificateProvider(source);
+  const mtls = initial.ca !== undefined;
+  // grpc-js 1.14.7's declaration names the parameters (ca, identity), but the implementation
+  // passes them on as (identity, ca): the first is the identity provider, the second the CA one.
+  const inner = grpc.experimental.createCertificateProviderServerCredentials(
+    provider,
+    mtls ? provider : null,
+    mtls,
+  );
+  return new PolicyServerCredentials(
+    inner,
+    () => secureContextOptions(source.current()),
+    policy,
+  );
+}
+
 /** Options of {@linkcode serveGrpc}. */
 export interface ServeGrpcOptions {
   service: ServiceName;
   /** "host:port" or "unix:/absolute/path". */
   address: string;
-  /** TLS material; absent means plaintext (h2c), as upstream uses on the UDS. */
-  tls?: TlsMaterial;
+  /**
+   * TLS material; absent means plaintext (h2c), as upstream uses on the UDS. A CA enables mTLS.
+   * A {@linkcode TlsSource} (e.g. `TlsFiles`) is hot-reloaded: new handshakes use the new
+   * material, established connections keep theirs.
+   */
+  tls?: TlsMaterial | TlsSource;
+  /** Minimum TLS version and cipher list (TLS only). @default { minVersion: "TLSv1.2" } */
+  tlsPolicy?: TlsPolicy;
   keepaliveTimeMs?: number;
   /** Called for every new call. */
   onStream(incoming: IncomingStream): void;
@@ -278,16 +455,9 @@ export async function serveGrpc(options: ServeGrpcOptions): Promise<GrpcServerHa
       },
     },
   );
-  let credentials = grpc.ServerCredentials.createInsecure();
-  if (options.tls) {
-    const { cert, key, ca } = options.tls;
-    if (!cert || !key) throw new KnpError("CONFIG", "TLS needs both a certificate and a key");
-    credentials = grpc.ServerCredentials.createSsl(
-      ca ? Buffer.from(ca) : null,
-      [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(key) }],
-      ca !== undefined,
-    );
-  }
+  const credentials = options.tls
+    ? reloadingServerCredentials(options.tls, options.tlsPolicy ?? {})
+    : grpc.ServerCredentials.createInsecure();
   let udsPath: string | undefined;
   if (options.address.startsWith("unix:")) udsPath = options.address.slice(5);
   const port = await new Promise<number>((resolve, reject) => {

@@ -4,8 +4,9 @@
  * @module
  */
 
-import { onSignals, parseOrExit, readPem } from "../internal/cli.ts";
+import { onSignals, parseOrExit } from "../internal/cli.ts";
 import { errorMessage } from "../internal/errors.ts";
+import { TlsFiles, tlsPolicyFromFlags } from "../internal/tls_files.ts";
 import { parseProxyStrategies } from "./backend_manager.ts";
 import {
   parseServerOptions,
@@ -25,6 +26,20 @@ export async function main(args: string[]): Promise<void> {
   );
   let handle;
   try {
+    // Both TLS listeners reload their files while running: new handshakes use the new material,
+    // established connections keep theirs; a broken file keeps the previous one (and is logged).
+    const serverTls = o.udsName ? undefined : new TlsFiles({
+      cert: o.serverCert,
+      key: o.serverKey,
+      ca: o.serverCaCert,
+      logger: log.with({ tls: "server" }),
+    });
+    const clusterTls = new TlsFiles({
+      cert: o.clusterCert,
+      key: o.clusterKey,
+      ca: o.clusterCaCert,
+      logger: log.with({ tls: "cluster" }),
+    });
     handle = await startProxyServer({
       mode: o.mode === "http-connect" ? "http-connect" : "grpc",
       serverId: o.serverId,
@@ -35,18 +50,11 @@ export async function main(args: string[]): Promise<void> {
       deleteExistingUdsFile: o.deleteExistingUdsFile,
       serverBindAddress: o.serverBindAddress,
       serverPort: o.serverPort,
-      serverTls: o.udsName ? undefined : {
-        cert: readPem(o.serverCert),
-        key: readPem(o.serverKey),
-        ca: readPem(o.serverCaCert),
-      },
+      serverTls,
       agentBindAddress: o.agentBindAddress,
       agentPort: o.agentPort,
-      clusterTls: {
-        cert: readPem(o.clusterCert),
-        key: readPem(o.clusterKey),
-        ca: readPem(o.clusterCaCert),
-      },
+      clusterTls,
+      tlsPolicy: tlsPolicyFromFlags(o.tlsMinVersion, o.cipherSuites),
       keepaliveTimeMs: o.keepaliveTime,
       frontendKeepaliveTimeMs: o.frontendKeepaliveTime,
       healthBindAddress: o.healthBindAddress,

@@ -61,9 +61,12 @@ export interface ServerOptions extends KlogOptions {
   clusterKey: string;
   /** `--cluster-ca-cert`: CA verifying agent client certificates (mTLS). @default "" */
   clusterCaCert: string;
-  /** `--cipher-suites`: Go cipher-suite names; not implemented yet. @default [] */
+  /**
+   * `--cipher-suites`: Go cipher-suite names; accepted and validated, but no effect under Deno
+   * (its TLS stack ignores cipher lists). @default []
+   */
   cipherSuites: string[];
-  /** `--tls-min-version`: `VersionTLS10`..`VersionTLS13`; not implemented yet. @default "" */
+  /** `--tls-min-version`: `VersionTLS10`..`VersionTLS13` (empty: TLS 1.2). @default "" */
   tlsMinVersion: string;
   /** `--agent-namespace`: token auth; not implemented yet. @default "" */
   agentNamespace: string;
@@ -218,7 +221,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     default: [],
     help:
       "Comma-separated Go TLS cipher-suite names; empty means the defaults; no effect on TLS 1.3.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: "not supported under Deno (its TLS stack, rustls, ignores cipher lists)",
   },
   {
     name: "tls-min-version",
@@ -226,7 +229,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     default: "",
     help:
       "Minimum TLS version: VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13; empty means TLS 1.2.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "agent-namespace",

@@ -168,7 +168,6 @@ Deno.test("SERVER_FLAGS marks exactly the planned flags as not implemented", () 
     .filter((name) => !klog.has(name));
   assert.deepEqual(notImplemented, [
     "cipher-suites",
-    "tls-min-version",
     "agent-namespace",
     "agent-service-account",
     "authentication-audience",

@@ -8,7 +8,14 @@
 
 import { USER_AGENT_KEY } from "../proto/header.ts";
 import { errorMessage, KnpError } from "../internal/errors.ts";
-import { type GrpcServerHandle, serveGrpc, type TlsMaterial } from "../internal/grpc_stream.ts";
+import {
+  type GrpcServerHandle,
+  serveGrpc,
+  type TlsMaterial,
+  type TlsPolicy,
+  type TlsSource,
+} from "../internal/grpc_stream.ts";
+import { currentTlsMaterial, isTlsSource } from "../internal/tls_files.ts";
 import { type Logger, nullLogger } from "../internal/log.ts";
 import { rm } from "node:fs/promises";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
@@ -27,11 +34,16 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   serverBindAddress?: string;
   serverPort?: number;
   /** Frontend TLS (TCP mode): cert, key and the CA that verifies frontend client certs. */
-  serverTls?: TlsMaterial;
+  serverTls?: TlsMaterial | TlsSource;
   agentBindAddress?: string;
   agentPort: number;
   /** Agent-facing TLS; a CA enables mTLS. */
-  clusterTls: TlsMaterial;
+  clusterTls: TlsMaterial | TlsSource;
+  /**
+   * Minimum TLS version and cipher list of both TLS listeners (see `tlsPolicyFromFlags`).
+   * @default { minVersion: "TLSv1.2" }
+   */
+  tlsPolicy?: TlsPolicy;
   keepaliveTimeMs?: number;
   frontendKeepaliveTimeMs?: number;
   healthBindAddress?: string;
@@ -105,7 +117,8 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         udsPath: config.udsName,
         hostname: config.serverBindAddress,
         port: config.serverPort ?? 8090,
-        tls: config.serverTls,
+        tls: config.serverTls && currentTlsMaterial(config.serverTls),
+        tlsOptions: config.tlsPolicy,
         logger: log,
       }).catch((err) => {
         throw new KnpError(
@@ -115,6 +128,9 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         );
       });
       serverPort = listener.port;
+      if (!config.udsName && config.serverTls && isTlsSource(config.serverTls)) {
+        cleanups.push(config.serverTls.onChange((material) => listener.updateTls(material)));
+      }
       httpConnections = () => listener.connections;
       cleanups.push(() => listener.close());
     } else {
@@ -122,6 +138,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
         service: "proxy",
         address: frontendAddress,
         tls: config.udsName ? undefined : config.serverTls,
+        tlsPolicy: config.tlsPolicy,
         keepaliveTimeMs: config.frontendKeepaliveTimeMs,
         onStream(incoming) {
           core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
@@ -143,6 +160,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       service: "agent",
       address: agentAddress,
       tls: config.clusterTls,
+      tlsPolicy: config.tlsPolicy,
       keepaliveTimeMs: config.keepaliveTimeMs,
       onStream(incoming) {
         let hs;
