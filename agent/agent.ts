@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { TlsMaterial } from "../internal/grpc_stream.ts";
+import type { TlsMaterial, TlsSource } from "../internal/grpc_stream.ts";
 import { type Logger, nullLogger } from "../internal/log.ts";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
@@ -19,7 +19,8 @@ export interface AgentConfig
   proxyServerPort: number;
   agentId: string;
   agentIdentifiers?: string;
-  tls?: TlsMaterial;
+  /** Fixed material, or a source (e.g. `TlsFiles`) read again at every connection attempt. */
+  tls?: TlsMaterial | TlsSource;
   serviceAccountTokenPath?: string;
   keepaliveTimeMs?: number;
   healthServerHost?: string;

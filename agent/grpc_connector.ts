@@ -14,7 +14,8 @@ import {
   SERVER_ID_KEY,
 } from "../proto/header.ts";
 import { KnpError } from "../internal/errors.ts";
-import { GrpcChannel, type TlsMaterial } from "../internal/grpc_stream.ts";
+import { GrpcChannel, type TlsMaterial, type TlsSource } from "../internal/grpc_stream.ts";
+import { isTlsSource } from "../internal/tls_files.ts";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
 /** Options of {@linkcode grpcConnector}. */
@@ -23,8 +24,13 @@ export interface GrpcConnectorOptions {
   port: number;
   agentId: string;
   agentIdentifiers: string;
-  /** CA, optional client cert/key. Without TLS material the link is plaintext (tests only). */
-  tls?: TlsMaterial;
+  /**
+   * CA, optional client cert/key. Without TLS material the link is plaintext (tests only). A
+   * {@linkcode TlsSource} (e.g. `TlsFiles`) is refreshed and read at every connection attempt,
+   * so a rotated client certificate or server CA is used from the next connection on;
+   * established connections keep the material they were made with.
+   */
+  tls?: TlsMaterial | TlsSource;
   /** Read at every connect, like upstream; sent as `authorization: Bearer <token>`. */
   tokenPath?: string;
   keepaliveTimeMs?: number;
@@ -38,9 +44,14 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
     const target = options.host.includes(":") && !options.host.startsWith("[")
       ? `[${options.host}]:${options.port}`
       : `${options.host}:${options.port}`;
+    let tls = options.tls;
+    if (tls && isTlsSource(tls)) {
+      await tls.refresh?.();
+      tls = tls.current();
+    }
     const channel = new GrpcChannel({
       target,
-      tls: options.tls,
+      tls,
       keepaliveTimeMs: options.keepaliveTimeMs,
     });
     const metadata: Record<string, string> = {

@@ -4,7 +4,9 @@
  * @module
  */
 
-import { onSignals, parseOrExit, readPem } from "../internal/cli.ts";
+import { onSignals, parseOrExit } from "../internal/cli.ts";
+import { errorMessage } from "../internal/errors.ts";
+import { TlsFiles } from "../internal/tls_files.ts";
 import { startAgent } from "./agent.ts";
 import {
   agentHelp,
@@ -24,12 +26,26 @@ export function main(args: string[]): void {
     validateAgentOptions,
     agentHelp,
   );
+  // Watched, and re-read at every connection attempt: a rotated client certificate or server CA
+  // is used by the next connection; established ones keep theirs.
+  let tls: TlsFiles;
+  try {
+    tls = new TlsFiles({
+      ca: o.caCert,
+      cert: o.agentCert,
+      key: o.agentKey,
+      logger: log.with({ tls: "agent" }),
+    });
+  } catch (err) {
+    log.error("proxy agent failed to start", { error: errorMessage(err) });
+    Deno.exit(1);
+  }
   const agent = startAgent({
     proxyServerHost: o.proxyServerHost,
     proxyServerPort: o.proxyServerPort,
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
-    tls: { ca: readPem(o.caCert), cert: readPem(o.agentCert), key: readPem(o.agentKey) },
+    tls,
     serviceAccountTokenPath: o.serviceAccountTokenPath || undefined,
     keepaliveTimeMs: o.keepaliveTime,
     syncIntervalMs: o.syncInterval,
