@@ -57,9 +57,9 @@ interface ConnectRequest {
   rest: Uint8Array;
 }
 
-/** Finds `\r\n\r\n`; returns the index just past it, or -1. */
-function headEnd(buf: Uint8Array, length: number): number {
-  for (let i = 3; i < length; i++) {
+/** Finds `\r\n\r\n` at or after `from`; returns the index just past it, or -1. */
+function headEnd(buf: Uint8Array, length: number, from = 0): number {
+  for (let i = Math.max(3, from + 3); i < length; i++) {
     if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
   }
   return -1;
@@ -162,8 +162,9 @@ export class HttpConnectFrontend implements PacketStream {
           this.#end();
           return false;
         }
+        // Scan only the new bytes (and the 3 before them): a head sent in tiny pieces stays linear.
+        const end = headEnd(buf, length + n, length - 3);
         length += n;
-        const end = headEnd(buf, length);
         if (end >= 0) {
           const head = new TextDecoder().decode(buf.subarray(0, end - 4));
           const request = parseConnectHead(head, buf.slice(end, length));
@@ -228,11 +229,7 @@ export class HttpConnectFrontend implements PacketStream {
         return false;
       case "DIAL_CLS":
         this.#respondAndClose(
-          new HttpError(
-            502,
-            "Bad Gateway",
-            "the agent cancelled the dial [knp: kind=tunnel-closed]",
-          ),
+          dialFailure("the agent cancelled the dial [knp: kind=tunnel-closed]", this.#serverId),
         );
         return false;
       default:
