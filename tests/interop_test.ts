@@ -22,7 +22,14 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { startEchoBackend, startHttpBackend } from "./backends.ts";
-import { eventually, freePort, type ServerProcess, startAgent, startServer } from "./framework.ts";
+import {
+  type AgentProcess,
+  eventually,
+  freePort,
+  type ServerProcess,
+  startAgent,
+  startServer,
+} from "./framework.ts";
 
 const INTEROP_DIR = fileURLToPath(new URL("./interop/", import.meta.url));
 
@@ -189,12 +196,24 @@ async function expectOk(
   return result;
 }
 
-function udsArgs(server: ServerProcess): string[] {
-  return ["-uds", server.udsPath];
+/** A server with one agent connected, and the Go CLI's arguments for its frontend. */
+interface Stack extends AsyncDisposable {
+  server: ServerProcess;
+  agent: AgentProcess;
+  /** `-uds PATH`, or `-addr HOST:PORT -ca -cert -key` for the TCP frontend with mTLS. */
+  frontendArgs: string[];
+  /** The Go CLI's arguments for one scenario: frontend, `-scenario`, `extra`, `-target`. */
+  args(scenario: string, target: string, ...extra: string[]): string[];
+  /** Runs one scenario of the interop CLI and asserts it passed (logs on failure). */
+  run(scenario: string, target: string, ...extra: string[]): Promise<InteropResult>;
 }
 
-function tcpArgs(server: ServerProcess): string[] {
-  return [
+/** Starts a server with the given frontend and one agent; disposing stops the agent first. */
+async function startStack(frontend: "uds" | "tcp" = "uds"): Promise<Stack> {
+  await using resources = new AsyncDisposableStack();
+  const server = resources.use(await startServer({ frontend }));
+  const agent = resources.use(await startAgent(server.agentPort));
+  const frontendArgs = frontend === "uds" ? ["-uds", server.udsPath] : [
     "-addr",
     `127.0.0.1:${server.serverPort}`,
     "-ca",
@@ -204,6 +223,24 @@ function tcpArgs(server: ServerProcess): string[] {
     "-key",
     server.pki.clientKey,
   ];
+  const args = (scenario: string, target: string, ...extra: string[]) => [
+    ...frontendArgs,
+    "-scenario",
+    scenario,
+    ...extra,
+    "-target",
+    target,
+  ];
+  const owned = resources.move();
+  return {
+    server,
+    agent,
+    frontendArgs,
+    args,
+    run: (scenario, target, ...extra) =>
+      expectOk(args(scenario, target, ...extra), server, () => agent.process.log),
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
 }
 
 /** One sample of the server's /metrics, or undefined. */
@@ -282,15 +319,10 @@ async function startBlackhole(): Promise<AsyncDisposable & { address: string }> 
 
 Deno.test("interop(uds): GET /success through the Go client", opts, async () => {
   await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using agent = await startAgent(server.agentPort);
-  const r = await expectOk(
-    [...udsArgs(server), "-scenario", "get", "-target", backend.address],
-    server,
-    () => agent.process.log,
-  );
+  await using stack = await startStack();
+  const r = await stack.run("get", backend.address);
   assert.equal(r.measure.dials, 1);
-  await expectServerClean(server);
+  await expectServerClean(stack.server);
 });
 
 Deno.test(
@@ -298,52 +330,41 @@ Deno.test(
   opts,
   async () => {
     await using backend = startHttpBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
+    await using stack = await startStack();
     // Each of the 50 dials uses a fresh rand.Int63() ID (> 2^53 with probability 1 - 2^-10 each).
     // A DIAL_RSP whose ID came back altered (e.g. rounded through a JS number) is "unknown" to the
     // client, which then closes the tunnel: the GET would fail with reason "tunnelclosed".
-    const r = await expectOk(
-      [...udsArgs(server), "-scenario", "big-dialid", "-n", "50", "-target", backend.address],
-      server,
-      () => agent.process.log,
-    );
+    const r = await stack.run("big-dialid", backend.address, "-n", "50");
     assert.equal(r.measure.dials, 50);
 
     // Observe IDs on our side: the agent logs the dial ID of a failed dial. Three failed dials make
     // the chance that none of them is > 2^53 2^-30. The client matched each DIAL_RSP (reason
     // "endpoint", not "tunnelclosed"/"timeout"), so those large IDs round-tripped bit-exact.
     for (let i = 0; i < 3; i++) {
-      const refused = await expectOk(
-        [...udsArgs(server), "-scenario", "refused", "-target", `127.0.0.1:${freePort()}`],
-        server,
-      );
+      const refused = await stack.run("refused", `127.0.0.1:${freePort()}`);
       assert.equal(refused.reason, "endpoint");
     }
-    const ids = [...agent.process.log.matchAll(/"dialID":"?(\d+)"?/g)].map((m) => BigInt(m[1]!));
+    const ids = [...stack.agent.process.log.matchAll(/"dialID":"?(\d+)"?/g)].map((m) =>
+      BigInt(m[1]!)
+    );
     if (ids.length > 0) {
       assert.ok(
         ids.some((id) => id > 2n ** 53n),
         `no logged dial ID above 2^53: ${ids.join(", ")}`,
       );
     }
-    await expectServerClean(server);
+    await expectServerClean(stack.server);
   },
 );
 
 Deno.test("interop(uds): dial to a closed port fails with reason endpoint", opts, async () => {
-  await using server = await startServer();
-  await using agent = await startAgent(server.agentPort);
+  await using stack = await startStack();
   const target = `127.0.0.1:${freePort()}`;
-  const r = await expectOk(
-    [...udsArgs(server), "-scenario", "refused", "-target", target],
-    server,
-    () => agent.process.log,
-  );
+  const r = await stack.run("refused", target);
   assert.match(r.error, /connection refused/);
   assert.equal(r.reason, "endpoint");
   assert.equal(r.measure.tunnel_done, true);
-  await expectServerClean(server);
+  await expectServerClean(stack.server);
 });
 
 Deno.test(
@@ -352,21 +373,14 @@ Deno.test(
   async () => {
     await using blackhole = await startBlackhole();
     await using backend = startHttpBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
+    await using stack = await startStack();
+    const { server, agent } = stack;
     const cancelAfter = 300;
-    const r = await expectOk(
-      [
-        ...udsArgs(server),
-        "-scenario",
-        "cancel-pending",
-        "-cancel-after",
-        String(cancelAfter),
-        "-target",
-        blackhole.address,
-      ],
-      server,
-      () => agent.process.log,
+    const r = await stack.run(
+      "cancel-pending",
+      blackhole.address,
+      "-cancel-after",
+      String(cancelAfter),
     );
     const cancelledAt = Date.now();
     assert.equal(r.reason, "context");
@@ -381,21 +395,13 @@ Deno.test(
 
     // The server keeps working.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    await expectOk(
-      [...udsArgs(server), "-scenario", "get", "-target", backend.address],
-      server,
-      () => agent.process.log,
-    );
+    await stack.run("get", backend.address);
 
     // After the agent's 5 s dial timeout its late DIAL_RSP (error) for the forgotten dial reaches
     // the server, which must drop it quietly; the server and agent still work afterwards.
     const wait = cancelledAt + 5_500 - Date.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    await expectOk(
-      [...udsArgs(server), "-scenario", "get", "-target", backend.address],
-      server,
-      () => agent.process.log,
-    );
+    await stack.run("get", backend.address);
     await expectServerClean(server);
     assertNoPanic(server.process.log, "server");
     assertNoPanic(agent.process.log, "agent");
@@ -407,63 +413,31 @@ Deno.test(
   opts,
   async () => {
     await using backend = startHttpBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
-    const r = await expectOk(
-      [...udsArgs(server), "-scenario", "concurrent", "-n", "100", "-target", backend.address],
-      server,
-      () => agent.process.log,
-    );
+    await using stack = await startStack();
+    const r = await stack.run("concurrent", backend.address, "-n", "100");
     assert.equal(r.measure.ok_count, 100);
-    await expectServerClean(server);
+    await expectServerClean(stack.server);
   },
 );
 
+/** `-chunks 10 -size 1048576`: 10 MiB in 1 MiB chunks, for download and upload. */
+const TEN_MIB = ["-chunks", "10", "-size", "1048576"];
+
 Deno.test("interop(uds): 10 MiB download is byte-exact", opts, async () => {
   await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using agent = await startAgent(server.agentPort);
-  const r = await expectOk(
-    [
-      ...udsArgs(server),
-      "-scenario",
-      "download",
-      "-chunks",
-      "10",
-      "-size",
-      "1048576",
-      "-target",
-      backend.address,
-    ],
-    server,
-    () => agent.process.log,
-  );
+  await using stack = await startStack();
+  const r = await stack.run("download", backend.address, ...TEN_MIB);
   assert.equal(r.measure.bytes, 10 * 1048576);
   assert.equal(r.measure.first_bad, -1);
-  await expectServerClean(server);
+  await expectServerClean(stack.server);
 });
 
 Deno.test("interop(uds): 10 MiB upload checksum matches", opts, async () => {
   await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using agent = await startAgent(server.agentPort);
-  const r = await expectOk(
-    [
-      ...udsArgs(server),
-      "-scenario",
-      "upload",
-      "-chunks",
-      "10",
-      "-size",
-      "1048576",
-      "-target",
-      backend.address,
-    ],
-    server,
-    () => agent.process.log,
-  );
+  await using stack = await startStack();
+  const r = await stack.run("upload", backend.address, ...TEN_MIB);
   assert.equal(r.measure.got, r.measure.want);
-  await expectServerClean(server);
+  await expectServerClean(stack.server);
 });
 
 Deno.test(
@@ -471,16 +445,11 @@ Deno.test(
   opts,
   async () => {
     await using echo = startEchoBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
-    const r = await expectOk(
-      [...udsArgs(server), "-scenario", "close-client", "-target", echo.address],
-      server,
-      () => agent.process.log,
-    );
+    await using stack = await startStack();
+    const r = await stack.run("close-client", echo.address);
     assert.ok((r.measure.close_ms as number) < 10_000);
     assert.equal(r.measure.tunnel_done, true);
-    await expectServerClean(server);
+    await expectServerClean(stack.server);
   },
 );
 
@@ -489,15 +458,10 @@ Deno.test(
   opts,
   async () => {
     await using backend = startHttpBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
-    const r = await expectOk(
-      [...udsArgs(server), "-scenario", "close-remote", "-target", backend.address],
-      server,
-      () => agent.process.log,
-    );
+    await using stack = await startStack();
+    const r = await stack.run("close-remote", backend.address);
     assert.equal(r.measure.tunnel_done, true);
-    await expectServerClean(server);
+    await expectServerClean(stack.server);
   },
 );
 
@@ -506,15 +470,10 @@ Deno.test(
   opts,
   async () => {
     await using echo = startEchoBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
-    const r = await expectOk(
-      [...udsArgs(server), "-scenario", "single-use", "-target", echo.address],
-      server,
-      () => agent.process.log,
-    );
+    await using stack = await startStack();
+    const r = await stack.run("single-use", echo.address);
     assert.equal(r.reason, "tunnelstarted");
-    await expectServerClean(server);
+    await expectServerClean(stack.server);
   },
 );
 
@@ -523,19 +482,12 @@ Deno.test(
   opts,
   async () => {
     await using backend = startHttpBackend();
-    await using server = await startServer();
-    await using agent = await startAgent(server.agentPort);
-    const scenario = new Scenario(await binary(), [
-      ...udsArgs(server),
-      "-scenario",
-      "mid-transfer",
-      "-chunks",
-      "2000",
-      "-size",
-      "1048576",
-      "-target",
-      backend.address,
-    ]);
+    await using stack = await startStack();
+    const { server, agent } = stack;
+    const scenario = new Scenario(
+      await binary(),
+      stack.args("mid-transfer", backend.address, "-chunks", "2000", "-size", "1048576"),
+    );
     try {
       await scenario.waitForStderr("STARTED", 30_000);
     } catch (err) {
@@ -561,43 +513,19 @@ Deno.test(
 
 Deno.test("interop(tcp+mTLS): get, refused and 10 MiB download", opts, async () => {
   await using backend = startHttpBackend();
-  await using server = await startServer({ frontend: "tcp" });
-  await using agent = await startAgent(server.agentPort);
-  const agentLog = () => agent.process.log;
+  await using stack = await startStack("tcp");
 
-  const get = await expectOk(
-    [...tcpArgs(server), "-scenario", "get", "-target", backend.address],
-    server,
-    agentLog,
-  );
+  const get = await stack.run("get", backend.address);
   assert.equal(get.measure.dials, 1);
 
-  const refused = await expectOk(
-    [...tcpArgs(server), "-scenario", "refused", "-target", `127.0.0.1:${freePort()}`],
-    server,
-    agentLog,
-  );
+  const refused = await stack.run("refused", `127.0.0.1:${freePort()}`);
   assert.match(refused.error, /connection refused/);
   assert.equal(refused.reason, "endpoint");
 
-  const download = await expectOk(
-    [
-      ...tcpArgs(server),
-      "-scenario",
-      "download",
-      "-chunks",
-      "10",
-      "-size",
-      "1048576",
-      "-target",
-      backend.address,
-    ],
-    server,
-    agentLog,
-  );
+  const download = await stack.run("download", backend.address, ...TEN_MIB);
   assert.equal(download.measure.bytes, 10 * 1048576);
   assert.equal(download.measure.first_bad, -1);
-  await expectServerClean(server);
+  await expectServerClean(stack.server);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -613,11 +541,10 @@ for (const frontend of ["uds", "tcp"] as const) {
     opts,
     async () => {
       await using backend = startHttpBackend();
-      await using server = await startServer({ frontend });
-      await using agent = await startAgent(server.agentPort);
+      await using stack = await startStack(frontend);
       const r = await expectOk(
         [
-          ...(frontend === "uds" ? udsArgs(server) : tcpArgs(server)),
+          ...stack.frontendArgs,
           "-n",
           "50",
           "-target",
@@ -625,14 +552,14 @@ for (const frontend of ["uds", "tcp"] as const) {
           "-refused",
           `127.0.0.1:${freePort()}`,
         ],
-        server,
-        () => agent.process.log,
+        stack.server,
+        () => stack.agent.process.log,
         await reusableBinary(),
       );
       assert.equal(r.measure.transport_connections, 1);
       assert.equal(r.measure.refused_reason, "endpoint");
       assert.equal(r.measure.dials, 5 + 50 + 1);
-      await expectServerClean(server);
+      await expectServerClean(stack.server);
     },
   );
 }
