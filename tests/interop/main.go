@@ -103,6 +103,13 @@ func fail(format string, args ...interface{}) result {
 	return result{OK: false, Error: fmt.Sprintf(format, args...)}
 }
 
+// failDial is fail with the dial failure reason of err ("" when it is not a dial failure).
+func failDial(err error, format string, args ...interface{}) result {
+	r := fail(format, args...)
+	r.Reason = reasonOf(err)
+	return r
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func main() {
@@ -292,6 +299,15 @@ func waitDone(t client.Tunnel, within time.Duration) (time.Duration, bool) {
 	}
 }
 
+// recordDone waits up to 5 s for a tunnel's Done channel and records the outcome in m
+// (tunnel_done, tunnel_done_ms).
+func recordDone(m map[string]interface{}, t client.Tunnel) bool {
+	doneMs, done := waitDone(t, 5*time.Second)
+	m["tunnel_done_ms"] = ms(doneMs)
+	m["tunnel_done"] = done
+	return done
+}
+
 // trackedConn records Close() results of a tunnel conn used by an http.Transport.
 type trackedConn struct {
 	net.Conn
@@ -357,8 +373,7 @@ func scenarioGet(n int) result {
 		start := time.Now()
 		resp, err := httpClient.Get("http://" + opts.target + "/success")
 		if err != nil {
-			r := fail("GET #%d: %v", i, err)
-			r.Reason = reasonOf(tt.dialErr)
+			r := failDial(tt.dialErr, "GET #%d: %v", i, err)
 			r.Measure = m
 			return r
 		}
@@ -422,9 +437,7 @@ func scenarioRefused() result {
 		return fail("%v", err)
 	}
 	r := result{Error: err.Error(), Reason: reasonOf(err), Measure: map[string]interface{}{"dial_ms": ms(d.dialDur)}}
-	doneMs, done := waitDone(d.tunnel, 5*time.Second)
-	r.Measure["tunnel_done_ms"] = ms(doneMs)
-	r.Measure["tunnel_done"] = done
+	done := recordDone(r.Measure, d.tunnel)
 	r.OK = strings.Contains(err.Error(), "connection refused") && r.Reason == "endpoint" && done
 	return r
 }
@@ -448,9 +461,7 @@ func scenarioCancelPending() result {
 		"elapsed_ms":      ms(elapsed),
 		"cancel_after_ms": opts.cancelMs,
 	}}
-	doneMs, done := waitDone(tunnel, 5*time.Second)
-	r.Measure["tunnel_done_ms"] = ms(doneMs)
-	r.Measure["tunnel_done"] = done
+	done := recordDone(r.Measure, tunnel)
 	r.OK = r.Reason == "context" && done && elapsed < time.Duration(opts.cancelMs+2000)*time.Millisecond
 	return r
 }
@@ -544,9 +555,7 @@ func scenarioDownload() result {
 	start := time.Now()
 	resp, err := (&http.Client{Transport: tr}).Get(fmt.Sprintf("http://%s/download?chunks=%d&size=%d", opts.target, opts.chunks, opts.size))
 	if err != nil {
-		r := fail("GET /download: %v", err)
-		r.Reason = reasonOf(tt.dialErr)
-		return r
+		return failDial(tt.dialErr, "GET /download: %v", err)
 	}
 	defer resp.Body.Close()
 	buf := make([]byte, 256*1024)
@@ -619,9 +628,7 @@ func scenarioUpload() result {
 	start := time.Now()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		r := fail("POST /upload: %v", err)
-		r.Reason = reasonOf(tt.dialErr)
-		return r
+		return failDial(tt.dialErr, "POST /upload: %v", err)
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -663,9 +670,7 @@ func readFull(c net.Conn, b []byte, within time.Duration) error {
 func scenarioCloseClient() result {
 	d, err := dial(context.Background(), opts.target)
 	if err != nil {
-		r := fail("dial: %v", err)
-		r.Reason = reasonOf(err)
-		return r
+		return failDial(err, "dial: %v", err)
 	}
 	m := map[string]interface{}{"dial_ms": ms(d.dialDur)}
 	// Two round trips; the second reads in small pieces to exercise partial-packet buffering.
@@ -697,9 +702,7 @@ func scenarioCloseClient() result {
 	closeErr := d.conn.Close()
 	closeDur := time.Since(start)
 	m["close_ms"] = ms(closeDur)
-	doneMs, done := waitDone(d.tunnel, 5*time.Second)
-	m["tunnel_done_ms"] = ms(doneMs)
-	m["tunnel_done"] = done
+	done := recordDone(m, d.tunnel)
 	r := result{Measure: m}
 	switch {
 	case closeErr != nil:
@@ -718,9 +721,7 @@ func scenarioCloseClient() result {
 func scenarioCloseRemote() result {
 	d, err := dial(context.Background(), opts.target)
 	if err != nil {
-		r := fail("dial: %v", err)
-		r.Reason = reasonOf(err)
-		return r
+		return failDial(err, "dial: %v", err)
 	}
 	m := map[string]interface{}{"dial_ms": ms(d.dialDur)}
 	req := "GET /success HTTP/1.1\r\nHost: " + opts.target + "\r\nConnection: close\r\n\r\n"
@@ -750,9 +751,7 @@ func scenarioCloseRemote() result {
 	if perr == nil {
 		body, _ = io.ReadAll(resp.Body)
 	}
-	doneMs, done := waitDone(d.tunnel, 5*time.Second)
-	m["tunnel_done_ms"] = ms(doneMs)
-	m["tunnel_done"] = done
+	done := recordDone(m, d.tunnel)
 	closeStart := time.Now()
 	closeErr := d.conn.Close()
 	m["close_ms"] = ms(time.Since(closeStart))
@@ -785,9 +784,7 @@ func scenarioMidTransfer() result {
 	total := int64(chunks) * int64(opts.size)
 	d, err := dial(context.Background(), opts.target)
 	if err != nil {
-		r := fail("dial: %v", err)
-		r.Reason = reasonOf(err)
-		return r
+		return failDial(err, "dial: %v", err)
 	}
 	req := fmt.Sprintf("GET /download?chunks=%d&size=%d HTTP/1.1\r\nHost: %s\r\n\r\n", chunks, opts.size, opts.target)
 	if _, err := d.conn.Write([]byte(req)); err != nil {
@@ -839,9 +836,7 @@ func scenarioMidTransfer() result {
 		"read_error_is_eof":  errors.Is(out.err, io.EOF),
 		"read_error_message": fmt.Sprint(out.err),
 	}
-	doneMs, done := waitDone(d.tunnel, 5*time.Second)
-	m["tunnel_done_ms"] = ms(doneMs)
-	m["tunnel_done"] = done
+	done := recordDone(m, d.tunnel)
 	r := result{Measure: m}
 	// Raw bytes include the response header, so a complete transfer is > total.
 	if out.n >= total {
@@ -861,9 +856,7 @@ func scenarioMidTransfer() result {
 func scenarioSingleUse() result {
 	d, err := dial(context.Background(), opts.target)
 	if err != nil {
-		r := fail("dial: %v", err)
-		r.Reason = reasonOf(err)
-		return r
+		return failDial(err, "dial: %v", err)
 	}
 	_, err2 := d.tunnel.DialContext(context.Background(), "tcp", opts.target)
 	r := result{Measure: map[string]interface{}{}}
