@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import {
   closeDial,
   closeRequest,
   closeResponse,
   dataPacket,
-  type DecodedPacket,
   dialRequest,
   dialResponse,
   drain,
@@ -13,8 +11,8 @@ import {
 } from "../proto/packet.ts";
 import type { GuardLimits } from "../internal/backpressure.ts";
 import { KnpError } from "../internal/errors.ts";
-import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
-import type { Timers } from "../internal/timers.ts";
+import { memoryPipe } from "../internal/packet_stream.ts";
+import { fakeTimers, startPeer } from "../internal/_test_helpers.ts";
 import { AgentClient } from "./agent_client.ts";
 import { CLOSE_FLUSH_MS } from "./endpoint_conn.ts";
 import { type DialCall, fakeDialer, FakeEndpoint, type WriteMode } from "./_test_socket.ts";
@@ -27,24 +25,6 @@ const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const UNKNOWN = { type: "UNKNOWN", typeNumber: 99 } as unknown as Packet;
 const KiB = 1024;
 
-/** The server's end of the agent stream, started, with what it received. */
-function serverPeer(end: PacketStream) {
-  const packets: DecodedPacket[] = [];
-  const ends: (Error | undefined)[] = [];
-  end.start({ onPacket: (p) => packets.push(p), onEnd: (e) => ends.push(e) });
-  return {
-    end,
-    packets,
-    ends,
-    of<T extends DecodedPacket["type"]>(type: T) {
-      return packets.filter((x) => x.type === type) as Extract<DecodedPacket, { type: T }>[];
-    },
-    clear() {
-      packets.length = 0;
-    },
-  };
-}
-
 interface HarnessOptions {
   /** Sockets for auto-answered dials; omit to answer dials by hand through `calls`. */
   writeMode?: WriteMode | ((address: string) => FakeEndpoint | Error);
@@ -53,12 +33,7 @@ interface HarnessOptions {
 
 /** An AgentClient on one memory pipe, a fake clock and a fake dialer. */
 function harness(options: HarnessOptions = {}) {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
+  const { clock, timers } = fakeTimers();
   const mode = options.writeMode;
   const { dialer, calls, sockets } = fakeDialer(
     mode === undefined
@@ -68,7 +43,7 @@ function harness(options: HarnessOptions = {}) {
       : () => new FakeEndpoint({ writeMode: mode }),
   );
   const [serverEnd, agentEnd] = memoryPipe();
-  const server = serverPeer(serverEnd);
+  const server = startPeer(serverEnd);
   const client = new AgentClient({
     stream: agentEnd,
     serverId: "server-1",

@@ -5,11 +5,10 @@ import {
   closeRequest,
   closeResponse,
   dataPacket,
-  type DecodedPacket,
   dialResponse,
 } from "../proto/packet.ts";
 import { DialError, KnpError } from "../internal/errors.ts";
-import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
+import { memoryPipe } from "../internal/packet_stream.ts";
 import {
   CLOSE_TIMEOUT_MS,
   DIAL_BACKSTOP_MS,
@@ -17,6 +16,7 @@ import {
   MAX_WRITE_CHUNK,
   TunnelConn,
 } from "./tunnel_conn.ts";
+import { startPeer } from "../internal/_test_helpers.ts";
 import { randomDialId } from "../proto/packet.ts";
 
 // TunnelConn uses the global timers, so the tests replace them with a fake clock; settling the
@@ -40,25 +40,10 @@ function withClock(fn: (clock: FakeTimers.Clock) => Promise<void>): () => Promis
   };
 }
 
-/** The server's end of the frontend stream, started, with what it received. */
-function serverPeer(end: PacketStream) {
-  const packets: DecodedPacket[] = [];
-  const ends: (Error | undefined)[] = [];
-  end.start({ onPacket: (p) => packets.push(p), onEnd: (e) => ends.push(e) });
-  return {
-    end,
-    packets,
-    ends,
-    of<T extends DecodedPacket["type"]>(type: T) {
-      return packets.filter((x) => x.type === type) as Extract<DecodedPacket, { type: T }>[];
-    },
-  };
-}
-
 /** A TunnelConn over a memory pipe, dialing; the test plays the server. */
 async function dialing(options: DialOptions = {}, highWater?: number) {
   const [clientEnd, serverEnd] = memoryPipe({ highWater });
-  const server = serverPeer(serverEnd);
+  const server = startPeer(serverEnd);
   let finished = 0;
   const conn = new TunnelConn(clientEnd, "10.0.0.1:80", options, () => finished++);
   const dial = conn.dial("tcp", options);

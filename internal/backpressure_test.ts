@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import { type GuardedSink, type Pausable, SharedPause, SinkGuard } from "./backpressure.ts";
-import type { Timers } from "./timers.ts";
-
-function fakeTimers(): { clock: FakeTimers.Clock; timers: Timers } {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
-  return { clock, timers };
-}
+import { fakeTimers } from "./_test_helpers.ts";
 
 /** Records pause()/resume() calls and the current state. */
 class FakeSource implements Pausable {
@@ -47,6 +36,16 @@ class FakeSink implements GuardedSink {
 
 const LIMITS = { stallMs: 100, maxBytes: 1000 };
 
+/** One SinkGuard with LIMITS on a fake clock, guarding a fake sink for a fake source. */
+function guarded() {
+  const { clock, timers } = fakeTimers();
+  const source = new FakeSource();
+  const shared = new SharedPause(source);
+  const sink = new FakeSink();
+  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  return { clock, source, shared, sink, guard };
+}
+
 Deno.test("SharedPause pauses the source on the first holder and resumes after the last release", () => {
   const source = new FakeSource();
   const shared = new SharedPause(source);
@@ -75,11 +74,7 @@ Deno.test("SharedPause ignores a release from a key that never held", () => {
 });
 
 Deno.test("SinkGuard does nothing while the sink stays under its mark", () => {
-  const { clock, timers } = fakeTimers();
-  const source = new FakeSource();
-  const shared = new SharedPause(source);
-  const sink = new FakeSink();
-  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  const { clock, source, sink, guard } = guarded();
   sink.bufferedBytes = 10;
   assert.equal(guard.afterSend(true), "ok");
   assert.equal(source.paused, false);
@@ -88,11 +83,7 @@ Deno.test("SinkGuard does nothing while the sink stays under its mark", () => {
 });
 
 Deno.test("SinkGuard holds the shared source while over its mark and lets go when the sink drains", () => {
-  const { clock, timers } = fakeTimers();
-  const source = new FakeSource();
-  const shared = new SharedPause(source);
-  const sink = new FakeSink();
-  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  const { clock, source, shared, sink, guard } = guarded();
   sink.bufferedBytes = 500;
   assert.equal(guard.afterSend(false), "ok");
   assert.equal(source.paused, true);
@@ -115,11 +106,7 @@ Deno.test("SinkGuard holds the shared source while over its mark and lets go whe
 });
 
 Deno.test("SinkGuard lets go of the source after stallMs when the sink does not drain", () => {
-  const { clock, timers } = fakeTimers();
-  const source = new FakeSource();
-  const shared = new SharedPause(source);
-  const sink = new FakeSink();
-  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  const { clock, source, sink, guard } = guarded();
   sink.bufferedBytes = 500;
   guard.afterSend(false);
   clock.tick(99);
@@ -144,11 +131,7 @@ Deno.test("SinkGuard lets go of the source after stallMs when the sink does not 
 });
 
 Deno.test("SinkGuard reports overflow once the sink passes maxBytes", () => {
-  const { timers } = fakeTimers();
-  const source = new FakeSource();
-  const shared = new SharedPause(source);
-  const sink = new FakeSink();
-  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  const { source, sink, guard } = guarded();
   sink.bufferedBytes = 1000;
   assert.equal(guard.afterSend(false), "ok", "exactly maxBytes is still allowed");
   sink.bufferedBytes = 1001;
@@ -159,11 +142,7 @@ Deno.test("SinkGuard reports overflow once the sink passes maxBytes", () => {
 });
 
 Deno.test("SinkGuard stops holding and ignores drains and sends once disposed", () => {
-  const { clock, timers } = fakeTimers();
-  const source = new FakeSource();
-  const shared = new SharedPause(source);
-  const sink = new FakeSink();
-  const guard = new SinkGuard(sink, shared, LIMITS, timers);
+  const { clock, source, sink, guard } = guarded();
   sink.bufferedBytes = 500;
   guard.afterSend(false);
   guard.dispose();

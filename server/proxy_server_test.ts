@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import {
   closeDial,
   closeRequest,
   closeResponse,
   dataPacket,
-  type DecodedPacket,
   dialRequest,
   dialResponse,
   drain,
@@ -15,8 +13,8 @@ import { KnpError } from "../internal/errors.ts";
 import { AgentClient } from "../agent/agent_client.ts";
 import { fakeDialer, FakeEndpoint } from "../agent/_test_socket.ts";
 import { TunnelConn } from "../client/tunnel_conn.ts";
-import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
-import type { Timers } from "../internal/timers.ts";
+import { memoryPipe } from "../internal/packet_stream.ts";
+import { fakeTimers, startPeer } from "../internal/_test_helpers.ts";
 import {
   DIAL_TIMEOUT_TEXT,
   NO_AGENT_AVAILABLE,
@@ -31,40 +29,9 @@ const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 const text = (s: string) => new TextEncoder().encode(s);
 const UNKNOWN = { type: "UNKNOWN", typeNumber: 99 } as unknown as Packet;
 
-/** One end of a pipe, started, with everything it received. */
-interface Peer {
-  end: PacketStream;
-  packets: DecodedPacket[];
-  ends: (Error | undefined)[];
-  /** Received packets of one type. */
-  of<T extends DecodedPacket["type"]>(type: T): Extract<DecodedPacket, { type: T }>[];
-  /** Forgets what was received so far. */
-  clear(): void;
-}
-
-function peer(end: PacketStream): Peer {
-  const p: Peer = {
-    end,
-    packets: [],
-    ends: [],
-    of: <T extends DecodedPacket["type"]>(type: T) =>
-      p.packets.filter((x) => x.type === type) as Extract<DecodedPacket, { type: T }>[],
-    clear: () => {
-      p.packets.length = 0;
-    },
-  };
-  end.start({ onPacket: (x) => p.packets.push(x), onEnd: (e) => p.ends.push(e) });
-  return p;
-}
-
 /** A server on a fake clock, with helpers that connect in-memory agents and frontends. */
 function harness(options: Partial<ProxyServerOptions> = {}) {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
+  const { clock, timers } = fakeTimers();
   const events: ServerEvent[] = [];
   const server = new ProxyServer({
     serverId: "server-1",
@@ -81,12 +48,12 @@ function harness(options: Partial<ProxyServerOptions> = {}) {
       const [serverEnd, agentEnd] = memoryPipe({ highWater });
       const hs = server.agentHandshake([agentId], [identifiers]);
       const backend = server.addBackend(hs.agentId, hs.identifiers, serverEnd);
-      return { backend, ...peer(agentEnd) };
+      return { backend, ...startPeer(agentEnd) };
     },
     frontend(highWater?: number) {
       const [clientEnd, serverEnd] = memoryPipe({ highWater });
       const conn = server.serveFrontend(serverEnd, "test");
-      return { conn, ...peer(clientEnd) };
+      return { conn, ...startPeer(clientEnd) };
     },
     async close() {
       server.close();
