@@ -1,0 +1,379 @@
+// deno-lint-ignore-file no-console -- reports skipped tests
+/**
+ * The dial error taxonomy (internal/dial_errors.ts) end to end through real processes: every kind
+ * produced for real, seen by an HTTP-CONNECT client (status, `X-Knp-Error-Kind`, a body naming the
+ * server and the agent) and by the gRPC client library (`DialError.kind`, `.serverId`, `.agentId`).
+ * Each case runs against an http-connect server and a gRPC server side by side.
+ */
+
+import assert from "node:assert/strict";
+import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
+import { type DialErrorKind, HTTP_STATUS } from "../internal/dial_errors.ts";
+import { readSample } from "../server/metrics.ts";
+import {
+  connect,
+  endpointOf,
+  havePython,
+  run,
+  startBlackhole,
+  startTrackingBackend,
+  tunnel,
+} from "./connect_client.ts";
+import {
+  type AgentProcess,
+  eventually,
+  freePort,
+  type ServerProcess,
+  startAgent,
+  startServer,
+} from "./framework.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const decoder = new TextDecoder();
+const NS = "konnectivity_network_proxy_server";
+
+type Mode = "http-connect" | "grpc";
+const MODES: Mode[] = ["http-connect", "grpc"];
+
+if (!havePython) console.log("skipping the blackhole cases: python3 is not on PATH");
+
+const haveMaxPendingFlag = (await run(Deno.execPath(), ["run", "-A", "server/main.ts", "--help"]))
+  .stdout.includes("--knp-max-pending-dials");
+if (!haveMaxPendingFlag) {
+  console.log(
+    "skipping server-overloaded: proxy-server --help does not list --knp-max-pending-dials",
+  );
+}
+
+/** A server of one mode with its own server ID. */
+async function startSide(mode: Mode, name: string, args: string[] = []): Promise<ServerProcess> {
+  return await startServer({
+    extraArgs: [
+      ...(mode === "http-connect" ? ["--mode=http-connect"] : []),
+      `--server-id=${serverIdOf(mode, name)}`,
+      ...args,
+    ],
+  });
+}
+
+function serverIdOf(mode: Mode, name: string): string {
+  return `${name}-${mode === "grpc" ? "grpc" : "http"}-server`;
+}
+
+/** What a failed dial looked like to the client. */
+interface Outcome {
+  kind: string;
+  /** First body line (HTTP) or DialError message (gRPC). */
+  reason: string;
+  serverId?: string;
+  agentId?: string;
+  /** HTTP status (http-connect only). */
+  status?: number;
+  /** Everything the client saw, for assertion messages. */
+  raw: string;
+}
+
+/** Dials `target` through the server's frontend; the dial must fail. */
+async function failedDial(mode: Mode, server: ServerProcess, target: string): Promise<Outcome> {
+  if (mode === "http-connect") {
+    const { head, body } = await connect(await endpointOf(server), target, { timeoutMs: 30_000 });
+    const raw = head.raw + body;
+    assert.notEqual(head.status, 200, raw);
+    const lines = body.split("\n");
+    const field = (name: string) =>
+      lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2);
+    assert.equal(head.headers["x-knp-error-kind"], field("kind"), `header and body agree: ${raw}`);
+    assert.equal(head.headers["connection"], "close", raw);
+    return {
+      kind: head.headers["x-knp-error-kind"] ?? "",
+      reason: lines[0] ?? "",
+      serverId: field("server"),
+      agentId: field("agent"),
+      status: head.status,
+      raw,
+    };
+  }
+  const err = await createSingleUseTunnel({ udsPath: server.udsPath })
+    .dial("tcp", target, { timeoutMs: 30_000 })
+    .then((conn) => {
+      conn.close();
+      return new Error("the dial succeeded");
+    }, (e) => e);
+  assert.ok(err instanceof DialError, String(err));
+  return {
+    kind: err.kind,
+    reason: err.message,
+    serverId: err.serverId,
+    agentId: err.agentId,
+    raw: `DialError(${err.reason}, ${err.kind}): ${err.message}`,
+  };
+}
+
+/** Asserts the kind, status, IDs and reason of an outcome. */
+function check(
+  mode: Mode,
+  o: Outcome,
+  expected: {
+    kind: DialErrorKind;
+    status: number;
+    serverId: string | undefined;
+    agentId: string | undefined;
+    reason: RegExp;
+  },
+): void {
+  const what = `${mode} ${expected.kind}: ${o.raw}`;
+  assert.equal(o.kind, expected.kind, what);
+  if (mode === "http-connect") {
+    assert.equal(o.status, expected.status, what);
+    assert.equal(o.status, HTTP_STATUS[expected.kind][0], what);
+  }
+  assert.equal(o.serverId, expected.serverId, `server ID: ${what}`);
+  assert.equal(o.agentId, expected.agentId, `agent ID: ${what}`);
+  assert.match(o.reason, expected.reason, what);
+}
+
+async function bothModes(fn: (mode: Mode) => Promise<void>): Promise<void> {
+  const results = await Promise.allSettled(MODES.map(fn));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
+async function pendingDials(server: ServerProcess): Promise<number> {
+  const res = await server.health("/metrics");
+  return readSample(await res.text(), `${NS}_pending_backend_dials`) ?? 0;
+}
+
+Deno.test("no-agent (500) then no-route (500) with destHost", opts, async () => {
+  await bothModes(async (mode) => {
+    await using server = await startSide(mode, "route", ["--proxy-strategies=destHost"]);
+    const target = `127.0.0.1:${freePort()}`;
+    const noAgent = await failedDial(mode, server, target);
+    if (mode === "http-connect") {
+      assert.ok(
+        noAgent.raw.includes("\r\n\r\ncurrently no tunnels available: No agent available\n"),
+        noAgent.raw,
+      );
+    }
+    check(mode, noAgent, {
+      kind: "no-agent",
+      status: 500,
+      // Upstream's exact text travels untagged to gRPC clients; the HTTP body names the server.
+      serverId: mode === "http-connect" ? serverIdOf(mode, "route") : undefined,
+      agentId: undefined,
+      reason: /No agent available/,
+    });
+
+    const agentId = `elsewhere-${mode}`;
+    await using _agent = await startAgent(server.agentPort, {
+      agentId,
+      extraArgs: ["--agent-identifiers=host=somewhere.example"],
+    });
+    await eventually(async () => (await server.health("/readyz")).status === 200, "ready");
+    const noRoute = await failedDial(mode, server, target);
+    check(mode, noRoute, {
+      kind: "no-route",
+      status: 500,
+      serverId: serverIdOf(mode, "route"),
+      agentId: undefined,
+      reason: /no agent serves "127\.0\.0\.1:\d+" \(proxy strategies: destHost\)/,
+    });
+  });
+});
+
+Deno.test({
+  name: "dial-refused (502), dns-failure (502), dial-timeout (504, --backend-dial-timeout=1s)",
+  ...opts,
+  async fn() {
+    const hole = havePython ? await startBlackhole() : undefined;
+    try {
+      await bothModes(async (mode) => {
+        await using server = await startSide(mode, "dial", ["--backend-dial-timeout=1s"]);
+        const agentId = `dialer-${mode}`;
+        await using _agent = await startAgent(server.agentPort, { agentId });
+        const serverId = serverIdOf(mode, "dial");
+
+        check(mode, await failedDial(mode, server, `127.0.0.1:${freePort()}`), {
+          kind: "dial-refused",
+          status: 502,
+          serverId,
+          agentId,
+          reason: /connection refused/,
+        });
+
+        // One lookup per mode of a name that cannot exist (RFC 6761 .invalid).
+        check(mode, await failedDial(mode, server, "thisdefinitelydoesnotexist.invalid:80"), {
+          kind: "dns-failure",
+          status: 502,
+          serverId,
+          agentId,
+          reason: /no such host/,
+        });
+
+        if (!hole) return;
+        const started = Date.now();
+        const timedOut = await failedDial(mode, server, hole.address);
+        const ms = Date.now() - started;
+        check(mode, timedOut, {
+          kind: "dial-timeout",
+          status: 504,
+          serverId,
+          agentId,
+          reason: /timed out waiting for backend dial/,
+        });
+        assert.ok(ms >= 900 && ms < 4_000, `${mode}: answered after ${ms} ms`);
+        await eventually(async () => (await pendingDials(server)) === 0, "no pending dial");
+      });
+    } finally {
+      hole?.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "the agent's own 5 s dial timeout (504 i/o timeout), then tunnel-closed (502) on SIGKILL",
+  ignore: !havePython,
+  ...opts,
+  async fn() {
+    const hole = await startBlackhole();
+    try {
+      await bothModes(async (mode) => {
+        await using server = await startSide(mode, "agentside", ["--backend-dial-timeout=0s"]);
+        const serverId = serverIdOf(mode, "agentside");
+        const agentId = `doomed-${mode}`;
+        await using agent = await startAgent(server.agentPort, { agentId });
+
+        const started = Date.now();
+        const timedOut = await failedDial(mode, server, hole.address);
+        const ms = Date.now() - started;
+        check(mode, timedOut, {
+          kind: "dial-timeout",
+          status: 504,
+          serverId,
+          agentId,
+          reason: /i\/o timeout/,
+        });
+        assert.ok(ms >= 4_500 && ms < 8_000, `${mode}: answered after ${ms} ms`);
+
+        const pending = failedDial(mode, server, hole.address);
+        await eventually(async () => (await pendingDials(server)) === 1, "a pending dial");
+        agent.process.kill("SIGKILL");
+        check(mode, await pending, {
+          kind: "tunnel-closed",
+          status: 502,
+          serverId,
+          agentId,
+          reason: new RegExp(`agent ${agentId} disconnected before the dial completed`),
+        });
+        assert.equal(await pendingDials(server), 0);
+      });
+    } finally {
+      hole.stop();
+    }
+  },
+});
+
+Deno.test(
+  "agent-draining (503): an agent that got two SIGTERMs refuses new dials",
+  opts,
+  async () => {
+    await using echo = startTrackingBackend();
+    await bothModes(async (mode) => {
+      await using server = await startSide(mode, "drain");
+      const serverId = serverIdOf(mode, "drain");
+      const agentId = `draining-${mode}`;
+      const agent: AgentProcess = await startAgent(server.agentPort, { agentId });
+      await using _agent = agent;
+
+      // A long-lived connection through the agent.
+      let roundTrip: (text: string) => Promise<void>;
+      let closeOpen: () => Promise<void>;
+      if (mode === "http-connect") {
+        const conn = await tunnel(await endpointOf(server), echo.address);
+        roundTrip = async (text) => {
+          await conn.write(text);
+          assert.equal(decoder.decode(await conn.readExactly(text.length)), text);
+        };
+        closeOpen = () => Promise.resolve(conn.close());
+      } else {
+        const t = createTunnel({ udsPath: server.udsPath });
+        const conn = await t.dial("tcp", echo.address);
+        const writer = conn.writable.getWriter();
+        const reader = conn.readable.getReader();
+        roundTrip = async (text) => {
+          await writer.write(new TextEncoder().encode(text));
+          let got = "";
+          while (got.length < text.length) {
+            const { value, done } = await reader.read();
+            if (done) throw new Error("echo connection ended");
+            got += decoder.decode(value);
+          }
+          assert.equal(got, text);
+        };
+        closeOpen = async () => {
+          reader.releaseLock();
+          writer.releaseLock();
+          await t[Symbol.asyncDispose]();
+        };
+      }
+      await roundTrip("before the signals");
+
+      agent.process.kill("SIGTERM");
+      await new Promise((r) => setTimeout(r, 300));
+      agent.process.kill("SIGTERM");
+      await eventually(
+        () => agent.process.log.includes("stopping: refusing new dials"),
+        "the agent to log its graceful stop",
+        5_000,
+      );
+
+      check(mode, await failedDial(mode, server, echo.address), {
+        kind: "agent-draining",
+        status: 503,
+        serverId,
+        agentId,
+        reason: /shutting down \(draining\); dial refused/,
+      });
+
+      await roundTrip("the open connection still works");
+      const closedAt = Date.now();
+      await closeOpen();
+      const exited = await Promise.race([
+        agent.process.status,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_500)),
+      ]);
+      assert.ok(exited, `${mode}: the agent did not exit within 10 s of its last connection`);
+      assert.equal(exited.code, 0, agent.process.log);
+      assert.ok(Date.now() - closedAt <= 10_500);
+    });
+  },
+);
+
+Deno.test({
+  name: "server-overloaded (503) with --knp-max-pending-dials=1",
+  ignore: !havePython || !haveMaxPendingFlag,
+  ...opts,
+  async fn() {
+    const hole = await startBlackhole();
+    try {
+      await bothModes(async (mode) => {
+        await using server = await startSide(mode, "busy", [
+          "--knp-max-pending-dials=1",
+          "--backend-dial-timeout=0s",
+        ]);
+        const serverId = serverIdOf(mode, "busy");
+        await using _agent = await startAgent(server.agentPort, { agentId: `busy-${mode}` });
+        const first = failedDial(mode, server, hole.address);
+        await eventually(async () => (await pendingDials(server)) === 1, "one pending dial");
+        const second = await failedDial(mode, server, hole.address);
+        assert.equal(second.kind, "server-overloaded", second.raw);
+        if (mode === "http-connect") assert.equal(second.status, 503, second.raw);
+        assert.equal(second.serverId, serverId, second.raw);
+        assert.match(second.reason, /overloaded/);
+        // The first one is still pending, and ends with the agent's own timeout.
+        assert.equal((await first).kind, "dial-timeout");
+      });
+    } finally {
+      hole.stop();
+    }
+  },
+});
