@@ -46,6 +46,7 @@ export async function main(args: string[]): Promise<void> {
       serverCount: o.serverCount,
       strategies: parseProxyStrategies(o.proxyStrategies),
       backendDialTimeoutMs: o.backendDialTimeout,
+      maxPendingDials: o.knpMaxPendingDials,
       udsName: o.udsName || undefined,
       deleteExistingUdsFile: o.deleteExistingUdsFile,
       serverBindAddress: o.serverBindAddress,

@@ -120,6 +120,8 @@ export interface ServerOptions extends KlogOptions {
   enableContentionProfiling: boolean;
   /** `--knp-log-format` (knp only): `json` or `text`. @default "json" */
   knpLogFormat: LogFormat;
+  /** `--knp-max-pending-dials` (knp only): dials that may wait for agents at once. @default 10000 */
+  knpMaxPendingDials: number;
 }
 
 /** Every flag `proxy-server` accepts. */
@@ -400,6 +402,14 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   },
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
+  {
+    name: "knp-max-pending-dials",
+    type: "int",
+    default: 10_000,
+    help: "knp only: most dials that may wait for an agent's answer at once; " +
+      'more are refused as "server overloaded" (HTTP 503).',
+    implemented: true,
+  },
   ...KLOG_FLAGS,
 ];
 
@@ -430,13 +440,7 @@ export function parseServerOptions(
   args: readonly string[],
   env: Record<string, string | undefined>,
 ): ParsedServerOptions | { help: true } {
-  return parseOptions<ServerOptions>(
-    SERVER_FLAGS,
-    args,
-    env,
-    (o) =>
-      o.mode === "http-connect" ? ["--mode=http-connect is accepted but not implemented yet"] : [],
-  );
+  return parseOptions<ServerOptions>(SERVER_FLAGS, args, env);
 }
 
 /** Help text of `proxy-server`. */
@@ -513,6 +517,9 @@ export function validateServerOptions(o: ServerOptions): string[] {
   requireCertKeyPair("cluster-cert", o.clusterCert, "cluster-key", o.clusterKey);
   if (o.clusterCaCert !== "") requireExistingFile("cluster-ca-cert", o.clusterCaCert);
 
+  if (!Number.isInteger(o.knpMaxPendingDials) || o.knpMaxPendingDials < 1) {
+    throw invalidFlag(`--knp-max-pending-dials: must be at least 1, got ${o.knpMaxPendingDials}`);
+  }
   if (o.mode !== "grpc" && o.mode !== "http-connect") {
     throw invalidFlag(`--mode: must be "grpc" or "http-connect", got "${o.mode}"`);
   }

@@ -77,6 +77,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     enableProfiling: false,
     enableContentionProfiling: false,
     knpLogFormat: "json",
+    knpMaxPendingDials: 10_000,
     // klog
     ...KLOG_DEFAULTS,
   });
@@ -157,7 +158,10 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "log-backtrace-at",
   ];
   const names = SERVER_FLAGS.map((spec) => spec.name);
-  assert.deepEqual(names.filter((name) => !upstream.includes(name)), ["knp-log-format"]);
+  assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
+    "knp-log-format",
+    "knp-max-pending-dials",
+  ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
 });
 
@@ -227,7 +231,7 @@ Deno.test("parseServerOptions() parses every flag syntax used in manifests", () 
   assert.deepEqual(validateServerOptions(options), []);
 });
 
-Deno.test("parseServerOptions() reports given unimplemented flags, and http-connect mode", () => {
+Deno.test("parseServerOptions() reports given unimplemented flags; http-connect is implemented", () => {
   const { notImplemented } = parse([
     "--mode=http-connect",
     "--enable-lease-controller",
@@ -237,9 +241,9 @@ Deno.test("parseServerOptions() reports given unimplemented flags, and http-conn
   assert.deepEqual(notImplemented, [
     "flag --enable-lease-controller is accepted but not implemented yet; it has no effect",
     "flag --kubeconfig-qps is accepted but not implemented yet; it has no effect",
-    "--mode=http-connect is accepted but not implemented yet",
   ]);
   assert.deepEqual(parse(["--mode=grpc", "--enable-profiling=false"]).notImplemented, []);
+  assert.equal(parse(["--knp-max-pending-dials=0"]).options.knpMaxPendingDials, 0);
 });
 
 Deno.test("parseServerOptions() reports the deprecated --warn-on-channel-limit", () => {
@@ -423,6 +427,7 @@ Deno.test("parseProxyStrategies() returns strategies in order, skipping empty it
 
 Deno.test("validateServerOptions() requires --xfr-channel-size > 0", () => {
   assertInvalid([...UDS, "--xfr-channel-size=0"], "xfr-channel-size", /greater than 0, got 0/);
+  assertInvalid([...UDS, "--knp-max-pending-dials=0"], "knp-max-pending-dials", /at least 1/);
   assertInvalid([...UDS, "--xfr-channel-size=-1"], "xfr-channel-size");
   validateServerOptions(options([...UDS, "--xfr-channel-size=1"]));
 });
