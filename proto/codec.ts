@@ -53,7 +53,6 @@ function defineSpec(
   return { type, typeNumber: PacketType[type], field, key, prop, names, kinds, create };
 }
 
-// Indexed by type number.
 const SPECS: readonly Spec[] = [
   defineSpec("DIAL_REQ", 2, "dialRequest", [["protocol", STR], ["address", STR], ["random", I64]]),
   defineSpec("DIAL_RSP", 3, "dialResponse", [["error", STR], ["connectId", I64], ["random", I64]]),
@@ -62,7 +61,11 @@ const SPECS: readonly Spec[] = [
   defineSpec("DATA", 4, "data", [["connectId", I64], ["error", STR], ["data", BYTES]]),
   defineSpec("DIAL_CLS", 7, "closeDial", [["random", I64]]),
   defineSpec("DRAIN", 8, "drain", []),
+  // knp extension, only on streams that negotiated flow control.
+  defineSpec("KNP_WINDOW", 15, "knpWindow", [["connectId", I64], ["bytes", I64]]),
 ];
+const SPEC_BY_TYPE: (Spec | undefined)[] = [];
+for (const s of SPECS) SPEC_BY_TYPE[s.typeNumber] = s;
 const SPEC_BY_NAME = new Map(SPECS.map((s) => [s.type as string, s]));
 const SPEC_BY_FIELD: (Spec | undefined)[] = [];
 for (const s of SPECS) SPEC_BY_FIELD[s.field] = s;
@@ -410,7 +413,7 @@ export function decodePacket(bytes: Uint8Array): DecodedPacket {
       payloadAt = tagAt;
     } else r.skip(tag & 7, end, tagAt);
   }
-  const spec = typeNumber >= 0 ? SPECS[typeNumber] : undefined;
+  const spec = typeNumber >= 0 ? SPEC_BY_TYPE[typeNumber] : undefined;
   if (spec === undefined) return { type: "UNKNOWN", typeNumber };
   if (payloadSpec === undefined) {
     throw new PacketDecodeError(`packet type ${spec.type} has no ${spec.key} payload`, end);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { knpWindow } from "./packet.ts";
 import { PacketDecodeError } from "../internal/errors.ts";
 import { decodePacket, encodedLength, encodePacket } from "./codec.ts";
 import {
@@ -442,4 +443,11 @@ Deno.test("decodePacket() only ever returns or throws PacketDecodeError on mutat
     }
   }
   assert.ok(accepted > 100 && rejected > 100, `accepted ${accepted}, rejected ${rejected}`);
+});
+
+Deno.test("encodePacket writes the knp KNP_WINDOW extension as type 15, payload field 15", () => {
+  const p = knpWindow(1n, 65536);
+  const hex = "080f7a06080110808004";
+  assert.equal(Array.from(encodePacket(p), (b) => b.toString(16).padStart(2, "0")).join(""), hex);
+  assert.deepEqual(decodePacket(encodePacket(p)), p);
 });

@@ -171,3 +171,24 @@ export function removePortFromHost(address: string): string {
   if (host.includes("[")) host = host.slice(0, host.lastIndexOf(":"));
   return host.replace(/^[[\]]+|[[\]]+$/g, "");
 }
+
+/**
+ * knp extension: request metadata (agent → server) and response header (server → agent) that turn
+ * on per-connection flow control (KNP_WINDOW packets) for one agent stream. Each side states the
+ * window it grants per connection: `v1;window=<bytes>`. Upstream peers neither send nor answer it,
+ * so they never see KNP_WINDOW.
+ */
+export const FLOW_CONTROL_KEY = "knp-flow-control";
+
+/** Formats a {@linkcode FLOW_CONTROL_KEY} value. */
+export function formatFlowControl(window: number): string {
+  return `v1;window=${window}`;
+}
+
+/** Parses a {@linkcode FLOW_CONTROL_KEY} value; undefined when absent or not understood. */
+export function parseFlowControl(values: readonly string[]): number | undefined {
+  if (values.length !== 1) return undefined;
+  const m = /^v1;window=(\d{1,10})$/.exec(values[0]!.trim());
+  const window = m ? Number(m[1]) : NaN;
+  return window >= 1024 && window <= 1 << 30 ? window : undefined;
+}

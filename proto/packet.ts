@@ -18,6 +18,11 @@ export const PacketType = {
   DATA: 4,
   DIAL_CLS: 5,
   DRAIN: 6,
+  /**
+   * knp extension: per-connection flow-control credit. Only sent on streams where both sides
+   * negotiated it (see `proto/header.ts` FLOW_CONTROL_KEY); upstream peers never see it.
+   */
+  KNP_WINDOW: 15,
 } as const;
 
 /** Name of a known packet type. */
@@ -60,6 +65,15 @@ export interface CloseDial {
   random: bigint;
 }
 
+/**
+ * `KnpWindow` (Packet field 15, knp extension): the receiver of connection `connectId` has passed
+ * `bytes` more bytes on, so the sender may send that many more.
+ */
+export interface KnpWindow {
+  connectId: bigint;
+  bytes: bigint;
+}
+
 /** A packet of a known type; the payload always matches the type. */
 export type Packet =
   | { type: "DIAL_REQ"; dialRequest: DialRequest }
@@ -68,7 +82,8 @@ export type Packet =
   | { type: "CLOSE_RSP"; closeResponse: CloseResponse }
   | { type: "DATA"; data: Data }
   | { type: "DIAL_CLS"; closeDial: CloseDial }
-  | { type: "DRAIN" };
+  | { type: "DRAIN" }
+  | { type: "KNP_WINDOW"; knpWindow: KnpWindow };
 
 /**
  * A packet whose type number this implementation does not know (a newer peer's extension).
@@ -110,6 +125,11 @@ export function closeResponse(connectId: bigint, error = ""): Packet {
 /** Builds a DIAL_CLS (cancel the pending dial with this dial ID). */
 export function closeDial(random: bigint): Packet {
   return { type: "DIAL_CLS", closeDial: { random } };
+}
+
+/** Builds a KNP_WINDOW credit grant (knp extension; only on negotiated streams). */
+export function knpWindow(connectId: bigint, bytes: number | bigint): Packet {
+  return { type: "KNP_WINDOW", knpWindow: { connectId, bytes: BigInt(bytes) } };
 }
 
 /** Builds a DRAIN. */
