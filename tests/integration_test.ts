@@ -16,6 +16,7 @@ import {
   startEchoBackend,
   startHttpBackend,
 } from "./backends.ts";
+import { havePython, startBlackhole } from "./connect_client.ts";
 import { eventually, freePort, type ServerProcess, startAgent, startServer } from "./framework.ts";
 import { agentPortClient, frontendClient, rawBidiStream } from "./grpc_raw.ts";
 import { httpRequest } from "./http_client.ts";
@@ -227,42 +228,6 @@ Deno.test("after a server restart, the agent reconnects", opts, async () => {
   assert.equal(new TextDecoder().decode(res.body), "hello");
 });
 
-/** A loopback address whose connects hang: a listener with a full accept backlog (python3). */
-async function startBlackhole(): Promise<{ address: string; stop(): void }> {
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "knp-blackhole-" });
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      `import socket,sys,time
-s=socket.socket();s.bind(("127.0.0.1",${port}));s.listen(0)
-held=[]
-for i in range(8):
-  c=socket.socket();c.setblocking(False)
-  try: c.connect(("127.0.0.1",${port}))
-  except BlockingIOError: pass
-  held.append(c)
-time.sleep(0.2)
-open(sys.argv[1],"w").close()
-time.sleep(120)`,
-      `${dir}/ready`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await eventually(() => Deno.stat(`${dir}/ready`).then(() => true, () => false), "blackhole");
-  return {
-    address: `127.0.0.1:${port}`,
-    stop() {
-      child.kill("SIGKILL");
-      Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-const havePython = await new Deno.Command("python3", { args: ["-c", "pass"] }).output()
-  .then((o) => o.success, () => false);
 if (!havePython) console.log("skipping the pending-dial test: python3 is not on PATH");
 
 Deno.test({
