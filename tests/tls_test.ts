@@ -170,6 +170,7 @@ async function rotate(cert: string, key: string, bundle: CertBundle): Promise<vo
 async function served(
   port: number,
   client: CertBundle,
+  extra: tls.ConnectionOptions = {},
 ): Promise<{ cn: string; serial: string; protocol: string | null }> {
   const { ca } = await pki();
   return await new Promise((resolve, reject) => {
@@ -181,6 +182,7 @@ async function served(
       cert: client.certPem,
       key: client.keyPem,
       ALPNProtocols: ["h2"],
+      ...extra,
     }, () => {
       const peer = socket.getPeerCertificate();
       resolve({
@@ -454,6 +456,30 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "the HTTP-CONNECT frontend reloads --server-cert too and keeps --tls-min-version across reloads",
+  opts,
+  async () => {
+    const p = await pki();
+    await using d = await tlsDir();
+    await using server = await serverOn(d, [
+      "--mode=http-connect",
+      "--tls-min-version=VersionTLS13",
+    ]);
+    const h1 = { ALPNProtocols: ["http/1.1"] };
+    const first = await served(server.serverPort, p.client, h1);
+    assert.equal(first.serial, serialOf(p.frontend1));
+    assert.equal(first.protocol, "TLSv1.3");
+    await rotate(d.serverCert, d.serverKey, p.frontend2);
+    await eventually(
+      async () => (await served(server.serverPort, p.client, h1)).serial === serialOf(p.frontend2),
+      "the HTTP-CONNECT frontend to serve the new certificate",
+      10_000,
+    );
+    await assert.rejects(served(server.serverPort, p.client, { ...h1, maxVersion: "TLSv1.2" }));
+  },
+);
+
 // ---------------------------------------------------------------------------------------------
 // openssl s_client against the TCP+mTLS gRPC frontend.
 
@@ -519,6 +545,16 @@ Deno.test(
       // Deno sends every `ca` certificate in the chain: with the one-CA bundle that is leaf + CA.
       assert.ok(v13.chainLength <= 2, `chain of ${v13.chainLength}`);
     }
+
+    // Still so after a reload (Deno's setSecureContext would drop a minVersion not passed again).
+    await rotate(d.serverCert, d.serverKey, p.frontend2);
+    await eventually(
+      async () => (await served(server.serverPort, p.client)).serial === serialOf(p.frontend2),
+      "the frontend to serve the new certificate",
+      10_000,
+    );
+    const reloaded = await sClient(server.serverPort, d, [...withCert, "-tls1_2"]);
+    assert.equal(reloaded.established, false, reloaded.output);
 
     // No client certificate: TLS 1.3 finishes the handshake, then the server alerts.
     const noCert = await sClient(server.serverPort, d, ["-tls1_3", "-ign_eof"]);
