@@ -127,11 +127,15 @@ export async function serveHttpConnect(
     requestCert: true,
     rejectUnauthorized: true,
     ALPNProtocols: ["http/1.1"],
+    // The TLS handshake counts against the head's time bound (node's default is 120 s).
+    handshakeTimeout: options.headerTimeoutMs ?? 10_000,
   }, (socket: TLSSocket) => {
     handle(fromNodeSocket(socket), `${socket.remoteAddress}:${socket.remotePort}`);
   });
-  server.on("tlsClientError", (err: Error) => {
+  server.on("tlsClientError", (err: Error, socket?: TLSSocket) => {
     log.info("TLS handshake failed on the HTTP-CONNECT frontend", { error: err.message });
+    // Deno's node:tls reports a failed or timed-out handshake but leaves the socket open.
+    socket?.destroy();
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
