@@ -116,6 +116,16 @@ function slowClient(endpoint: ProxyEndpoint, target: string) {
   };
 }
 
+/** A TCP client that never starts TLS; resolves with when the server closed it (or null). */
+async function silentTcpClient(port: number): Promise<number | null> {
+  const started = Date.now();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const raw = new RawConn(conn);
+  const closed = await raw.waitForEof(20_000);
+  raw.close();
+  return closed ? Date.now() - started : null;
+}
+
 interface Fixture {
   server: ServerProcess;
   endpoint: ProxyEndpoint;
@@ -129,8 +139,9 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
   const step = (name: string, fn: () => Promise<void>, ignore = false) =>
     t.step({ name, fn, ignore, ...opts });
 
-  // Started first: it dribbles for the header timeout (10 s) while every step below runs.
+  // Started first: they stall for the header timeout (10 s) while every step below runs.
   const slow = slowClient(endpoint, backend.address);
+  const silent = endpoint.kind === "tls" ? silentTcpClient(endpoint.port) : undefined;
   let tunnelsWhileSlow = 0;
   const countIfSlow = () => {
     if (!slow.finished) tunnelsWhileSlow++;
@@ -337,6 +348,22 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
     assert.equal(outcome, 408, "the header timeout answers 408");
     assert.ok(ms >= 9_000 && ms <= 12_500, `answered after ${ms} ms`);
     assert.ok(tunnelsWhileSlow >= 3, `${tunnelsWhileSlow} tunnel steps ran meanwhile`);
+  });
+
+  if (silent) {
+    await step("a TCP client that never starts TLS is closed within the same bound", async () => {
+      const ms = await silent;
+      assert.ok(ms !== null, "still open after 20 s");
+      assert.ok(ms >= 9_000 && ms <= 12_500, `closed after ${ms} ms`);
+    });
+  }
+
+  await step("every client connection is gone from http_connections", async () => {
+    await eventually(
+      async () => (await metric(server, `${NS}_http_connections`)) === 0,
+      "http_connections to return to 0",
+      5_000,
+    );
   });
 }
 
