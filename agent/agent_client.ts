@@ -34,6 +34,8 @@ export interface AgentClientOptions {
   guard?: GuardLimits;
   timers?: Timers;
   logger?: Logger;
+  /** Per-connection flow control negotiated for this stream (knp servers only). */
+  flow?: { sendWindow: number; recvWindow: number };
   /** Dial outcomes, for logs and metrics. */
   onDial?: (event: { ok: boolean; address: string; error?: string; ms: number }) => void;
 }
@@ -54,6 +56,7 @@ export class AgentClient {
   #dials = new Map<bigint, AbortController>();
   #ended = false;
   #refusal: string | undefined;
+  #flow: AgentClientOptions["flow"];
   /** Resolves with the stream's end error (undefined when clean). */
   readonly done: Promise<Error | undefined>;
   #resolveDone: (error: Error | undefined) => void;
@@ -68,6 +71,7 @@ export class AgentClient {
     this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
     this.#onDial = options.onDial ?? (() => {});
     this.#shared = new SharedPause(options.stream);
+    this.#flow = options.flow;
     const { promise, resolve } = Promise.withResolvers<Error | undefined>();
     this.done = promise;
     this.#resolveDone = resolve;
@@ -144,6 +148,9 @@ export class AgentClient {
         conn.close({ by: "server" });
         return;
       }
+      case "KNP_WINDOW":
+        this.#conns.get(packet.knpWindow.connectId)?.addCredit(Number(packet.knpWindow.bytes));
+        return;
       case "DIAL_CLS": {
         // knp extension: upstream agents ignore DIAL_CLS; we cancel the dial.
         this.#dials.get(packet.closeDial.random)?.abort();
@@ -198,6 +205,7 @@ export class AgentClient {
       timers: this.#timers,
       logger: this.#log,
       onClosed: (c) => this.#conns.delete(c.connectId),
+      flow: this.#flow,
     });
     this.#conns.set(connectId, conn);
     this.#onDial({ ok: true, address, ms: this.#timers.now() - started });

@@ -17,6 +17,8 @@ export interface ServerConnection {
   stream: PacketStream;
   serverId: string;
   serverCount: number;
+  /** Per-connection flow control, when the server agreed to it. */
+  flow?: { sendWindow: number; recvWindow: number };
   /** Closes the underlying connection. */
   close(): void;
 }
@@ -194,6 +196,7 @@ export class ClientSet {
       ...this.#options,
       stream: connection.stream,
       serverId: connection.serverId,
+      flow: connection.flow,
       logger: this.#log,
       timers: this.#timers,
     });
@@ -201,6 +204,7 @@ export class ClientSet {
     this.#log.info("connected to proxy server", {
       serverID: connection.serverId,
       serverCount: connection.serverCount,
+      flowControl: connection.flow !== undefined,
     });
     client.start();
     if (this.#draining) client.drain();

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { closeResponse, dataPacket } from "../proto/packet.ts";
+import { closeResponse, dataPacket, knpWindow } from "../proto/packet.ts";
 import { type GuardLimits, SharedPause, SinkGuard } from "../internal/backpressure.ts";
 import { errorMessage } from "../internal/errors.ts";
 import type { Logger } from "../internal/log.ts";
@@ -44,6 +44,11 @@ export interface EndpointConnOptions {
   logger: Logger;
   /** Called once when the connection has left the world. */
   onClosed: (conn: EndpointConn) => void;
+  /**
+   * Per-connection flow control negotiated with a knp server: `sendWindow` bytes may be sent
+   * before the server grants more; `recvWindow` is what this side grants.
+   */
+  flow?: { sendWindow: number; recvWindow: number };
 }
 
 /** One proxied connection on the agent. */
@@ -61,6 +66,10 @@ export class EndpointConn {
   /** Called when the write loop stops with nothing left to write (or fails). */
   #idle: (() => void)[] = [];
   #closing = false;
+  #flow: { sendWindow: number; recvWindow: number } | undefined;
+  #credit = 0;
+  #creditWaiter: (() => void) | undefined;
+  #ungranted = 0;
   /** Resolves when the teardown has finished. */
   readonly done: Promise<void>;
   #resolveDone: () => void;
@@ -72,7 +81,13 @@ export class EndpointConn {
     this.#timers = options.timers;
     this.#log = options.logger.with({ connectID: options.connectId });
     this.#onClosed = options.onClosed;
-    this.#guard = new SinkGuard(this, options.shared, options.guard, options.timers);
+    this.#flow = options.flow;
+    this.#credit = options.flow?.sendWindow ?? 0;
+    // With flow control the server never has more than our window in flight: no shared pause.
+    const guard = options.flow
+      ? { stallMs: 0, maxBytes: Math.max(options.guard.maxBytes, 2 * options.flow.recvWindow) }
+      : options.guard;
+    this.#guard = new SinkGuard(this, options.shared, guard, options.timers);
     const { promise, resolve } = Promise.withResolvers<void>();
     this.done = promise;
     this.#resolveDone = resolve;
@@ -89,6 +104,17 @@ export class EndpointConn {
 
   onDrain(callback: () => void): void {
     this.#acct.onDrain(callback);
+  }
+
+  /** Flow control: the server passed `bytes` more on; reading may go on. */
+  addCredit(bytes: number): void {
+    if (!this.#flow) return;
+    this.#credit += bytes;
+    if (this.#credit > 0) {
+      const wake = this.#creditWaiter;
+      this.#creditWaiter = undefined;
+      wake?.();
+    }
   }
 
   /** Starts the read loop (after DIAL_RSP went out). */
@@ -119,8 +145,13 @@ export class EndpointConn {
           await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
           if (this.#closing || this.#stream.closed) break;
         }
+        if (this.#flow && this.#credit <= 0) {
+          await new Promise<void>((resolve) => (this.#creditWaiter = resolve));
+          if (this.#closing || this.#stream.closed) break;
+        }
         const n = await this.#socket.read(buffer);
         if (n === null || this.#closing) break;
+        this.#credit -= n;
         this.#stream.send(dataPacket(this.connectId, buffer.slice(0, n)));
       }
     } catch (err) {
@@ -144,6 +175,7 @@ export class EndpointConn {
         }
         const done = this.#queue.shift()!;
         this.#acct.remove(done.byteLength);
+        this.#granted(done.byteLength);
       }
     } catch (err) {
       this.#writing = false;
@@ -162,10 +194,21 @@ export class EndpointConn {
     for (const cb of idle) cb();
   }
 
+  /** Flow control: grant written bytes back to the server in batches of a quarter window. */
+  #granted(bytes: number): void {
+    if (!this.#flow || this.#closing) return;
+    this.#ungranted += bytes;
+    if (this.#ungranted >= this.#flow.recvWindow / 4) {
+      this.#stream.send(knpWindow(this.connectId, this.#ungranted));
+      this.#ungranted = 0;
+    }
+  }
+
   /** The single teardown path. Idempotent. */
   async close(cause: CloseCause): Promise<void> {
     if (this.#closing) return this.done;
     this.#closing = true;
+    this.#creditWaiter?.();
     this.#guard.dispose();
     if (cause.by === "server" && this.#writing) {
       // Deliver what the client wrote before it closed, within a bound.

@@ -10,6 +10,9 @@ import {
   AGENT_IDENTIFIERS_KEY,
   AUTHORIZATION_KEY,
   BEARER_PREFIX,
+  FLOW_CONTROL_KEY,
+  formatFlowControl,
+  parseFlowControl,
   SERVER_COUNT_KEY,
   SERVER_ID_KEY,
 } from "../proto/header.ts";
@@ -17,6 +20,9 @@ import { KnpError } from "../internal/errors.ts";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "../internal/grpc_stream.ts";
 import { isTlsSource } from "../internal/tls_files.ts";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
+
+/** Default per-connection flow-control window offered to knp servers. */
+export const DEFAULT_FLOW_WINDOW = 1 << 20;
 
 /** Options of {@linkcode grpcConnector}. */
 export interface GrpcConnectorOptions {
@@ -36,6 +42,11 @@ export interface GrpcConnectorOptions {
   keepaliveTimeMs?: number;
   /** Deadline for the server's response headers. @default 15000 */
   headerTimeoutMs?: number;
+  /**
+   * Offer per-connection flow control with this window (bytes); a knp server answers with its
+   * own, an upstream server ignores it. 0 disables. @default 1048576
+   */
+  flowControlWindow?: number;
 }
 
 /** Builds a {@linkcode ServerConnector} that opens a new gRPC connection per attempt. */
@@ -61,6 +72,8 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
     if (options.tokenPath) {
       metadata[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
     }
+    const window = options.flowControlWindow ?? DEFAULT_FLOW_WINDOW;
+    if (window > 0) metadata[FLOW_CONTROL_KEY] = formatFlowControl(window);
     try {
       const { stream, headers } = await channel.openStream("agent", metadata, {
         awaitHeaders: true,
@@ -80,7 +93,14 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
           `expected one server count in the response, got [${counts}]`,
         );
       }
-      return { stream, serverId: ids[0]!, serverCount: count, close: () => channel.close() };
+      const serverWindow = window > 0 ? parseFlowControl(headers(FLOW_CONTROL_KEY)) : undefined;
+      return {
+        stream,
+        serverId: ids[0]!,
+        serverCount: count,
+        flow: serverWindow ? { sendWindow: serverWindow, recvWindow: window } : undefined,
+        close: () => channel.close(),
+      };
     } catch (err) {
       channel.close();
       throw err;

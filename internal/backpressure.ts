@@ -93,7 +93,8 @@ export class SinkGuard {
   afterSend(underMark: boolean): "ok" | "overflow" {
     if (this.#disposed) return "ok";
     if (this.#sink.bufferedBytes > this.#limits.maxBytes) return "overflow";
-    if (underMark || this.#holding || this.#stalled) return "ok";
+    // stallMs 0: never hold the shared source (the peer's own window bounds this sink).
+    if (underMark || this.#holding || this.#stalled || this.#limits.stallMs <= 0) return "ok";
     this.#holding = true;
     this.#shared.hold(this);
     this.#timer = this.#timers.setTimeout(() => {

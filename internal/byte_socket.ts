@@ -82,6 +82,7 @@ export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSo
 export class SocketWriter {
   #socket: ByteSocket;
   #queue: Uint8Array[] = [];
+  #callbacks: ((() => void) | undefined)[] = [];
   #acct: SendAccounting;
   #writing = false;
   #idle: (() => void)[] = [];
@@ -99,11 +100,15 @@ export class SocketWriter {
     return this.#acct.buffered;
   }
 
-  /** Queues bytes; returns false once over the high-water mark. */
-  write(bytes: Uint8Array): boolean {
+  /** Queues bytes; returns false once over the high-water mark. `onWritten` runs once written. */
+  write(bytes: Uint8Array, onWritten?: () => void): boolean {
     if (this.#failed) return false;
-    if (bytes.byteLength === 0) return this.#acct.buffered <= this.#acct.highWater;
+    if (bytes.byteLength === 0) {
+      onWritten?.();
+      return this.#acct.buffered <= this.#acct.highWater;
+    }
     this.#queue.push(bytes);
+    this.#callbacks.push(onWritten);
     const ok = this.#acct.add(bytes.byteLength);
     if (!this.#writing) this.#pump();
     return ok;
@@ -132,10 +137,12 @@ export class SocketWriter {
         let chunk = this.#queue[0]!;
         while (chunk.byteLength > 0) chunk = chunk.subarray(await this.#socket.write(chunk));
         this.#acct.remove(this.#queue.shift()!.byteLength);
+        this.#callbacks.shift()?.();
       }
     } catch (err) {
       this.#failed = true;
       this.#queue = [];
+      this.#callbacks = [];
       this.#acct.flush();
       this.#onError(err);
     }

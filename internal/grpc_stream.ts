@@ -130,12 +130,15 @@ export class GrpcPacketStream implements PacketStream {
     this.#call.resume();
   }
 
-  send(packet: Packet): boolean {
+  send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
     const bytes = payloadBytes(packet);
     const ok = this.#acct.add(bytes);
     try {
-      this.#call.write(packet, () => this.#acct.remove(bytes));
+      this.#call.write(packet, () => {
+        this.#acct.remove(bytes);
+        onSent?.();
+      });
     } catch (err) {
       this.#acct.remove(bytes);
       this.#end(new KnpError("TUNNEL_CLOSED", `send failed: ${errorMessage(err)}`, { cause: err }));

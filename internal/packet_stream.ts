@@ -31,8 +31,10 @@ export interface PacketStream {
   /**
    * Queues a packet for sending and never blocks. Returns `false` when the stream's buffered bytes
    * exceed its high-water mark (the packet is still queued) or the stream is closed (dropped).
+   * `onSent` runs once the transport has taken the packet (flow control grants credit then); it
+   * does not run for a dropped packet.
    */
-  send(packet: Packet): boolean;
+  send(packet: Packet, onSent?: () => void): boolean;
   /** Payload bytes queued but not yet handed to the transport. */
   readonly bufferedBytes: number;
   /** Calls `callback` once, when `bufferedBytes` falls to the low-water mark (at once if it is). */
@@ -147,11 +149,14 @@ class MemoryEnd implements PacketStream {
     else this.#schedule();
   }
 
-  send(packet: Packet): boolean {
+  send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
     const bytes = payloadBytes(packet);
     const ok = this.#acct.add(bytes);
-    this.other.#deliver(packet, () => this.#acct.remove(bytes));
+    this.other.#deliver(packet, () => {
+      this.#acct.remove(bytes);
+      onSent?.();
+    });
     return ok;
   }
 

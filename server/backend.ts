@@ -11,6 +11,16 @@ import type { PacketStream } from "../internal/packet_stream.ts";
 
 let nextBackendSeq = 0;
 
+/**
+ * Per-connection flow control negotiated with a knp agent (`knp-flow-control`): windows in bytes.
+ */
+export interface FlowControl {
+  /** Bytes the server may send per connection before the agent grants more. */
+  sendWindow: number;
+  /** Bytes the agent may send per connection before the server grants more. */
+  recvWindow: number;
+}
+
 /** One connected agent stream. */
 export class Backend {
   readonly agentId: string;
@@ -20,10 +30,18 @@ export class Backend {
   readonly pause: SharedPause;
   /** Distinguishes two streams of the same agent ID. */
   readonly seq = ++nextBackendSeq;
+  /** Negotiated flow control; undefined for upstream agents. */
+  readonly flow: FlowControl | undefined;
   #draining = false;
 
-  constructor(agentId: string, identifiers: AgentIdentifiers, stream: PacketStream) {
+  constructor(
+    agentId: string,
+    identifiers: AgentIdentifiers,
+    stream: PacketStream,
+    flow?: FlowControl,
+  ) {
     this.agentId = agentId;
+    this.flow = flow;
     this.identifiers = identifiers;
     this.stream = stream;
     this.pause = new SharedPause(stream);

@@ -205,7 +205,7 @@ export class HttpConnectFrontend implements PacketStream {
   }
 
   /** Packets from the core, turned into HTTP answers and raw bytes. */
-  send(packet: Packet): boolean {
+  send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
     switch (packet.type) {
       case "DIAL_RSP": {
@@ -223,7 +223,7 @@ export class HttpConnectFrontend implements PacketStream {
         return true;
       }
       case "DATA":
-        return this.#writer.write(packet.data.data);
+        return this.#writer.write(packet.data.data, onSent);
       case "CLOSE_RSP":
         this.close();
         return false;

@@ -16,6 +16,7 @@ import {
   closeResponse,
   type DecodedPacket,
   dialResponse,
+  knpWindow,
   type Packet,
 } from "../proto/packet.ts";
 import { parseAgentIdentifiers, queryParseError } from "../proto/header.ts";
@@ -25,7 +26,7 @@ import { type DialErrorKind, tagDialError } from "../internal/dial_errors.ts";
 import { type Logger, nullLogger } from "../internal/log.ts";
 import type { PacketStream } from "../internal/packet_stream.ts";
 import { realTimers, type Timers } from "../internal/timers.ts";
-import { Backend } from "./backend.ts";
+import { Backend, type FlowControl } from "./backend.ts";
 import { BackendManager, type ProxyStrategy } from "./backend_manager.ts";
 
 /** Error text of a dial with no agent to carry it (upstream's exact string). */
@@ -84,6 +85,12 @@ export class FrontendConnection {
   dialStart = 0;
   timer: number | undefined;
   guard: SinkGuard | undefined;
+  /** Flow control (negotiated agents only): bytes we may still send the agent. */
+  credit = 0;
+  /** Flow control: bytes from the agent passed on to the frontend but not yet granted back. */
+  ungranted = 0;
+  /** Why reading this frontend is paused: the agent stream is full, or no credit is left. */
+  readonly holds = new Set<"link" | "credit">();
 
   constructor(stream: PacketStream, userAgent: string) {
     this.stream = stream;
@@ -189,12 +196,13 @@ export class ProxyServer {
     agentId: string,
     identifiers: ReturnType<typeof parseAgentIdentifiers>,
     stream: PacketStream,
+    flow?: FlowControl,
   ): Backend {
-    const backend = new Backend(agentId, identifiers, stream);
+    const backend = new Backend(agentId, identifiers, stream, flow);
     const log = this.#log.with({ agentID: agentId, peer: stream.peer });
     this.#established.set(backend, new Map());
     this.backends.add(backend);
-    log.info("agent connected", { backend: backend.seq });
+    log.info("agent connected", { backend: backend.seq, flowControl: flow !== undefined });
     stream.start({
       onPacket: (packet) => this.#fromBackend(backend, packet),
       onEnd: (error) => {
@@ -263,7 +271,16 @@ export class ProxyServer {
         }
         conn.connectId = connectId;
         conn.state = "established";
-        conn.guard = new SinkGuard(conn.stream, backend.pause, this.#guard, this.#timers);
+        if (backend.flow) {
+          // The agent sends at most `recvWindow` unacknowledged bytes: nothing to pause for.
+          conn.credit = backend.flow.sendWindow;
+          conn.guard = new SinkGuard(conn.stream, backend.pause, {
+            stallMs: 0,
+            maxBytes: Math.max(this.#guard.maxBytes, 2 * backend.flow.recvWindow),
+          }, this.#timers);
+        } else {
+          conn.guard = new SinkGuard(conn.stream, backend.pause, this.#guard, this.#timers);
+        }
         this.#established.get(backend)?.set(connectId, conn);
         conn.stream.send(packet);
         this.#event({
@@ -284,7 +301,10 @@ export class ProxyServer {
           return;
         }
         if (conn.state !== "established" && conn.state !== "closing") return;
-        const underMark = conn.stream.send(packet);
+        const size = packet.data.data.byteLength;
+        const underMark = backend.flow
+          ? conn.stream.send(packet, () => this.#grant(conn, backend, size))
+          : conn.stream.send(packet);
         if (conn.guard?.afterSend(underMark) === "overflow") {
           this.#log.warn("frontend is not reading; connection reset alone", {
             connectID: id,
@@ -313,6 +333,13 @@ export class ProxyServer {
         this.#event({ kind: "dial-failure", reason: "backend_close", dialId: conn.dialId });
         conn.stream.send(packet);
         this.#teardown(conn, "done");
+        return;
+      }
+      case "KNP_WINDOW": {
+        const conn = this.#established.get(backend)?.get(packet.knpWindow.connectId);
+        if (!conn || !backend.flow) return;
+        conn.credit += Number(packet.knpWindow.bytes);
+        if (conn.credit > 0) this.#release(conn, "credit");
         return;
       }
       case "DRAIN":
@@ -349,10 +376,15 @@ export class ProxyServer {
         }
         if (id === 0n || conn.state === "closing" || conn.state === "done") return;
         if (conn.state === "pending" || id !== conn.connectId) return this.#mismatch(conn, id);
-        if (!conn.backend!.send(packet)) {
+        const backend = conn.backend!;
+        if (!backend.send(packet)) {
           // The agent stream is full: hold this frontend only, until it drains.
-          conn.stream.pause();
-          conn.backend!.stream.onDrain(() => conn.stream.resume());
+          this.#hold(conn, "link");
+          backend.stream.onDrain(() => this.#release(conn, "link"));
+        }
+        if (backend.flow) {
+          conn.credit -= packet.data.data.byteLength;
+          if (conn.credit <= 0) this.#hold(conn, "credit");
         }
         return;
       }
@@ -511,6 +543,27 @@ export class ProxyServer {
   #clearTimer(conn: FrontendConnection): void {
     if (conn.timer !== undefined) this.#timers.clearTimeout(conn.timer);
     conn.timer = undefined;
+  }
+
+  /** Pauses reading a frontend for one reason; it resumes when no reason is left. */
+  #hold(conn: FrontendConnection, why: "link" | "credit"): void {
+    if (conn.holds.size === 0) conn.stream.pause();
+    conn.holds.add(why);
+  }
+
+  #release(conn: FrontendConnection, why: "link" | "credit"): void {
+    if (!conn.holds.delete(why) || conn.holds.size > 0) return;
+    if (conn.state === "established") conn.stream.resume();
+  }
+
+  /** Flow control: `bytes` from the agent reached the frontend; grant them back in batches. */
+  #grant(conn: FrontendConnection, backend: Backend, bytes: number): void {
+    if (conn.state !== "established" || !backend.flow) return;
+    conn.ungranted += bytes;
+    if (conn.ungranted >= backend.flow.recvWindow / 4) {
+      backend.send(knpWindow(conn.connectId, conn.ungranted));
+      conn.ungranted = 0;
+    }
   }
 
   /** Error text for a frontend: upstream's wording plus the knp tag (kind, server, agent). */

@@ -6,7 +6,12 @@
  * @module
  */
 
-import { USER_AGENT_KEY } from "../proto/header.ts";
+import {
+  FLOW_CONTROL_KEY,
+  formatFlowControl,
+  parseFlowControl,
+  USER_AGENT_KEY,
+} from "../proto/header.ts";
 import { errorMessage, KnpError } from "../internal/errors.ts";
 import {
   type GrpcServerHandle,
@@ -25,6 +30,11 @@ import { serveHttpConnect } from "./http_connect_listener.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig extends ProxyServerOptions {
+  /**
+   * Per-connection flow-control window (bytes) offered to knp agents that ask for it; 0 turns the
+   * extension off. @default 1048576
+   */
+  flowControlWindow?: number;
   /** Frontend protocol. @default "grpc" */
   mode?: "grpc" | "http-connect";
   /** Frontend UDS path; when set, the TCP frontend is off. */
@@ -74,6 +84,7 @@ function hostPort(host: string | undefined, port: number): string {
 /** Starts a server. @throws {KnpError} when a listener cannot be bound */
 export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
   const log = config.logger ?? nullLogger;
+  const flowWindow = config.flowControlWindow ?? 1 << 20;
   const metrics = new ServerMetrics();
   const onEvent = config.onEvent;
   const core = new ProxyServer({
@@ -174,8 +185,19 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
           incoming.reject(err as Error);
           return;
         }
-        incoming.sendHeaders(hs.headers);
-        core.addBackend(hs.agentId, hs.identifiers, incoming.stream);
+        // knp agents offer per-connection flow control; upstream agents send no such metadata.
+        const agentWindow = flowWindow > 0
+          ? parseFlowControl(incoming.metadata(FLOW_CONTROL_KEY))
+          : undefined;
+        const headers: Record<string, string> = { ...hs.headers };
+        if (agentWindow) headers[FLOW_CONTROL_KEY] = formatFlowControl(flowWindow);
+        incoming.sendHeaders(headers);
+        core.addBackend(
+          hs.agentId,
+          hs.identifiers,
+          incoming.stream,
+          agentWindow ? { sendWindow: agentWindow, recvWindow: flowWindow } : undefined,
+        );
       },
     }).catch((err) => {
       throw new KnpError(
