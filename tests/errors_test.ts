@@ -358,19 +358,36 @@ Deno.test({
       await bothModes(async (mode) => {
         await using server = await startSide(mode, "busy", [
           "--knp-max-pending-dials=1",
-          "--backend-dial-timeout=0s",
+          "--backend-dial-timeout=2s",
         ]);
         const serverId = serverIdOf(mode, "busy");
-        await using _agent = await startAgent(server.agentPort, { agentId: `busy-${mode}` });
+        const agentId = `busy-${mode}`;
+        await using _agent = await startAgent(server.agentPort, { agentId });
         const first = failedDial(mode, server, hole.address);
         await eventually(async () => (await pendingDials(server)) === 1, "one pending dial");
-        const second = await failedDial(mode, server, hole.address);
-        assert.equal(second.kind, "server-overloaded", second.raw);
-        if (mode === "http-connect") assert.equal(second.status, 503, second.raw);
-        assert.equal(second.serverId, serverId, second.raw);
-        assert.match(second.reason, /overloaded/);
-        // The first one is still pending, and ends with the agent's own timeout.
-        assert.equal((await first).kind, "dial-timeout");
+        check(mode, await failedDial(mode, server, hole.address), {
+          kind: "server-overloaded",
+          status: 503,
+          serverId,
+          agentId: undefined, // refused by the server before any agent is involved
+          reason: /server overloaded: 1 dials are already waiting for agents \(limit 1\)/,
+        });
+        // The first one was still pending, and ends with the server's dial timeout.
+        check(mode, await first, {
+          kind: "dial-timeout",
+          status: 504,
+          serverId,
+          agentId,
+          reason: /timed out waiting for backend dial/,
+        });
+        // With nothing pending, dials are accepted again.
+        check(mode, await failedDial(mode, server, `127.0.0.1:${freePort()}`), {
+          kind: "dial-refused",
+          status: 502,
+          serverId,
+          agentId,
+          reason: /connection refused/,
+        });
       });
     } finally {
       hole.stop();
