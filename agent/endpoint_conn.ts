@@ -149,7 +149,11 @@ export class EndpointConn {
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve));
           if (this.#closing || this.#stream.closed) break;
         }
-        const n = await this.#socket.read(buffer);
+        // With flow control, never read more than the server has room for.
+        const room = this.#flow ? Math.min(buffer.byteLength, this.#credit) : buffer.byteLength;
+        const n = await this.#socket.read(
+          room === buffer.byteLength ? buffer : buffer.subarray(0, room),
+        );
         if (n === null || this.#closing) break;
         this.#credit -= n;
         this.#stream.send(dataPacket(this.connectId, buffer.slice(0, n)));
