@@ -10,6 +10,7 @@ import { type Logger, nullLogger } from "../internal/log.ts";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
+import { webSocketConnector } from "./ws_connector.ts";
 import { agentAdminHandler, agentHealthHandler } from "./health.ts";
 
 /** Configuration of {@linkcode startAgent}. */
@@ -17,6 +18,8 @@ export interface AgentConfig
   extends Omit<ClientSetOptions, "connect" | "dialer" | "logger" | "timers"> {
   proxyServerHost: string;
   proxyServerPort: number;
+  /** Use the knp WebSocket agent link on this server port instead of gRPC (knp servers only). */
+  websocketPort?: number;
   agentId: string;
   agentIdentifiers?: string;
   /** Fixed material, or a source (e.g. `TlsFiles`) read again at every connection attempt. */
@@ -51,15 +54,24 @@ export function startAgent(config: AgentConfig): AgentHandle {
     ...config,
     logger: log,
     dialer: config.dialer ?? denoDialer,
-    connect: grpcConnector({
-      host: config.proxyServerHost,
-      port: config.proxyServerPort,
-      agentId: config.agentId,
-      agentIdentifiers: config.agentIdentifiers ?? "",
-      tls: config.tls,
-      tokenPath: config.serviceAccountTokenPath,
-      keepaliveTimeMs: config.keepaliveTimeMs,
-    }),
+    connect: config.websocketPort
+      ? webSocketConnector({
+        host: config.proxyServerHost,
+        port: config.websocketPort,
+        agentId: config.agentId,
+        agentIdentifiers: config.agentIdentifiers ?? "",
+        tls: config.tls ?? {},
+        tokenPath: config.serviceAccountTokenPath,
+      })
+      : grpcConnector({
+        host: config.proxyServerHost,
+        port: config.proxyServerPort,
+        agentId: config.agentId,
+        agentIdentifiers: config.agentIdentifiers ?? "",
+        tls: config.tls,
+        tokenPath: config.serviceAccountTokenPath,
+        keepaliveTimeMs: config.keepaliveTimeMs,
+      }),
   });
   const servers: Deno.HttpServer[] = [];
   let healthPort = 0;

@@ -43,6 +43,7 @@ export function main(args: string[]): void {
   const agent = startAgent({
     proxyServerHost: o.proxyServerHost,
     proxyServerPort: o.proxyServerPort,
+    websocketPort: o.knpWebsocketPort || undefined,
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
     tls,
@@ -56,6 +57,10 @@ export function main(args: string[]): void {
     adminBindAddress: o.adminBindAddress,
     adminServerPort: o.adminServerPort,
     logger: log,
+  });
+  log.info("agent link", {
+    link: o.knpWebsocketPort ? "websocket" : "grpc",
+    port: o.knpWebsocketPort || o.proxyServerPort,
   });
   let stopping = false;
   onSignals(() => {

@@ -91,6 +91,8 @@ export interface AgentOptions extends KlogOptions {
   enableContentionProfiling: boolean;
   /** `--knp-log-format` (knp only): `json` or `text`. @default "json" */
   knpLogFormat: LogFormat;
+  /** `--knp-websocket-port` (knp only): use the WebSocket agent link on this port; 0 = gRPC. */
+  knpWebsocketPort: number;
 }
 
 // --- Kubernetes label selector syntax (for --lease-label-selector) ---
@@ -448,6 +450,14 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   },
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
+  {
+    name: "knp-websocket-port",
+    type: "int",
+    default: 0,
+    help: "knp only: connect over the WebSocket agent link to this port of a knp server " +
+      "(faster than gRPC, passes HTTP proxies); 0 = gRPC on --proxy-server-port.",
+    implemented: true,
+  },
   ...KLOG_FLAGS,
 ];
 

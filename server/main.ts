@@ -47,6 +47,7 @@ export async function main(args: string[]): Promise<void> {
       strategies: parseProxyStrategies(o.proxyStrategies),
       backendDialTimeoutMs: o.backendDialTimeout,
       maxPendingDials: o.knpMaxPendingDials,
+      websocketPort: o.knpWebsocketPort > 0 ? o.knpWebsocketPort : undefined,
       udsName: o.udsName || undefined,
       deleteExistingUdsFile: o.deleteExistingUdsFile,
       serverBindAddress: o.serverBindAddress,

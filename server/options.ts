@@ -122,6 +122,8 @@ export interface ServerOptions extends KlogOptions {
   knpLogFormat: LogFormat;
   /** `--knp-max-pending-dials` (knp only): dials that may wait for agents at once. @default 10000 */
   knpMaxPendingDials: number;
+  /** `--knp-websocket-port` (knp only): port of the WebSocket agent link; 0 = off. @default 0 */
+  knpWebsocketPort: number;
 }
 
 /** Every flag `proxy-server` accepts. */
@@ -408,6 +410,14 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     default: 10_000,
     help: "knp only: most dials that may wait for an agent's answer at once; " +
       'more are refused as "server overloaded" (HTTP 503).',
+    implemented: true,
+  },
+  {
+    name: "knp-websocket-port",
+    type: "int",
+    default: 0,
+    help: "knp only: port of the WebSocket agent link for knp agents (TLS with --cluster-cert/" +
+      "--cluster-key; with --cluster-ca-cert the agent must prove its certificate); 0 = off.",
     implemented: true,
   },
   ...KLOG_FLAGS,

@@ -27,9 +27,12 @@ import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { serveHttpConnect } from "./http_connect_listener.ts";
+import { serveAgentWebSocket } from "./ws_agent_listener.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig extends ProxyServerOptions {
+  /** Port of the knp WebSocket agent link; undefined = off, 0 = any free port. */
+  websocketPort?: number;
   /**
    * Per-connection flow-control window (bytes) offered to knp agents that ask for it; 0 turns the
    * extension off. @default 1048576
@@ -70,6 +73,8 @@ export interface ProxyServerHandle extends AsyncDisposable {
   /** Bound frontend TCP port (0 with a UDS). */
   serverPort: number;
   agentPort: number;
+  /** Port of the WebSocket agent link (0 when off). */
+  websocketPort: number;
   healthPort: number;
   adminPort: number;
   /** Stops everything; `graceful` lets open frontend streams finish. */
@@ -210,6 +215,31 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     });
     cleanups.push(() => agents.close(false));
 
+    // The knp WebSocket agent link (optional; same Packets, native TLS, always flow-controlled).
+    let websocketPort = 0;
+    if (config.websocketPort !== undefined) {
+      try {
+        const link = serveAgentWebSocket({
+          core,
+          hostname: config.agentBindAddress,
+          port: config.websocketPort,
+          tls: config.clusterTls,
+          flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
+          logger: log,
+        });
+        websocketPort = link.port;
+        cleanups.push(() => link.close());
+      } catch (err) {
+        throw new KnpError(
+          "CONFIG",
+          `cannot listen for WebSocket agent links on port ${config.websocketPort}: ${
+            errorMessage(err)
+          }`,
+          { cause: err },
+        );
+      }
+    }
+
     // Health and admin.
     let healthPort = 0;
     if (config.healthPort !== undefined) {
@@ -247,6 +277,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       core,
       serverPort,
       agentPort: agents.port,
+      websocketPort,
       healthPort,
       adminPort,
       close,

@@ -1,0 +1,246 @@
+/**
+ * The knp agent link over a WebSocket: the same Packets as gRPC, framed as
+ * `[varint length][Packet]…` inside binary messages. Packets sent in the same turn of the event
+ * loop share one message, which saves most of the per-message cost on busy links.
+ *
+ * Used only between knp servers and agents, always with per-connection flow control, so the
+ * receive side needs no transport-level pause: `pause()` only holds delivery back in order.
+ *
+ * @module
+ */
+
+import { decodePacket, encodePacket } from "../proto/codec.ts";
+import type { DecodedPacket, Packet } from "../proto/packet.ts";
+import { payloadBytes } from "../proto/packet.ts";
+import { errorMessage, KnpError } from "./errors.ts";
+import type { PacketHandler, PacketStream } from "./packet_stream.ts";
+import { SendAccounting } from "./packet_stream.ts";
+
+/** Largest binary message this side builds. */
+const MAX_BATCH = 256 * 1024;
+/** Largest message accepted (a 4 MiB DATA, like gRPC's limit, plus framing). */
+export const MAX_MESSAGE = 4 * 1024 * 1024 + 1024;
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+function writeVarint(out: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    out[pos++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[pos++] = n;
+  return pos;
+}
+
+/** Splits a binary message into packets. @throws {KnpError} on bad framing */
+export function* unframe(message: Uint8Array): Generator<DecodedPacket> {
+  let pos = 0;
+  while (pos < message.length) {
+    let len = 0;
+    let shift = 1;
+    let b: number;
+    do {
+      if (pos >= message.length || shift > 2 ** 28) {
+        throw new KnpError("PACKET_DECODE", "malformed frame length");
+      }
+      b = message[pos++]!;
+      len += (b & 0x7f) * shift;
+      shift *= 128;
+    } while (b & 0x80);
+    if (pos + len > message.length) throw new KnpError("PACKET_DECODE", "frame past message end");
+    yield decodePacket(message.subarray(pos, pos + len));
+    pos += len;
+  }
+}
+
+/** Joins encoded packets into one message. */
+export function frame(encoded: readonly Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const e of encoded) size += varintSize(e.length) + e.length;
+  const out = new Uint8Array(size);
+  let pos = 0;
+  for (const e of encoded) {
+    pos = writeVarint(out, pos, e.length);
+    out.set(e, pos);
+    pos += e.length;
+  }
+  return out;
+}
+
+/** A WebSocket (client or server side, already open) as a {@linkcode PacketStream}. */
+export class WebSocketPacketStream implements PacketStream {
+  readonly peer: string;
+  #ws: WebSocket;
+  #handler: PacketHandler | undefined;
+  #acct = new SendAccounting();
+  #batch: Uint8Array[] = [];
+  #batchBytes = 0;
+  #batchPayload = 0;
+  #callbacks: (() => void)[] = [];
+  #flushScheduled = false;
+  #inbox: DecodedPacket[] = [];
+  #paused = false;
+  #closed = false;
+  #ended = false;
+  #polling = false;
+  #handed = 0;
+
+  constructor(ws: WebSocket, peer: string) {
+    this.#ws = ws;
+    this.peer = peer;
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (event) => this.#onMessage(event.data);
+    ws.onclose = (event) => {
+      const clean = event.code === 1000 || event.code === 1005;
+      this.#end(
+        clean
+          ? undefined
+          : new KnpError("TUNNEL_CLOSED", `link closed: ${event.code} ${event.reason}`),
+      );
+    };
+    ws.onerror = () => {};
+  }
+
+  get bufferedBytes(): number {
+    return this.#acct.buffered;
+  }
+
+  get closed(): boolean {
+    return this.#closed || this.#ended;
+  }
+
+  start(handler: PacketHandler): void {
+    this.#handler = handler;
+    if (this.#ended) queueMicrotask(() => handler.onEnd());
+    else this.#deliver();
+  }
+
+  send(packet: Packet, onSent?: () => void): boolean {
+    if (this.closed) return false;
+    const encoded = encodePacket(packet);
+    const payload = payloadBytes(packet);
+    this.#batch.push(encoded);
+    this.#batchBytes += encoded.length + 5;
+    this.#batchPayload += payload;
+    if (onSent) this.#callbacks.push(onSent);
+    const ok = this.#acct.add(payload);
+    if (this.#batchBytes >= MAX_BATCH) this.#flush();
+    else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+    return ok;
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#batch.length === 0 || this.#ended) return;
+    const message = frame(this.#batch);
+    const payload = this.#batchPayload;
+    const callbacks = this.#callbacks;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#batchPayload = 0;
+    this.#callbacks = [];
+    try {
+      this.#ws.send(message);
+    } catch (err) {
+      this.#end(new KnpError("TUNNEL_CLOSED", `link send failed: ${errorMessage(err)}`));
+      return;
+    }
+    // The WebSocket owns the bytes now; count them until its buffer empties.
+    this.#handed += payload;
+    for (const cb of callbacks) cb();
+    this.#watchBuffer();
+  }
+
+  /** Moves handed-over bytes out of the account as the WebSocket's own buffer empties. */
+  #watchBuffer(): void {
+    if (this.#polling) return;
+    const check = () => {
+      if (this.#ended) return;
+      const inSocket = this.#ws.bufferedAmount;
+      if (inSocket <= MAX_BATCH || this.#handed === 0) {
+        this.#acct.remove(this.#handed);
+        this.#handed = 0;
+        this.#polling = false;
+        return;
+      }
+      setTimeout(check, 1);
+    };
+    this.#polling = true;
+    if (this.#ws.bufferedAmount <= MAX_BATCH) queueMicrotask(check);
+    else setTimeout(check, 1);
+  }
+
+  onDrain(callback: () => void): void {
+    this.#acct.onDrain(callback);
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#deliver();
+  }
+
+  close(error?: Error): void {
+    if (this.closed) return;
+    this.#closed = true;
+    this.#flush();
+    try {
+      if (error) {
+        this.#ws.close(
+          error instanceof KnpError && error.code === "PACKET_DECODE" ? 1008 : 1011,
+          error.message.slice(0, 120),
+        );
+      } else this.#ws.close(1000);
+    } catch { /* already closing */ }
+    this.#end(error);
+  }
+
+  #onMessage(data: unknown): void {
+    if (this.#ended) return;
+    if (!(data instanceof ArrayBuffer)) {
+      return this.close(new KnpError("PROTOCOL", "unexpected text message on the agent link"));
+    }
+    if (data.byteLength > MAX_MESSAGE) {
+      return this.close(new KnpError("PACKET_DECODE", "message too large"));
+    }
+    try {
+      for (const packet of unframe(new Uint8Array(data))) this.#inbox.push(packet);
+    } catch (err) {
+      return this.close(
+        new KnpError("PACKET_DECODE", `malformed packet: ${errorMessage(err)}`, { cause: err }),
+      );
+    }
+    this.#deliver();
+  }
+
+  #deliver(): void {
+    const handler = this.#handler;
+    if (!handler) return;
+    while (!this.#paused && this.#inbox.length > 0 && !this.#ended) {
+      handler.onPacket(this.#inbox.shift()!);
+    }
+  }
+
+  #end(error?: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#acct.flush();
+    this.#inbox = [];
+    const handler = this.#handler;
+    if (handler) handler.onEnd(error);
+  }
+}
