@@ -121,14 +121,27 @@ export class ManagedProcess implements AsyncDisposable {
 export interface ServerProcessOptions {
   /** Frontend on a UDS (default) or on TCP with mTLS. */
   frontend?: "uds" | "tcp";
+  /** Agent link agents started with `startAgent(server)` use. @default "grpc" */
+  link?: AgentLink;
   agentPort?: number;
+  /** Port of the WebSocket agent link (with `link: "websocket"`); default: a free one. */
+  websocketPort?: number;
   extraArgs?: string[];
   env?: Record<string, string>;
 }
 
+/** How agents reach the server: gRPC (upstream's) or knp's WebSocket link. */
+export type AgentLink = "grpc" | "websocket";
+
+/** Both links, for tests that must pass over each. */
+export const AGENT_LINKS: readonly AgentLink[] = ["grpc", "websocket"];
+
 /** A running proxy-server process. */
 export interface ServerProcess extends AsyncDisposable {
   process: ManagedProcess;
+  link: AgentLink;
+  /** WebSocket agent link port (0 when the link is gRPC). */
+  websocketPort: number;
   udsPath: string;
   serverPort: number;
   agentPort: number;
@@ -147,6 +160,8 @@ export async function startServer(options: ServerProcessOptions = {}): Promise<S
   const healthPort = freePort();
   const adminPort = freePort();
   const serverPort = options.frontend === "tcp" ? freePort() : 0;
+  const link = options.link ?? "grpc";
+  const websocketPort = link === "websocket" ? options.websocketPort ?? freePort() : 0;
   const args = [
     "run",
     "-A",
@@ -169,11 +184,14 @@ export async function startServer(options: ServerProcessOptions = {}): Promise<S
         `--server-ca-cert=${files.caCert}`,
       ]
       : ["--server-port=0", `--uds-name=${udsPath}`]),
+    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
     ...(options.extraArgs ?? []),
   ];
   const process = new ManagedProcess("server", args, options.env);
   const handle: ServerProcess = {
     process,
+    link,
+    websocketPort,
     udsPath,
     serverPort,
     agentPort,
@@ -211,10 +229,13 @@ export interface AgentProcess extends AsyncDisposable {
 
 /** Starts `agent/main.ts` against a server's agent port. */
 export async function startAgent(
-  agentPort: number,
+  target: number | ServerProcess,
   options: { agentId?: string; extraArgs?: string[]; waitReady?: boolean } = {},
 ): Promise<AgentProcess> {
   const { files } = await testPki();
+  // Given the server handle, the agent uses that server's link.
+  const agentPort = typeof target === "number" ? target : target.agentPort;
+  const websocketPort = typeof target === "number" ? 0 : target.websocketPort;
   const healthPort = freePort();
   const adminPort = freePort();
   const args = [
@@ -233,6 +254,7 @@ export async function startAgent(
     "--sync-interval-cap=1s",
     "--probe-interval=100ms",
     `--agent-id=${options.agentId ?? crypto.randomUUID()}`,
+    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
     ...(options.extraArgs ?? []),
   ];
   const process = new ManagedProcess("agent", args);

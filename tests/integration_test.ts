@@ -17,7 +17,15 @@ import {
   startHttpBackend,
 } from "./backends.ts";
 import { havePython, startBlackhole } from "./connect_client.ts";
-import { eventually, freePort, type ServerProcess, startAgent, startServer } from "./framework.ts";
+import {
+  AGENT_LINKS,
+  type AgentLink,
+  eventually,
+  freePort,
+  type ServerProcess,
+  startAgent,
+  startServer,
+} from "./framework.ts";
 import { agentPortClient, frontendClient, rawBidiStream } from "./grpc_raw.ts";
 import { httpRequest } from "./http_client.ts";
 
@@ -39,123 +47,14 @@ async function tcpTunnelOptions(server: ServerProcess) {
   };
 }
 
-Deno.test("GET through a single-use tunnel over the UDS frontend", opts, async () => {
-  await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
-  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-  const conn = await tunnel.dial("tcp", backend.address);
-  const res = await httpRequest(conn, "GET", "/success");
-  assert.equal(res.status, 200);
-  assert.equal(new TextDecoder().decode(res.body), "hello");
-  await tunnel.done;
-  await eventually(
-    async () =>
-      (await metric(server, "konnectivity_network_proxy_server_established_connections")) === 0,
-    "established connections to return to 0",
-  );
-});
+if (!havePython) console.log("skipping the pending-dial tests: python3 is not on PATH");
 
-Deno.test(
-  "GET through the TCP frontend with mTLS; a client without a certificate is refused",
-  opts,
-  async () => {
-    await using backend = startHttpBackend();
-    await using server = await startServer({ frontend: "tcp" });
-    await using _agent = await startAgent(server.agentPort);
-    const options = await tcpTunnelOptions(server);
-    const tunnel = createSingleUseTunnel(options);
-    const res = await httpRequest(await tunnel.dial("tcp", backend.address), "GET", "/success");
-    assert.equal(new TextDecoder().decode(res.body), "hello");
-
-    const noCert = createSingleUseTunnel({ address: options.address, tls: { ca: options.tls.ca } });
-    await assert.rejects(noCert.dial("tcp", backend.address, { timeoutMs: 10_000 }), DialError);
-    noCert.close();
-  },
-);
-
-Deno.test("a dial to a closed port fails with connection refused", opts, async () => {
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
-  const closedPort = freePort();
-  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-  const err = await tunnel.dial("tcp", `127.0.0.1:${closedPort}`).catch((e) => e);
-  assert.ok(err instanceof DialError, String(err));
-  assert.equal(err.reason, "endpoint");
-  assert.match(err.message, /connection refused/);
-  assert.equal(
-    await metric(
-      server,
-      'konnectivity_network_proxy_server_dial_failure_count{reason="error_response"}',
-    ),
-    1,
-  );
-});
-
-Deno.test("a dial with no agent connected fails with No agent available", opts, async () => {
-  await using server = await startServer();
-  const err = await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", "127.0.0.1:80")
-    .catch((e) => e);
-  assert.ok(err instanceof DialError);
-  assert.equal(err.message, "No agent available");
-  const ready = await server.health("/readyz");
-  assert.equal(ready.status, 500);
-  assert.equal(await ready.text(), "no connection to any proxy agent");
-});
-
-Deno.test("100 concurrent single-use tunnels each get their own echo back", opts, async () => {
-  await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using _a1 = await startAgent(server.agentPort);
-  await using _a2 = await startAgent(server.agentPort);
-  const results = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
-    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-    const conn = await tunnel.dial("tcp", backend.address);
-    const body = new TextEncoder().encode(`request-${i}`);
-    const res = await httpRequest(conn, "POST", "/echo", body);
-    return new TextDecoder().decode(res.body);
-  }));
-  results.forEach((got, i) => assert.equal(got, `request-${i}`));
-});
-
-Deno.test("10 concurrent tunnels each download 10 x 1 MiB byte-exact", opts, async () => {
-  await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
-  await Promise.all(Array.from({ length: 10 }, async () => {
-    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-    const conn = await tunnel.dial("tcp", backend.address);
-    const res = await httpRequest(conn, "GET", "/download?chunks=10&size=1048576");
-    assert.equal(res.status, 200);
-    assert.equal(res.body.length, 10 << 20);
-    assert.equal(firstMismatch(res.body), -1);
-  }));
-});
-
-Deno.test("10 MiB upload through a tunnel arrives byte-exact", opts, async () => {
-  await using backend = startHttpBackend();
-  await using server = await startServer();
-  await using _agent = await startAgent(server.agentPort);
-  const body = pattern(0, 10 << 20);
-  const sum = checksum(body);
-  const conn = await createSingleUseTunnel({ udsPath: server.udsPath }).dial(
-    "tcp",
-    backend.address,
-  );
-  const res = await httpRequest(conn, "POST", "/upload", body);
-  assert.equal(new TextDecoder().decode(res.body), `${body.length} ${sum.a}:${sum.b}`);
-});
-
-/**
- * An echo backend, a server on a UDS, an agent and one connection to the backend through a
- * reusable tunnel, with the connection's writer, reader and `readExactly` leftovers. Disposing it
- * disposes the tunnel, agent, server and backend, in that order.
- */
-async function echoThroughTunnel() {
+/** An echo backend, a server, an agent and one tunneled connection to the echo backend. */
+async function echoThroughTunnel(link: AgentLink = "grpc") {
   await using stack = new AsyncDisposableStack();
   const echo = stack.use(startEchoBackend());
-  const server = stack.use(await startServer());
-  stack.use(await startAgent(server.agentPort));
+  const server = stack.use(await startServer({ link }));
+  stack.use(await startAgent(server));
   const tunnel = stack.use(createTunnel({ udsPath: server.udsPath }));
   const conn = await tunnel.dial("tcp", echo.address);
   const resources = stack.move();
@@ -169,108 +68,244 @@ async function echoThroughTunnel() {
   };
 }
 
-Deno.test("raw TCP echo through a tunnel with partial reads", opts, async () => {
-  await using setup = await echoThroughTunnel();
-  const { conn, writer, reader, pending } = setup;
-  const first = new TextEncoder().encode("0123456789abcdefghijklmno"); // 25 bytes
-  await writer.write(first);
-  const a = await readExactly(reader, 10, pending);
-  const b = await readExactly(reader, 10, pending);
-  await writer.write(new TextEncoder().encode("XYZ"));
-  const c = await readExactly(reader, 8, pending);
-  assert.equal(new TextDecoder().decode(a) + new TextDecoder().decode(b), "0123456789abcdefghij");
-  assert.equal(new TextDecoder().decode(c), "klmnoXYZ");
-  reader.releaseLock();
-  writer.releaseLock();
-  await conn[Symbol.asyncDispose]();
-  assert.equal(conn.closeError, "");
-});
+// Every scenario runs over both agent links: upstream's gRPC and knp's WebSocket link.
+for (const link of AGENT_LINKS) {
+  Deno.test(`[${link}] GET through a single-use tunnel over the UDS frontend`, opts, async () => {
+    await using backend = startHttpBackend();
+    await using server = await startServer({ link });
+    await using _agent = await startAgent(server);
+    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+    const conn = await tunnel.dial("tcp", backend.address);
+    const res = await httpRequest(conn, "GET", "/success");
+    assert.equal(res.status, 200);
+    assert.equal(new TextDecoder().decode(res.body), "hello");
+    await tunnel.done;
+    await eventually(
+      async () =>
+        (await metric(server, "konnectivity_network_proxy_server_established_connections")) === 0,
+      "established connections to return to 0",
+    );
+  });
 
-Deno.test("after an agent restart, new tunnels work", opts, async () => {
-  await using backend = startHttpBackend();
-  await using server = await startServer();
-  const first = await startAgent(server.agentPort);
-  let res = await httpRequest(
-    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
-    "GET",
-    "/success",
-  );
-  assert.equal(res.status, 200);
-  await first.process.stop();
-  await eventually(async () => (await server.health("/readyz")).status === 500, "server not ready");
-  await using _second = await startAgent(server.agentPort);
-  await eventually(async () => (await server.health("/readyz")).status === 200, "server ready");
-  res = await httpRequest(
-    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
-    "GET",
-    "/success",
-  );
-  assert.equal(new TextDecoder().decode(res.body), "hello");
-});
+  Deno.test(
+    `[${link}] GET through the TCP frontend with mTLS; a client without a certificate is refused`,
+    opts,
+    async () => {
+      await using backend = startHttpBackend();
+      await using server = await startServer({ frontend: "tcp", link });
+      await using _agent = await startAgent(server);
+      const options = await tcpTunnelOptions(server);
+      const tunnel = createSingleUseTunnel(options);
+      const res = await httpRequest(await tunnel.dial("tcp", backend.address), "GET", "/success");
+      assert.equal(new TextDecoder().decode(res.body), "hello");
 
-Deno.test("after a server restart, the agent reconnects", opts, async () => {
-  await using backend = startHttpBackend();
-  const agentPort = freePort();
-  const first = await startServer({ agentPort });
-  await using agent = await startAgent(agentPort);
-  await first.process.stop();
-  await eventually(
-    async () => (await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)).status === 503,
-    "agent to notice the server is gone",
+      const noCert = createSingleUseTunnel({
+        address: options.address,
+        tls: { ca: options.tls.ca },
+      });
+      await assert.rejects(noCert.dial("tcp", backend.address, { timeoutMs: 10_000 }), DialError);
+      noCert.close();
+    },
   );
-  await using second = await startServer({ agentPort });
-  await agent.ready();
-  const res = await httpRequest(
-    await createSingleUseTunnel({ udsPath: second.udsPath }).dial("tcp", backend.address),
-    "GET",
-    "/success",
-  );
-  assert.equal(new TextDecoder().decode(res.body), "hello");
-});
 
-if (!havePython) console.log("skipping the pending-dial test: python3 is not on PATH");
+  Deno.test(`[${link}] a dial to a closed port fails with connection refused`, opts, async () => {
+    await using server = await startServer({ link });
+    await using _agent = await startAgent(server);
+    const closedPort = freePort();
+    const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+    const err = await tunnel.dial("tcp", `127.0.0.1:${closedPort}`).catch((e) => e);
+    assert.ok(err instanceof DialError, String(err));
+    assert.equal(err.reason, "endpoint");
+    assert.match(err.message, /connection refused/);
+    assert.equal(
+      await metric(
+        server,
+        'konnectivity_network_proxy_server_dial_failure_count{reason="error_response"}',
+      ),
+      1,
+    );
+  });
 
-Deno.test({
-  name: "a cancelled pending dial (DIAL_CLS) leaves no entry behind",
-  ignore: !havePython,
-  ...opts,
-  async fn() {
-    await using server = await startServer();
-    await using _agent = await startAgent(server.agentPort);
-    const hole = await startBlackhole();
-    try {
-      const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-      const dialing = tunnel.dial("tcp", hole.address, { signal: AbortSignal.timeout(300) })
+  Deno.test(
+    `[${link}] a dial with no agent connected fails with No agent available`,
+    opts,
+    async () => {
+      await using server = await startServer({ link });
+      const err = await createSingleUseTunnel({ udsPath: server.udsPath }).dial(
+        "tcp",
+        "127.0.0.1:80",
+      )
         .catch((e) => e);
-      await eventually(
-        async () =>
-          (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 1,
-        "the dial to be pending on the server",
-      );
-      const err = await dialing;
-      assert.ok(err instanceof DialError, String(err));
-      assert.equal(err.reason, "context");
-      await eventually(
-        async () =>
-          (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 0 &&
-          (await metric(
-              server,
-              'konnectivity_network_proxy_server_grpc_connections{service_method="Proxy"}',
-            )) === 0,
-        "the pending dial and its stream to be gone",
-      );
-      assert.equal(
-        await metric(
-          server,
-          'konnectivity_network_proxy_server_dial_failure_count{reason="frontend_close"}',
-        ),
-        1,
-      );
-    } finally {
-      hole.stop();
-    }
-  },
-});
+      assert.ok(err instanceof DialError);
+      assert.equal(err.message, "No agent available");
+      const ready = await server.health("/readyz");
+      assert.equal(ready.status, 500);
+      assert.equal(await ready.text(), "no connection to any proxy agent");
+    },
+  );
+
+  Deno.test(
+    `[${link}] 100 concurrent single-use tunnels each get their own echo back`,
+    opts,
+    async () => {
+      await using backend = startHttpBackend();
+      await using server = await startServer({ link });
+      await using _a1 = await startAgent(server);
+      await using _a2 = await startAgent(server);
+      const results = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+        const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+        const conn = await tunnel.dial("tcp", backend.address);
+        const body = new TextEncoder().encode(`request-${i}`);
+        const res = await httpRequest(conn, "POST", "/echo", body);
+        return new TextDecoder().decode(res.body);
+      }));
+      results.forEach((got, i) => assert.equal(got, `request-${i}`));
+    },
+  );
+
+  Deno.test(
+    `[${link}] 10 concurrent tunnels each download 10 x 1 MiB byte-exact`,
+    opts,
+    async () => {
+      await using backend = startHttpBackend();
+      await using server = await startServer({ link });
+      await using _agent = await startAgent(server);
+      await Promise.all(Array.from({ length: 10 }, async () => {
+        const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+        const conn = await tunnel.dial("tcp", backend.address);
+        const res = await httpRequest(conn, "GET", "/download?chunks=10&size=1048576");
+        assert.equal(res.status, 200);
+        assert.equal(res.body.length, 10 << 20);
+        assert.equal(firstMismatch(res.body), -1);
+      }));
+    },
+  );
+
+  Deno.test(`[${link}] 10 MiB upload through a tunnel arrives byte-exact`, opts, async () => {
+    await using backend = startHttpBackend();
+    await using server = await startServer({ link });
+    await using _agent = await startAgent(server);
+    const body = pattern(0, 10 << 20);
+    const sum = checksum(body);
+    const conn = await createSingleUseTunnel({ udsPath: server.udsPath }).dial(
+      "tcp",
+      backend.address,
+    );
+    const res = await httpRequest(conn, "POST", "/upload", body);
+    assert.equal(new TextDecoder().decode(res.body), `${body.length} ${sum.a}:${sum.b}`);
+  });
+
+  /**
+   * An echo backend, a server on a UDS, an agent and one connection to the backend through a
+   * reusable tunnel, with the connection's writer, reader and `readExactly` leftovers. Disposing it
+   * disposes the tunnel, agent, server and backend, in that order.
+   */
+  Deno.test(`[${link}] raw TCP echo through a tunnel with partial reads`, opts, async () => {
+    await using setup = await echoThroughTunnel(link);
+    const { conn, writer, reader, pending } = setup;
+    const first = new TextEncoder().encode("0123456789abcdefghijklmno"); // 25 bytes
+    await writer.write(first);
+    const a = await readExactly(reader, 10, pending);
+    const b = await readExactly(reader, 10, pending);
+    await writer.write(new TextEncoder().encode("XYZ"));
+    const c = await readExactly(reader, 8, pending);
+    assert.equal(new TextDecoder().decode(a) + new TextDecoder().decode(b), "0123456789abcdefghij");
+    assert.equal(new TextDecoder().decode(c), "klmnoXYZ");
+    reader.releaseLock();
+    writer.releaseLock();
+    await conn[Symbol.asyncDispose]();
+    assert.equal(conn.closeError, "");
+  });
+
+  Deno.test(`[${link}] after an agent restart, new tunnels work`, opts, async () => {
+    await using backend = startHttpBackend();
+    await using server = await startServer({ link });
+    const first = await startAgent(server);
+    let res = await httpRequest(
+      await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
+      "GET",
+      "/success",
+    );
+    assert.equal(res.status, 200);
+    await first.process.stop();
+    await eventually(
+      async () => (await server.health("/readyz")).status === 500,
+      "server not ready",
+    );
+    await using _second = await startAgent(server);
+    await eventually(async () => (await server.health("/readyz")).status === 200, "server ready");
+    res = await httpRequest(
+      await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
+      "GET",
+      "/success",
+    );
+    assert.equal(new TextDecoder().decode(res.body), "hello");
+  });
+
+  Deno.test(`[${link}] after a server restart, the agent reconnects`, opts, async () => {
+    await using backend = startHttpBackend();
+    const agentPort = freePort();
+    const websocketPort = freePort();
+    const first = await startServer({ agentPort, websocketPort, link });
+    await using agent = await startAgent(first);
+    await first.process.stop();
+    await eventually(
+      async () => (await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)).status === 503,
+      "agent to notice the server is gone",
+    );
+    await using second = await startServer({ agentPort, websocketPort, link });
+    await agent.ready();
+    const res = await httpRequest(
+      await createSingleUseTunnel({ udsPath: second.udsPath }).dial("tcp", backend.address),
+      "GET",
+      "/success",
+    );
+    assert.equal(new TextDecoder().decode(res.body), "hello");
+  });
+
+  Deno.test({
+    name: `[${link}] a cancelled pending dial (DIAL_CLS) leaves no entry behind`,
+    ignore: !havePython,
+    ...opts,
+    async fn() {
+      await using server = await startServer({ link });
+      await using _agent = await startAgent(server);
+      const hole = await startBlackhole();
+      try {
+        const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+        const dialing = tunnel.dial("tcp", hole.address, { signal: AbortSignal.timeout(300) })
+          .catch((e) => e);
+        await eventually(
+          async () =>
+            (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 1,
+          "the dial to be pending on the server",
+        );
+        const err = await dialing;
+        assert.ok(err instanceof DialError, String(err));
+        assert.equal(err.reason, "context");
+        await eventually(
+          async () =>
+            (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) ===
+              0 &&
+            (await metric(
+                server,
+                'konnectivity_network_proxy_server_grpc_connections{service_method="Proxy"}',
+              )) === 0,
+          "the pending dial and its stream to be gone",
+        );
+        assert.equal(
+          await metric(
+            server,
+            'konnectivity_network_proxy_server_dial_failure_count{reason="frontend_close"}',
+          ),
+          1,
+        );
+      } finally {
+        hole.stop();
+      }
+    },
+  });
+}
 
 Deno.test("malformed packets end only their own stream, with an error", opts, async () => {
   // A healthy connection, open across the bad ones.
