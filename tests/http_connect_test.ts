@@ -253,6 +253,31 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
     },
   );
 
+  await step("a backend that writes and closes at once: 200, its bytes, then EOF", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const serving = (async () => {
+      for await (const c of listener) {
+        await c.write(new TextEncoder().encode("bye\r\n")).catch(() => 0);
+        c.close();
+      }
+    })().catch(() => {});
+    try {
+      const conn = await openProxy(endpoint);
+      try {
+        const port = (listener.addr as Deno.NetAddr).port;
+        await conn.write(connectHead(`127.0.0.1:${port}`));
+        const head = await conn.readHead();
+        assert.equal(head.raw, "HTTP/1.1 200 Connection Established\r\n\r\n");
+        assert.equal(decoder.decode(await conn.readToEnd(5_000)), "bye\r\n");
+      } finally {
+        conn.close();
+      }
+    } finally {
+      listener.close();
+      await serving;
+    }
+  });
+
   await step("bytes pipelined after the CONNECT head reach the backend first", async () => {
     const conn = await openProxy(endpoint);
     try {
