@@ -129,10 +129,20 @@ Deno.test(
     await new Promise<void>((resolve) => (link.ws.onmessage = () => resolve()));
     const rsp = encodePacket(dialResponse(42n, 0n, "nobody asked"));
     link.ws.send(new Uint8Array([rsp.length, ...rsp]));
-    assert.equal(await getThrough(server, backend.address), "hello");
+    const metrics = async () => await (await server.health("/metrics")).text();
+    const unrecognized =
+      'konnectivity_network_proxy_server_dial_failure_count{reason="unrecognized_response"}';
+    await eventually(
+      async () => readSample(await metrics(), unrecognized) === 1,
+      "the server to drop the unknown DIAL_RSP",
+    );
     assert.equal(link.ws.readyState, WebSocket.OPEN);
+    // While connected, the random strategy may pick this silent agent: close it first.
     link.ws.close(1000);
     await link.closed;
+    const ready = 'konnectivity_network_proxy_server_ready_backends{proxy_strategy="default"}';
+    await eventually(async () => readSample(await metrics(), ready) === 1, "one agent left");
+    assert.equal(await getThrough(server, backend.address), "hello");
   },
 );
 
