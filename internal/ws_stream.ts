@@ -9,7 +9,7 @@
  * @module
  */
 
-import { decodePacket, encodePacket } from "../proto/codec.ts";
+import { decodePacket, encodedLength, encodePacketInto } from "../proto/codec.ts";
 import type { DecodedPacket, Packet } from "../proto/packet.ts";
 import { payloadBytes } from "../proto/packet.ts";
 import { errorMessage, KnpError } from "./errors.ts";
@@ -60,16 +60,16 @@ export function* unframe(message: Uint8Array): Generator<DecodedPacket> {
   }
 }
 
-/** Joins encoded packets into one message. */
-export function frame(encoded: readonly Uint8Array[]): Uint8Array {
+/** Encodes packets into one message, each payload copied once. */
+export function frame(packets: readonly Packet[]): Uint8Array {
+  const lengths = packets.map(encodedLength);
   let size = 0;
-  for (const e of encoded) size += varintSize(e.length) + e.length;
+  for (const len of lengths) size += varintSize(len) + len;
   const out = new Uint8Array(size);
   let pos = 0;
-  for (const e of encoded) {
-    pos = writeVarint(out, pos, e.length);
-    out.set(e, pos);
-    pos += e.length;
+  for (let i = 0; i < packets.length; i++) {
+    pos = writeVarint(out, pos, lengths[i]!);
+    pos = encodePacketInto(packets[i]!, out, pos);
   }
   return out;
 }
@@ -80,7 +80,7 @@ export class WebSocketPacketStream implements PacketStream {
   #ws: WebSocket;
   #handler: PacketHandler | undefined;
   #acct = new SendAccounting();
-  #batch: Uint8Array[] = [];
+  #batch: Packet[] = [];
   #batchBytes = 0;
   #batchPayload = 0;
   #callbacks: (() => void)[] = [];
@@ -124,10 +124,9 @@ export class WebSocketPacketStream implements PacketStream {
 
   send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
-    const encoded = encodePacket(packet);
     const payload = payloadBytes(packet);
-    this.#batch.push(encoded);
-    this.#batchBytes += encoded.length + 5;
+    this.#batch.push(packet);
+    this.#batchBytes += payload + 32;
     this.#batchPayload += payload;
     if (onSent) this.#callbacks.push(onSent);
     const ok = this.#acct.add(payload);
@@ -142,7 +141,13 @@ export class WebSocketPacketStream implements PacketStream {
   #flush(): void {
     this.#flushScheduled = false;
     if (this.#batch.length === 0 || this.#ended) return;
-    const message = frame(this.#batch);
+    let message: Uint8Array;
+    try {
+      message = frame(this.#batch);
+    } catch (err) {
+      this.#end(new KnpError("PROTOCOL", `cannot encode a packet: ${errorMessage(err)}`));
+      return;
+    }
     const payload = this.#batchPayload;
     const callbacks = this.#callbacks;
     this.#batch = [];

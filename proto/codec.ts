@@ -210,17 +210,33 @@ export function encodedLength(p: Packet): number {
  * @throws {RangeError} If an int64 field is outside the int64 range.
  */
 export function encodePacket(p: Packet): Uint8Array {
+  const out = new Uint8Array(encodedLength(p));
+  encodePacketInto(p, out, 0);
+  return out;
+}
+
+/**
+ * Serialises a packet into `out` at `offset` (which must have {@linkcode encodedLength} bytes of
+ * room), so a batch of packets can share one buffer with a single copy of each payload.
+ *
+ * @returns The offset just past the packet.
+ * @throws {TypeError} If a field has the wrong type or the payload is missing.
+ * @throws {RangeError} If an int64 field is outside the int64 range, or `out` is too small.
+ */
+export function encodePacketInto(p: Packet, out: Uint8Array, offset: number): number {
   const [spec, msg] = specAndPayload(p);
   const body = msg === undefined ? 0 : bodyLength(spec, msg);
-  const out = new Uint8Array((spec.typeNumber === 0 ? 0 : 2) + 1 + varintSize(body) + body);
-  let pos = 0;
+  if (offset + (spec.typeNumber === 0 ? 0 : 2) + 1 + varintSize(body) + body > out.length) {
+    throw new RangeError("encodePacketInto: buffer too small");
+  }
+  let pos = offset;
   if (spec.typeNumber !== 0) {
     out[pos++] = 0x08; // field 1, varint
     out[pos++] = spec.typeNumber;
   }
   out[pos++] = (spec.field << 3) | 2;
   pos = writeVarint(out, pos, body);
-  if (msg === undefined) return out;
+  if (msg === undefined) return pos;
   for (let i = 0; i < spec.kinds.length; i++) {
     const v = msg[spec.names[i]];
     const tag = ((i + 1) << 3) | (spec.kinds[i] === I64 ? 0 : 2);
@@ -247,7 +263,7 @@ export function encodePacket(p: Packet): Uint8Array {
       pos += bytes.byteLength;
     }
   }
-  return out;
+  return pos;
 }
 
 // ---------------------------------------------------------------------------------- decoding
