@@ -86,6 +86,7 @@ export class SocketWriter {
   #acct: SendAccounting;
   #writing = false;
   #idle: (() => void)[] = [];
+  #progress = new Set<() => void>();
   #onError: (err: unknown) => void;
   #failed = false;
 
@@ -118,15 +119,27 @@ export class SocketWriter {
     this.#acct.onDrain(callback);
   }
 
-  /** Resolves once everything queued is written (or writing failed), or after `timeoutMs`. */
-  flushed(timeoutMs: number): Promise<void> {
+  /**
+   * Resolves once everything queued is written (or writing failed), or when no byte could be
+   * written for `idleMs`: a slow reader that keeps reading gets all of it; a stuck one does not
+   * hold the connection forever.
+   */
+  flushed(idleMs: number): Promise<void> {
     if (!this.#writing || this.#failed) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.#idle.push(() => {
+      let timer = setTimeout(finish, idleMs);
+      const progress = () => {
         clearTimeout(timer);
+        timer = setTimeout(finish, idleMs);
+      };
+      this.#progress.add(progress);
+      const self = this;
+      function finish() {
+        clearTimeout(timer);
+        self.#progress.delete(progress);
         resolve();
-      });
+      }
+      this.#idle.push(finish);
     });
   }
 
@@ -135,7 +148,10 @@ export class SocketWriter {
     try {
       while (this.#queue.length > 0) {
         let chunk = this.#queue[0]!;
-        while (chunk.byteLength > 0) chunk = chunk.subarray(await this.#socket.write(chunk));
+        while (chunk.byteLength > 0) {
+          chunk = chunk.subarray(await this.#socket.write(chunk));
+          for (const p of this.#progress) p();
+        }
         this.#acct.remove(this.#queue.shift()!.byteLength);
         this.#callbacks.shift()?.();
       }

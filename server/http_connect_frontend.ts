@@ -40,7 +40,8 @@ export interface HttpConnectLimits {
 }
 
 const READ_SIZE = 32 * 1024;
-const FLUSH_BEFORE_CLOSE_MS = 5_000;
+/** Closing waits for queued bytes while the client keeps reading; this long without progress cuts it. */
+const FLUSH_IDLE_MS = 5_000;
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
 
 /** Answers that end a request before any dial. */
@@ -254,7 +255,7 @@ export class HttpConnectFrontend implements PacketStream {
   close(error?: Error): void {
     if (this.#closing || this.#ended) return;
     this.#closing = true;
-    this.#writer.flushed(FLUSH_BEFORE_CLOSE_MS).then(() => this.#end(error));
+    this.#writer.flushed(FLUSH_IDLE_MS).then(() => this.#end(error));
   }
 
   async #readLoop(): Promise<void> {
