@@ -17,13 +17,13 @@ import { type GuardLimits, SharedPause, SinkGuard } from "../internal/backpressu
 import { errorMessage } from "../internal/errors.ts";
 import type { Logger } from "../internal/log.ts";
 import type { PacketStream } from "../internal/packet_stream.ts";
-import { SendAccounting } from "../internal/packet_stream.ts";
+import { SocketWriter } from "../internal/byte_socket.ts";
 import type { Timers } from "../internal/timers.ts";
 import type { EndpointSocket } from "./dialer.ts";
 
 /** Size of each read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 32 * 1024;
-/** How long a server-requested close waits for queued writes to reach the endpoint. */
+/** How long a server-requested close waits without progress for queued writes to be written. */
 export const CLOSE_FLUSH_MS = 5_000;
 
 /** Why a connection ends. */
@@ -59,12 +59,9 @@ export class EndpointConn {
   #timers: Timers;
   #log: Logger;
   #onClosed: (conn: EndpointConn) => void;
-  #queue: Uint8Array[] = [];
-  #acct = new SendAccounting(1 << 20);
+  #writer: SocketWriter;
   #guard: SinkGuard;
-  #writing = false;
   /** Called when the write loop stops with nothing left to write (or fails). */
-  #idle: (() => void)[] = [];
   #closing = false;
   #flow: { sendWindow: number; recvWindow: number } | undefined;
   #credit = 0;
@@ -82,6 +79,14 @@ export class EndpointConn {
     this.#log = options.logger.with({ connectID: options.connectId });
     this.#onClosed = options.onClosed;
     this.#flow = options.flow;
+    this.#writer = new SocketWriter(
+      options.socket,
+      (err) => {
+        if (!this.#closing) this.close({ by: "endpoint", error: errorMessage(err) });
+      },
+      1 << 20,
+      options.timers,
+    );
     this.#credit = options.flow?.sendWindow ?? 0;
     // With flow control the server never has more than our window in flight: no shared pause.
     const guard = options.flow
@@ -95,7 +100,7 @@ export class EndpointConn {
 
   /** Bytes queued toward the endpoint. */
   get bufferedBytes(): number {
-    return this.#acct.buffered;
+    return this.#writer.bufferedBytes;
   }
 
   get closing(): boolean {
@@ -103,7 +108,7 @@ export class EndpointConn {
   }
 
   onDrain(callback: () => void): void {
-    this.#acct.onDrain(callback);
+    this.#writer.onDrain(callback);
   }
 
   /** Flow control: the server passed `bytes` more on; reading may go on. */
@@ -125,9 +130,8 @@ export class EndpointConn {
   /** Queues DATA from the server. Never blocks. */
   write(bytes: Uint8Array): void {
     if (this.#closing || bytes.byteLength === 0) return;
-    this.#queue.push(bytes);
-    const underMark = this.#acct.add(bytes.byteLength);
-    if (!this.#writing) this.#writeLoop();
+    const size = bytes.byteLength;
+    const underMark = this.#writer.write(bytes, () => this.#granted(size));
     if (this.#guard.afterSend(underMark) === "overflow") {
       this.#log.warn("endpoint is not reading; connection reset alone", {
         bufferedBytes: this.bufferedBytes,
@@ -168,36 +172,6 @@ export class EndpointConn {
     return this.#stream.bufferedBytes <= (1 << 20);
   }
 
-  async #writeLoop(): Promise<void> {
-    this.#writing = true;
-    try {
-      while (this.#queue.length > 0) {
-        let chunk = this.#queue[0]!;
-        while (chunk.byteLength > 0) {
-          const n = await this.#socket.write(chunk);
-          chunk = chunk.subarray(n);
-        }
-        const done = this.#queue.shift()!;
-        this.#acct.remove(done.byteLength);
-        this.#granted(done.byteLength);
-      }
-    } catch (err) {
-      this.#writing = false;
-      this.#notifyIdle();
-      if (!this.#closing) this.close({ by: "endpoint", error: errorMessage(err) });
-      this.#acct.flush();
-      return;
-    }
-    this.#writing = false;
-    this.#notifyIdle();
-  }
-
-  #notifyIdle(): void {
-    const idle = this.#idle;
-    this.#idle = [];
-    for (const cb of idle) cb();
-  }
-
   /** Flow control: grant written bytes back to the server in batches of a quarter window. */
   #granted(bytes: number): void {
     if (!this.#flow || this.#closing) return;
@@ -214,22 +188,14 @@ export class EndpointConn {
     this.#closing = true;
     this.#creditWaiter?.();
     this.#guard.dispose();
-    if (cause.by === "server" && this.#writing) {
-      // Deliver what the client wrote before it closed, within a bound.
-      await new Promise<void>((resolve) => {
-        const timer = this.#timers.setTimeout(resolve, CLOSE_FLUSH_MS);
-        // Every queued byte, not just down to the low-water mark (onDrain).
-        this.#idle.push(() => {
-          this.#timers.clearTimeout(timer);
-          resolve();
-        });
-      });
+    if (cause.by === "server" && this.#writer.writing) {
+      // Deliver what the client wrote before it closed, while the endpoint keeps reading.
+      await this.#writer.flushed(CLOSE_FLUSH_MS);
     }
     try {
       this.#socket.close();
     } catch { /* already closed */ }
-    this.#queue = [];
-    this.#acct.flush();
+    this.#writer.discard();
     if (cause.by !== "stream-gone") {
       let error = "";
       if (cause.by === "overflow") {

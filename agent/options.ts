@@ -517,6 +517,13 @@ export function validateAgentOptions(o: AgentOptions): void {
     ["admin-server-port", o.adminServerPort],
   ];
   for (const [flag, port] of ports) requirePositive(flag, port);
+  if (
+    !Number.isInteger(o.knpWebsocketPort) || o.knpWebsocketPort < 0 || o.knpWebsocketPort > 65535
+  ) {
+    throw invalidFlag(
+      `--knp-websocket-port: must be a port number or 0, got ${o.knpWebsocketPort}`,
+    );
+  }
   requirePositive("xfr-channel-size", o.xfrChannelSize);
   requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
   if (o.syncInterval > o.syncIntervalCap) {

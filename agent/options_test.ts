@@ -61,6 +61,7 @@ Deno.test("parseAgentOptions() pins every upstream default", () => {
     enableProfiling: false,
     enableContentionProfiling: false,
     knpLogFormat: "json",
+    knpWebsocketPort: 0,
     // klog
     ...KLOG_DEFAULTS,
   });
@@ -114,7 +115,10 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
     ...KLOG_FLAGS.map((spec) => spec.name),
   ];
   const names = AGENT_FLAGS.map((spec) => spec.name);
-  assert.deepEqual(names.filter((name) => !upstream.includes(name)), ["knp-log-format"]);
+  assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
+    "knp-log-format",
+    "knp-websocket-port",
+  ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
   const klog = new Set(KLOG_FLAGS.map((spec) => spec.name));
   assert.deepEqual(
@@ -306,6 +310,7 @@ Deno.test("parseAgentOptions() names the flag in parse errors", () => {
 
 Deno.test("validateAgentOptions() requires cert/key pairs and existing files", () => {
   validateAgentOptions(options([`--agent-cert=${CERT}`, `--agent-key=${KEY}`, `--ca-cert=${CA}`]));
+  assertInvalid(["--knp-websocket-port=70000"], "knp-websocket-port", /port number or 0/);
   assertInvalid([`--agent-key=${KEY}`], "agent-cert");
   assertInvalid([`--agent-cert=${CERT}`], "agent-key");
   assertInvalid([`--agent-key=${MISSING}`, `--agent-cert=${CERT}`], "agent-key", /does not exist/);

@@ -7,6 +7,7 @@
 
 import type { Duplex } from "node:stream";
 import { SendAccounting } from "./packet_stream.ts";
+import { realTimers, type Timers } from "./timers.ts";
 
 /** What the proxy needs of a connected socket. `Deno.Conn` fits. */
 export interface ByteSocket {
@@ -89,11 +90,30 @@ export class SocketWriter {
   #progress = new Set<() => void>();
   #onError: (err: unknown) => void;
   #failed = false;
+  #timers: Timers;
 
-  constructor(socket: ByteSocket, onError: (err: unknown) => void, highWater = 1 << 20) {
+  constructor(
+    socket: ByteSocket,
+    onError: (err: unknown) => void,
+    highWater = 1 << 20,
+    timers: Timers = realTimers,
+  ) {
     this.#socket = socket;
     this.#onError = onError;
     this.#acct = new SendAccounting(highWater);
+    this.#timers = timers;
+  }
+
+  /** True while bytes are queued or being written. */
+  get writing(): boolean {
+    return this.#writing;
+  }
+
+  /** Drops whatever is still queued (the connection is closing); callbacks do not run. */
+  discard(): void {
+    this.#queue = [];
+    this.#callbacks = [];
+    this.#acct.flush();
   }
 
   /** Bytes queued and not yet written. */
@@ -126,16 +146,17 @@ export class SocketWriter {
    */
   flushed(idleMs: number): Promise<void> {
     if (!this.#writing || this.#failed) return Promise.resolve();
+    const timers = this.#timers;
     return new Promise((resolve) => {
-      let timer = setTimeout(finish, idleMs);
+      let timer = timers.setTimeout(finish, idleMs);
       const progress = () => {
-        clearTimeout(timer);
-        timer = setTimeout(finish, idleMs);
+        timers.clearTimeout(timer);
+        timer = timers.setTimeout(finish, idleMs);
       };
       this.#progress.add(progress);
       const self = this;
       function finish() {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         self.#progress.delete(progress);
         resolve();
       }
@@ -152,7 +173,9 @@ export class SocketWriter {
           chunk = chunk.subarray(await this.#socket.write(chunk));
           for (const p of this.#progress) p();
         }
-        this.#acct.remove(this.#queue.shift()!.byteLength);
+        const done = this.#queue.shift();
+        if (done === undefined) break; // discarded while writing
+        this.#acct.remove(done.byteLength);
         this.#callbacks.shift()?.();
       }
     } catch (err) {

@@ -554,6 +554,9 @@ export function validateServerOptions(o: ServerOptions): string[] {
   checkPortRange("agent-port", "agent", o.agentPort, false);
   checkPortRange("admin-port", "admin", o.adminPort, false);
   checkPortRange("health-port", "health", o.healthPort, false);
+  if (o.knpWebsocketPort !== 0) {
+    checkPortRange("knp-websocket-port", "WebSocket agent link", o.knpWebsocketPort, false);
+  }
 
   requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
   const tokenAuth = o.agentNamespace !== "" || o.agentServiceAccount !== "" ||

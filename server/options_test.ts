@@ -78,6 +78,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     enableContentionProfiling: false,
     knpLogFormat: "json",
     knpMaxPendingDials: 10_000,
+    knpWebsocketPort: 0,
     // klog
     ...KLOG_DEFAULTS,
   });
@@ -161,6 +162,7 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
   assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
     "knp-log-format",
     "knp-max-pending-dials",
+    "knp-websocket-port",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
 });
@@ -428,6 +430,7 @@ Deno.test("parseProxyStrategies() returns strategies in order, skipping empty it
 Deno.test("validateServerOptions() requires --xfr-channel-size > 0", () => {
   assertInvalid([...UDS, "--xfr-channel-size=0"], "xfr-channel-size", /greater than 0, got 0/);
   assertInvalid([...UDS, "--knp-max-pending-dials=0"], "knp-max-pending-dials", /at least 1/);
+  assertInvalid([...UDS, "--knp-websocket-port=60000"], "knp-websocket-port", /ephemeral port/);
   assertInvalid([...UDS, "--xfr-channel-size=-1"], "xfr-channel-size");
   validateServerOptions(options([...UDS, "--xfr-channel-size=1"]));
 });
