@@ -298,6 +298,11 @@ async function main(): Promise<number> {
                 const cmd = { op: "transfer", direction: c, bytes } as const;
                 const c0 = cpuNow(pids);
                 const d = await client.call<TransferResult>({ ...cmd, target: direct(port) });
+                const directCpu = cpuPerGiB(
+                  { client: pids.client, backend: pids.backend },
+                  c0,
+                  bytes,
+                );
                 const c1 = cpuNow(pids);
                 const t = await client.call<TransferResult>({ ...cmd, target: via(port) });
                 add(row({
@@ -313,11 +318,7 @@ async function main(): Promise<number> {
                     bytes,
                     directSeconds: round(d.seconds, 3),
                     tunnelSeconds: round(t.seconds, 3),
-                    directCpuSecondsPerGiB: cpuPerGiB(
-                      { client: pids.client, backend: pids.backend },
-                      c0,
-                      bytes,
-                    ),
+                    directCpuSecondsPerGiB: directCpu,
                     tunnelCpuSecondsPerGiB: cpuPerGiB(pids, c1, bytes),
                   },
                 }));
