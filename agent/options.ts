@@ -455,7 +455,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "int",
     default: 0,
     help: "knp only: connect over the WebSocket agent link to this port of a knp server " +
-      "(faster than gRPC, passes HTTP proxies); 0 = gRPC on --proxy-server-port.",
+      "(faster than gRPC under Deno); 0 = gRPC on --proxy-server-port.",
     implemented: true,
   },
   ...KLOG_FLAGS,
