@@ -94,33 +94,47 @@ export function startHttpBackend(): HttpBackend {
   };
 }
 
-/** A running TCP echo backend. */
+/** A raw TCP echo backend that records opens and closes, and can close its connections itself. */
 export interface EchoBackend extends AsyncDisposable {
   port: number;
   address: string;
-  /** Connections accepted so far. */
   readonly accepted: number;
+  /** Connections whose peer closed (EOF or error seen by the backend). */
+  readonly peerClosed: number;
+  /** Connections currently open. */
+  readonly open: number;
+  /** Closes every open connection from the backend side. */
+  closeAll(): void;
 }
 
-/** Starts a raw TCP echo server on 127.0.0.1 (read/write loops, partial writes handled). */
-export function startEchoBackend(): EchoBackend {
+/**
+ * Starts a TCP echo backend on 127.0.0.1 (read/write loops, partial writes handled): it writes
+ * `banner` (if any) on accept, then echoes.
+ */
+export function startEchoBackend(banner?: string): EchoBackend {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   let accepted = 0;
+  let peerClosed = 0;
   (async () => {
     for await (const conn of listener) {
       accepted++;
       conns.add(conn);
       (async () => {
         const buf = new Uint8Array(64 * 1024);
+        let byUs = false;
         try {
+          if (banner) await conn.write(new TextEncoder().encode(banner));
           while (true) {
             const n = await conn.read(buf);
             if (n === null) break;
             let chunk = buf.subarray(0, n);
             while (chunk.length > 0) chunk = chunk.subarray(await conn.write(chunk));
           }
-        } catch { /* peer went away */ }
+        } catch {
+          byUs = !conns.has(conn);
+        }
+        if (!byUs && conns.has(conn)) peerClosed++;
         conns.delete(conn);
         try {
           conn.close();
@@ -135,13 +149,23 @@ export function startEchoBackend(): EchoBackend {
     get accepted() {
       return accepted;
     },
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const c of conns) {
+    get peerClosed() {
+      return peerClosed;
+    },
+    get open() {
+      return conns.size;
+    },
+    closeAll() {
+      for (const c of [...conns]) {
+        conns.delete(c);
         try {
           c.close();
         } catch { /* closed */ }
       }
+    },
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      this.closeAll();
       await new Promise((r) => setTimeout(r, 0));
     },
   };

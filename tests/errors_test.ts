@@ -10,15 +10,8 @@ import assert from "node:assert/strict";
 import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
 import { type DialErrorKind, HTTP_STATUS } from "../internal/dial_errors.ts";
 import { readSample } from "../server/metrics.ts";
-import {
-  connect,
-  endpointOf,
-  havePython,
-  run,
-  startBlackhole,
-  startTrackingBackend,
-  tunnel,
-} from "./connect_client.ts";
+import { connect, endpointOf, havePython, run, startBlackhole, tunnel } from "./connect_client.ts";
+import { startEchoBackend } from "./backends.ts";
 import {
   type AgentProcess,
   eventually,
@@ -276,7 +269,7 @@ Deno.test(
   "agent-draining (503): an agent that got two SIGTERMs refuses new dials",
   opts,
   async () => {
-    await using echo = startTrackingBackend();
+    await using echo = startEchoBackend();
     await bothModes(async (mode) => {
       await using server = await startSide(mode, "drain");
       const serverId = serverIdOf(mode, "drain");

@@ -10,9 +10,11 @@ import assert from "node:assert/strict";
 import { readSample } from "../server/metrics.ts";
 import {
   checksum,
+  type EchoBackend,
   firstMismatch,
   type HttpBackend,
   pattern,
+  startEchoBackend,
   startHttpBackend,
 } from "./backends.ts";
 import {
@@ -26,8 +28,6 @@ import {
   RawConn,
   run,
   startBlackhole,
-  startTrackingBackend,
-  type TrackingBackend,
   tunnel,
 } from "./connect_client.ts";
 import {
@@ -130,7 +130,7 @@ interface Fixture {
   server: ServerProcess;
   endpoint: ProxyEndpoint;
   backend: HttpBackend;
-  echo: TrackingBackend;
+  echo: EchoBackend;
 }
 
 /** The scenarios that share one server and two agents. */
@@ -239,7 +239,7 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
   await step(
     "a server-speaks-first backend: its first bytes come right after the 200",
     async () => {
-      await using banner = startTrackingBackend("220 banner\r\n");
+      await using banner = startEchoBackend("220 banner\r\n");
       const conn = await openProxy(endpoint);
       try {
         await conn.write(connectHead(banner.address));
@@ -397,7 +397,7 @@ for (const frontend of ["uds", "tcp"] as const) {
 
   Deno.test(`http-connect over ${label}: upstream scenarios`, opts, async (t) => {
     await using backend = startHttpBackend();
-    await using echo = startTrackingBackend();
+    await using echo = startEchoBackend();
     await using server = await startServer({ frontend, extraArgs: HTTP_CONNECT });
     await using _a1 = await startAgent(server.agentPort);
     await using _a2 = await startAgent(server.agentPort);

@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { havePython, startBlackhole } from "./connect_client.ts";
 import { createSingleUseTunnel, createTunnel, DialError, type TunnelConn } from "../mod.ts";
 import { readSample } from "../server/metrics.ts";
 import { checksum, firstMismatch, pattern, startHttpBackend } from "./backends.ts";
@@ -314,45 +315,6 @@ async function upload(udsPath: string, address: string, mib: number): Promise<nu
 function rate(mib: number, ms: number): string {
   return `${Math.round(ms)} ms (${(mib / (ms / 1000)).toFixed(1)} MiB/s)`;
 }
-
-/** A loopback address whose connects hang: a listener with a full accept backlog (python3). */
-async function startBlackhole(): Promise<{ address: string; stop(): void }> {
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "knp-blackhole-" });
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      `import socket,sys,time
-s=socket.socket();s.bind(("127.0.0.1",${port}));s.listen(0)
-held=[]
-for i in range(8):
-  c=socket.socket();c.setblocking(False)
-  try: c.connect(("127.0.0.1",${port}))
-  except BlockingIOError: pass
-  held.append(c)
-time.sleep(0.2)
-open(sys.argv[1],"w").close()
-time.sleep(120)`,
-      `${dir}/ready`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await eventually(() => Deno.stat(`${dir}/ready`).then(() => true, () => false), "blackhole");
-  return {
-    address: `127.0.0.1:${port}`,
-    stop() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-const havePython = await new Deno.Command("python3", { args: ["-c", "pass"] }).output()
-  .then((o) => o.success, () => false);
 
 // ---------------------------------------------------------------------------------------------
 // Upstream processes
