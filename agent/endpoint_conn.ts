@@ -17,12 +17,14 @@ import { type GuardLimits, SharedPause, SinkGuard } from "../internal/backpressu
 import { errorMessage } from "../internal/errors.ts";
 import type { Logger } from "../internal/log.ts";
 import type { PacketStream } from "../internal/packet_stream.ts";
-import { SocketWriter } from "../internal/byte_socket.ts";
+import { AdaptiveReadSize, SocketWriter } from "../internal/byte_socket.ts";
 import type { Timers } from "../internal/timers.ts";
 import type { EndpointSocket } from "./dialer.ts";
 
-/** Size of each read from the endpoint (one DATA packet at most this large). */
-export const READ_BUFFER_SIZE = 32 * 1024;
+/** Largest read from the endpoint (one DATA packet at most this large). */
+export const READ_BUFFER_SIZE = 256 * 1024;
+/** Read size of an idle or chatty connection (what its pending read holds). */
+export const READ_SIZE_MIN = 2048;
 /** How long a server-requested close waits without progress for queued writes to be written. */
 export const CLOSE_FLUSH_MS = 5_000;
 
@@ -141,7 +143,7 @@ export class EndpointConn {
   }
 
   async #readLoop(): Promise<void> {
-    const buffer = new Uint8Array(READ_BUFFER_SIZE);
+    const sizes = new AdaptiveReadSize(READ_SIZE_MIN, READ_BUFFER_SIZE);
     let error: string | undefined;
     try {
       while (!this.#closing) {
@@ -154,13 +156,13 @@ export class EndpointConn {
           if (this.#closing || this.#stream.closed) break;
         }
         // With flow control, never read more than the server has room for.
-        const room = this.#flow ? Math.min(buffer.byteLength, this.#credit) : buffer.byteLength;
-        const n = await this.#socket.read(
-          room === buffer.byteLength ? buffer : buffer.subarray(0, room),
-        );
+        const buffer = sizes.buffer(this.#flow ? this.#credit : Infinity);
+        const n = await this.#socket.read(buffer);
         if (n === null || this.#closing) break;
+        sizes.filled(n, buffer.byteLength);
         this.#credit -= n;
-        this.#stream.send(dataPacket(this.connectId, buffer.slice(0, n)));
+        // A fresh buffer per read: the DATA packet takes the bytes without a copy.
+        this.#stream.send(dataPacket(this.connectId, buffer.subarray(0, n)));
       }
     } catch (err) {
       if (!this.#closing) error = errorMessage(err);

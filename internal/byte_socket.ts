@@ -191,3 +191,37 @@ export class SocketWriter {
     for (const f of idle) f();
   }
 }
+
+/**
+ * Read sizes that follow the traffic: small while a connection is idle or chatty (an idle
+ * connection's pending read then holds only `min` bytes), doubling while reads come back full,
+ * up to `max` for bulk transfers. Each read gets a fresh buffer, so the bytes read can be handed
+ * on (as DATA) without a copy.
+ */
+export class AdaptiveReadSize {
+  readonly min: number;
+  readonly max: number;
+  #size: number;
+
+  constructor(min = 2048, max = 256 * 1024) {
+    this.min = min;
+    this.max = max;
+    this.#size = min;
+  }
+
+  /** Current read size. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** A fresh buffer for the next read, at most `limit` bytes. */
+  buffer(limit = Infinity): Uint8Array {
+    return new Uint8Array(Math.max(1, Math.min(this.#size, limit)));
+  }
+
+  /** Tells how much of a `capacity`-byte buffer the last read filled. */
+  filled(n: number, capacity: number): void {
+    if (n >= capacity && capacity >= this.#size) this.#size = Math.min(this.max, this.#size * 2);
+    else if (n < this.#size / 8) this.#size = Math.max(this.min, this.#size / 2);
+  }
+}

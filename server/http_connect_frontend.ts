@@ -24,7 +24,7 @@ import {
   randomDialId,
 } from "../proto/packet.ts";
 import type { ByteSocket } from "../internal/byte_socket.ts";
-import { SocketWriter } from "../internal/byte_socket.ts";
+import { AdaptiveReadSize, SocketWriter } from "../internal/byte_socket.ts";
 import { HTTP_STATUS, parseDialError } from "../internal/dial_errors.ts";
 import { errorMessage, KnpError } from "../internal/errors.ts";
 import type { PacketHandler, PacketStream } from "../internal/packet_stream.ts";
@@ -39,7 +39,8 @@ export interface HttpConnectLimits {
   maxEarlyBytes?: number;
 }
 
-const READ_SIZE = 32 * 1024;
+/** Largest read from the client; an idle connection's pending read holds only 2 KiB. */
+const READ_SIZE = 256 * 1024;
 /** Closing waits for queued bytes while the client keeps reading; this long without progress cuts it. */
 const FLUSH_IDLE_MS = 5_000;
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
@@ -146,7 +147,9 @@ export class HttpConnectFrontend implements PacketStream {
    * it answers, closes, and resolves false.
    */
   async readHead(): Promise<boolean> {
-    const buf = new Uint8Array(this.#limits.maxHeaderBytes + 1);
+    // Start small (most heads are a few hundred bytes) and grow up to the limit.
+    const limit = this.#limits.maxHeaderBytes + 1;
+    let buf = new Uint8Array(Math.min(4096, limit));
     let length = 0;
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -157,6 +160,11 @@ export class HttpConnectFrontend implements PacketStream {
     }, this.#limits.headerTimeoutMs);
     try {
       while (true) {
+        if (length === buf.length) {
+          const bigger = new Uint8Array(Math.min(buf.length * 2, limit));
+          bigger.set(buf);
+          buf = bigger;
+        }
         const n = await this.#socket.read(buf.subarray(length));
         if (timedOut) return false;
         if (n === null) {
@@ -259,7 +267,7 @@ export class HttpConnectFrontend implements PacketStream {
   }
 
   async #readLoop(): Promise<void> {
-    const buffer = new Uint8Array(READ_SIZE);
+    const sizes = new AdaptiveReadSize(2048, READ_SIZE);
     try {
       while (!this.closed) {
         // Before the tunnel is up, read only to keep early bytes (bounded) and to see EOF.
@@ -270,6 +278,7 @@ export class HttpConnectFrontend implements PacketStream {
           this.#resume = undefined;
           continue;
         }
+        const buffer = sizes.buffer();
         const n = await this.#socket.read(buffer);
         if (this.closed) return;
         if (n === null) {
@@ -278,7 +287,9 @@ export class HttpConnectFrontend implements PacketStream {
           else this.#end();
           return;
         }
-        const chunk = buffer.slice(0, n);
+        sizes.filled(n, buffer.byteLength);
+        // A fresh buffer per read: the DATA packet takes the bytes without a copy.
+        const chunk = buffer.subarray(0, n);
         if (this.#phase === "open") this.#handler?.onPacket(dataPacket(this.#connectId, chunk));
         else this.#keepEarly(chunk);
       }
