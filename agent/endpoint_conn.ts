@@ -24,7 +24,7 @@ import type { EndpointSocket } from "./dialer.ts";
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
 /** Read size of an idle or chatty connection (what its pending read holds). */
-export const READ_SIZE_MIN = 2048;
+export const READ_SIZE_MIN = 1024;
 /** How long a server-requested close waits without progress for queued writes to be written. */
 export const CLOSE_FLUSH_MS = 5_000;
 
@@ -78,7 +78,8 @@ export class EndpointConn {
     this.#socket = options.socket;
     this.#stream = options.stream;
     this.#timers = options.timers;
-    this.#log = options.logger.with({ connectID: options.connectId });
+    // Not logger.with(): no per-connection logger object for the (many) idle connections.
+    this.#log = options.logger;
     this.#onClosed = options.onClosed;
     this.#flow = options.flow;
     this.#writer = new SocketWriter(
@@ -136,6 +137,7 @@ export class EndpointConn {
     const underMark = this.#writer.write(bytes, () => this.#granted(size));
     if (this.#guard.afterSend(underMark) === "overflow") {
       this.#log.warn("endpoint is not reading; connection reset alone", {
+        connectID: this.connectId,
         bufferedBytes: this.bufferedBytes,
       });
       this.close({ by: "overflow" });
@@ -205,7 +207,7 @@ export class EndpointConn {
       }
       this.#stream.send(closeResponse(this.connectId, error));
     }
-    this.#log.debug("endpoint connection closed", { by: cause.by });
+    this.#log.debug("endpoint connection closed", { connectID: this.connectId, by: cause.by });
     this.#onClosed(this);
     this.#resolveDone();
   }

@@ -39,7 +39,7 @@ export interface HttpConnectLimits {
   maxEarlyBytes?: number;
 }
 
-/** Largest read from the client; an idle connection's pending read holds only 2 KiB. */
+/** Largest read from the client; an idle connection's pending read holds only 1 KiB. */
 const READ_SIZE = 256 * 1024;
 /** Closing waits for queued bytes while the client keeps reading; this long without progress cuts it. */
 const FLUSH_IDLE_MS = 5_000;
@@ -267,7 +267,7 @@ export class HttpConnectFrontend implements PacketStream {
   }
 
   async #readLoop(): Promise<void> {
-    const sizes = new AdaptiveReadSize(2048, READ_SIZE);
+    const sizes = new AdaptiveReadSize(1024, READ_SIZE);
     try {
       while (!this.closed) {
         // Before the tunnel is up, read only to keep early bytes (bounded) and to see EOF.
