@@ -3,6 +3,11 @@
  * server/ws_agent_listener.ts for the handshake). Every attempt reads the current TLS material,
  * so rotated certificates are used from the next connection on.
  *
+ * The link uses knp's own WebSocket client (internal/ws_client.ts), not Deno's `WebSocket`: that
+ * one leaves Nagle's algorithm on, which cost every dial a delayed ACK (~40 ms). The agent's
+ * certificate travels in the `knp-agent-cert` header and its key signs the server's challenge; it
+ * is not presented in the TLS handshake (the server cannot ask for it).
+ *
  * @module
  */
 
@@ -22,6 +27,12 @@ import {
   type TlsMaterial,
   type TlsSource,
 } from "../internal/tls_files.ts";
+import {
+  type ClientWebSocket,
+  connectWebSocket,
+  WebSocketHandshakeError,
+  type WebSocketSubset,
+} from "../internal/ws_client.ts";
 import { WebSocketPacketStream } from "../internal/ws_stream.ts";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
@@ -60,10 +71,6 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     const ca = material.ca && decoder.decode(material.ca);
     const cert = material.cert && decoder.decode(material.cert);
     const key = material.key && decoder.decode(material.key);
-    const client = Deno.createHttpClient({
-      ...(ca ? { caCerts: [ca] } : {}),
-      ...(cert && key ? { cert, key } : {}),
-    });
     const headers: Record<string, string> = {
       [AGENT_ID_KEY]: options.agentId,
       [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
@@ -75,16 +82,40 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     }
     const host = options.host.includes(":") ? `[${options.host}]` : options.host;
     const url = `wss://${host}:${options.port}${AGENT_LINK_PATH}`;
-    const ws = new WebSocket(url, { client, headers } as unknown as string[]);
-    ws.binaryType = "arraybuffer";
+    // One deadline bounds the whole handshake: connect, TLS, upgrade and the three messages.
+    const timeoutMs = options.handshakeTimeoutMs ?? 15_000;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => {
+      deadline.abort(new KnpError("TIMEOUT", `no WebSocket handshake within ${timeoutMs} ms`));
+    }, timeoutMs);
+    let ws: ClientWebSocket | undefined;
     const close = () => {
       try {
-        ws.close(1000);
+        ws?.close(1000);
       } catch { /* closed */ }
-      client.close();
     };
     try {
-      const messages = handshakeMessages(ws, options.handshakeTimeoutMs ?? 15_000);
+      try {
+        ws = await connectWebSocket(url, {
+          ...(ca ? { caCerts: [ca] } : {}),
+          headers,
+          signal: deadline.signal,
+          // The deadline above is the bound; this one only has to be later.
+          timeoutMs: timeoutMs + 1_000,
+        });
+      } catch (err) {
+        if (err instanceof WebSocketHandshakeError && err.status !== 0) {
+          // The server's reason (a 401 body, say) is in the message.
+          throw new KnpError(
+            "HANDSHAKE",
+            `the server refused the WebSocket link to ${url}: ${err.statusLine}` +
+              (err.body ? `: ${err.body}` : ""),
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      const messages = handshakeMessages(ws, deadline.signal);
       const hello = await messages.next();
       const serverId = hello.serverId;
       const serverCount = hello.serverCount;
@@ -104,7 +135,11 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
         throw new KnpError("HANDSHAKE", "the server did not accept the agent");
       }
       messages.stop();
-      const stream = new WebSocketPacketStream(ws, url);
+      clearTimeout(timer);
+      // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;
+      // the assignment checks that ClientWebSocket has them.
+      const link: WebSocketSubset = ws;
+      const stream = new WebSocketPacketStream(link as WebSocket, url);
       return {
         stream,
         serverId,
@@ -113,6 +148,7 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
         close,
       };
     } catch (err) {
+      clearTimeout(timer);
       close();
       throw err instanceof KnpError
         ? err
@@ -123,8 +159,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
   };
 }
 
-/** Yields handshake text messages one at a time; every wait shares one deadline. */
-function handshakeMessages(ws: WebSocket, timeoutMs: number) {
+/** Yields handshake text messages one at a time; every wait ends when `deadline` aborts. */
+function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
   const queue: Record<string, unknown>[] = [];
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -133,10 +169,12 @@ function handshakeMessages(ws: WebSocket, timeoutMs: number) {
     wake = undefined;
     w?.();
   };
-  const deadline = setTimeout(() => {
-    failure = new KnpError("TIMEOUT", `no WebSocket handshake within ${timeoutMs} ms`);
+  const onDeadline = () => {
+    failure ??= deadline.reason;
     notify();
-  }, timeoutMs);
+  };
+  if (deadline.aborted) onDeadline();
+  else deadline.addEventListener("abort", onDeadline, { once: true });
   ws.onmessage = (e) => {
     try {
       if (typeof e.data !== "string") throw new Error("binary message during the handshake");
@@ -159,7 +197,7 @@ function handshakeMessages(ws: WebSocket, timeoutMs: number) {
     async next(): Promise<Record<string, unknown>> {
       while (queue.length === 0) {
         if (failure) {
-          clearTimeout(deadline);
+          deadline.removeEventListener("abort", onDeadline);
           throw failure;
         }
         await new Promise<void>((resolve) => (wake = resolve));
@@ -167,7 +205,7 @@ function handshakeMessages(ws: WebSocket, timeoutMs: number) {
       return queue.shift()!;
     },
     stop() {
-      clearTimeout(deadline);
+      deadline.removeEventListener("abort", onDeadline);
       ws.onmessage = null;
       ws.onclose = null;
     },
