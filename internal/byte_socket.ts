@@ -147,19 +147,19 @@ export class SocketWriter {
   flushed(idleMs: number): Promise<void> {
     if (!this.#writing || this.#failed) return Promise.resolve();
     const timers = this.#timers;
+    const progressSet = this.#progress;
     return new Promise((resolve) => {
-      let timer = timers.setTimeout(finish, idleMs);
+      const finish = () => {
+        timers.clearTimeout(timer);
+        progressSet.delete(progress);
+        resolve();
+      };
       const progress = () => {
         timers.clearTimeout(timer);
         timer = timers.setTimeout(finish, idleMs);
       };
-      this.#progress.add(progress);
-      const self = this;
-      function finish() {
-        timers.clearTimeout(timer);
-        self.#progress.delete(progress);
-        resolve();
-      }
+      let timer = timers.setTimeout(finish, idleMs);
+      progressSet.add(progress);
       this.#idle.push(finish);
     });
   }
