@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   classifyDialError,
   type DialErrorKind,
-  HTTP_STATUS,
   parseDialError,
   tagDialError,
 } from "./dial_errors.ts";
@@ -54,21 +53,4 @@ Deno.test("tagDialError and parseDialError round-trip kind, server and agent", (
   });
   // An unknown kind in a tag falls back to the words.
   assert.equal(parseDialError("i/o timeout [knp: kind=bogus]").kind, "dial-timeout");
-});
-
-Deno.test("HTTP_STATUS maps every kind as the README table says", () => {
-  const expected: Record<DialErrorKind, number> = {
-    "no-agent": 500,
-    "no-route": 500,
-    "dial-refused": 502,
-    "dial-timeout": 504,
-    "dns-failure": 502,
-    "server-overloaded": 503,
-    "agent-draining": 503,
-    "tunnel-closed": 502,
-    "unknown": 502,
-  };
-  for (const [kind, status] of Object.entries(expected)) {
-    assert.equal(HTTP_STATUS[kind as DialErrorKind][0], status, kind);
-  }
 });
