@@ -219,7 +219,7 @@ export class ProxyServer {
     this.#established.delete(backend);
     for (const conn of conns?.values() ?? []) {
       conn.stream.send(closeResponse(conn.connectId, `agent ${backend.agentId} disconnected`));
-      this.#teardown(conn, "done");
+      this.#teardown(conn);
     }
     for (const conn of [...this.#pending.values()]) {
       if (conn.backend !== backend) continue;
@@ -235,7 +235,7 @@ export class ProxyServer {
           ),
         ),
       );
-      this.#teardown(conn, "done");
+      this.#teardown(conn);
     }
   }
 
@@ -260,13 +260,13 @@ export class ProxyServer {
           conn.stream.send(
             dialResponse(random, connectId, this.#dialError(error, undefined, backend.agentId)),
           );
-          this.#teardown(conn, "done");
+          this.#teardown(conn);
           return;
         }
         if (conn.stream.closed) {
           this.#event({ kind: "dial-failure", reason: "send_rsp", dialId: random });
           backend.send(closeRequest(connectId));
-          this.#teardown(conn, "done");
+          this.#teardown(conn);
           return;
         }
         conn.connectId = connectId;
@@ -314,7 +314,6 @@ export class ProxyServer {
           backend.send(closeRequest(id));
           this.#teardown(
             conn,
-            "done",
             new KnpError("BUFFER_OVERFLOW", "frontend stopped reading; connection reset"),
           );
         }
@@ -324,7 +323,7 @@ export class ProxyServer {
         const conn = this.#established.get(backend)?.get(packet.closeResponse.connectId);
         if (!conn) return;
         conn.stream.send(packet);
-        this.#teardown(conn, "done");
+        this.#teardown(conn);
         return;
       }
       case "DIAL_CLS": {
@@ -332,7 +331,7 @@ export class ProxyServer {
         if (!conn || conn.backend !== backend) return;
         this.#event({ kind: "dial-failure", reason: "backend_close", dialId: conn.dialId });
         conn.stream.send(packet);
-        this.#teardown(conn, "done");
+        this.#teardown(conn);
         return;
       }
       case "KNP_WINDOW": {
@@ -372,7 +371,7 @@ export class ProxyServer {
         const id = packet.data.connectId;
         if (conn.state === "idle") {
           conn.stream.send(closeResponse(id, "backend not initialized"));
-          return this.#teardown(conn, "done");
+          return this.#teardown(conn);
         }
         if (id === 0n || conn.state === "closing" || conn.state === "done") return;
         if (conn.state === "pending" || id !== conn.connectId) return this.#mismatch(conn, id);
@@ -398,7 +397,7 @@ export class ProxyServer {
           this.#event({ kind: "dial-failure", reason: "frontend_close", dialId: conn.dialId });
           conn.backend!.send(closeDial(conn.dialId));
           conn.stream.send(closeResponse(id));
-          return this.#teardown(conn, "done");
+          return this.#teardown(conn);
         }
         if (conn.state !== "established") return;
         if (id !== conn.connectId) return this.#mismatch(conn, id);
@@ -407,7 +406,7 @@ export class ProxyServer {
         this.#setTimer(conn, this.#closeTimeoutMs, () => {
           this.#log.warn("agent did not answer CLOSE_REQ in time", { connectID: id });
           conn.stream.send(closeResponse(id, "timed out waiting for the agent to close"));
-          this.#teardown(conn, "done");
+          this.#teardown(conn);
         });
         return;
       }
@@ -416,7 +415,7 @@ export class ProxyServer {
         this.#event({ kind: "dial-failure", reason: "frontend_close", dialId: conn.dialId });
         // Upstream agents ignore DIAL_CLS; ours cancel the dial. A late DIAL_RSP is closed anyway.
         conn.backend!.send(packet);
-        return this.#teardown(conn, "done");
+        return this.#teardown(conn);
       }
       default:
         this.#log.debug("ignored packet from frontend", { type: packet.type });
@@ -434,7 +433,7 @@ export class ProxyServer {
     conn.address = address;
     if (this.#pending.has(random)) {
       conn.stream.send(dialResponse(random, 0n, `dial ID ${random} is already in use`));
-      return this.#teardown(conn, "done");
+      return this.#teardown(conn);
     }
     const backend = this.backends.pick(address);
     if (!backend) {
@@ -451,7 +450,7 @@ export class ProxyServer {
       }
       log.info("dial failed", { error: text });
       conn.stream.send(dialResponse(random, 0n, text));
-      return this.#teardown(conn, "done");
+      return this.#teardown(conn);
     }
     if (this.#pending.size >= this.#maxPendingDials) {
       const text = this.#dialError(
@@ -461,7 +460,7 @@ export class ProxyServer {
       log.warn("dial refused", { error: text });
       this.#event({ kind: "dial-failure", reason: "backend_close", dialId: random });
       conn.stream.send(dialResponse(random, 0n, text));
-      return this.#teardown(conn, "done");
+      return this.#teardown(conn);
     }
     conn.backend = backend;
     conn.state = "pending";
@@ -481,7 +480,7 @@ export class ProxyServer {
             this.#dialError(DIAL_TIMEOUT_TEXT, "dial-timeout", backend.agentId),
           ),
         );
-        this.#teardown(conn, "done");
+        this.#teardown(conn);
       });
     }
   }
@@ -496,7 +495,7 @@ export class ProxyServer {
     if (conn.connectId !== 0n) {
       conn.stream.send(closeResponse(conn.connectId, "mismatched connection IDs"));
     }
-    this.#teardown(conn, "done");
+    this.#teardown(conn);
   }
 
   #frontendGone(conn: FrontendConnection): void {
@@ -506,12 +505,12 @@ export class ProxyServer {
     } else if (conn.state === "established") {
       conn.backend?.send(closeRequest(conn.connectId));
     }
-    this.#teardown(conn, "done");
+    this.#teardown(conn);
     this.#frontends.delete(conn);
   }
 
   /** The single exit from every table. Closing the stream ends the frontend's tunnel. */
-  #teardown(conn: FrontendConnection, _to: "done", error?: Error): void {
+  #teardown(conn: FrontendConnection, error?: Error): void {
     if (conn.state === "done" && !this.#frontends.has(conn)) return;
     const was = conn.state;
     conn.state = "done";
@@ -583,7 +582,7 @@ export class ProxyServer {
   close(): void {
     for (const conn of [...this.#frontends]) {
       if (conn.state === "established") conn.backend?.send(closeRequest(conn.connectId));
-      this.#teardown(conn, "done", new KnpError("TUNNEL_CLOSED", "proxy server is shutting down"));
+      this.#teardown(conn, new KnpError("TUNNEL_CLOSED", "proxy server is shutting down"));
     }
     for (const backend of [...this.#established.keys()]) backend.stream.close();
   }
