@@ -27,6 +27,12 @@ let pkiPromise: Promise<{ dir: string; files: PkiFiles }> | undefined;
 export function testPki(): Promise<{ dir: string; files: PkiFiles }> {
   pkiPromise ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "knp-pki-" });
+    // One PKI per process: remove it when the process ends.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch { /* already gone */ }
+    });
     const files = await writeTestPki(dir, await generateTestPki());
     return { dir, files };
   })();
@@ -155,7 +161,8 @@ export interface ServerProcess extends AsyncDisposable {
 /** Starts `server/main.ts` with upstream flags and waits for /healthz. */
 export async function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
   const { dir, files } = await testPki();
-  const udsPath = `${await Deno.makeTempDir({ prefix: "knp-uds-" })}/konnectivity-server.socket`;
+  const udsDir = await Deno.makeTempDir({ prefix: "knp-uds-" });
+  const udsPath = `${udsDir}/konnectivity-server.socket`;
   const agentPort = options.agentPort ?? freePort();
   const healthPort = freePort();
   const adminPort = freePort();
@@ -201,6 +208,7 @@ export async function startServer(options: ServerProcessOptions = {}): Promise<S
     health: (path) => fetch(`http://127.0.0.1:${healthPort}${path}`),
     async [Symbol.asyncDispose]() {
       await process.stop();
+      await Deno.remove(udsDir, { recursive: true }).catch(() => {});
     },
   };
   try {
