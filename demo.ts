@@ -8,7 +8,7 @@
  * @module
  */
 
-import { createSingleUseTunnel, createTunnel, DialError } from "./mod.ts";
+import { createSingleUseTunnel, createTunnel, DialError } from "@knp/client";
 import type { TunnelConn } from "./client/tunnel_conn.ts";
 import { startAgent, startServer } from "./tests/framework.ts";
 import { startHttpBackend } from "./tests/backends.ts";

@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { TlsMaterial, TlsSource } from "../internal/grpc_stream.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
+import type { TlsMaterial, TlsSource } from "@knp/transport/grpc_stream";
+import { type Logger, nullLogger } from "@knp/core/log";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";

@@ -9,18 +9,12 @@
  * @module
  */
 
-import {
-  closeResponse,
-  type DecodedPacket,
-  dialResponse,
-  drain,
-  type Packet,
-} from "../proto/packet.ts";
-import { DEFAULT_GUARD_LIMITS, type GuardLimits, SharedPause } from "../internal/backpressure.ts";
-import { errorMessage, KnpError } from "../internal/errors.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
-import { realTimers, type Timers } from "../internal/timers.ts";
+import { closeResponse, type DecodedPacket, dialResponse, drain, type Packet } from "@knp/proto";
+import { DEFAULT_GUARD_LIMITS, type GuardLimits, SharedPause } from "@knp/core/backpressure";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import { type Logger, nullLogger } from "@knp/core/log";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import { realTimers, type Timers } from "@knp/core/timers";
 import { DEFAULT_DIAL_TIMEOUT_MS, describeDialError, type Dialer } from "./dialer.ts";
 import { EndpointConn } from "./endpoint_conn.ts";
 

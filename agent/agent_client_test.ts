@@ -8,11 +8,11 @@ import {
   dialResponse,
   drain,
   type Packet,
-} from "../proto/packet.ts";
-import type { GuardLimits } from "../internal/backpressure.ts";
-import { KnpError } from "../internal/errors.ts";
-import { memoryPipe } from "../internal/packet_stream.ts";
-import { fakeTimers, startPeer } from "../internal/_test_helpers.ts";
+} from "@knp/proto";
+import type { GuardLimits } from "@knp/core/backpressure";
+import { KnpError } from "@knp/core/errors";
+import { memoryPipe } from "@knp/transport/packet_stream";
+import { fakeTimers, startPeer } from "@knp/testing/fakes";
 import { AgentClient } from "./agent_client.ts";
 import { CLOSE_FLUSH_MS } from "./endpoint_conn.ts";
 import { type DialCall, fakeDialer, FakeEndpoint, type WriteMode } from "./_test_socket.ts";

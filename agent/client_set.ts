@@ -6,10 +6,10 @@
  * @module
  */
 
-import { errorMessage, KnpError } from "../internal/errors.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
-import { realTimers, type Timers } from "../internal/timers.ts";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import { type Logger, nullLogger } from "@knp/core/log";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import { realTimers, type Timers } from "@knp/core/timers";
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 
 /** One freshly connected server stream, after its response headers. */

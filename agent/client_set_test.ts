@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import type { DecodedPacket } from "../proto/packet.ts";
-import { memoryPipe, type PacketStream } from "../internal/packet_stream.ts";
-import type { Timers } from "../internal/timers.ts";
+import type { DecodedPacket } from "@knp/proto";
+import { memoryPipe, type PacketStream } from "@knp/transport/packet_stream";
+import type { Timers } from "@knp/core/timers";
 import { ClientSet, type ClientSetOptions, type ServerConnection } from "./client_set.ts";
 import { fakeDialer } from "./_test_socket.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { KnpError } from "../internal/errors.ts";
+import { KnpError } from "@knp/core/errors";
 
 /** What the agent needs of a dialed endpoint connection. */
 export interface EndpointSocket {

@@ -12,13 +12,13 @@
  * @module
  */
 
-import { closeResponse, dataPacket, knpWindow } from "../proto/packet.ts";
-import { type GuardLimits, SharedPause, SinkGuard } from "../internal/backpressure.ts";
-import { errorMessage } from "../internal/errors.ts";
-import type { Logger } from "../internal/log.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
-import { AdaptiveReadSize, SocketWriter } from "../internal/byte_socket.ts";
-import type { Timers } from "../internal/timers.ts";
+import { closeResponse, dataPacket, knpWindow } from "@knp/proto";
+import { type GuardLimits, SharedPause, SinkGuard } from "@knp/core/backpressure";
+import { errorMessage } from "@knp/core/errors";
+import type { Logger } from "@knp/core/log";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
+import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
 /** Largest read from the endpoint (one DATA packet at most this large). */

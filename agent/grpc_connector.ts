@@ -15,10 +15,10 @@ import {
   parseFlowControl,
   SERVER_COUNT_KEY,
   SERVER_ID_KEY,
-} from "../proto/header.ts";
-import { KnpError } from "../internal/errors.ts";
-import { GrpcChannel, type TlsMaterial, type TlsSource } from "../internal/grpc_stream.ts";
-import { isTlsSource } from "../internal/tls_files.ts";
+} from "@knp/proto";
+import { KnpError } from "@knp/core/errors";
+import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_stream";
+import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
 /** Default per-connection flow-control window offered to knp servers. */

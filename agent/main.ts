@@ -4,9 +4,9 @@
  * @module
  */
 
-import { onSignals, parseOrExit } from "../internal/cli.ts";
-import { errorMessage } from "../internal/errors.ts";
-import { TlsFiles } from "../internal/tls_files.ts";
+import { onSignals, parseOrExit } from "@knp/cli/binary";
+import { errorMessage } from "@knp/core/errors";
+import { TlsFiles } from "@knp/transport/tls_files";
 import { startAgent } from "./agent.ts";
 import {
   agentHelp,
@@ -61,6 +61,8 @@ export function main(args: string[]): void {
   log.info("agent link", {
     link: o.knpWebsocketPort ? "websocket" : "grpc",
     port: o.knpWebsocketPort || o.proxyServerPort,
+    // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
+    listening: { healthPort: agent.healthPort, adminPort: agent.adminPort },
   });
   let stopping = false;
   onSignals(() => {

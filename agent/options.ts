@@ -26,7 +26,7 @@ import {
   requirePositive,
   requireProfilingForContention,
   showDuration,
-} from "../internal/flags.ts";
+} from "@knp/cli/flags";
 
 const HOUR_MS = 3_600_000;
 const NOT_IMPLEMENTED = "not implemented yet";
@@ -511,12 +511,18 @@ export function agentHelp(): string {
 export function validateAgentOptions(o: AgentOptions): void {
   requireCertKeyPair("agent-cert", o.agentCert, "agent-key", o.agentKey);
   if (o.caCert !== "") requireExistingFile("ca-cert", o.caCert);
-  const ports: [string, number][] = [
-    ["proxy-server-port", o.proxyServerPort],
-    ["health-server-port", o.healthServerPort],
-    ["admin-server-port", o.adminServerPort],
-  ];
-  for (const [flag, port] of ports) requirePositive(flag, port);
+  requirePositive("proxy-server-port", o.proxyServerPort);
+  // knp extension: 0 binds any free port, reported in the agent's "listening" log line.
+  for (
+    const [flag, port] of [["health-server-port", o.healthServerPort], [
+      "admin-server-port",
+      o.adminServerPort,
+    ]] as const
+  ) {
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw invalidFlag(`--${flag}: must be a port number or 0, got ${port}`);
+    }
+  }
   if (
     !Number.isInteger(o.knpWebsocketPort) || o.knpWebsocketPort < 0 || o.knpWebsocketPort > 65535
   ) {

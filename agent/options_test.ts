@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
-import { KnpError } from "../internal/errors.ts";
-import { KLOG_FLAGS } from "../internal/flags.ts";
-import {
-  emptyFiles,
-  KLOG_DEFAULTS,
-  optionsTester,
-  UUID,
-} from "../internal/_options_test_helpers.ts";
+import { KnpError } from "@knp/core/errors";
+import { KLOG_FLAGS } from "@knp/cli/flags";
+import { emptyFiles, KLOG_DEFAULTS, optionsTester, UUID } from "@knp/testing/options";
 import {
   AGENT_FLAGS,
   agentHelp,
@@ -318,9 +313,13 @@ Deno.test("validateAgentOptions() requires cert/key pairs and existing files", (
   assertInvalid([`--ca-cert=${MISSING}`], "ca-cert", /does not exist/);
 });
 
-Deno.test("validateAgentOptions() requires positive ports", () => {
+Deno.test("validateAgentOptions() requires valid ports; 0 only for the agent's own listeners", () => {
+  assertInvalid(["--proxy-server-port=0"], "proxy-server-port", /greater than 0, got 0/);
+  for (const flag of ["health-server-port", "admin-server-port"]) {
+    validateAgentOptions(options([`--${flag}=0`]));
+    assertInvalid([`--${flag}=70000`], flag, /port number or 0/);
+  }
   for (const flag of ["proxy-server-port", "health-server-port", "admin-server-port"]) {
-    assertInvalid([`--${flag}=0`], flag, /greater than 0, got 0/);
     assertInvalid([`--${flag}=-1`], flag);
     // No reserved/ephemeral checks on the agent.
     validateAgentOptions(options([`--${flag}=80`]));

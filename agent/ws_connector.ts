@@ -18,22 +18,22 @@ import {
   BEARER_PREFIX,
   FLOW_CONTROL_KEY,
   formatFlowControl,
-} from "../proto/header.ts";
-import { AGENT_CERT_HEADER, proofPayload, signProof } from "../internal/agent_proof.ts";
-import { errorMessage, KnpError } from "../internal/errors.ts";
+} from "@knp/proto";
+import { AGENT_CERT_HEADER, proofPayload, signProof } from "@knp/transport/agent_proof";
+import { errorMessage, KnpError } from "@knp/core/errors";
 import {
   currentTlsMaterial,
   isTlsSource,
   type TlsMaterial,
   type TlsSource,
-} from "../internal/tls_files.ts";
+} from "@knp/transport/tls_files";
 import {
   type ClientWebSocket,
   connectWebSocket,
   WebSocketHandshakeError,
   type WebSocketSubset,
-} from "../internal/ws_client.ts";
-import { WebSocketPacketStream } from "../internal/ws_stream.ts";
+} from "@knp/transport/ws_client";
+import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
 /** Path of the agent link (as the server serves it). */

@@ -9,7 +9,7 @@
 
 import { PassThrough } from "node:stream";
 import { Buffer } from "node:buffer";
-import { type ByteSocket, fromNodeSocket, SocketWriter } from "../internal/byte_socket.ts";
+import { type ByteSocket, fromNodeSocket, SocketWriter } from "../transport/byte_socket.ts";
 
 const CHUNK = 32 * 1024;
 const CHUNKS = 64; // 2 MiB per iteration

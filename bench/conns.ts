@@ -10,8 +10,8 @@
  * @module
  */
 
-import { createSingleUseTunnel } from "../mod.ts";
-import type { TunnelConn } from "../mod.ts";
+import { createSingleUseTunnel } from "@knp/client";
+import type { TunnelConn } from "@knp/client";
 import { CHUNK } from "./wire.ts";
 
 /** Where a connection goes: straight to a backend port or through a server's UDS frontend. */

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { USER_AGENT_KEY } from "../proto/header.ts";
-import { DialError, KnpError } from "../internal/errors.ts";
-import { GrpcChannel } from "../internal/grpc_stream.ts";
+import { USER_AGENT_KEY } from "@knp/proto";
+import { DialError, KnpError } from "@knp/core/errors";
+import { GrpcChannel } from "@knp/transport/grpc_stream";
 import { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
 
 /** Where the proxy server is and how to reach it. */

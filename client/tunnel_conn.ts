@@ -20,10 +20,10 @@ import {
   type DecodedPacket,
   dialRequest,
   randomDialId,
-} from "../proto/packet.ts";
-import { DialError, errorMessage, KnpError } from "../internal/errors.ts";
-import { parseDialError } from "../internal/dial_errors.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
+} from "@knp/proto";
+import { DialError, errorMessage, KnpError } from "@knp/core/errors";
+import { parseDialError } from "@knp/core/dial_errors";
+import type { PacketStream } from "@knp/transport/packet_stream";
 
 /** Upstream client's hard backstop for a dial. */
 export const DIAL_BACKSTOP_MS = 30_000;

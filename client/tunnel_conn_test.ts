@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import {
-  closeDial,
-  closeRequest,
-  closeResponse,
-  dataPacket,
-  dialResponse,
-} from "../proto/packet.ts";
-import { DialError, KnpError } from "../internal/errors.ts";
-import { memoryPipe } from "../internal/packet_stream.ts";
+import { closeDial, closeRequest, closeResponse, dataPacket, dialResponse } from "@knp/proto";
+import { DialError, KnpError } from "@knp/core/errors";
+import { memoryPipe } from "@knp/transport/packet_stream";
 import {
   CLOSE_TIMEOUT_MS,
   DIAL_BACKSTOP_MS,
@@ -16,8 +10,8 @@ import {
   MAX_WRITE_CHUNK,
   TunnelConn,
 } from "./tunnel_conn.ts";
-import { startPeer } from "../internal/_test_helpers.ts";
-import { randomDialId } from "../proto/packet.ts";
+import { startPeer } from "@knp/testing/fakes";
+import { randomDialId } from "@knp/proto";
 
 // TunnelConn uses the global timers, so the tests replace them with a fake clock; settling the
 // pipes needs a real macrotask, so keep the real setTimeout.

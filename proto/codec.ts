@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { PacketDecodeError } from "../internal/errors.ts";
+import { PacketDecodeError } from "./errors.ts";
 import { type DecodedPacket, type Packet, PacketType, type PacketTypeName } from "./packet.ts";
 
 const STR = 0;

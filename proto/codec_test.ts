@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { knpWindow } from "./packet.ts";
-import { PacketDecodeError } from "../internal/errors.ts";
+import { PacketDecodeError } from "./errors.ts";
 import { decodePacket, encodedLength, encodePacket } from "./codec.ts";
 import {
   closeDial,

@@ -18,3 +18,4 @@
 export * from "./packet.ts";
 export * from "./codec.ts";
 export * from "./header.ts";
+export * from "./errors.ts";

@@ -4,10 +4,10 @@
  * @module
  */
 
-import type { AgentIdentifiers } from "../proto/header.ts";
-import type { Packet } from "../proto/packet.ts";
-import { SharedPause } from "../internal/backpressure.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
+import type { AgentIdentifiers } from "@knp/proto";
+import type { Packet } from "@knp/proto";
+import { SharedPause } from "@knp/core/backpressure";
+import type { PacketStream } from "@knp/transport/packet_stream";
 
 let nextBackendSeq = 0;
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { removePortFromHost } from "../proto/header.ts";
+import { removePortFromHost } from "@knp/proto";
 import type { Backend } from "./backend.ts";
 
 /** A proxy strategy name, as on the `--proxy-strategies` flag. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { parseAgentIdentifiers } from "../proto/header.ts";
-import { memoryPipe } from "../internal/packet_stream.ts";
+import { parseAgentIdentifiers } from "@knp/proto";
+import { memoryPipe } from "@knp/transport/packet_stream";
 import { Backend } from "./backend.ts";
 import { BackendManager, BackendStorage, parseProxyStrategies } from "./backend_manager.ts";
 

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { AgentClient } from "../agent/agent_client.ts";
 import { fakeDialer, FakeEndpoint } from "../agent/_test_socket.ts";
 import { TunnelConn } from "../client/tunnel_conn.ts";
-import { memoryPipe } from "../internal/packet_stream.ts";
+import { memoryPipe } from "@knp/transport/packet_stream";
 import { ProxyServer } from "./proxy_server.ts";
 
 const WINDOW = 16 * 1024;

@@ -16,18 +16,12 @@
  * @module
  */
 
-import {
-  closeRequest,
-  dataPacket,
-  dialRequest,
-  type Packet,
-  randomDialId,
-} from "../proto/packet.ts";
-import type { ByteSocket } from "../internal/byte_socket.ts";
-import { AdaptiveReadSize, SocketWriter } from "../internal/byte_socket.ts";
-import { HTTP_STATUS, parseDialError } from "../internal/dial_errors.ts";
-import { errorMessage, KnpError } from "../internal/errors.ts";
-import type { PacketHandler, PacketStream } from "../internal/packet_stream.ts";
+import { closeRequest, dataPacket, dialRequest, type Packet, randomDialId } from "@knp/proto";
+import type { ByteSocket } from "@knp/transport/byte_socket";
+import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
+import { HTTP_STATUS, parseDialError } from "@knp/core/dial_errors";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import type { PacketHandler, PacketStream } from "@knp/transport/packet_stream";
 
 /** Limits of the HTTP-CONNECT frontend. */
 export interface HttpConnectLimits {

@@ -5,9 +5,9 @@ import {
   type DecodedPacket,
   dialResponse,
   type Packet,
-} from "../proto/packet.ts";
-import type { ByteSocket } from "../internal/byte_socket.ts";
-import { type DialErrorKind, HTTP_STATUS, tagDialError } from "../internal/dial_errors.ts";
+} from "@knp/proto";
+import type { ByteSocket } from "@knp/transport/byte_socket";
+import { type DialErrorKind, HTTP_STATUS, tagDialError } from "@knp/core/dial_errors";
 import {
   dialFailure,
   HttpConnectFrontend,

@@ -9,11 +9,11 @@
 import { chmod, rm } from "node:fs/promises";
 import { createServer, type SecureContextOptions, type TLSSocket } from "node:tls";
 import { Buffer } from "node:buffer";
-import type { ByteSocket } from "../internal/byte_socket.ts";
-import { fromNodeSocket } from "../internal/byte_socket.ts";
-import { errorMessage } from "../internal/errors.ts";
-import type { TlsMaterial } from "../internal/grpc_stream.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
+import type { ByteSocket } from "@knp/transport/byte_socket";
+import { fromNodeSocket } from "@knp/transport/byte_socket";
+import { errorMessage } from "@knp/core/errors";
+import type { TlsMaterial } from "@knp/transport/grpc_stream";
+import { type Logger, nullLogger } from "@knp/core/log";
 import { HttpConnectFrontend, type HttpConnectLimits } from "./http_connect_frontend.ts";
 import type { ProxyServer } from "./proxy_server.ts";
 

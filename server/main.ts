@@ -4,9 +4,9 @@
  * @module
  */
 
-import { onSignals, parseOrExit } from "../internal/cli.ts";
-import { errorMessage } from "../internal/errors.ts";
-import { TlsFiles, tlsPolicyFromFlags } from "../internal/tls_files.ts";
+import { onSignals, parseOrExit } from "@knp/cli/binary";
+import { errorMessage } from "@knp/core/errors";
+import { TlsFiles, tlsPolicyFromFlags } from "@knp/transport/tls_files";
 import { parseProxyStrategies } from "./backend_manager.ts";
 import {
   parseServerOptions,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { errorMessage } from "../internal/errors.ts";
+import { errorMessage } from "@knp/core/errors";
 import {
   camelCaseFlagName,
   type FlagSpec,
@@ -27,7 +27,7 @@ import {
   requirePositive,
   requireProfilingForContention,
   showDuration,
-} from "../internal/flags.ts";
+} from "@knp/cli/flags";
 import { parseProxyStrategies } from "./backend_manager.ts";
 
 const HOUR_MS = 3_600_000;
@@ -499,6 +499,8 @@ const SECURE_CIPHER_SUITES = new Set([
 ]);
 
 function checkPortRange(flag: string, what: string, port: number, allowReserved: boolean): void {
+  // knp extension: 0 binds any free port, which the server reports in its "listening" log line.
+  if (port === 0) return;
   if (port > 49151) {
     throw invalidFlag(
       `--${flag}: please do not try to use ephemeral port ${port} for the ${what} port`,

@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
-import { KnpError } from "../internal/errors.ts";
-import { KLOG_FLAGS } from "../internal/flags.ts";
-import {
-  emptyFiles,
-  KLOG_DEFAULTS,
-  optionsTester,
-  UUID,
-} from "../internal/_options_test_helpers.ts";
+import { KnpError } from "@knp/core/errors";
+import { KLOG_FLAGS } from "@knp/cli/flags";
+import { emptyFiles, KLOG_DEFAULTS, optionsTester, UUID } from "@knp/testing/options";
 import {
   parseLeaseLabels,
   parseServerOptions,
@@ -369,7 +364,8 @@ Deno.test("validateServerOptions() rejects ephemeral and reserved ports", () => 
   }
   // Only with a UDS may the server port be below 1024 (it must then be 0).
   validateServerOptions(options(UDS));
-  assertInvalid([...UDS, "--agent-port=0"], "agent-port", /reserved port 0/);
+  // knp extension: 0 means any free port (reported by the binary once bound).
+  validateServerOptions(options([...UDS, "--agent-port=0", "--health-port=0", "--admin-port=0"]));
 });
 
 Deno.test("validateServerOptions() requires --enable-profiling for contention profiling", () => {

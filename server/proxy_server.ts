@@ -18,14 +18,14 @@ import {
   dialResponse,
   knpWindow,
   type Packet,
-} from "../proto/packet.ts";
-import { parseAgentIdentifiers, queryParseError } from "../proto/header.ts";
-import { DEFAULT_GUARD_LIMITS, type GuardLimits, SinkGuard } from "../internal/backpressure.ts";
-import { KnpError } from "../internal/errors.ts";
-import { type DialErrorKind, tagDialError } from "../internal/dial_errors.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
-import type { PacketStream } from "../internal/packet_stream.ts";
-import { realTimers, type Timers } from "../internal/timers.ts";
+} from "@knp/proto";
+import { parseAgentIdentifiers, queryParseError } from "@knp/proto";
+import { DEFAULT_GUARD_LIMITS, type GuardLimits, SinkGuard } from "@knp/core/backpressure";
+import { KnpError } from "@knp/core/errors";
+import { type DialErrorKind, tagDialError } from "@knp/core/dial_errors";
+import { type Logger, nullLogger } from "@knp/core/log";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import { realTimers, type Timers } from "@knp/core/timers";
 import { Backend, type FlowControl } from "./backend.ts";
 import { BackendManager, type ProxyStrategy } from "./backend_manager.ts";
 

@@ -8,13 +8,13 @@ import {
   dialResponse,
   drain,
   type Packet,
-} from "../proto/packet.ts";
-import { KnpError } from "../internal/errors.ts";
+} from "@knp/proto";
+import { KnpError } from "@knp/core/errors";
 import { AgentClient } from "../agent/agent_client.ts";
 import { fakeDialer, FakeEndpoint } from "../agent/_test_socket.ts";
 import { TunnelConn } from "../client/tunnel_conn.ts";
-import { memoryPipe } from "../internal/packet_stream.ts";
-import { fakeTimers, startPeer } from "../internal/_test_helpers.ts";
+import { memoryPipe } from "@knp/transport/packet_stream";
+import { fakeTimers, startPeer } from "@knp/testing/fakes";
 import {
   DIAL_TIMEOUT_TEXT,
   NO_AGENT_AVAILABLE,

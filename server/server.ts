@@ -6,22 +6,17 @@
  * @module
  */
 
-import {
-  FLOW_CONTROL_KEY,
-  formatFlowControl,
-  parseFlowControl,
-  USER_AGENT_KEY,
-} from "../proto/header.ts";
-import { errorMessage, KnpError } from "../internal/errors.ts";
+import { FLOW_CONTROL_KEY, formatFlowControl, parseFlowControl, USER_AGENT_KEY } from "@knp/proto";
+import { errorMessage, KnpError } from "@knp/core/errors";
 import {
   type GrpcServerHandle,
   serveGrpc,
   type TlsMaterial,
   type TlsPolicy,
   type TlsSource,
-} from "../internal/grpc_stream.ts";
-import { currentTlsMaterial, isTlsSource } from "../internal/tls_files.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
+} from "@knp/transport/grpc_stream";
+import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
+import { type Logger, nullLogger } from "@knp/core/log";
 import { rm } from "node:fs/promises";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { serverHealthHandler } from "./health.ts";
@@ -265,6 +260,8 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       frontend: frontendAddress,
       agent: `${agentAddress.replace(/:\d+$/, "")}:${agents.port}`,
       mode: config.mode ?? "grpc",
+      // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
+      listening: { serverPort, agentPort: agents.port, websocketPort, healthPort, adminPort },
     });
     let closed = false;
     const close = async (graceful = false) => {

@@ -18,23 +18,23 @@
  */
 
 import type { X509Certificate } from "node:crypto";
-import { FLOW_CONTROL_KEY, parseFlowControl } from "../proto/header.ts";
+import { FLOW_CONTROL_KEY, parseFlowControl } from "@knp/proto";
 import {
   AGENT_CERT_HEADER,
   newChallenge,
   proofPayload,
   verifyAgentChain,
   verifyProof,
-} from "../internal/agent_proof.ts";
-import { errorMessage, KnpError } from "../internal/errors.ts";
-import { type Logger, nullLogger } from "../internal/log.ts";
+} from "@knp/transport/agent_proof";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import { type Logger, nullLogger } from "@knp/core/log";
 import {
   currentTlsMaterial,
   isTlsSource,
   type TlsMaterial,
   type TlsSource,
-} from "../internal/tls_files.ts";
-import { WebSocketPacketStream } from "../internal/ws_stream.ts";
+} from "@knp/transport/tls_files";
+import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import type { ProxyServer } from "./proxy_server.ts";
 
 /** Path of the agent link. */

@@ -7,8 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
-import { type DialErrorKind, HTTP_STATUS } from "../internal/dial_errors.ts";
+import { createSingleUseTunnel, createTunnel, DialError } from "@knp/client";
+import { type DialErrorKind, HTTP_STATUS } from "../core/dial_errors.ts";
 import { readSample } from "../server/metrics.ts";
 import { connect, endpointOf, havePython, run, startBlackhole, tunnel } from "./connect_client.ts";
 import { startEchoBackend } from "./backends.ts";

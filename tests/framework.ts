@@ -8,7 +8,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { generateTestPki, writeTestPki } from "../internal/certs.ts";
+import { generateTestPki, writeTestPki } from "../testing/certs.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { createSingleUseTunnel, createTunnel, DialError } from "../mod.ts";
+import { createSingleUseTunnel, createTunnel, DialError } from "@knp/client";
 import { readSample } from "../server/metrics.ts";
 import {
   checksum,

@@ -12,8 +12,8 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import tls from "node:tls";
-import { createSingleUseTunnel } from "../mod.ts";
-import { type CertBundle, type CertificateAuthority, generateCa } from "../internal/certs.ts";
+import { createSingleUseTunnel } from "@knp/client";
+import { type CertBundle, type CertificateAuthority, generateCa } from "../testing/certs.ts";
 import { readSample } from "../server/metrics.ts";
 import { startHttpBackend } from "./backends.ts";
 import {

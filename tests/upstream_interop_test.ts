@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { havePython, startBlackhole } from "./connect_client.ts";
-import { createSingleUseTunnel, createTunnel, DialError, type TunnelConn } from "../mod.ts";
+import { createSingleUseTunnel, createTunnel, DialError, type TunnelConn } from "@knp/client";
 import { readSample } from "../server/metrics.ts";
 import { checksum, firstMismatch, pattern, startHttpBackend } from "./backends.ts";
 import {

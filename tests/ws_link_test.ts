@@ -5,11 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { generateCa } from "../internal/certs.ts";
-import { proofPayload, signProof } from "../internal/agent_proof.ts";
+import { generateCa } from "../testing/certs.ts";
+import { proofPayload, signProof } from "../transport/agent_proof.ts";
 import { encodePacket } from "../proto/codec.ts";
 import { dialResponse } from "../proto/packet.ts";
-import { createSingleUseTunnel } from "../mod.ts";
+import { createSingleUseTunnel } from "@knp/client";
 import { startHttpBackend } from "./backends.ts";
 import { eventually, type ServerProcess, startAgent, startServer } from "./framework.ts";
 import { readSample } from "../server/metrics.ts";

@@ -14,11 +14,11 @@ import { Buffer } from "node:buffer";
 import { chmod, rm } from "node:fs/promises";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { isIP } from "node:net";
-import { decodePacket, encodePacket } from "../proto/codec.ts";
-import { AGENT_METHOD_PATH, PROXY_METHOD_PATH } from "../proto/header.ts";
-import type { Packet } from "../proto/packet.ts";
-import { payloadBytes } from "../proto/packet.ts";
-import { errorMessage, KnpError } from "./errors.ts";
+import { decodePacket, encodePacket } from "@knp/proto";
+import { AGENT_METHOD_PATH, PROXY_METHOD_PATH } from "@knp/proto";
+import type { Packet } from "@knp/proto";
+import { payloadBytes } from "@knp/proto";
+import { errorMessage, KnpError } from "@knp/core/errors";
 import type { PacketHandler, PacketStream } from "./packet_stream.ts";
 import { SendAccounting } from "./packet_stream.ts";
 import {

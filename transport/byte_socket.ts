@@ -7,7 +7,7 @@
 
 import type { Duplex } from "node:stream";
 import { SendAccounting } from "./packet_stream.ts";
-import { realTimers, type Timers } from "./timers.ts";
+import { realTimers, type Timers } from "@knp/core/timers";
 
 /** What the proxy needs of a connected socket. `Deno.Conn` fits. */
 export interface ByteSocket {

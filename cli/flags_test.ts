@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { KnpError } from "./errors.ts";
+import { KnpError } from "@knp/core/errors";
 import {
   camelCaseFlagName,
   type FlagSpec,
@@ -15,7 +15,7 @@ import {
   requireExistingFile,
   splitCsvRecord,
 } from "./flags.ts";
-import { KLOG_DEFAULTS } from "./_options_test_helpers.ts";
+import { KLOG_DEFAULTS } from "@knp/testing/options";
 
 const SPECS: FlagSpec[] = [
   { name: "server-port", type: "int", default: 8090, help: "Port.", implemented: true },

@@ -13,8 +13,8 @@
  * @module
  */
 
-import type { DecodedPacket, Packet } from "../proto/packet.ts";
-import { payloadBytes } from "../proto/packet.ts";
+import type { DecodedPacket, Packet } from "@knp/proto";
+import { payloadBytes } from "@knp/proto";
 
 /** Receives what a stream delivers. */
 export interface PacketHandler {

@@ -1,11 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  closeRequest,
-  dataPacket,
-  type DecodedPacket,
-  dialRequest,
-  drain,
-} from "../proto/packet.ts";
+import { closeRequest, dataPacket, type DecodedPacket, dialRequest, drain } from "@knp/proto";
 import { memoryPipe, type PacketStream, SendAccounting } from "./packet_stream.ts";
 
 /** Lets every queued microtask (and the pipes' pumps) run. */

@@ -6,6 +6,7 @@
  */
 
 import type { DialErrorKind } from "./dial_errors.ts";
+export { PacketDecodeError } from "@knp/proto";
 
 /** Stable error codes. */
 export type KnpErrorCode =
@@ -71,17 +72,6 @@ export class DialError extends KnpError {
     this.kind = options?.kind ?? "unknown";
     this.serverId = options?.serverId;
     this.agentId = options?.agentId;
-  }
-}
-
-/** Bytes on the wire could not be decoded as a Packet. */
-export class PacketDecodeError extends KnpError {
-  /** Byte offset in the message where decoding failed. */
-  readonly offset: number;
-  constructor(message: string, offset: number, options?: ErrorOptions) {
-    super("PACKET_DECODE", message, options);
-    this.name = "PacketDecodeError";
-    this.offset = offset;
   }
 }
 

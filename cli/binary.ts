@@ -7,9 +7,9 @@
  * @module
  */
 
-import { errorMessage } from "./errors.ts";
-import { silenceGrpcLogs } from "./grpc_stream.ts";
-import { jsonLogger, levelFromVerbosity, type Logger } from "./log.ts";
+import { errorMessage } from "@knp/core/errors";
+import { silenceGrpcLogs } from "@knp/transport/grpc_stream";
+import { jsonLogger, levelFromVerbosity, type Logger } from "@knp/core/log";
 
 /** What every binary's parse step returns. */
 export interface ParsedCli<O> {

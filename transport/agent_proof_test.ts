@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { generateCa } from "./certs.ts";
+import { generateCa } from "@knp/testing/certs";
 import {
   newChallenge,
   proofPayload,

@@ -17,7 +17,7 @@
 
 import { createPrivateKey, randomBytes, sign, verify, X509Certificate } from "node:crypto";
 import { Buffer } from "node:buffer";
-import { KnpError } from "./errors.ts";
+import { KnpError } from "@knp/core/errors";
 
 /** Request header carrying the agent's certificate chain (base64 of PEM). */
 export const AGENT_CERT_HEADER = "knp-agent-cert";

@@ -6,8 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { KnpError } from "./errors.ts";
-import type { ParsedOptions } from "./flags.ts";
+import { KnpError } from "@knp/core/errors";
+import type { ParsedOptions } from "@knp/cli/flags";
 
 /** A random (version 4) UUID, as `crypto.randomUUID()` makes for `--server-id`/`--agent-id`. */
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;

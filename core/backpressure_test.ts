@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type GuardedSink, type Pausable, SharedPause, SinkGuard } from "./backpressure.ts";
-import { fakeTimers } from "./_test_helpers.ts";
+import { fakeTimers } from "@knp/testing/fakes";
 
 /** Records pause()/resume() calls and the current state. */
 class FakeSource implements Pausable {

@@ -1,4 +1,4 @@
-import { dataPacket } from "../proto/packet.ts";
+import { dataPacket } from "@knp/proto";
 import { frame, unframe } from "./ws_stream.ts";
 
 const packets = Array.from(

@@ -29,8 +29,8 @@
 import { Buffer } from "node:buffer";
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import type { SecureContextOptions, SecureVersion } from "node:tls";
-import { errorMessage, KnpError } from "./errors.ts";
-import { type Logger, nullLogger } from "./log.ts";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import { type Logger, nullLogger } from "@knp/core/log";
 
 /** PEM material for TLS, as read from files. */
 export interface TlsMaterial {

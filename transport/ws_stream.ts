@@ -9,10 +9,10 @@
  * @module
  */
 
-import { decodePacket, encodedLength, encodePacketInto } from "../proto/codec.ts";
-import type { DecodedPacket, Packet } from "../proto/packet.ts";
-import { payloadBytes } from "../proto/packet.ts";
-import { errorMessage, KnpError } from "./errors.ts";
+import { decodePacket, encodedLength, encodePacketInto } from "@knp/proto";
+import type { DecodedPacket, Packet } from "@knp/proto";
+import { payloadBytes } from "@knp/proto";
+import { errorMessage, KnpError } from "@knp/core/errors";
 import type { PacketHandler, PacketStream } from "./packet_stream.ts";
 import { SendAccounting } from "./packet_stream.ts";
 

@@ -6,9 +6,9 @@
  */
 
 import FakeTimers from "@sinonjs/fake-timers";
-import type { DecodedPacket } from "../proto/packet.ts";
-import type { PacketStream } from "./packet_stream.ts";
-import type { Timers } from "./timers.ts";
+import type { DecodedPacket } from "@knp/proto";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import type { Timers } from "@knp/core/timers";
 
 /** A fake clock (advanced by hand with `clock.tick`) and the {@linkcode Timers} seam it drives. */
 export function fakeTimers(): { clock: FakeTimers.Clock; timers: Timers } {

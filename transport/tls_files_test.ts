@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
-import { type CertBundle, type CertificateAuthority, generateCa } from "./certs.ts";
-import type { LogFields, Logger } from "./log.ts";
+import { type CertBundle, type CertificateAuthority, generateCa } from "@knp/testing/certs";
+import type { LogFields, Logger } from "@knp/core/log";
 import {
   openSslCiphers,
   secureContextOptions,

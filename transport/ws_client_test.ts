@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { generateTestPki, type TestPki } from "./certs.ts";
+import { generateTestPki, type TestPki } from "@knp/testing/certs";
 import {
   acceptFor,
   type ClientWebSocket,
@@ -17,7 +17,7 @@ import {
   WebSocketHandshakeError,
 } from "./ws_client.ts";
 import { webSocketConnector } from "../agent/ws_connector.ts";
-import { KnpError } from "./errors.ts";
+import { KnpError } from "@knp/core/errors";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

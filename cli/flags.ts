@@ -16,7 +16,7 @@
  * @module
  */
 
-import { KnpError } from "./errors.ts";
+import { KnpError } from "@knp/core/errors";
 import { formatGoDuration, parseGoDuration } from "./duration.ts";
 
 /** Value types a flag can have. `float` is pflag's float32 (e.g. `--kubeconfig-qps`). */

@@ -1,12 +1,13 @@
 /**
- * knp: a Deno-native Kubernetes apiserver-network-proxy (Konnectivity).
+ * `@knp/client`: the client library of knp, a Deno-native Kubernetes apiserver-network-proxy
+ * (Konnectivity).
  *
  * The client library dials TCP connections through a proxy server's gRPC frontend, over a Unix
  * domain socket or TCP with mTLS, speaking upstream's wire protocol.
  *
  * @example Dial through a server's UDS
  * ```ts ignore
- * import { createSingleUseTunnel } from "@knp/knp";
+ * import { createSingleUseTunnel } from "@knp/client";
  * const tunnel = createSingleUseTunnel({ udsPath: "/run/konnectivity/konnectivity-server.socket" });
  * await using conn = await tunnel.dial("tcp", "10.0.0.7:10250");
  * await conn.readable.pipeTo(Deno.stdout.writable);
@@ -21,17 +22,6 @@ export {
   dialThroughProxy,
   type Tunnel,
   type TunnelOptions,
-} from "./client/tunnel.ts";
-export {
-  CLOSE_TIMEOUT_MS,
-  DIAL_BACKSTOP_MS,
-  type DialOptions,
-  TunnelConn,
-} from "./client/tunnel_conn.ts";
-export {
-  DialError,
-  type DialFailureReason,
-  KnpError,
-  type KnpErrorCode,
-} from "./internal/errors.ts";
-export * from "./proto/mod.ts";
+} from "./tunnel.ts";
+export { CLOSE_TIMEOUT_MS, DIAL_BACKSTOP_MS, type DialOptions, TunnelConn } from "./tunnel_conn.ts";
+export { DialError, type DialFailureReason, KnpError, type KnpErrorCode } from "@knp/core/errors";

@@ -1,0 +1,15 @@
+/**
+ * The knp proxy agent as a library: {@linkcode startAgent} connects to proxy servers and dials
+ * endpoints for them. The package's default export (`jsr:@knp/agent`) is the `proxy-agent` binary;
+ * this module is `@knp/agent/lib`.
+ *
+ * @module
+ */
+
+export { type AgentConfig, type AgentHandle, startAgent } from "./agent.ts";
+export {
+  agentHelp,
+  type AgentOptions,
+  parseAgentOptions,
+  validateAgentOptions,
+} from "./options.ts";
