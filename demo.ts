@@ -5,6 +5,12 @@
  * backend, all with throwaway certificates made at start; then sends requests through the tunnel
  * with the client library and prints what came back and how long it took. No Kubernetes needed.
  *
+ * Permissions: `deno task demo` gives this process only what it needs (run the deno binary,
+ * grpc-js's environment variables, loopback and the demo socket (net, read), and write to
+ * `/tmp` for the throwaway certificates); the server and agent processes it starts get exactly
+ * the set their flags need (`serverPermissionFlags`/`agentPermissionFlags`, via tests/framework.ts).
+ * The frontend socket has a fixed path so that the task can name it in `--allow-net=unix:...`.
+ *
  * @module
  */
 
@@ -26,16 +32,19 @@ function ms(start: number): string {
 const t0 = performance.now();
 console.log("knp demo: starting proxy-server, proxy-agent and a sample HTTP backend on loopback");
 await using backend = startHttpBackend();
-await using server = await startServer({ frontend: "uds" });
+/** The frontend socket (fixed, so `deno task demo` can allow exactly it). */
+const UDS = "/tmp/knp-demo.socket";
+// A later --uds-name wins (pflag), so this replaces the framework's temporary socket path.
+await using server = await startServer({ frontend: "uds", extraArgs: [`--uds-name=${UDS}`] });
 await using agent = await startAgent(server.agentPort);
-console.log(`  server: frontend unix:${server.udsPath}, agents 127.0.0.1:${server.agentPort}`);
+console.log(`  server: frontend unix:${UDS}, agents 127.0.0.1:${server.agentPort}`);
 console.log(`  agent : connected (health http://127.0.0.1:${agent.healthPort}/readyz)`);
 console.log(`  backend: http://${backend.address}  (ready after ${ms(t0)})\n`);
 
 console.log("1. single-use tunnels (one gRPC connection per dial, as kube-apiserver does)");
 for (let i = 1; i <= 3; i++) {
   const start = performance.now();
-  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+  const tunnel = createSingleUseTunnel({ udsPath: UDS });
   const conn = await tunnel.dial("tcp", backend.address);
   const { status, body } = await httpGet(conn, "/success");
   await tunnel.done;
@@ -49,7 +58,7 @@ for (let i = 1; i <= 3; i++) {
 console.log("\n2. one tunnel carrying 20 dials");
 {
   const start = performance.now();
-  await using tunnel = createTunnel({ udsPath: server.udsPath });
+  await using tunnel = createTunnel({ udsPath: UDS });
   const results = await Promise.all(
     Array.from(
       { length: 20 },
@@ -63,7 +72,7 @@ console.log("\n2. one tunnel carrying 20 dials");
 console.log("\n3. 10 MiB download through the tunnel");
 {
   const start = performance.now();
-  const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+  const tunnel = createSingleUseTunnel({ udsPath: UDS });
   const conn = await tunnel.dial("tcp", backend.address);
   const { status, body } = await httpGet(conn, "/download?chunks=10&size=1048576");
   const secs = (performance.now() - start) / 1000;
@@ -78,7 +87,7 @@ console.log("\n4. a dial to a closed port");
 {
   const start = performance.now();
   try {
-    await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", "127.0.0.1:1");
+    await createSingleUseTunnel({ udsPath: UDS }).dial("tcp", "127.0.0.1:1");
     console.log("   unexpected: the dial succeeded");
     Deno.exitCode = 1;
   } catch (err) {

@@ -16,35 +16,81 @@ import { agentAdminHandler, agentHealthHandler } from "./health.ts";
 /** Configuration of {@linkcode startAgent}. */
 export interface AgentConfig
   extends Omit<ClientSetOptions, "connect" | "dialer" | "logger" | "timers"> {
+  /** Host name or address of the proxy server (or its load balancer). */
   proxyServerHost: string;
+  /** The server's agent port. */
   proxyServerPort: number;
   /** Use the knp WebSocket agent link on this server port instead of gRPC (knp servers only). */
   websocketPort?: number;
+  /** This agent's id, sent to servers as `agentID`. */
   agentId: string;
+  /** Identifiers advertised to servers, as the `--agent-identifiers` flag takes them. */
   agentIdentifiers?: string;
   /** Fixed material, or a source (e.g. `TlsFiles`) read again at every connection attempt. */
   tls?: TlsMaterial | TlsSource;
+  /** Bearer token file sent to servers that authenticate agents. */
   serviceAccountTokenPath?: string;
+  /** Interval of keepalive pings on server connections. */
   keepaliveTimeMs?: number;
+  /** Address the health server binds. */
   healthServerHost?: string;
   /** undefined = no health server; 0 = any free port. */
   healthServerPort?: number;
+  /** Address the admin server binds. */
   adminBindAddress?: string;
+  /** Admin port; undefined = no admin server; 0 = any free port. */
   adminServerPort?: number;
+  /** Where the agent logs. */
   logger?: Logger;
+  /** Dials endpoints; defaults to TCP. */
   dialer?: ClientSetOptions["dialer"];
 }
 
 /** A running agent. */
 export interface AgentHandle extends AsyncDisposable {
+  /** The agent's server connections. */
   clients: ClientSet;
+  /** Bound health port (0 when off). */
   healthPort: number;
+  /** Bound admin port (0 when off). */
   adminPort: number;
   /** First signal: DRAIN, keep proxying. */
   drain(): void;
   /** Second signal: refuse new dials, let open connections finish (bounded), then close. */
   shutdown(graceMs: number): Promise<void>;
+  /** Stops at once: closes every server connection and endpoint connection. */
   close(): Promise<void>;
+}
+
+/** The connector of the configured link: the knp WebSocket link or upstream's gRPC. */
+function connectorFor(config: AgentConfig): ClientSetOptions["connect"] {
+  const common = {
+    host: config.proxyServerHost,
+    agentId: config.agentId,
+    agentIdentifiers: config.agentIdentifiers ?? "",
+    ...(config.serviceAccountTokenPath ? { tokenPath: config.serviceAccountTokenPath } : {}),
+  };
+  return config.websocketPort
+    ? webSocketConnector({ ...common, port: config.websocketPort, tls: config.tls ?? {} })
+    : grpcConnector({
+      ...common,
+      port: config.proxyServerPort,
+      tls: config.tls,
+      keepaliveTimeMs: config.keepaliveTimeMs,
+    });
+}
+
+/** Binds a plain HTTP server when `port` is set. */
+function serveHttp(
+  hostname: string,
+  port: number | undefined,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+  servers: Deno.HttpServer[],
+): number {
+  if (port === undefined) return 0;
+  const server = Deno.serve({ hostname, port, onListen() {} }, handler);
+  servers.push(server);
+  return server.addr.port;
 }
 
 /** Starts an agent. */
@@ -54,46 +100,21 @@ export function startAgent(config: AgentConfig): AgentHandle {
     ...config,
     logger: log,
     dialer: config.dialer ?? denoDialer,
-    connect: config.websocketPort
-      ? webSocketConnector({
-        host: config.proxyServerHost,
-        port: config.websocketPort,
-        agentId: config.agentId,
-        agentIdentifiers: config.agentIdentifiers ?? "",
-        tls: config.tls ?? {},
-        tokenPath: config.serviceAccountTokenPath,
-      })
-      : grpcConnector({
-        host: config.proxyServerHost,
-        port: config.proxyServerPort,
-        agentId: config.agentId,
-        agentIdentifiers: config.agentIdentifiers ?? "",
-        tls: config.tls,
-        tokenPath: config.serviceAccountTokenPath,
-        keepaliveTimeMs: config.keepaliveTimeMs,
-      }),
+    connect: connectorFor(config),
   });
   const servers: Deno.HttpServer[] = [];
-  let healthPort = 0;
-  let adminPort = 0;
-  if (config.healthServerPort !== undefined) {
-    const health = Deno.serve({
-      hostname: config.healthServerHost || "0.0.0.0",
-      port: config.healthServerPort,
-      onListen() {},
-    }, agentHealthHandler(clients));
-    healthPort = health.addr.port;
-    servers.push(health);
-  }
-  if (config.adminServerPort !== undefined) {
-    const admin = Deno.serve({
-      hostname: config.adminBindAddress || "127.0.0.1",
-      port: config.adminServerPort,
-      onListen() {},
-    }, agentAdminHandler(healthPort));
-    adminPort = admin.addr.port;
-    servers.push(admin);
-  }
+  const healthPort = serveHttp(
+    config.healthServerHost || "0.0.0.0",
+    config.healthServerPort,
+    agentHealthHandler(clients),
+    servers,
+  );
+  const adminPort = serveHttp(
+    config.adminBindAddress || "127.0.0.1",
+    config.adminServerPort,
+    agentAdminHandler(healthPort),
+    servers,
+  );
   clients.start();
   log.info("proxy agent started", {
     server: `${config.proxyServerHost}:${config.proxyServerPort}`,

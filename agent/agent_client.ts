@@ -15,18 +15,30 @@ import { errorMessage, KnpError } from "@knp/core/errors";
 import { type Logger, nullLogger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
-import { DEFAULT_DIAL_TIMEOUT_MS, describeDialError, type Dialer } from "./dialer.ts";
+import { tagDialError } from "@knp/core/dial_errors";
+import {
+  classifyConnectError,
+  DEFAULT_DIAL_TIMEOUT_MS,
+  describeDialError,
+  type Dialer,
+} from "./dialer.ts";
 import { EndpointConn } from "./endpoint_conn.ts";
 
 /** Options of {@linkcode AgentClient}. */
 export interface AgentClientOptions {
+  /** The server stream to serve. */
   stream: PacketStream;
+  /** The server's id, from its response headers. */
   serverId: string;
+  /** Dials endpoints for the server's DIAL_REQs. */
   dialer: Dialer;
-  /** @default 5000 (upstream's constant) */
+  /** Deadline of an endpoint dial. @default 5000 (upstream's constant) */
   dialTimeoutMs?: number;
+  /** Per-connection buffering limits toward the server. */
   guard?: GuardLimits;
+  /** Clock and timers (fake ones in tests). */
   timers?: Timers;
+  /** Where the client logs. */
   logger?: Logger;
   /** Per-connection flow control negotiated for this stream (knp servers only). */
   flow?: { sendWindow: number; recvWindow: number };
@@ -155,6 +167,15 @@ export class AgentClient {
     }
   }
 
+  /**
+   * DIAL_RSP text of a failed dial. A knp server (one that negotiated flow control) is told the
+   * failure's kind in the knp tag; upstream servers get the Go-style text alone, as before.
+   */
+  #dialErrorText(text: string, err: unknown): string {
+    const kind = classifyConnectError(err);
+    return this.#flow && kind !== "unknown" ? tagDialError(text, { kind }) : text;
+  }
+
   async #dial(protocol: string, address: string, random: bigint): Promise<void> {
     const log = this.#log.with({ dialID: random, address });
     if (this.#refusal !== undefined) {
@@ -181,7 +202,9 @@ export class AgentClient {
       const error = err instanceof KnpError ? err.message : describeDialError(address, err);
       log.info("dial failed", { error });
       this.#onDial({ ok: false, address, error, ms: this.#timers.now() - started });
-      if (!abort.signal.aborted && !this.#ended) this.#send(dialResponse(random, 0n, error));
+      if (!abort.signal.aborted && !this.#ended) {
+        this.#send(dialResponse(random, 0n, this.#dialErrorText(error, err)));
+      }
       return;
     }
     this.#dials.delete(random);

@@ -29,6 +29,8 @@ interface HarnessOptions {
   /** Sockets for auto-answered dials; omit to answer dials by hand through `calls`. */
   writeMode?: WriteMode | ((address: string) => FakeEndpoint | Error);
   guard?: GuardLimits;
+  /** Flow control as negotiated with a knp server. */
+  flow?: { sendWindow: number; recvWindow: number };
 }
 
 /** An AgentClient on one memory pipe, a fake clock and a fake dialer. */
@@ -50,6 +52,7 @@ function harness(options: HarnessOptions = {}) {
     dialer,
     timers,
     guard: options.guard,
+    ...(options.flow ? { flow: options.flow } : {}),
   });
   client.start();
   return {
@@ -117,6 +120,36 @@ Deno.test("AgentClient words a raw connection error like Go's net package", asyn
   assert.deepEqual(h.server.packets, [
     dialResponse(6n, 0n, "dial tcp 127.0.0.1:1: connect: connection refused"),
   ]);
+  await h.close();
+});
+
+Deno.test("AgentClient tells a knp server the dial error's kind in the knp tag", async () => {
+  const h = harness({
+    writeMode: () => new Deno.errors.ConnectionRefused("os error 111"),
+    flow: { sendWindow: 64 * KiB, recvWindow: 64 * KiB },
+  });
+  h.server.end.send(dialRequest("127.0.0.1:1", 6n));
+  await settle();
+  // Upstream's text, then the kind the agent classified from the Deno error's type.
+  assert.deepEqual(h.server.packets, [
+    dialResponse(
+      6n,
+      0n,
+      "dial tcp 127.0.0.1:1: connect: connection refused [knp: kind=dial-refused]",
+    ),
+  ]);
+  await h.close();
+});
+
+Deno.test("AgentClient sends an unclassifiable dial error untagged even to a knp server", async () => {
+  const odd = "dial tcp 10.0.0.1:80: something odd";
+  const h = harness({
+    writeMode: () => new KnpError("DIAL_FAILED", odd),
+    flow: { sendWindow: 64 * KiB, recvWindow: 64 * KiB },
+  });
+  h.server.end.send(dialRequest("10.0.0.1:80", 8n));
+  await settle();
+  assert.deepEqual(h.server.packets, [dialResponse(8n, 0n, odd)]);
   await h.close();
 });
 

@@ -14,8 +14,11 @@ import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 
 /** One freshly connected server stream, after its response headers. */
 export interface ServerConnection {
+  /** The packet stream to the server. */
   stream: PacketStream;
+  /** The server's id (its `serverid` header). */
   serverId: string;
+  /** How many servers there are (its `servercount` header). */
   serverCount: number;
   /** Per-connection flow control, when the server agreed to it. */
   flow?: { sendWindow: number; recvWindow: number };
@@ -28,13 +31,15 @@ export type ServerConnector = () => Promise<ServerConnection>;
 
 /** Options of {@linkcode ClientSet}. */
 export interface ClientSetOptions extends Omit<AgentClientOptions, "stream" | "serverId"> {
+  /** Opens a connection to the server address. */
   connect: ServerConnector;
-  /** @default 1000 */
+  /** First delay between connection attempts. @default 1000 */
   syncIntervalMs?: number;
-  /** @default 10000 */
+  /** Largest delay between connection attempts. @default 10000 */
   syncIntervalCapMs?: number;
   /** Keep connecting even when the server count is reached. @default false */
   syncForever?: boolean;
+  /** Random source for the retry jitter. */
   random?: () => number;
 }
 
@@ -55,6 +60,7 @@ export class ClientSet {
   /** Something asked for a round while one was in flight: run the next one at once. */
   #again = false;
 
+  /** A set that starts connecting on `start()`. */
   constructor(options: ClientSetOptions) {
     this.#options = options;
     this.#timers = options.timers ?? realTimers;
@@ -83,6 +89,7 @@ export class ClientSet {
     return this.#clients.size > 0;
   }
 
+  /** Whether the agent is draining (no new dials). */
   get draining(): boolean {
     return this.#draining;
   }

@@ -3,15 +3,23 @@
  * because callers (kube-apiserver, upstream tests, HTTP status mapping) match on those substrings:
  * "connection refused", "i/o timeout", "no such host".
  *
+ * Each failure is also classified once, here, from the Deno error's type into the shared
+ * {@linkcode DialErrorKind} ({@linkcode EndpointDialError.kind}); knp servers receive that kind
+ * in the DIAL_RSP's knp tag instead of guessing it from the text.
+ *
  * @module
  */
 
-import { KnpError } from "@knp/core/errors";
+import { KnpError, type KnpErrorCode } from "@knp/core/errors";
+import type { DialErrorKind } from "@knp/core/dial_errors";
 
 /** What the agent needs of a dialed endpoint connection. */
 export interface EndpointSocket {
+  /** Reads into `buffer`; `null` at end of stream. */
   read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes some of `data`; resolves with the count written. */
   write(data: Uint8Array): Promise<number>;
+  /** Closes the socket. */
   close(): void;
 }
 
@@ -46,8 +54,41 @@ export function splitHostPort(address: string): { hostname: string; port: number
   return { hostname: host === "" ? "0.0.0.0" : host, port };
 }
 
+/** A failed endpoint dial: Go-style text, and what went wrong as a type. */
+export class EndpointDialError extends KnpError {
+  /** The failure's kind in the shared dial error taxonomy. */
+  readonly kind: DialErrorKind;
+  /** An error with a stable `code`, Go-style `message` and dial error `kind`. */
+  constructor(
+    code: KnpErrorCode,
+    message: string,
+    kind: DialErrorKind,
+    options?: ErrorOptions,
+  ) {
+    super(code, message, options);
+    this.name = "EndpointDialError";
+    this.kind = kind;
+  }
+}
+
 function badAddress(address: string, why: string): KnpError {
-  return new KnpError("DIAL_FAILED", `dial tcp: address ${address}: ${why}`);
+  return new EndpointDialError("DIAL_FAILED", `dial tcp: address ${address}: ${why}`, "unknown");
+}
+
+const DNS_FAILURE = /lookup address|Name or service not known|No address associated/i;
+
+/** Classifies the error of a failed `Deno.connect` (or any dialer's error) by its type. */
+export function classifyConnectError(err: unknown): DialErrorKind {
+  if (err instanceof EndpointDialError) return err.kind;
+  if (err instanceof Deno.errors.ConnectionRefused) return "dial-refused";
+  if (err instanceof Deno.errors.ConnectionReset) return "dial-refused";
+  if (err instanceof Deno.errors.TimedOut) return "dial-timeout";
+  if (err instanceof KnpError && err.code === "TIMEOUT") return "dial-timeout";
+  const message = err instanceof Error ? err.message : String(err);
+  // Deno reports a failed name lookup as a plain error (or NotFound) whose text names it.
+  if (DNS_FAILURE.test(message)) return "dns-failure";
+  if (/unreachable/i.test(message)) return "dial-refused";
+  return "unknown";
 }
 
 /** Go-style text for a failed dial. */
@@ -68,7 +109,7 @@ export function describeDialError(address: string, err: unknown): string {
     return `dial tcp ${address}: connect: connection reset by peer`;
   }
   const message = err instanceof Error ? err.message : String(err);
-  if (/lookup address|Name or service not known|No address associated/i.test(message)) {
+  if (DNS_FAILURE.test(message)) {
     return `dial tcp: lookup ${hostname}: no such host`;
   }
   if (/unreachable/i.test(message)) return `dial tcp ${address}: connect: network is unreachable`;
@@ -79,7 +120,11 @@ export function describeDialError(address: string, err: unknown): string {
 export const denoDialer: Dialer = (protocol, address, { timeoutMs, signal }) => {
   if (protocol !== "tcp") {
     return Promise.reject(
-      new KnpError("DIAL_FAILED", `dial ${protocol}: unknown network ${protocol}`),
+      new EndpointDialError(
+        "DIAL_FAILED",
+        `dial ${protocol}: unknown network ${protocol}`,
+        "unknown",
+      ),
     );
   }
   let target;
@@ -98,12 +143,18 @@ export const denoDialer: Dialer = (protocol, address, { timeoutMs, signal }) => 
   const timer = setTimeout(() => {
     if (settled) return;
     finish();
-    reject(new KnpError("TIMEOUT", `dial tcp ${address}: i/o timeout`));
+    reject(new EndpointDialError("TIMEOUT", `dial tcp ${address}: i/o timeout`, "dial-timeout"));
   }, timeoutMs);
   const onAbort = () => {
     if (settled) return;
     finish();
-    reject(new KnpError("DIAL_FAILED", `dial tcp ${address}: operation was canceled`));
+    reject(
+      new EndpointDialError(
+        "DIAL_FAILED",
+        `dial tcp ${address}: operation was canceled`,
+        "unknown",
+      ),
+    );
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   Deno.connect({ hostname: target.hostname, port: target.port, transport: "tcp" }).then(
@@ -118,7 +169,10 @@ export const denoDialer: Dialer = (protocol, address, { timeoutMs, signal }) => 
     (err) => {
       if (settled) return;
       finish();
-      reject(new KnpError("DIAL_FAILED", describeDialError(address, err), { cause: err }));
+      const text = describeDialError(address, err);
+      reject(
+        new EndpointDialError("DIAL_FAILED", text, classifyConnectError(err), { cause: err }),
+      );
     },
   );
   return promise;

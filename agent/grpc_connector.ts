@@ -17,7 +17,7 @@ import {
   SERVER_ID_KEY,
 } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
-import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_stream";
+import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
 import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 

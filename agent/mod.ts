@@ -7,9 +7,19 @@
  */
 
 export { type AgentConfig, type AgentHandle, startAgent } from "./agent.ts";
+export { classifyConnectError, type Dialer, EndpointDialError } from "./dialer.ts";
 export {
   agentHelp,
   type AgentOptions,
   parseAgentOptions,
   validateAgentOptions,
 } from "./options.ts";
+export type {
+  ClientSet,
+  ClientSetOptions,
+  ServerConnection,
+  ServerConnector,
+} from "./client_set.ts";
+export type { AgentClientOptions } from "./agent_client.ts";
+export type { EndpointSocket } from "./dialer.ts";
+export type { ParsedAgentOptions } from "./options.ts";

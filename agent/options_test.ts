@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
-import { KLOG_FLAGS } from "@knp/cli/flags";
+import { KLOG_FLAGS } from "@knp/cli/common_flags";
 import { emptyFiles, KLOG_DEFAULTS, optionsTester, UUID } from "@knp/testing/options";
 import {
   AGENT_FLAGS,
@@ -57,6 +57,7 @@ Deno.test("parseAgentOptions() pins every upstream default", () => {
     enableContentionProfiling: false,
     knpLogFormat: "json",
     knpWebsocketPort: 0,
+    knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
   });
@@ -113,6 +114,7 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
   assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
     "knp-log-format",
     "knp-websocket-port",
+    "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
   const klog = new Set(KLOG_FLAGS.map((spec) => spec.name));

@@ -3,7 +3,7 @@
  * server/ws_agent_listener.ts for the handshake). Every attempt reads the current TLS material,
  * so rotated certificates are used from the next connection on.
  *
- * The link uses knp's own WebSocket client (internal/ws_client.ts), not Deno's `WebSocket`: that
+ * The link uses knp's own WebSocket client (transport/ws_client.ts), not Deno's `WebSocket`: that
  * one leaves Nagle's algorithm on, which cost every dial a delayed ACK (~40 ms). The agent's
  * certificate travels in the `knp-agent-cert` header and its key signs the server's challenge; it
  * is not presented in the TLS handshake (the server cannot ask for it).
@@ -61,6 +61,87 @@ function base64(text: string): string {
   return btoa(bin);
 }
 
+/** The upgrade request's headers: the gRPC link's metadata plus the agent's certificate. */
+async function linkHeaders(
+  options: WebSocketConnectorOptions,
+  cert: string | undefined,
+  window: number,
+): Promise<Record<string, string>> {
+  const headers: Record<string, string> = {
+    [AGENT_ID_KEY]: options.agentId,
+    [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
+    [FLOW_CONTROL_KEY]: formatFlowControl(window),
+  };
+  if (cert) headers[AGENT_CERT_HEADER] = base64(cert);
+  if (options.tokenPath) {
+    headers[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
+  }
+  return headers;
+}
+
+/** Opens the WebSocket; a refusal by the server becomes a `HANDSHAKE` error with its reason. */
+async function openLink(
+  url: string,
+  ca: string | undefined,
+  headers: Record<string, string>,
+  deadline: AbortSignal,
+  timeoutMs: number,
+): Promise<ClientWebSocket> {
+  try {
+    return await connectWebSocket(url, {
+      ...(ca ? { caCerts: [ca] } : {}),
+      headers,
+      signal: deadline,
+      // The caller's deadline is the bound; this one only has to be later.
+      timeoutMs: timeoutMs + 1_000,
+    });
+  } catch (err) {
+    if (err instanceof WebSocketHandshakeError && err.status !== 0) {
+      // The server's reason (a 401 body, say) is in the message.
+      throw new KnpError(
+        "HANDSHAKE",
+        `the server refused the WebSocket link to ${url}: ${err.statusLine}` +
+          (err.body ? `: ${err.body}` : ""),
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+/** What the server said in its hello. */
+interface ServerHello {
+  serverId: string;
+  serverCount: number;
+  window: number;
+}
+
+/** Steps 2–4 of the handshake: read the hello, prove the key, wait for `ready`. */
+async function exchangeHello(
+  ws: ClientWebSocket,
+  deadline: AbortSignal,
+  agentId: string,
+  key: string | undefined,
+): Promise<ServerHello> {
+  const messages = handshakeMessages(ws, deadline);
+  const hello = await messages.next();
+  const { serverId, serverCount, window, challenge } = hello;
+  if (
+    typeof serverId !== "string" || typeof serverCount !== "number" ||
+    typeof window !== "number" || typeof challenge !== "string"
+  ) {
+    throw new KnpError("HANDSHAKE", "malformed hello from the server");
+  }
+  const signature = key ? signProof(key, proofPayload(serverId, agentId, challenge)) : "";
+  ws.send(JSON.stringify({ signature }));
+  const ready = await messages.next();
+  if (ready.ready !== true) {
+    throw new KnpError("HANDSHAKE", "the server did not accept the agent");
+  }
+  messages.stop();
+  return { serverId, serverCount, window };
+}
+
 /** Builds a {@linkcode ServerConnector} for the WebSocket link. */
 export function webSocketConnector(options: WebSocketConnectorOptions): ServerConnector {
   const window = options.flowWindow ?? 1 << 20;
@@ -69,17 +150,12 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     const material = currentTlsMaterial(options.tls);
     const decoder = new TextDecoder();
     const ca = material.ca && decoder.decode(material.ca);
-    const cert = material.cert && decoder.decode(material.cert);
     const key = material.key && decoder.decode(material.key);
-    const headers: Record<string, string> = {
-      [AGENT_ID_KEY]: options.agentId,
-      [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
-      [FLOW_CONTROL_KEY]: formatFlowControl(window),
-    };
-    if (cert) headers[AGENT_CERT_HEADER] = base64(cert);
-    if (options.tokenPath) {
-      headers[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
-    }
+    const headers = await linkHeaders(
+      options,
+      material.cert && decoder.decode(material.cert),
+      window,
+    );
     const host = options.host.includes(":") ? `[${options.host}]` : options.host;
     const url = `wss://${host}:${options.port}${AGENT_LINK_PATH}`;
     // One deadline bounds the whole handshake: connect, TLS, upgrade and the three messages.
@@ -95,56 +171,17 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
       } catch { /* closed */ }
     };
     try {
-      try {
-        ws = await connectWebSocket(url, {
-          ...(ca ? { caCerts: [ca] } : {}),
-          headers,
-          signal: deadline.signal,
-          // The deadline above is the bound; this one only has to be later.
-          timeoutMs: timeoutMs + 1_000,
-        });
-      } catch (err) {
-        if (err instanceof WebSocketHandshakeError && err.status !== 0) {
-          // The server's reason (a 401 body, say) is in the message.
-          throw new KnpError(
-            "HANDSHAKE",
-            `the server refused the WebSocket link to ${url}: ${err.statusLine}` +
-              (err.body ? `: ${err.body}` : ""),
-            { cause: err },
-          );
-        }
-        throw err;
-      }
-      const messages = handshakeMessages(ws, deadline.signal);
-      const hello = await messages.next();
-      const serverId = hello.serverId;
-      const serverCount = hello.serverCount;
-      const serverWindow = hello.window;
-      if (
-        typeof serverId !== "string" || typeof serverCount !== "number" ||
-        typeof serverWindow !== "number" || typeof hello.challenge !== "string"
-      ) {
-        throw new KnpError("HANDSHAKE", "malformed hello from the server");
-      }
-      const signature = key
-        ? signProof(key, proofPayload(serverId, options.agentId, hello.challenge))
-        : "";
-      ws.send(JSON.stringify({ signature }));
-      const ready = await messages.next();
-      if (ready.ready !== true) {
-        throw new KnpError("HANDSHAKE", "the server did not accept the agent");
-      }
-      messages.stop();
+      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs);
+      const hello = await exchangeHello(ws, deadline.signal, options.agentId, key);
       clearTimeout(timer);
       // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;
       // the assignment checks that ClientWebSocket has them.
       const link: WebSocketSubset = ws;
-      const stream = new WebSocketPacketStream(link as WebSocket, url);
       return {
-        stream,
-        serverId,
-        serverCount,
-        flow: { sendWindow: serverWindow, recvWindow: window },
+        stream: new WebSocketPacketStream(link as WebSocket, url),
+        serverId: hello.serverId,
+        serverCount: hello.serverCount,
+        flow: { sendWindow: hello.window, recvWindow: window },
         close,
       };
     } catch (err) {

@@ -9,11 +9,9 @@
 import { fileURLToPath } from "node:url";
 import {
   type AgentProcess,
-  freePort,
   type ServerProcess,
   startAgent,
   startServer,
-  waitForHttp,
 } from "../tests/framework.ts";
 import type { Command } from "./client.ts";
 import type { Link } from "./links.ts";
@@ -124,16 +122,15 @@ export interface Stack extends AsyncDisposable {
 
 /** Starts a server (frontend `mode`) and an agent over `link`, and waits until they are paired. */
 export async function startStack(link: Link, mode: "grpc" | "http-connect"): Promise<Stack> {
-  const port = String(freePort());
-  const fill = (args: string[]) => args.map((a) => a.replaceAll("{port}", port));
   const server = await startServer({
     frontend: "uds",
-    extraArgs: [`--mode=${mode}`, ...fill(link.serverArgs)],
+    link: link.link,
+    extraArgs: [`--mode=${mode}`, ...link.serverArgs],
   });
   let agent: AgentProcess;
   try {
-    agent = await startAgent(server.agentPort, { extraArgs: fill(link.agentArgs) });
-    await waitForHttp(`http://127.0.0.1:${server.healthPort}/readyz`);
+    agent = await startAgent(server, { extraArgs: link.agentArgs });
+    await server.agents(1);
   } catch (err) {
     await server[Symbol.asyncDispose]();
     throw err;

@@ -92,6 +92,46 @@ export type Command =
 
 let idle: BenchConn[] = [];
 
+async function aggregate(cmd: Command & { op: "aggregate" }) {
+  const { conns, error } = await openMany(cmd.target, cmd.conns, 10);
+  try {
+    if (error) throw new Error(`opened ${conns.length} of ${cmd.conns}: ${error}`);
+    const t0 = now();
+    await Promise.all(
+      conns.map((c) =>
+        cmd.direction === "download" ? download(c, cmd.bytesEach) : upload(c, cmd.bytesEach)
+      ),
+    );
+    return { bytes: cmd.bytesEach * conns.length, seconds: (now() - t0) / 1000 };
+  } finally {
+    for (const c of conns) c.close();
+  }
+}
+
+/**
+ * One dial: connect (and, through a proxy, the CONNECT or DIAL_REQ exchange) until the banner
+ * backend's first byte arrives. Closes are not awaited.
+ */
+async function dial(cmd: Command & { op: "dial" }) {
+  const samples: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < cmd.count) {
+      next++;
+      const t0 = now();
+      const conn = await open(cmd.target);
+      const first = await conn.read();
+      samples.push(now() - t0);
+      conn.close();
+      if (first === null) throw new Error("dialed connection ended before its first byte");
+    }
+  };
+  const t0 = now();
+  await Promise.all(Array.from({ length: cmd.concurrency }, worker));
+  const seconds = (now() - t0) / 1000;
+  return { ...summarize(samples), perSecond: cmd.count / seconds, seconds };
+}
+
 async function run(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case "transfer": {
@@ -104,21 +144,8 @@ async function run(cmd: Command): Promise<unknown> {
         conn.close();
       }
     }
-    case "aggregate": {
-      const { conns, error } = await openMany(cmd.target, cmd.conns, 10);
-      try {
-        if (error) throw new Error(`opened ${conns.length} of ${cmd.conns}: ${error}`);
-        const t0 = now();
-        await Promise.all(
-          conns.map((c) =>
-            cmd.direction === "download" ? download(c, cmd.bytesEach) : upload(c, cmd.bytesEach)
-          ),
-        );
-        return { bytes: cmd.bytesEach * conns.length, seconds: (now() - t0) / 1000 };
-      } finally {
-        for (const c of conns) c.close();
-      }
-    }
+    case "aggregate":
+      return await aggregate(cmd);
     case "echo": {
       const conn = await open(cmd.target);
       try {
@@ -131,27 +158,8 @@ async function run(cmd: Command): Promise<unknown> {
         conn.close();
       }
     }
-    case "dial": {
-      // One dial: connect (and, through a proxy, the CONNECT or DIAL_REQ exchange) until the
-      // banner backend's first byte arrives. Closes are not awaited.
-      const samples: number[] = [];
-      let next = 0;
-      const worker = async () => {
-        while (next < cmd.count) {
-          next++;
-          const t0 = now();
-          const conn = await open(cmd.target);
-          const first = await conn.read();
-          samples.push(now() - t0);
-          conn.close();
-          if (first === null) throw new Error("dialed connection ended before its first byte");
-        }
-      };
-      const t0 = now();
-      await Promise.all(Array.from({ length: cmd.concurrency }, worker));
-      const seconds = (now() - t0) / 1000;
-      return { ...summarize(samples), perSecond: cmd.count / seconds, seconds };
-    }
+    case "dial":
+      return await dial(cmd);
     case "idleOpen": {
       const t0 = now();
       const { conns, error } = await openMany(cmd.target, cmd.count, cmd.concurrency);

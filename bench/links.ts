@@ -9,14 +9,19 @@
  */
 
 import { fileURLToPath } from "node:url";
+import type { AgentLink } from "../tests/framework.ts";
 
 /**
- * One agent link. In its flags, `{port}` stands for a free loopback port picked for each server +
- * agent pair (the same port in both lists), for links that listen on a port of their own.
+ * One agent link: the test framework's link (it passes the link's port flags, with the port the
+ * server reports) plus any extra flags.
  */
 export interface Link {
   /** Short name, used by `--links` and in the report. */
   name: string;
+  /** The framework's agent link (`startServer({ link })`; agents follow the server's). */
+  link: AgentLink;
+  /** Flags the link needs in both binaries' `--help` (beyond the extra flags below). */
+  requires: string[];
   /** Extra flags of `server/main.ts`. */
   serverArgs: string[];
   /** Extra flags of `agent/main.ts` (after the framework's, so they may override them). */
@@ -30,18 +35,22 @@ export interface Link {
 export const LINKS: Link[] = [
   {
     name: "grpc",
+    link: "grpc",
+    requires: [],
     serverArgs: [],
     agentArgs: [],
     description: "upstream's agent link: gRPC (HTTP/2, grpc-js) over TLS",
   },
   // ---------------------------------------------------------------- WebSocket link
   // knp's own link: the server listens on --knp-websocket-port, the agent connects there instead
-  // of gRPC. Change the flags here if the link's flags change; a link whose flags the binaries do
-  // not list in --help is skipped (and reported as skipped).
+  // of gRPC (the framework passes the flag to both). A link whose flags the binaries do not list
+  // in --help is skipped (and reported as skipped).
   {
     name: "websocket",
-    serverArgs: ["--knp-websocket-port={port}"],
-    agentArgs: ["--knp-websocket-port={port}"],
+    link: "websocket",
+    requires: ["--knp-websocket-port"],
+    serverArgs: [],
+    agentArgs: [],
     fast: true,
     description: "knp's agent link: WebSocket over TLS (--knp-websocket-port)",
   },
@@ -77,9 +86,10 @@ export async function detectLinks(
     helpFlags("agent/main.ts"),
   ]);
   return links.map((link) => {
+    const needs = (args: string[]) => [...link.requires, ...flagNames(args)];
     const missing = [
-      ...flagNames(link.serverArgs).filter((f) => !server.has(f)).map((f) => `server ${f}`),
-      ...flagNames(link.agentArgs).filter((f) => !agent.has(f)).map((f) => `agent ${f}`),
+      ...needs(link.serverArgs).filter((f) => !server.has(f)).map((f) => `server ${f}`),
+      ...needs(link.agentArgs).filter((f) => !agent.has(f)).map((f) => `agent ${f}`),
     ];
     return missing.length === 0
       ? { link, available: true }

@@ -17,7 +17,7 @@
  */
 
 import { KnpError } from "@knp/core/errors";
-import { formatGoDuration, parseGoDuration } from "./duration.ts";
+import { parseFlagValue, parseGoBool } from "./flag_values.ts";
 
 /** Value types a flag can have. `float` is pflag's float32 (e.g. `--kubeconfig-qps`). */
 export type FlagType = "string" | "bool" | "int" | "float" | "duration" | "stringSlice";
@@ -73,6 +73,7 @@ export interface ParsedFlags {
 
 /** Result of parsing a command line that asked for help (`-h`/`--help`). */
 export interface HelpRequested {
+  /** Always true: print help and exit. */
   readonly help: true;
 }
 
@@ -98,132 +99,6 @@ export function camelCaseFlagName(name: string): string {
  */
 export function invalidFlag(message: string): KnpError {
   return new KnpError("INVALID_FLAG", message);
-}
-
-const TRUE_WORDS = new Set(["1", "t", "T", "true", "TRUE", "True"]);
-const FALSE_WORDS = new Set(["0", "f", "F", "false", "FALSE", "False"]);
-
-/** Parses a boolean the way Go's `strconv.ParseBool` does. */
-export function parseGoBool(text: string): boolean {
-  if (TRUE_WORDS.has(text)) return true;
-  if (FALSE_WORDS.has(text)) return false;
-  throw new SyntaxError(`Cannot parse "${text}" as a boolean: use true or false`);
-}
-
-const DIGITS: Record<number, RegExp> = {
-  2: /^[01]+(_[01]+)*$/,
-  8: /^[0-7]+(_[0-7]+)*$/,
-  10: /^[0-9]+(_[0-9]+)*$/,
-  16: /^[0-9a-fA-F]+(_[0-9a-fA-F]+)*$/,
-};
-
-/**
- * Parses an integer the way Go's `strconv.ParseInt(text, 0, 64)` does (base from the prefix,
- * `_` separators between digits), limited to JavaScript's safe integer range.
- */
-export function parseGoInt(text: string): number {
-  let body = text;
-  let sign = 1n;
-  if (body.startsWith("+") || body.startsWith("-")) {
-    sign = body[0] === "-" ? -1n : 1n;
-    body = body.slice(1);
-  }
-  let base = 10;
-  let prefix = "";
-  const lower = body.slice(0, 2).toLowerCase();
-  if (lower === "0x" || lower === "0o" || lower === "0b") {
-    base = lower === "0x" ? 16 : lower === "0o" ? 8 : 2;
-    prefix = body.slice(0, 2);
-  } else if (body.length > 1 && body[0] === "0") {
-    base = 8;
-    prefix = "0";
-  }
-  let digits = body.slice(prefix.length);
-  // With a base prefix, one separator may follow the prefix directly (`0x_1f`).
-  if (prefix !== "" && digits.startsWith("_")) digits = digits.slice(1);
-  if (!DIGITS[base]!.test(digits)) {
-    throw new SyntaxError(`Cannot parse "${text}" as an integer`);
-  }
-  const radix = base === 16 ? "0x" : base === 8 ? "0o" : base === 2 ? "0b" : "";
-  const value = sign * BigInt(radix + digits.replaceAll("_", ""));
-  if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
-    throw new RangeError(`Integer "${text}" is out of range`);
-  }
-  return Number(value);
-}
-
-const FLOAT_SYNTAX = /^[+-]?(\d+(_\d+)*(\.(\d+(_\d+)*)?)?|\.\d+(_\d+)*)([eE][+-]?\d+)?$/;
-
-/** Parses a decimal floating-point number (Go `strconv.ParseFloat` decimal syntax, plus inf/nan). */
-export function parseGoFloat(text: string): number {
-  const lower = text.toLowerCase().replace(/^\+/, "");
-  if (lower === "inf" || lower === "infinity") return Infinity;
-  if (lower === "-inf" || lower === "-infinity") return -Infinity;
-  if (lower === "nan") return NaN;
-  if (!FLOAT_SYNTAX.test(text)) throw new SyntaxError(`Cannot parse "${text}" as a number`);
-  return Number(text.replaceAll("_", ""));
-}
-
-/** Splits one CSV record (`a,"b,c",d`) the way pflag's string slices do. */
-export function splitCsvRecord(text: string): string[] {
-  if (text === "") return [];
-  const fields: string[] = [];
-  let i = 0;
-  while (true) {
-    let field = "";
-    if (text[i] === '"') {
-      i++;
-      while (true) {
-        if (i >= text.length) throw new SyntaxError(`Unterminated quote in "${text}"`);
-        if (text[i] === '"') {
-          if (text[i + 1] === '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        field += text[i];
-        i++;
-      }
-      if (i < text.length && text[i] !== ",") {
-        throw new SyntaxError(`Unexpected text after a quoted field in "${text}"`);
-      }
-    } else {
-      const end = text.indexOf(",", i);
-      field = end === -1 ? text.slice(i) : text.slice(i, end);
-      if (field.includes('"')) throw new SyntaxError(`Bare quote in a field of "${text}"`);
-      i = end === -1 ? text.length : end;
-    }
-    fields.push(field);
-    if (i >= text.length) return fields;
-    i++; // the comma
-  }
-}
-
-/** Parses a string-slice value: `""` and `[]` are empty, `[a,b]` is unwrapped, CSV otherwise. */
-export function parseStringSlice(text: string): string[] {
-  const inner = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-  return splitCsvRecord(inner);
-}
-
-/** Converts text to a value of the given type; throws `SyntaxError`/`RangeError` with the reason. */
-export function parseFlagValue(type: FlagType, text: string): FlagValue {
-  switch (type) {
-    case "string":
-      return text;
-    case "bool":
-      return parseGoBool(text);
-    case "int":
-      return parseGoInt(text);
-    case "float":
-      return parseGoFloat(text);
-    case "duration":
-      return parseGoDuration(text);
-    case "stringSlice":
-      return parseStringSlice(text);
-  }
 }
 
 function describe(err: unknown): string {
@@ -276,56 +151,7 @@ export function parseFlags(
   args: readonly string[],
   options: ParseFlagsOptions = {},
 ): ParsedFlags | HelpRequested {
-  const env = options.env ?? {};
-  const byName = new Map<string, FlagSpec>();
-  const byShort = new Map<string, FlagSpec>();
-  for (const spec of specs) {
-    if (byName.has(spec.name)) throw new TypeError(`Flag "--${spec.name}" is defined twice`);
-    byName.set(spec.name, spec);
-    if (spec.short !== undefined) byShort.set(spec.short, spec);
-  }
-  for (const spec of specs) {
-    if (spec.alias !== undefined && !byName.has(spec.alias)) {
-      throw new TypeError(`Flag "--${spec.name}" is an alias of unknown flag "--${spec.alias}"`);
-    }
-  }
-
-  const values: Record<string, FlagValue> = {};
-  for (const spec of specs) {
-    if (spec.alias === undefined) values[camelCaseFlagName(spec.name)] = defaultOf(spec);
-  }
-  const set = new Set<string>();
-  const given: FlagSpec[] = [];
-  const deprecated: string[] = [];
-
-  const assign = (spec: FlagSpec, text: string, shown: string): void => {
-    const target = spec.alias === undefined ? spec : byName.get(spec.alias)!;
-    const key = camelCaseFlagName(target.name);
-    let value: FlagValue;
-    try {
-      value = parseFlagValue(spec.type, text);
-    } catch (err) {
-      throw invalidFlag(`invalid argument "${text}" for "${shown}" flag: ${describe(err)}`);
-    }
-    const problem = spec.check?.(value) ?? target.check?.(value);
-    if (problem !== undefined) {
-      throw invalidFlag(`invalid argument "${text}" for "${shown}" flag: ${problem}`);
-    }
-    if (target.type === "stringSlice" && set.has(target.name)) {
-      values[key] = [...(values[key] as string[]), ...(value as string[])];
-    } else {
-      values[key] = value;
-    }
-    if (!set.has(spec.name)) {
-      given.push(spec);
-      if (spec.deprecated !== undefined) {
-        deprecated.push(`flag --${spec.name} has been deprecated: ${spec.deprecated}`);
-      }
-    }
-    set.add(spec.name);
-    set.add(target.name);
-  };
-
+  const state = new FlagParseState(specs);
   let i = 0;
   while (i < args.length) {
     const arg = args[i]!;
@@ -339,95 +165,177 @@ export function parseFlags(
     if (!arg.startsWith("-") || arg === "-") {
       throw invalidFlag(`unexpected argument "${arg}": this command takes no arguments`);
     }
+    const outcome = arg.startsWith("--")
+      ? state.long(arg, args, i)
+      : state.shorthands(arg, args, i);
+    if (outcome === "help") return { help: true };
+    i = outcome;
+  }
+  state.applyEnv(options.env ?? {});
+  return state.result();
+}
 
-    if (arg.startsWith("--")) {
-      const body = arg.slice(2);
-      if (body.startsWith("-") || body.startsWith("=")) {
-        throw invalidFlag(`bad flag syntax: ${arg}`);
+/** The state of one {@linkcode parseFlags} call. */
+class FlagParseState {
+  readonly #specs: readonly FlagSpec[];
+  readonly #byName = new Map<string, FlagSpec>();
+  readonly #byShort = new Map<string, FlagSpec>();
+  readonly #values: Record<string, FlagValue> = {};
+  readonly #set = new Set<string>();
+  readonly #given: FlagSpec[] = [];
+  readonly #deprecated: string[] = [];
+
+  constructor(specs: readonly FlagSpec[]) {
+    this.#specs = specs;
+    for (const spec of specs) {
+      if (this.#byName.has(spec.name)) {
+        throw new TypeError(`Flag "--${spec.name}" is defined twice`);
       }
-      const eq = body.indexOf("=");
-      const name = eq === -1 ? body : body.slice(0, eq);
-      let text: string | undefined = eq === -1 ? undefined : body.slice(eq + 1);
-      const spec = byName.get(name);
-      if (spec === undefined) {
-        if (name === "help") {
-          if (text === undefined || parseBoolOrThrow(text, "--help")) return { help: true };
-          continue;
-        }
-        throw invalidFlag(`unknown flag: --${name}`);
-      }
-      if (text === undefined) {
-        if (spec.type === "bool") {
-          text = "true";
-        } else if (i < args.length) {
-          text = args[i]!;
-          i++;
-        } else {
-          throw invalidFlag(`flag needs an argument: --${name}`);
-        }
-      }
-      assign(spec, text, `--${name}`);
-      continue;
+      this.#byName.set(spec.name, spec);
+      if (spec.short !== undefined) this.#byShort.set(spec.short, spec);
     }
-
-    // One dash: a run of shorthands, e.g. -v=4, -v 4, -v4, -h.
-    let shorthands = arg.slice(1);
-    while (shorthands.length > 0) {
-      const ch = shorthands[0]!;
-      const spec = byShort.get(ch);
-      if (spec === undefined) {
-        if (ch === "h") return { help: true };
-        throw invalidFlag(`unknown shorthand flag: '${ch}' in ${arg}`);
+    for (const spec of specs) {
+      if (spec.alias !== undefined && !this.#byName.has(spec.alias)) {
+        throw new TypeError(`Flag "--${spec.name}" is an alias of unknown flag "--${spec.alias}"`);
       }
-      let text: string;
-      if (shorthands[1] === "=") {
-        text = shorthands.slice(2);
-        shorthands = "";
-      } else if (spec.type === "bool") {
-        text = "true";
-        shorthands = shorthands.slice(1);
-      } else if (shorthands.length > 1) {
-        text = shorthands.slice(1);
-        shorthands = "";
-      } else if (i < args.length) {
-        text = args[i]!;
-        i++;
-        shorthands = "";
-      } else {
-        throw invalidFlag(`flag needs an argument: '${ch}' in ${arg}`);
-      }
-      assign(spec, text, `-${ch}`);
+    }
+    for (const spec of specs) {
+      if (spec.alias === undefined) this.#values[camelCaseFlagName(spec.name)] = defaultOf(spec);
     }
   }
 
-  for (const spec of specs) {
-    if (spec.env === undefined || spec.alias !== undefined || set.has(spec.name)) continue;
-    const text = env[spec.env];
-    if (text === undefined || text === "") continue;
+  #target(spec: FlagSpec): FlagSpec {
+    return spec.alias === undefined ? spec : this.#byName.get(spec.alias)!;
+  }
+
+  /** Sets a flag from its text, as written on the command line (`shown`). */
+  #assign(spec: FlagSpec, text: string, shown: string): void {
+    const target = this.#target(spec);
+    const key = camelCaseFlagName(target.name);
     let value: FlagValue;
     try {
       value = parseFlagValue(spec.type, text);
     } catch (err) {
-      throw invalidFlag(
-        `invalid value "${text}" in environment variable ${spec.env} for "--${spec.name}" flag: ${
-          describe(err)
-        }`,
-      );
+      throw invalidFlag(`invalid argument "${text}" for "${shown}" flag: ${describe(err)}`);
     }
-    values[camelCaseFlagName(spec.name)] = value;
+    const problem = spec.check?.(value) ?? target.check?.(value);
+    if (problem !== undefined) {
+      throw invalidFlag(`invalid argument "${text}" for "${shown}" flag: ${problem}`);
+    }
+    if (target.type === "stringSlice" && this.#set.has(target.name)) {
+      this.#values[key] = [...(this.#values[key] as string[]), ...(value as string[])];
+    } else {
+      this.#values[key] = value;
+    }
+    if (!this.#set.has(spec.name)) {
+      this.#given.push(spec);
+      if (spec.deprecated !== undefined) {
+        this.#deprecated.push(`flag --${spec.name} has been deprecated: ${spec.deprecated}`);
+      }
+    }
+    this.#set.add(spec.name);
+    this.#set.add(target.name);
   }
 
-  const notImplemented: string[] = [];
-  for (const spec of given) {
-    if (spec.implemented === true) continue;
-    const target = spec.alias === undefined ? spec : byName.get(spec.alias)!;
-    const current = values[camelCaseFlagName(target.name)];
-    if (typeof target.default === "function" || !sameValue(current, target.default)) {
-      notImplemented.push(notImplementedMessage(spec));
+  /** Handles `--name[=value]` at `args[i - 1]`; returns the next index, or "help". */
+  long(arg: string, args: readonly string[], i: number): number | "help" {
+    const body = arg.slice(2);
+    if (body.startsWith("-") || body.startsWith("=")) {
+      throw invalidFlag(`bad flag syntax: ${arg}`);
+    }
+    const eq = body.indexOf("=");
+    const name = eq === -1 ? body : body.slice(0, eq);
+    let text: string | undefined = eq === -1 ? undefined : body.slice(eq + 1);
+    const spec = this.#byName.get(name);
+    if (spec === undefined) {
+      if (name === "help") {
+        return text === undefined || parseBoolOrThrow(text, "--help") ? "help" : i;
+      }
+      throw invalidFlag(`unknown flag: --${name}`);
+    }
+    if (text === undefined) {
+      if (spec.type === "bool") {
+        text = "true";
+      } else if (i < args.length) {
+        text = args[i]!;
+        i++;
+      } else {
+        throw invalidFlag(`flag needs an argument: --${name}`);
+      }
+    }
+    this.#assign(spec, text, `--${name}`);
+    return i;
+  }
+
+  /** Handles a run of shorthands (`-v=4`, `-v 4`, `-v4`, `-h`); returns the next index, or "help". */
+  shorthands(arg: string, args: readonly string[], i: number): number | "help" {
+    let rest = arg.slice(1);
+    while (rest.length > 0) {
+      const ch = rest[0]!;
+      const spec = this.#byShort.get(ch);
+      if (spec === undefined) {
+        if (ch === "h") return "help";
+        throw invalidFlag(`unknown shorthand flag: '${ch}' in ${arg}`);
+      }
+      let text: string;
+      if (rest[1] === "=") {
+        text = rest.slice(2);
+        rest = "";
+      } else if (spec.type === "bool") {
+        text = "true";
+        rest = rest.slice(1);
+      } else if (rest.length > 1) {
+        text = rest.slice(1);
+        rest = "";
+      } else if (i < args.length) {
+        text = args[i]!;
+        i++;
+        rest = "";
+      } else {
+        throw invalidFlag(`flag needs an argument: '${ch}' in ${arg}`);
+      }
+      this.#assign(spec, text, `-${ch}`);
+    }
+    return i;
+  }
+
+  /** Fills flags not given on the command line from their environment variables. */
+  applyEnv(env: Record<string, string | undefined>): void {
+    for (const spec of this.#specs) {
+      if (spec.env === undefined || spec.alias !== undefined || this.#set.has(spec.name)) continue;
+      const text = env[spec.env];
+      if (text === undefined || text === "") continue;
+      let value: FlagValue;
+      try {
+        value = parseFlagValue(spec.type, text);
+      } catch (err) {
+        throw invalidFlag(
+          `invalid value "${text}" in environment variable ${spec.env} for "--${spec.name}" flag: ${
+            describe(err)
+          }`,
+        );
+      }
+      this.#values[camelCaseFlagName(spec.name)] = value;
     }
   }
 
-  return { values, set, notImplemented, deprecated };
+  result(): ParsedFlags {
+    const notImplemented: string[] = [];
+    for (const spec of this.#given) {
+      if (spec.implemented === true) continue;
+      const target = this.#target(spec);
+      const current = this.#values[camelCaseFlagName(target.name)];
+      if (typeof target.default === "function" || !sameValue(current, target.default)) {
+        notImplemented.push(notImplementedMessage(spec));
+      }
+    }
+    return {
+      values: this.#values,
+      set: this.#set,
+      notImplemented,
+      deprecated: this.#deprecated,
+    };
+  }
 }
 
 function parseBoolOrThrow(text: string, shown: string): boolean {
@@ -435,34 +343,6 @@ function parseBoolOrThrow(text: string, shown: string): boolean {
     return parseGoBool(text);
   } catch (err) {
     throw invalidFlag(`invalid argument "${text}" for "${shown}" flag: ${describe(err)}`);
-  }
-}
-
-const TYPE_NAMES: Record<FlagType, string> = {
-  string: "string",
-  bool: "",
-  int: "int",
-  float: "float32",
-  duration: "duration",
-  stringSlice: "strings",
-};
-
-function defaultText(spec: FlagSpec): string | undefined {
-  if (spec.defaultText !== undefined) return spec.defaultText;
-  if (typeof spec.default === "function") return undefined;
-  const value = spec.default;
-  switch (spec.type) {
-    case "string":
-      return value === "" ? undefined : JSON.stringify(value);
-    case "bool":
-      return value === true ? "true" : undefined;
-    case "int":
-    case "float":
-      return value === 0 ? undefined : String(value);
-    case "duration":
-      return value === 0 ? undefined : formatGoDuration(value as number);
-    case "stringSlice":
-      return (value as string[]).length === 0 ? undefined : `[${(value as string[]).join(",")}]`;
   }
 }
 
@@ -517,333 +397,3 @@ export function parseOptions<T>(
   const notImplemented = [...result.notImplemented, ...(notes?.(options) ?? [])];
   return { options, notImplemented, deprecated: result.deprecated };
 }
-
-/**
- * Formats help text listing every flag that is neither hidden nor deprecated, sorted by name, in
- * pflag's layout: `--name type   help (default x)`, plus a note on flags knp does not implement.
- *
- * @param title First line of the help text, e.g. `"Usage of proxy-server:"`.
- * @param specs The flags to list.
- * @returns The help text, ending with a newline.
- */
-export function formatHelp(title: string, specs: readonly FlagSpec[]): string {
-  const visible = specs
-    .filter((spec) => spec.hidden !== true && spec.deprecated === undefined)
-    .toSorted((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const heads = visible.map((spec) => {
-    const short = spec.short === undefined ? "    " : `-${spec.short}, `;
-    const type = TYPE_NAMES[spec.type];
-    return `  ${short}--${spec.name}${type === "" ? "" : ` ${type}`}`;
-  });
-  const width = Math.max(0, ...heads.map((head) => head.length));
-  const lines = visible.map((spec, index) => {
-    let text = spec.help;
-    const shown = defaultText(spec);
-    if (shown !== undefined) text += ` (default ${shown})`;
-    if (spec.implemented !== true) {
-      const reason = typeof spec.implemented === "string"
-        ? spec.implemented
-        : "not implemented yet";
-      text += ` [knp: accepted but ${reason}; no effect]`;
-    }
-    return `${heads[index]!.padEnd(width)}   ${text}`;
-  });
-  return `${title}\n${lines.join("\n")}\n`;
-}
-
-/**
- * Throws if `path` does not exist, naming the flag. Like upstream, only "does not exist" fails;
- * other stat errors (such as missing read permission) are left to the code that opens the file.
- *
- * @param flag The flag name without dashes, e.g. `"server-cert"`.
- * @param path The file path given.
- * @throws {KnpError} `INVALID_FLAG` if nothing exists at `path`.
- */
-export function requireExistingFile(flag: string, path: string): void {
-  try {
-    Deno.statSync(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw invalidFlag(`--${flag}: file "${path}" does not exist`);
-    }
-  }
-}
-
-/**
- * Checks a certificate/key flag pair the way upstream does: each one given must exist, and each
- * needs the other (the key is checked first).
- *
- * @param certFlag The certificate flag without dashes, e.g. `"agent-cert"`.
- * @param cert Its value.
- * @param keyFlag The key flag without dashes, e.g. `"agent-key"`.
- * @param key Its value.
- * @throws {KnpError} `INVALID_FLAG` naming the missing or nonexistent one.
- */
-export function requireCertKeyPair(
-  certFlag: string,
-  cert: string,
-  keyFlag: string,
-  key: string,
-): void {
-  if (key !== "") {
-    requireExistingFile(keyFlag, key);
-    if (cert === "") {
-      throw invalidFlag(`--${certFlag} must be set when --${keyFlag} is set ("${key}")`);
-    }
-  }
-  if (cert !== "") {
-    requireExistingFile(certFlag, cert);
-    if (key === "") {
-      throw invalidFlag(`--${keyFlag} must be set when --${certFlag} is set ("${cert}")`);
-    }
-  }
-}
-
-/**
- * Throws unless `value > 0` (`NaN` fails too).
- *
- * @param flag The flag name without dashes.
- * @param value Its value.
- * @throws {KnpError} `INVALID_FLAG`: `--flag: must be greater than 0, got value`.
- */
-export function requirePositive(flag: string, value: number): void {
-  if (!(value > 0)) throw invalidFlag(`--${flag}: must be greater than 0, got ${value}`);
-}
-
-/**
- * Throws if contention profiling is asked for without profiling, as upstream's binaries do.
- *
- * @param enableProfiling `--enable-profiling`.
- * @param enableContentionProfiling `--enable-contention-profiling`.
- * @throws {KnpError} `INVALID_FLAG` naming both flags.
- */
-export function requireProfilingForContention(
-  enableProfiling: boolean,
-  enableContentionProfiling: boolean,
-): void {
-  if (enableContentionProfiling && !enableProfiling) {
-    throw invalidFlag("--enable-contention-profiling requires --enable-profiling");
-  }
-}
-
-/** Formats milliseconds as a Go duration for messages; non-finite values as they are. */
-export function showDuration(ms: number): string {
-  return Number.isFinite(ms) ? formatGoDuration(ms) : String(ms);
-}
-
-/** Values of the klog flags, shared by both binaries' options. */
-export interface KlogOptions {
-  /** `--log-dir`: not implemented. @default "" */
-  logDir: string;
-  /** `--log-file`: not implemented. @default "" */
-  logFile: string;
-  /** `--log-file-max-size` in MB: not implemented. @default 1800 */
-  logFileMaxSize: number;
-  /** `--logtostderr`: knp always logs to stderr. @default true */
-  logtostderr: boolean;
-  /** `--alsologtostderr`: not implemented. @default false */
-  alsologtostderr: boolean;
-  /** `--legacy-stderr-threshold-behavior`: not implemented. @default true */
-  legacyStderrThresholdBehavior: boolean;
-  /** `-v`/`--v`: log verbosity; upstream's binaries default to 4. @default 4 */
-  v: number;
-  /** `--add-dir-header`: not implemented. @default false */
-  addDirHeader: boolean;
-  /** `--skip-headers`: not implemented. @default false */
-  skipHeaders: boolean;
-  /** `--one-output`: not implemented. @default false */
-  oneOutput: boolean;
-  /** `--skip-log-headers`: not implemented. @default false */
-  skipLogHeaders: boolean;
-  /** `--stderrthreshold`: not implemented. @default "ERROR" */
-  stderrthreshold: string;
-  /** `--alsologtostderrthreshold`: not implemented. @default "INFO" */
-  alsologtostderrthreshold: string;
-  /** `--vmodule`: not implemented. @default "" */
-  vmodule: string;
-  /** `--log-backtrace-at`: not implemented. @default "" */
-  logBacktraceAt: string;
-}
-
-const SEVERITIES = ["INFO", "WARNING", "ERROR", "FATAL"];
-
-function checkSeverity(value: FlagValue): string | undefined {
-  const text = String(value);
-  if (SEVERITIES.includes(text.toUpperCase())) return undefined;
-  if (/^\d+$/.test(text) && Number(text) < SEVERITIES.length) return undefined;
-  return `must be one of INFO, WARNING, ERROR, FATAL or 0-3`;
-}
-
-function checkNonNegative(value: FlagValue): string | undefined {
-  return (value as number) < 0 ? "must not be negative" : undefined;
-}
-
-function checkLevel(value: FlagValue): string | undefined {
-  const level = value as number;
-  return level < -(2 ** 31) || level >= 2 ** 31 ? "out of range for a log level" : undefined;
-}
-
-const KLOG_NOT_IMPLEMENTED = "not implemented (knp logs to stderr only)";
-
-/**
- * klog's flags, accepted by both binaries with klog's defaults (except `-v`, which upstream's
- * binaries set to 4). Only `-v` and `--logtostderr` have an effect in knp.
- */
-export const KLOG_FLAGS: readonly FlagSpec[] = [
-  {
-    name: "log-dir",
-    type: "string",
-    default: "",
-    help: "Directory for log files.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "log-file",
-    type: "string",
-    default: "",
-    help: "File to write logs to.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "log-file-max-size",
-    type: "int",
-    default: 1800,
-    help: "Maximum log file size in megabytes; 0 means unlimited.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-    check: checkNonNegative,
-  },
-  {
-    name: "logtostderr",
-    type: "bool",
-    default: true,
-    help: "Log to standard error (knp always does).",
-    implemented: true,
-  },
-  {
-    name: "alsologtostderr",
-    type: "bool",
-    default: false,
-    help: "Log to standard error as well as to files.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "legacy-stderr-threshold-behavior",
-    type: "bool",
-    default: true,
-    help: "Apply --stderrthreshold only when also logging to files.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "v",
-    short: "v",
-    type: "int",
-    default: 4,
-    help: "Log verbosity level; higher is more verbose.",
-    implemented: true,
-    check: checkLevel,
-  },
-  {
-    name: "add-dir-header",
-    type: "bool",
-    default: false,
-    help: "Add the source file's directory to log headers.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "skip-headers",
-    type: "bool",
-    default: false,
-    help: "Leave out the header prefix of log lines.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "one-output",
-    type: "bool",
-    default: false,
-    help: "Write each log line only to its own severity level's file.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "skip-log-headers",
-    type: "bool",
-    default: false,
-    help: "Leave out the header written when a log file is opened.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "stderrthreshold",
-    type: "string",
-    default: "ERROR",
-    help: "Lowest severity also written to standard error when logging to files.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-    check: checkSeverity,
-  },
-  {
-    name: "alsologtostderrthreshold",
-    type: "string",
-    default: "INFO",
-    help: "Lowest severity written to standard error when --alsologtostderr is set.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-    check: checkSeverity,
-  },
-  {
-    name: "vmodule",
-    type: "string",
-    default: "",
-    help: "Per-file verbosity, as a comma-separated list of pattern=N.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-  {
-    name: "log-backtrace-at",
-    type: "string",
-    default: "",
-    help: "Emit a stack trace when logging at file:line.",
-    implemented: KLOG_NOT_IMPLEMENTED,
-  },
-];
-
-/**
- * `--enable-profiling` and `--enable-contention-profiling`, accepted by both binaries with
- * upstream's defaults; not implemented yet.
- */
-export const PROFILING_FLAGS: readonly FlagSpec[] = [
-  {
-    name: "enable-profiling",
-    type: "bool",
-    default: false,
-    help: "Serve profiling endpoints on the admin port.",
-    implemented: "not implemented yet",
-  },
-  {
-    name: "enable-contention-profiling",
-    type: "bool",
-    default: false,
-    help: "Enable contention profiling; requires --enable-profiling.",
-    implemented: "not implemented yet",
-  },
-];
-
-/** Log line formats knp's binaries can write. */
-export type LogFormat = "json" | "text";
-
-/**
- * Checks `--knp-log-format` on options built in code (the flag's own check covers the command line).
- *
- * @param format The log format.
- * @throws {KnpError} `INVALID_FLAG` unless it is `json` or `text`.
- */
-export function requireLogFormat(format: string): void {
-  if (format !== "json" && format !== "text") {
-    throw invalidFlag(`--knp-log-format: must be json or text, got "${format}"`);
-  }
-}
-
-/** The knp-only `--knp-log-format` flag, shared by both binaries. */
-export const KNP_LOG_FORMAT_FLAG: FlagSpec = {
-  name: "knp-log-format",
-  type: "string",
-  default: "json",
-  help: "knp only: format of log lines on standard error, json or text.",
-  implemented: true,
-  check: (value) => (value === "json" || value === "text" ? undefined : `must be json or text`),
-};

@@ -1,20 +1,16 @@
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
+import { camelCaseFlagName, type FlagSpec, type ParsedFlags, parseFlags } from "./flags.ts";
 import {
-  camelCaseFlagName,
-  type FlagSpec,
-  formatHelp,
-  KLOG_FLAGS,
-  KNP_LOG_FORMAT_FLAG,
-  type ParsedFlags,
-  parseFlags,
   parseGoBool,
   parseGoFloat,
   parseGoInt,
   parseStringSlice,
-  requireExistingFile,
   splitCsvRecord,
-} from "./flags.ts";
+} from "./flag_values.ts";
+import { formatHelp } from "./flag_help.ts";
+import { requireExistingFile } from "./flag_checks.ts";
+import { KLOG_FLAGS, KNP_LOG_FORMAT_FLAG } from "./common_flags.ts";
 import { KLOG_DEFAULTS } from "@knp/testing/options";
 
 const SPECS: FlagSpec[] = [

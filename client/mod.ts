@@ -23,5 +23,12 @@ export {
   type Tunnel,
   type TunnelOptions,
 } from "./tunnel.ts";
-export { CLOSE_TIMEOUT_MS, DIAL_BACKSTOP_MS, type DialOptions, TunnelConn } from "./tunnel_conn.ts";
-export { DialError, type DialFailureReason, KnpError, type KnpErrorCode } from "@knp/core/errors";
+export { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
+export {
+  DialError,
+  type DialErrorDetails,
+  type DialFailureReason,
+  KnpError,
+  type KnpErrorCode,
+} from "@knp/core/errors";
+export type { DialErrorKind } from "@knp/core/dial_errors";

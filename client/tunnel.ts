@@ -10,7 +10,7 @@
 
 import { USER_AGENT_KEY } from "@knp/proto";
 import { DialError, KnpError } from "@knp/core/errors";
-import { GrpcChannel } from "@knp/transport/grpc_stream";
+import { GrpcChannel } from "@knp/transport/grpc_channel";
 import { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
 
 /** Where the proxy server is and how to reach it. */

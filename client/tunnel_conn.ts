@@ -40,7 +40,7 @@ export interface DialOptions {
   timeoutMs?: number;
   /** Bytes buffered in `readable` before the stream is paused. @default 1 MiB */
   readHighWater?: number;
-  /** @default 10000 */
+  /** How long `close()` waits for the CLOSE_RSP before giving up. @default 10000 */
   closeTimeoutMs?: number;
 }
 
@@ -48,9 +48,13 @@ type State = "dialing" | "open" | "closing" | "closed";
 
 /** A connection through the tunnel. */
 export class TunnelConn implements AsyncDisposable {
+  /** The "host:port" that was dialed. */
   readonly address: string;
+  /** The dial's id (the DIAL_REQ's `random`). */
   readonly dialId: bigint;
+  /** Bytes from the remote end; ends when the connection closes. */
   readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the remote end. The protocol has no half-close: `close()` ends the connection. */
   readonly writable: WritableStream<Uint8Array>;
   /** Resolves when the connection is fully closed (CLOSE_RSP, timeout or tunnel end). */
   readonly closed: Promise<void>;
@@ -251,6 +255,7 @@ export class TunnelConn implements AsyncDisposable {
     this.#closedResolvers.resolve();
   }
 
+  /** Closes the connection and waits until it is closed. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
     await this.closed;

@@ -16,7 +16,9 @@ import type { Timers } from "./timers.ts";
 
 /** Something that can stop and restart delivering. */
 export interface Pausable {
+  /** Stops delivering. */
   pause(): void;
+  /** Delivers again. */
   resume(): void;
 }
 
@@ -25,6 +27,7 @@ export class SharedPause {
   #source: Pausable;
   #holders = new Set<object>();
 
+  /** Pauses and resumes `source`. */
   constructor(source: Pausable) {
     this.#source = source;
   }
@@ -34,12 +37,14 @@ export class SharedPause {
     return this.#holders.size;
   }
 
+  /** `key` asks for the source to stay paused (pauses it if it is the first holder). */
   hold(key: object): void {
     if (this.#holders.has(key)) return;
     this.#holders.add(key);
     if (this.#holders.size === 1) this.#source.pause();
   }
 
+  /** `key` no longer holds the source (resumes it once no holder is left). */
   release(key: object): void {
     if (!this.#holders.delete(key)) return;
     if (this.#holders.size === 0) this.#source.resume();
@@ -48,7 +53,9 @@ export class SharedPause {
 
 /** A per-connection sink with byte accounting. */
 export interface GuardedSink {
+  /** Bytes waiting in the sink. */
   readonly bufferedBytes: number;
+  /** Registers `callback` to run whenever the sink drains below its mark. */
   onDrain(callback: () => void): void;
 }
 
@@ -74,6 +81,7 @@ export class SinkGuard {
   #timer: number | undefined;
   #disposed = false;
 
+  /** Guards `sink`, holding `shared` while the sink is full, within `limits`. */
   constructor(sink: GuardedSink, shared: SharedPause, limits: GuardLimits, timers: Timers) {
     this.#sink = sink;
     this.#shared = shared;

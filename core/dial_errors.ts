@@ -55,10 +55,13 @@ const TAG = /\s*\[knp: ([^\]]*)\]$/;
 
 /** The parts of a dial error text. */
 export interface DialErrorInfo {
+  /** What went wrong. */
   kind: DialErrorKind;
   /** The text without the knp tag. */
   message: string;
+  /** The server that reported the failure, when tagged. */
   serverId?: string;
+  /** The agent that reported the failure, when tagged. */
   agentId?: string;
 }
 

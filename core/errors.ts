@@ -27,6 +27,7 @@ export type KnpErrorCode =
 export class KnpError extends Error {
   /** Stable, machine-readable error code. */
   readonly code: KnpErrorCode;
+  /** An error with a stable `code`; `options.cause` carries the error that caused it. */
   constructor(code: KnpErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "KnpError";
@@ -47,9 +48,11 @@ export type DialFailureReason =
 
 /** Extra facts about a failed dial (from the server's knp tag, when present). */
 export interface DialErrorDetails {
-  /** What went wrong, from the shared taxonomy (internal/dial_errors.ts). */
+  /** What went wrong, from the shared taxonomy (dial_errors.ts). */
   kind?: DialErrorKind;
+  /** The server that reported the failure. */
   serverId?: string;
+  /** The agent that reported the failure. */
   agentId?: string;
 }
 
@@ -59,8 +62,11 @@ export class DialError extends KnpError {
   readonly reason: DialFailureReason;
   /** What went wrong, when the server said so or the text tells. */
   readonly kind: DialErrorKind;
+  /** The server that reported the failure, when known. */
   readonly serverId: string | undefined;
+  /** The agent that reported the failure, when known. */
   readonly agentId: string | undefined;
+  /** A failed dial: `message` keeps the peer's text, `reason` says how it ended. */
   constructor(
     message: string,
     reason: DialFailureReason,

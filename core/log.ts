@@ -10,17 +10,21 @@ export type LogFields = Record<string, unknown>;
 
 /** The logging interface every component accepts. */
 export interface Logger {
+  /** Logs detail for debugging. */
   debug(message: string, fields?: LogFields): void;
+  /** Logs a normal event. */
   info(message: string, fields?: LogFields): void;
+  /** Logs something unexpected that was handled. */
   warn(message: string, fields?: LogFields): void;
+  /** Logs a failure. */
   error(message: string, fields?: LogFields): void;
   /** A logger that adds `fields` to every record. */
   with(fields: LogFields): Logger;
 }
 
-const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 /** A log level name. */
-export type LogLevel = keyof typeof LEVELS;
+export type LogLevel = "debug" | "info" | "warn" | "error";
+const LEVELS: Readonly<Record<LogLevel, number>> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 /** A logger that drops everything (the library default). */
 export const nullLogger: Logger = {
@@ -35,11 +39,13 @@ export const nullLogger: Logger = {
 
 /** Options of {@linkcode jsonLogger}. */
 export interface JsonLoggerOptions {
+  /** Records below this level are dropped. @default "info" */
   level?: LogLevel;
   /** Where lines go; defaults to stderr. */
   write?: (line: string) => void;
   /** "json" (default) or "text" (`time level message key=value`). */
   format?: "json" | "text";
+  /** Fields added to every record. */
   fields?: LogFields;
 }
 

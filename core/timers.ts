@@ -6,8 +6,11 @@
 
 /** The clock and timers a state machine uses. */
 export interface Timers {
+  /** Milliseconds on a monotonic clock. */
   now(): number;
+  /** Runs `callback` after `ms` milliseconds; returns a handle for `clearTimeout`. */
   setTimeout(callback: () => void, ms: number): number;
+  /** Cancels a pending `setTimeout`. */
   clearTimeout(handle: number): void;
 }
 

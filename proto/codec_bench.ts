@@ -1,4 +1,5 @@
-import { decodePacket, encodePacket } from "./codec.ts";
+import { encodePacket } from "./codec.ts";
+import { decodePacket } from "./decode_packet.ts";
 import { dataPacket, dialRequest } from "./packet.ts";
 
 const data32k = dataPacket(9007199254740993n, new Uint8Array(32 * 1024).fill(0x5a));

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { knpWindow } from "./packet.ts";
 import { PacketDecodeError } from "./errors.ts";
-import { decodePacket, encodedLength, encodePacket } from "./codec.ts";
+import { encodedLength, encodePacket } from "./codec.ts";
+import { decodePacket } from "./decode_packet.ts";
 import {
   closeDial,
   closeRequest,

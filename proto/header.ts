@@ -43,9 +43,13 @@ export type IdentifierType = typeof IDENTIFIER_TYPES[number];
 
 /** The identifiers an agent advertises, grouped by type. */
 export interface AgentIdentifiers {
+  /** IPv4 addresses the agent serves. */
   ipv4: string[];
+  /** IPv6 addresses the agent serves. */
   ipv6: string[];
+  /** Host names the agent serves. */
   host: string[];
+  /** CIDR ranges the agent serves. */
   cidr: string[];
   /** Whether the agent accepts dials to any destination (`defaultRoute` proxy strategy). */
   defaultRoute: boolean;

@@ -17,5 +17,6 @@
  */
 export * from "./packet.ts";
 export * from "./codec.ts";
+export * from "./decode_packet.ts";
 export * from "./header.ts";
 export * from "./errors.ts";

@@ -30,38 +30,51 @@ export type PacketTypeName = keyof typeof PacketType;
 
 /** `DialRequest` (Packet field 2). */
 export interface DialRequest {
+  /** Network of the dial; "tcp" in practice. */
   protocol: string;
+  /** "host:port" to dial. */
   address: string;
+  /** The dial's id, chosen by the requester; echoed in the DIAL_RSP. */
   random: bigint;
 }
 
 /** `DialResponse` (Packet field 3). An empty `error` means success. */
 export interface DialResponse {
+  /** Why the dial failed; empty on success. */
   error: string;
+  /** The connection's id, assigned by the agent (0 when the dial failed). */
   connectId: bigint;
+  /** The `random` of the DIAL_REQ this answers. */
   random: bigint;
 }
 
 /** `Data` (Packet field 4). */
 export interface Data {
+  /** The connection the bytes belong to. */
   connectId: bigint;
+  /** An error text; upstream peers leave it empty. */
   error: string;
+  /** The bytes. */
   data: Uint8Array;
 }
 
 /** `CloseRequest` (Packet field 5). */
 export interface CloseRequest {
+  /** The connection to close. */
   connectId: bigint;
 }
 
 /** `CloseResponse` (Packet field 6). */
 export interface CloseResponse {
+  /** Why closing failed; empty on success. */
   error: string;
+  /** The connection that was closed. */
   connectId: bigint;
 }
 
 /** `CloseDial` (Packet field 7). */
 export interface CloseDial {
+  /** The `random` of the pending dial to cancel. */
   random: bigint;
 }
 
@@ -70,7 +83,9 @@ export interface CloseDial {
  * `bytes` more bytes on, so the sender may send that many more.
  */
 export interface KnpWindow {
+  /** The connection the window belongs to. */
   connectId: bigint;
+  /** How many more bytes the sender may send. */
   bytes: bigint;
 }
 
@@ -90,7 +105,9 @@ export type Packet =
  * Receivers ignore it.
  */
 export interface UnknownPacket {
+  /** Marks a packet of an unknown type. */
   type: "UNKNOWN";
+  /** The type number it carried. */
   typeNumber: number;
 }
 

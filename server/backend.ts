@@ -23,8 +23,11 @@ export interface FlowControl {
 
 /** One connected agent stream. */
 export class Backend {
+  /** The agent's id. */
   readonly agentId: string;
+  /** What the agent advertised it serves. */
   readonly identifiers: AgentIdentifiers;
+  /** The agent's packet stream. */
   readonly stream: PacketStream;
   /** Pauses this agent stream while a slow frontend drains (see SinkGuard). */
   readonly pause: SharedPause;
@@ -34,6 +37,7 @@ export class Backend {
   readonly flow: FlowControl | undefined;
   #draining = false;
 
+  /** An agent stream, with flow control when negotiated. */
   constructor(
     agentId: string,
     identifiers: AgentIdentifiers,
@@ -52,14 +56,17 @@ export class Backend {
     return this.#draining;
   }
 
+  /** Marks the agent as draining. */
   setDraining(): void {
     this.#draining = true;
   }
 
+  /** Sends `packet` to the agent; false means the stream is full. */
   send(packet: Packet): boolean {
     return this.stream.send(packet);
   }
 
+  /** `agentId#seq`, for logs. */
   toString(): string {
     return `${this.agentId}#${this.seq}`;
   }

@@ -38,11 +38,13 @@ export function parseProxyStrategies(text: string): ProxyStrategy[] {
  * advertised by several agents); the first non-draining one is used.
  */
 export class BackendStorage {
+  /** The proxy strategy whose keys this storage uses. */
   readonly strategy: ProxyStrategy;
   #byKey = new Map<string, Backend[]>();
   #keys: string[] = [];
   #random: () => number;
 
+  /** Storage for `strategy`; `random` picks among keys. */
   constructor(strategy: ProxyStrategy, random: () => number = Math.random) {
     this.strategy = strategy;
     this.#random = random;
@@ -62,6 +64,7 @@ export class BackendStorage {
     }
   }
 
+  /** Stores `backend` under its keys. */
   add(backend: Backend): void {
     for (const key of this.keysOf(backend)) {
       const list = this.#byKey.get(key);
@@ -72,6 +75,7 @@ export class BackendStorage {
     }
   }
 
+  /** Removes `backend` from its keys. */
   remove(backend: Backend): void {
     for (const key of this.keysOf(backend)) {
       const list = this.#byKey.get(key);
@@ -118,16 +122,20 @@ function firstPreferred(list: Backend[]): Backend | undefined {
 
 /** The ordered strategies of a server. */
 export class BackendManager {
+  /** One storage per strategy, in order. */
   readonly storages: BackendStorage[];
 
+  /** A manager for `strategies`, tried in order. */
   constructor(strategies: ProxyStrategy[], random?: () => number) {
     this.storages = strategies.map((s) => new BackendStorage(s, random));
   }
 
+  /** Stores `backend` in every strategy's storage. */
   add(backend: Backend): void {
     for (const s of this.storages) s.add(backend);
   }
 
+  /** Removes `backend` from every storage. */
   remove(backend: Backend): void {
     for (const s of this.storages) s.remove(backend);
   }

@@ -21,7 +21,7 @@ import type { ByteSocket } from "@knp/transport/byte_socket";
 import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
 import { HTTP_STATUS, parseDialError } from "@knp/core/dial_errors";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import type { PacketHandler, PacketStream } from "@knp/transport/packet_stream";
+import { DoneSignal, type PacketHandler, type PacketStream } from "@knp/transport/packet_stream";
 
 /** Limits of the HTTP-CONNECT frontend. */
 export interface HttpConnectLimits {
@@ -113,6 +113,7 @@ export class HttpConnectFrontend implements PacketStream {
   #resume: (() => void) | undefined;
   #ended = false;
   #closing = false;
+  #done = new DoneSignal();
   /** The request's User-Agent, once parsed. */
   userAgent = "";
 
@@ -134,6 +135,10 @@ export class HttpConnectFrontend implements PacketStream {
 
   get closed(): boolean {
     return this.#closing || this.#ended;
+  }
+
+  get done(): Promise<Error | undefined> {
+    return this.#done.promise;
   }
 
   /**
@@ -321,6 +326,7 @@ export class HttpConnectFrontend implements PacketStream {
     try {
       this.#socket.close();
     } catch { /* already closed */ }
+    this.#done.settle(error);
     this.#handler?.onEnd(error);
   }
 }

@@ -1,18 +1,19 @@
 /**
  * Listeners of the HTTP-CONNECT frontend: plaintext on a Unix domain socket (`Deno.listen`), or
- * TCP with TLS and mandatory client certificates (node:tls, since `Deno.listenTls` cannot verify
- * client certificates). HTTP/1.1 only.
+ * TCP with TLS and mandatory client certificates (a {@linkcode TlsListener}, node:tls underneath,
+ * since `Deno.listenTls` cannot verify client certificates; its material reloads in place).
+ * HTTP/1.1 only.
  *
  * @module
  */
 
 import { chmod, rm } from "node:fs/promises";
-import { createServer, type SecureContextOptions, type TLSSocket } from "node:tls";
-import { Buffer } from "node:buffer";
+import type { SecureContextOptions, TLSSocket } from "node:tls";
 import type { ByteSocket } from "@knp/transport/byte_socket";
 import { fromNodeSocket } from "@knp/transport/byte_socket";
 import { errorMessage } from "@knp/core/errors";
-import type { TlsMaterial } from "@knp/transport/grpc_stream";
+import type { TlsMaterial } from "@knp/transport/tls_files";
+import { TlsListener } from "@knp/transport/tls_listener";
 import { type Logger, nullLogger } from "@knp/core/log";
 import { HttpConnectFrontend, type HttpConnectLimits } from "./http_connect_frontend.ts";
 import type { ProxyServer } from "./proxy_server.ts";
@@ -21,13 +22,13 @@ import type { ProxyServer } from "./proxy_server.ts";
 export interface HttpConnectListenerOptions extends HttpConnectLimits {
   core: ProxyServer;
   /** Unix socket path (plaintext); otherwise TCP on hostname:port with TLS. */
-  udsPath?: string;
-  hostname?: string;
+  udsPath?: string | undefined;
+  hostname?: string | undefined;
   port?: number;
   /** TLS for TCP: cert, key and the CA that verifies client certificates (required). */
-  tls?: TlsMaterial;
+  tls?: TlsMaterial | undefined;
   /** Extra node:tls context options (min version, ciphers). */
-  tlsOptions?: SecureContextOptions;
+  tlsOptions?: SecureContextOptions | undefined;
   /** Most connections still sending their request head; more get 503 at once. @default 1024 */
   maxPendingHeads?: number;
   logger?: Logger;
@@ -43,130 +44,126 @@ export interface HttpConnectListener {
   close(): Promise<void>;
 }
 
-function contextOptions(tls: TlsMaterial, extra: SecureContextOptions = {}): SecureContextOptions {
-  return {
-    ...extra,
-    cert: tls.cert && Buffer.from(tls.cert),
-    key: tls.key && Buffer.from(tls.key),
-    ca: tls.ca && Buffer.from(tls.ca),
-  };
-}
+const OVERLOADED = new TextEncoder().encode(
+  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+    "Connection: close\r\n\r\nserver overloaded: too many connections sending request headers\n",
+);
 
-/** Starts an HTTP-CONNECT listener feeding `core`. */
-export async function serveHttpConnect(
-  options: HttpConnectListenerOptions,
-): Promise<HttpConnectListener> {
-  const log = options.logger ?? nullLogger;
-  const maxPendingHeads = options.maxPendingHeads ?? 1024;
-  let pendingHeads = 0;
-  let open = 0;
-  const sockets = new Set<ByteSocket>();
+/** The open client connections of one listener, each read up to its CONNECT and then served. */
+class ConnectionSet {
+  readonly #options: HttpConnectListenerOptions;
+  readonly #log: Logger;
+  readonly #maxPendingHeads: number;
+  readonly #sockets = new Set<ByteSocket>();
+  #pendingHeads = 0;
 
-  async function handle(socket: ByteSocket, peer: string): Promise<void> {
-    open++;
-    sockets.add(socket);
-    const frontend = new HttpConnectFrontend(socket, peer, options.core.serverId, options);
+  constructor(options: HttpConnectListenerOptions) {
+    this.#options = options;
+    this.#log = options.logger ?? nullLogger;
+    this.#maxPendingHeads = options.maxPendingHeads ?? 1024;
+  }
+
+  get size(): number {
+    return this.#sockets.size;
+  }
+
+  /** Serves one client connection until its tunnel is over. */
+  async handle(socket: ByteSocket, peer: string): Promise<void> {
+    this.#sockets.add(socket);
+    const { core } = this.#options;
+    const frontend = new HttpConnectFrontend(socket, peer, core.serverId, this.#options);
     try {
-      if (pendingHeads >= maxPendingHeads) {
-        await socket.write(
-          new TextEncoder().encode(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-              "Connection: close\r\n\r\nserver overloaded: too many connections sending request headers\n",
-          ),
-        ).catch(() => {});
+      if (this.#pendingHeads >= this.#maxPendingHeads) {
+        await socket.write(OVERLOADED).catch(() => {});
         socket.close();
         return;
       }
-      pendingHeads++;
+      this.#pendingHeads++;
       let ok: boolean;
       try {
         ok = await frontend.readHead();
       } finally {
-        pendingHeads--;
+        this.#pendingHeads--;
       }
       if (!ok) return;
-      const ended = Promise.withResolvers<void>();
-      const conn = options.core.serveFrontend(wrapEnd(frontend, ended.resolve), frontend.userAgent);
-      void conn;
-      await ended.promise;
+      await core.serveFrontend(frontend, frontend.userAgent).ended;
     } catch (err) {
-      log.warn("http-connect connection failed", { peer, error: errorMessage(err) });
+      this.#log.warn("http-connect connection failed", { peer, error: errorMessage(err) });
       socket.close();
     } finally {
-      open--;
-      sockets.delete(socket);
+      this.#sockets.delete(socket);
     }
   }
 
-  if (options.udsPath) {
-    await rm(options.udsPath, { force: true });
-    const listener = Deno.listen({ transport: "unix", path: options.udsPath });
-    await chmod(options.udsPath, 0o770);
-    (async () => {
-      for await (const conn of listener) handle(conn, "unix");
-    })().catch(() => {});
-    return {
-      port: 0,
-      get connections() {
-        return open;
-      },
-      updateTls() {},
-      async close() {
-        listener.close();
-        for (const s of sockets) s.close();
-        await rm(options.udsPath!, { force: true });
-      },
-    };
+  closeAll(): void {
+    for (const s of this.#sockets) s.close();
   }
+}
 
-  if (!options.tls?.cert || !options.tls.key || !options.tls.ca) {
-    throw new TypeError("HTTP-CONNECT over TCP needs a certificate, a key and a client CA");
-  }
-  const server = createServer({
-    ...contextOptions(options.tls, options.tlsOptions),
-    requestCert: true,
-    rejectUnauthorized: true,
-    ALPNProtocols: ["http/1.1"],
-    // The TLS handshake counts against the head's time bound (node's default is 120 s).
-    handshakeTimeout: options.headerTimeoutMs ?? 10_000,
-  }, (socket: TLSSocket) => {
-    handle(fromNodeSocket(socket), `${socket.remoteAddress}:${socket.remotePort}`);
-  });
-  server.on("tlsClientError", (err: Error, socket?: TLSSocket) => {
-    log.info("TLS handshake failed on the HTTP-CONNECT frontend", { error: err.message });
-    // Deno's node:tls reports a failed or timed-out handshake but leaves the socket open.
-    socket?.destroy();
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 8090, options.hostname || "0.0.0.0", () => resolve());
-  });
-  const address = server.address();
+/** Starts an HTTP-CONNECT listener feeding `core`. */
+export function serveHttpConnect(
+  options: HttpConnectListenerOptions,
+): Promise<HttpConnectListener> {
+  const connections = new ConnectionSet(options);
+  return options.udsPath ? serveUds(options.udsPath, connections) : serveTls(options, connections);
+}
+
+async function serveUds(path: string, connections: ConnectionSet): Promise<HttpConnectListener> {
+  await rm(path, { force: true });
+  const listener = Deno.listen({ transport: "unix", path });
+  await chmod(path, 0o770);
+  (async () => {
+    for await (const conn of listener) connections.handle(conn, "unix");
+  })().catch(() => {});
   return {
-    port: typeof address === "object" && address ? address.port : 0,
+    port: 0,
     get connections() {
-      return open;
+      return connections.size;
     },
-    updateTls(tls, extra) {
-      server.setSecureContext(contextOptions(tls, { ...options.tlsOptions, ...extra }));
-    },
+    updateTls() {},
     async close() {
-      for (const s of sockets) s.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      listener.close();
+      connections.closeAll();
+      await rm(path, { force: true });
     },
   };
 }
 
-/** Calls `onEnd` once the frontend stream is over (the handler chain stays the core's). */
-function wrapEnd(frontend: HttpConnectFrontend, onEnd: () => void): HttpConnectFrontend {
-  const start = frontend.start.bind(frontend);
-  frontend.start = (handler) =>
-    start({
-      onPacket: (p) => handler.onPacket(p),
-      onEnd: (error) => {
-        handler.onEnd(error);
-        onEnd();
-      },
-    });
-  return frontend;
+async function serveTls(
+  options: HttpConnectListenerOptions,
+  connections: ConnectionSet,
+): Promise<HttpConnectListener> {
+  const log = options.logger ?? nullLogger;
+  if (!options.tls?.cert || !options.tls.key || !options.tls.ca) {
+    throw new TypeError("HTTP-CONNECT over TCP needs a certificate, a key and a client CA");
+  }
+  const listener = await TlsListener.listen({
+    hostname: options.hostname,
+    port: options.port ?? 8090,
+    tls: options.tls,
+    requestClientCert: true,
+    contextOptions: options.tlsOptions,
+    alpnProtocols: ["http/1.1"],
+    // The TLS handshake counts against the head's time bound (node's default is 120 s).
+    handshakeTimeoutMs: options.headerTimeoutMs ?? 10_000,
+    onConnection: (socket: TLSSocket) => {
+      connections.handle(fromNodeSocket(socket), `${socket.remoteAddress}:${socket.remotePort}`);
+    },
+    onHandshakeError: (err) => {
+      log.info("TLS handshake failed on the HTTP-CONNECT frontend", { error: err.message });
+    },
+  });
+  return {
+    port: listener.port,
+    get connections() {
+      return connections.size;
+    },
+    updateTls(tls, extra) {
+      listener.updateTls(tls, { ...options.tlsOptions, ...extra });
+    },
+    async close() {
+      connections.closeAll();
+      await listener.close();
+    },
+  };
 }

@@ -5,28 +5,41 @@
  * @module
  */
 
-import type { DialFailureLabel, ProxyServer, ServerEvent } from "./proxy_server.ts";
+import type { ProxyServer } from "./proxy_server.ts";
+import type { DialFailureLabel, ServerEvent } from "./server_events.ts";
 
 const NS = "konnectivity_network_proxy_server";
 
+/** Options of {@linkcode ServerMetrics}. */
+export interface ServerMetricsOptions {
+  /** Open HTTP-CONNECT client connections (upstream's `http_connections`). @default () => 0 */
+  httpConnections?: () => number;
+}
+
 /** Counters fed by the core's events; gauges read from the core when scraped. */
 export class ServerMetrics {
-  #core: ProxyServer | undefined;
-  #dialFailures = new Map<DialFailureLabel, number>();
-  /** Open HTTP-CONNECT client connections (set by the listener). */
-  httpConnections: () => number = () => 0;
+  readonly #core: ProxyServer;
+  readonly #httpConnections: () => number;
+  readonly #dialFailures = new Map<DialFailureLabel, number>();
+  readonly #unsubscribe: () => void;
 
-  /** Attaches the core whose tables the gauges read. */
-  attach(core: ProxyServer): void {
+  /** Subscribes to `core`'s events; the gauges read `core` when rendered. */
+  constructor(core: ProxyServer, options: ServerMetricsOptions = {}) {
     this.#core = core;
+    this.#httpConnections = options.httpConnections ?? (() => 0);
+    this.#unsubscribe = core.events.on((event) => this.#onEvent(event));
   }
 
-  /** Event listener to pass as `onEvent`. */
-  readonly onEvent = (event: ServerEvent): void => {
+  #onEvent(event: ServerEvent): void {
     if (event.kind === "dial-failure") {
       this.#dialFailures.set(event.reason, (this.#dialFailures.get(event.reason) ?? 0) + 1);
     }
-  };
+  }
+
+  /** Stops counting the core's events. */
+  dispose(): void {
+    this.#unsubscribe();
+  }
 
   /** Prometheus text exposition. */
   render(): string {
@@ -37,28 +50,28 @@ export class ServerMetrics {
       for (const [labels, v] of samples) lines.push(`${NS}_${name}${labels} ${v}`);
     };
     gauge("pending_backend_dials", "Current number of pending backend dial requests", [
-      ["", core?.pendingDials ?? 0],
+      ["", core.pendingDials],
     ]);
     gauge(
       "established_connections",
       "Current number of established end-to-end connections (post-dial).",
-      [["", core?.establishedConnections ?? 0]],
+      [["", core.establishedConnections]],
     );
     gauge(
       "ready_backends",
       "Number of konnectivity agent connected to the proxy server",
-      (core?.backends.storages ?? []).map((s) => [`{proxy_strategy="${s.strategy}"}`, s.size]),
+      core.backends.storages.map((s) => [`{proxy_strategy="${s.strategy}"}`, s.size]),
     );
     gauge(
       "grpc_connections",
       "Number of current grpc connections, partitioned by service method.",
       [
-        ['{service_method="Connect"}', core?.backendStreams ?? 0],
-        ['{service_method="Proxy"}', core?.frontendStreams ?? 0],
+        ['{service_method="Connect"}', core.backendStreams],
+        ['{service_method="Proxy"}', core.frontendStreams],
       ],
     );
     gauge("http_connections", "Number of current HTTP CONNECT connections", [
-      ["", this.httpConnections()],
+      ["", this.#httpConnections()],
     ]);
     lines.push(
       `# HELP ${NS}_dial_failure_count Number of dial failures observed. Multiple failures can occur for a single dial request.`,

@@ -15,4 +15,14 @@ export {
   type ServerOptions,
   validateServerOptions,
 } from "./options.ts";
-export { readSample, ServerMetrics } from "./metrics.ts";
+export { readSample, ServerMetrics, type ServerMetricsOptions } from "./metrics.ts";
+export {
+  type AgentAdmission,
+  type AgentHandshakeOptions,
+  type AgentLinkFacts,
+  type AgentMetadata,
+  handshakeAgent,
+  validateAgentMetadata,
+} from "./agent_handshake.ts";
+export type { Backend, FlowControl } from "./backend.ts";
+export type { ParsedServerOptions } from "./options.ts";

@@ -9,29 +9,20 @@
  */
 
 import { errorMessage } from "@knp/core/errors";
+import { camelCaseFlagName, invalidFlag, type ParsedOptions, parseOptions } from "@knp/cli/flags";
+import { formatHelp } from "@knp/cli/flag_help";
+import { type KlogOptions, type LogFormat, requireLogFormat } from "@knp/cli/common_flags";
 import {
-  camelCaseFlagName,
-  type FlagSpec,
-  formatHelp,
-  invalidFlag,
-  KLOG_FLAGS,
-  type KlogOptions,
-  KNP_LOG_FORMAT_FLAG,
-  type LogFormat,
-  type ParsedOptions,
-  parseOptions,
-  PROFILING_FLAGS,
   requireCertKeyPair,
   requireExistingFile,
-  requireLogFormat,
   requirePositive,
   requireProfilingForContention,
   showDuration,
-} from "@knp/cli/flags";
+} from "@knp/cli/flag_checks";
 import { parseProxyStrategies } from "./backend_manager.ts";
+import { SERVER_FLAGS } from "./server_flags.ts";
 
-const HOUR_MS = 3_600_000;
-const NOT_IMPLEMENTED = "not implemented yet";
+export { SERVER_FLAGS };
 
 /** Options of the proxy server. Durations are in milliseconds. */
 export interface ServerOptions extends KlogOptions {
@@ -124,304 +115,9 @@ export interface ServerOptions extends KlogOptions {
   knpMaxPendingDials: number;
   /** `--knp-websocket-port` (knp only): port of the WebSocket agent link; 0 = off. @default 0 */
   knpWebsocketPort: number;
+  /** `--knp-print-permissions` (knp only): print the needed `deno run` permission flags and exit. */
+  knpPrintPermissions: boolean;
 }
-
-/** Every flag `proxy-server` accepts. */
-export const SERVER_FLAGS: readonly FlagSpec[] = [
-  {
-    name: "mode",
-    type: "string",
-    default: "grpc",
-    help: "Frontend protocol: grpc or http-connect.",
-    implemented: true,
-  },
-  {
-    name: "uds-name",
-    type: "string",
-    default: "",
-    help: "Unix socket path for the frontend; empty means TCP.",
-    implemented: true,
-  },
-  {
-    name: "delete-existing-uds-file",
-    type: "bool",
-    default: true,
-    help: "Remove an existing file at --uds-name before listening.",
-    implemented: true,
-  },
-  {
-    name: "server-port",
-    type: "int",
-    default: 8090,
-    help: "Frontend TCP port; must be 0 with --uds-name.",
-    implemented: true,
-  },
-  {
-    name: "server-bind-address",
-    type: "string",
-    default: "",
-    help: "Frontend bind address; empty means all interfaces.",
-    implemented: true,
-  },
-  {
-    name: "agent-port",
-    type: "int",
-    default: 8091,
-    help: "Port agents connect to (gRPC over TLS).",
-    implemented: true,
-  },
-  {
-    name: "agent-bind-address",
-    type: "string",
-    default: "",
-    help: "Agent bind address; empty means all interfaces.",
-    implemented: true,
-  },
-  {
-    name: "server-cert",
-    type: "string",
-    default: "",
-    help: "Frontend TLS certificate file.",
-    implemented: true,
-  },
-  {
-    name: "server-key",
-    type: "string",
-    default: "",
-    help: "Frontend TLS key file.",
-    implemented: true,
-  },
-  {
-    name: "server-ca-cert",
-    type: "string",
-    default: "",
-    help: "CA file verifying frontend client certificates; required in TCP mode.",
-    implemented: true,
-  },
-  {
-    name: "cluster-cert",
-    type: "string",
-    default: "",
-    help: "Agent-port TLS certificate file.",
-    implemented: true,
-  },
-  {
-    name: "cluster-key",
-    type: "string",
-    default: "",
-    help: "Agent-port TLS key file.",
-    implemented: true,
-  },
-  {
-    name: "cluster-ca-cert",
-    type: "string",
-    default: "",
-    help: "CA file verifying agent client certificates (enables mTLS).",
-    implemented: true,
-  },
-  {
-    name: "cipher-suites",
-    type: "stringSlice",
-    default: [],
-    help:
-      "Comma-separated Go TLS cipher-suite names; empty means the defaults; no effect on TLS 1.3.",
-    implemented: "not supported under Deno (its TLS stack, rustls, ignores cipher lists)",
-  },
-  {
-    name: "tls-min-version",
-    type: "string",
-    default: "",
-    help:
-      "Minimum TLS version: VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13; empty means TLS 1.2.",
-    implemented: true,
-  },
-  {
-    name: "agent-namespace",
-    type: "string",
-    default: "",
-    help: "Expected service-account namespace of agents; enables token authentication.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "agent-service-account",
-    type: "string",
-    default: "",
-    help: "Expected service-account name of agents (token authentication).",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "authentication-audience",
-    type: "string",
-    default: "",
-    help: "Audience for agent token reviews (token authentication).",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "kubeconfig",
-    type: "string",
-    default: "",
-    help: "Kubeconfig file for the Kubernetes client; empty means in-cluster config.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "kubeconfig-qps",
-    type: "float",
-    default: 0,
-    help: "Kubernetes client QPS; 0 means the client default.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "kubeconfig-burst",
-    type: "int",
-    default: 0,
-    help: "Kubernetes client burst; 0 means the client default.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "kube-api-content-type",
-    type: "string",
-    default: "application/vnd.kubernetes.protobuf",
-    help: "Content type of requests to the Kubernetes API server.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "proxy-strategies",
-    type: "string",
-    default: "default",
-    help:
-      "Ordered comma-separated strategies for picking an agent: default, destHost, defaultRoute.",
-    implemented: true,
-  },
-  {
-    name: "server-id",
-    type: "string",
-    default: () => crypto.randomUUID(),
-    defaultText: "$PROXY_SERVER_ID, else a random UUID",
-    env: "PROXY_SERVER_ID",
-    help: "Unique ID of this server, sent to agents.",
-    implemented: true,
-  },
-  {
-    name: "server-count",
-    type: "int",
-    default: 1,
-    help: "Number of proxy-server replicas, sent to agents.",
-    implemented: true,
-  },
-  {
-    name: "enable-lease-controller",
-    type: "bool",
-    default: false,
-    help: "Publish this server's Lease and remove expired ones.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "lease-namespace",
-    type: "string",
-    default: "kube-system",
-    help: "Namespace of server Leases.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "lease-label",
-    type: "string",
-    default: "k8s-app=konnectivity-server",
-    help: "Labels (k=v,k2=v2) put on server Leases and used to find them.",
-    implemented: NOT_IMPLEMENTED,
-  },
-  {
-    name: "keepalive-time",
-    type: "duration",
-    default: HOUR_MS,
-    help: "gRPC keepalive time on agent connections.",
-    implemented: true,
-  },
-  {
-    name: "frontend-keepalive-time",
-    type: "duration",
-    default: HOUR_MS,
-    help: "gRPC keepalive time on frontend connections.",
-    implemented: true,
-  },
-  {
-    name: "xfr-channel-size",
-    type: "int",
-    default: 10,
-    help: "Receive buffer size of each frontend and agent stream; must be > 0.",
-    implemented: "not used (knp bounds per-connection buffers in bytes, not in packets)",
-  },
-  {
-    name: "backend-dial-timeout",
-    type: "duration",
-    default: 10_000,
-    help: "Bound on sending DIAL_REQ to an agent and waiting for DIAL_RSP; 0 disables. " +
-      "knp defaults to 10s (upstream: 0s, unbounded).",
-    implemented: true,
-  },
-  {
-    name: "graceful-shutdown-timeout",
-    type: "duration",
-    default: 0,
-    help: "How long shutdown waits for open connections; 0 shuts down at once.",
-    implemented: true,
-  },
-  {
-    name: "warn-on-channel-limit",
-    type: "bool",
-    default: true,
-    help: "No effect.",
-    implemented: true,
-    hidden: true,
-    deprecated: "it has no effect and will be removed",
-  },
-  {
-    name: "health-port",
-    type: "int",
-    default: 8092,
-    help: "Port of the health server (/healthz, /readyz).",
-    implemented: true,
-  },
-  {
-    name: "health-bind-address",
-    type: "string",
-    default: "",
-    help: "Health server bind address; empty means all interfaces.",
-    implemented: true,
-  },
-  {
-    name: "admin-port",
-    type: "int",
-    default: 8095,
-    help: "Port of the admin server (/metrics).",
-    implemented: true,
-  },
-  {
-    name: "admin-bind-address",
-    type: "string",
-    default: "127.0.0.1",
-    help: "Admin server bind address.",
-    implemented: true,
-  },
-  ...PROFILING_FLAGS,
-  KNP_LOG_FORMAT_FLAG,
-  {
-    name: "knp-max-pending-dials",
-    type: "int",
-    default: 10_000,
-    help: "knp only: most dials that may wait for an agent's answer at once; " +
-      'more are refused as "server overloaded" (HTTP 503).',
-    implemented: true,
-  },
-  {
-    name: "knp-websocket-port",
-    type: "int",
-    default: 0,
-    help: "knp only: port of the WebSocket agent link for knp agents (TLS with --cluster-cert/" +
-      "--cluster-key; with --cluster-ca-cert the agent must prove its certificate); 0 = off.",
-    implemented: true,
-  },
-  ...KLOG_FLAGS,
-];
 
 /**
  * Successful result of {@linkcode parseServerOptions}: the options (not yet validated; see
@@ -513,25 +209,16 @@ function checkPortRange(flag: string, what: string, port: number, allowReserved:
   }
 }
 
-/**
- * Checks server options the way upstream's `Validate()` does (same rules and order), with messages
- * that start with or name the offending flag.
- *
- * @param o The options to check.
- * @returns Warnings that do not stop the server (e.g. an insecure `--tls-min-version`).
- * @throws {KnpError} `INVALID_FLAG` with a one-line message naming the flag.
- */
-export function validateServerOptions(o: ServerOptions): string[] {
-  const warnings: string[] = [];
-  const record = o as unknown as Record<string, unknown>;
+/** Certificate files must exist and come in pairs. */
+function checkFiles(o: ServerOptions): void {
   requireCertKeyPair("server-cert", o.serverCert, "server-key", o.serverKey);
   if (o.serverCaCert !== "") requireExistingFile("server-ca-cert", o.serverCaCert);
   requireCertKeyPair("cluster-cert", o.clusterCert, "cluster-key", o.clusterKey);
   if (o.clusterCaCert !== "") requireExistingFile("cluster-ca-cert", o.clusterCaCert);
+}
 
-  if (!Number.isInteger(o.knpMaxPendingDials) || o.knpMaxPendingDials < 1) {
-    throw invalidFlag(`--knp-max-pending-dials: must be at least 1, got ${o.knpMaxPendingDials}`);
-  }
+/** The frontend: a plaintext UDS (no TCP port, no server certificates) or TCP with mTLS. */
+function checkFrontend(o: ServerOptions): void {
   if (o.mode !== "grpc" && o.mode !== "http-connect") {
     throw invalidFlag(`--mode: must be "grpc" or "http-connect", got "${o.mode}"`);
   }
@@ -539,6 +226,7 @@ export function validateServerOptions(o: ServerOptions): string[] {
     if (o.serverPort !== 0) {
       throw invalidFlag(`--server-port: must be 0 when --uds-name is set, got ${o.serverPort}`);
     }
+    const record = o as unknown as Record<string, unknown>;
     for (const flag of ["server-key", "server-cert", "server-ca-cert"]) {
       if (record[camelCaseFlagName(flag)] !== "") {
         throw invalidFlag(
@@ -551,7 +239,9 @@ export function validateServerOptions(o: ServerOptions): string[] {
       "--server-ca-cert: required when the frontend uses TCP (--uds-name is empty)",
     );
   }
+}
 
+function checkPorts(o: ServerOptions): void {
   checkPortRange("server-port", "server", o.serverPort, o.udsName !== "");
   checkPortRange("agent-port", "agent", o.agentPort, false);
   checkPortRange("admin-port", "admin", o.adminPort, false);
@@ -559,30 +249,30 @@ export function validateServerOptions(o: ServerOptions): string[] {
   if (o.knpWebsocketPort !== 0) {
     checkPortRange("knp-websocket-port", "WebSocket agent link", o.knpWebsocketPort, false);
   }
+}
 
-  requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
+/** Token authentication needs all three of its flags, and excludes mTLS of agents. */
+function checkTokenAuth(o: ServerOptions): void {
   const tokenAuth = o.agentNamespace !== "" || o.agentServiceAccount !== "" ||
     o.authenticationAudience !== "";
-  if (tokenAuth) {
-    if (o.clusterCaCert !== "") {
-      throw invalidFlag("--cluster-ca-cert cannot be used with agent token authentication");
-    }
-    for (const flag of ["agent-namespace", "agent-service-account", "authentication-audience"]) {
-      if (record[camelCaseFlagName(flag)] === "") {
-        throw invalidFlag(
-          `--${flag}: required for agent token authentication (--agent-namespace, ` +
-            `--agent-service-account and --authentication-audience go together)`,
-        );
-      }
+  if (!tokenAuth) return;
+  if (o.clusterCaCert !== "") {
+    throw invalidFlag("--cluster-ca-cert cannot be used with agent token authentication");
+  }
+  const record = o as unknown as Record<string, unknown>;
+  for (const flag of ["agent-namespace", "agent-service-account", "authentication-audience"]) {
+    if (record[camelCaseFlagName(flag)] === "") {
+      throw invalidFlag(
+        `--${flag}: required for agent token authentication (--agent-namespace, ` +
+          `--agent-service-account and --authentication-audience go together)`,
+      );
     }
   }
-  if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
-  try {
-    parseProxyStrategies(o.proxyStrategies);
-  } catch (err) {
-    throw invalidFlag(`--proxy-strategies: ${errorMessage(err)}`);
-  }
-  requirePositive("xfr-channel-size", o.xfrChannelSize);
+}
+
+/** `--tls-min-version` and `--cipher-suites`; returns a warning for an insecure minimum. */
+function checkTls(o: ServerOptions): string[] {
+  const warnings: string[] = [];
   if (o.tlsMinVersion !== "") {
     if (!TLS_VERSIONS.includes(o.tlsMinVersion)) {
       throw invalidFlag(
@@ -600,7 +290,10 @@ export function validateServerOptions(o: ServerOptions): string[] {
       throw invalidFlag(`--cipher-suites: "${suite}" is unknown or insecure`);
     }
   }
-  if (o.enableLeaseController) parseLeaseLabels(o.leaseLabel);
+  return warnings;
+}
+
+function checkTimeouts(o: ServerOptions): void {
   if (!(o.gracefulShutdownTimeout >= 0)) {
     throw invalidFlag(
       `--graceful-shutdown-timeout: must be >= 0, got ${showDuration(o.gracefulShutdownTimeout)}`,
@@ -611,6 +304,35 @@ export function validateServerOptions(o: ServerOptions): string[] {
       `--backend-dial-timeout: must be >= 0, got ${showDuration(o.backendDialTimeout)}`,
     );
   }
+}
+
+/**
+ * Checks server options the way upstream's `Validate()` does (same rules and order), with messages
+ * that start with or name the offending flag.
+ *
+ * @param o The options to check.
+ * @returns Warnings that do not stop the server (e.g. an insecure `--tls-min-version`).
+ * @throws {KnpError} `INVALID_FLAG` with a one-line message naming the flag.
+ */
+export function validateServerOptions(o: ServerOptions): string[] {
+  checkFiles(o);
+  if (!Number.isInteger(o.knpMaxPendingDials) || o.knpMaxPendingDials < 1) {
+    throw invalidFlag(`--knp-max-pending-dials: must be at least 1, got ${o.knpMaxPendingDials}`);
+  }
+  checkFrontend(o);
+  checkPorts(o);
+  requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
+  checkTokenAuth(o);
+  if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
+  try {
+    parseProxyStrategies(o.proxyStrategies);
+  } catch (err) {
+    throw invalidFlag(`--proxy-strategies: ${errorMessage(err)}`);
+  }
+  requirePositive("xfr-channel-size", o.xfrChannelSize);
+  const warnings = checkTls(o);
+  if (o.enableLeaseController) parseLeaseLabels(o.leaseLabel);
+  checkTimeouts(o);
   requireLogFormat(o.knpLogFormat);
   return warnings;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
-import { KLOG_FLAGS } from "@knp/cli/flags";
+import { KLOG_FLAGS } from "@knp/cli/common_flags";
 import { emptyFiles, KLOG_DEFAULTS, optionsTester, UUID } from "@knp/testing/options";
 import {
   parseLeaseLabels,
@@ -74,6 +74,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpLogFormat: "json",
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
+    knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
   });
@@ -158,6 +159,7 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-log-format",
     "knp-max-pending-dials",
     "knp-websocket-port",
+    "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
 });

@@ -160,6 +160,59 @@ Deno.test("ProxyServer forwards an agent's dial error and closes the frontend", 
   await h.close();
 });
 
+Deno.test("ProxyServer takes the kind a knp agent states in its tag over the text's", async () => {
+  const h = harness();
+  const agent = h.agent();
+  const f = h.frontend();
+  f.end.send(dialRequest("nowhere.invalid:80", 10n));
+  await settle();
+  // The text alone would classify as "unknown"; the agent's typed kind wins.
+  agent.end.send(
+    dialResponse(10n, 0n, "dial tcp: lookup nowhere.invalid: odd resolver [knp: kind=dns-failure]"),
+  );
+  await settle();
+  assert.deepEqual(f.packets, [
+    dialResponse(
+      10n,
+      0n,
+      "dial tcp: lookup nowhere.invalid: odd resolver [knp: kind=dns-failure server=server-1 agent=agent-1]",
+    ),
+  ]);
+  await h.close();
+});
+
+Deno.test("ProxyServer events reach every subscriber until it unsubscribes", async () => {
+  const h = harness();
+  const seen: string[] = [];
+  const off = h.server.events.on((e) => seen.push(e.kind));
+  h.server.events.on(() => {
+    throw new Error("a failing listener does not stop the others");
+  });
+  const f = h.frontend();
+  f.end.send(dialRequest("127.0.0.1:1", 11n));
+  await settle();
+  off();
+  const g = h.frontend();
+  g.end.send(dialRequest("127.0.0.1:1", 12n));
+  await settle();
+  assert.deepEqual(seen, ["dial-failure"]);
+  assert.equal(h.events.length, 2);
+  await h.close();
+});
+
+Deno.test("ProxyServer serveFrontend's ended resolves once the frontend stream is over", async () => {
+  const h = harness();
+  const f = h.frontend();
+  let ended = false;
+  const done = f.conn.ended.then(() => (ended = true));
+  await settle();
+  assert.equal(ended, false);
+  f.end.close();
+  await done;
+  assert.equal(h.server.frontendStreams, 0);
+  await h.close();
+});
+
 Deno.test("ProxyServer forwards a frontend DIAL_CLS to the agent and closes a late DIAL_RSP's connection", async () => {
   const h = harness();
   const agent = h.agent();

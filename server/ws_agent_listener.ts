@@ -6,19 +6,19 @@
  * Handshake, all bounded by `handshakeTimeoutMs`:
  * 1. `GET /knp/v1/agent` upgrade with the gRPC link's metadata as headers (`agentid`,
  *    `agentidentifiers`, `knp-flow-control`, optional `authorization`) plus `knp-agent-cert`.
- *    With a cluster CA, the certificate chain must check out (see internal/agent_proof.ts).
+ *    With a cluster CA, the certificate chain must check out (see transport/agent_proof.ts).
+ *    The metadata goes through the same handshake as the gRPC link's (agent_handshake.ts).
  * 2. Server → agent text: `{"serverId","serverCount","window","challenge"}`.
  * 3. Agent → server text: `{"signature"}` over the challenge; verified with the certificate.
  * 4. Server → agent text: `{"ready":true}`; binary Packet frames from then on.
  *
- * Certificates reload without a restart of the process: on a change the listener is rebound with
- * the new material; open links continue.
+ * Certificates reload without a restart of the process and without closing the listening socket:
+ * the TLS context is swapped in place (see tls_front.ts); open links continue.
  *
  * @module
  */
 
 import type { X509Certificate } from "node:crypto";
-import { FLOW_CONTROL_KEY, parseFlowControl } from "@knp/proto";
 import {
   AGENT_CERT_HEADER,
   newChallenge,
@@ -35,7 +35,9 @@ import {
   type TlsSource,
 } from "@knp/transport/tls_files";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
+import { type AgentAdmission, handshakeAgent } from "./agent_handshake.ts";
 import type { ProxyServer } from "./proxy_server.ts";
+import { TlsFront } from "./tls_front.ts";
 
 /** Path of the agent link. */
 export const AGENT_LINK_PATH = "/knp/v1/agent";
@@ -43,7 +45,7 @@ export const AGENT_LINK_PATH = "/knp/v1/agent";
 /** Options of {@linkcode serveAgentWebSocket}. */
 export interface AgentWebSocketOptions {
   core: ProxyServer;
-  hostname?: string;
+  hostname?: string | undefined;
   port: number;
   /** Server certificate and key; a CA makes the agent's certificate proof mandatory. */
   tls: TlsMaterial | TlsSource;
@@ -90,139 +92,134 @@ function nextText(ws: WebSocket, ms: number): Promise<Record<string, unknown>> {
   });
 }
 
-/** Serves the agent link. @throws {Error} when the port cannot be bound */
-export function serveAgentWebSocket(options: AgentWebSocketOptions): AgentWebSocketListener {
-  const log = options.logger ?? nullLogger;
-  const timeout = options.handshakeTimeoutMs ?? 10_000;
-  const { core } = options;
-  const sockets = new Set<WebSocket>();
+/** The agent link's HTTP side: upgrades, handshakes and registers agents. */
+class AgentLinkHandler {
+  readonly #options: AgentWebSocketOptions;
+  readonly #log: Logger;
+  readonly sockets = new Set<WebSocket>();
 
-  const handler = (req: Request, info: Deno.ServeHandlerInfo): Response => {
-    const peer = `${(info.remoteAddr as Deno.NetAddr).hostname}:${
-      (info.remoteAddr as Deno.NetAddr).port
-    }`;
+  constructor(options: AgentWebSocketOptions) {
+    this.#options = options;
+    this.#log = options.logger ?? nullLogger;
+  }
+
+  /** Answers one HTTP request on the link's port. */
+  handle(req: Request, peer: string): Response {
     if (new URL(req.url).pathname !== AGENT_LINK_PATH) return reject(404, "not found");
     if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return reject(426, "the knp agent link needs a WebSocket upgrade");
     }
-    const header = (name: string) => {
-      const v = req.headers.get(name);
-      return v === null ? [] : [v];
-    };
-    let hs;
+    let refusal: Response | undefined;
     let leaf: X509Certificate | undefined;
-    let agentWindow;
-    try {
-      hs = core.agentHandshake(header("agentid"), header("agentidentifiers"));
-      agentWindow = parseFlowControl(header(FLOW_CONTROL_KEY));
-      if (!agentWindow) {
-        throw new KnpError(
-          "HANDSHAKE",
-          `the WebSocket link needs a valid ${FLOW_CONTROL_KEY} header`,
-        );
-      }
-      const ca = currentTlsMaterial(options.tls).ca;
-      if (ca) {
-        const chain = req.headers.get(AGENT_CERT_HEADER);
-        if (!chain) throw new KnpError("HANDSHAKE", "the agent sent no certificate");
-        leaf = verifyAgentChain(atob(chain), ca);
-      }
-    } catch (err) {
-      log.warn("agent rejected on the WebSocket link", { peer, error: errorMessage(err) });
-      return reject(401, errorMessage(err));
-    }
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
-    sockets.add(socket);
-    socket.addEventListener("close", () => sockets.delete(socket));
-    const agentId = hs.agentId;
-    const challenge = newChallenge();
-    socket.onopen = async () => {
-      try {
-        socket.send(JSON.stringify({
-          serverId: core.serverId,
-          serverCount: core.serverCount,
-          window: options.flowWindow,
-          challenge,
-        }));
-        const proof = await nextText(socket, timeout);
-        if (leaf) {
-          const payload = proofPayload(core.serverId, agentId, challenge);
-          if (typeof proof.signature !== "string" || !verifyProof(leaf, payload, proof.signature)) {
-            throw new KnpError("HANDSHAKE", "the agent's proof of its certificate key is invalid");
-          }
-        }
-        socket.send(JSON.stringify({ ready: true }));
-        const stream = new WebSocketPacketStream(socket, `ws:${peer}`);
-        core.addBackend(agentId, hs.identifiers, stream, {
-          sendWindow: agentWindow,
-          recvWindow: options.flowWindow,
-        });
-      } catch (err) {
-        log.warn("agent link handshake failed", {
-          peer,
-          agentID: agentId,
-          error: errorMessage(err),
-        });
-        try {
-          socket.close(1008, errorMessage(err).slice(0, 120));
-        } catch { /* closed */ }
-      }
-    };
-    return response;
-  };
-
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  const bind = (material: TlsMaterial, port: number) => {
-    if (!material.cert || !material.key) {
-      throw new KnpError("CONFIG", "the WebSocket agent link needs a certificate and a key");
-    }
-    const decoder = new TextDecoder();
-    return Deno.serve({
-      hostname: options.hostname || "0.0.0.0",
-      port,
-      cert: decoder.decode(material.cert),
-      key: decoder.decode(material.key),
-      onListen() {},
-    }, handler);
-  };
-  server = bind(currentTlsMaterial(options.tls), options.port);
-  const port = server.addr.port;
-  let unsubscribe = () => {};
-  const draining = new Set<Promise<void>>();
-  if (isTlsSource(options.tls)) {
-    unsubscribe = options.tls.onChange(async (material) => {
-      // Deno's TLS listener cannot swap certificates: close the listening socket (open links keep
-      // theirs — shutdown() waits for them in the background) and bind anew.
-      const old = server;
-      draining.add(old.shutdown().catch(() => {}));
-      for (let attempt = 0; attempt < 40; attempt++) {
-        try {
-          server = bind(material, port);
-          log.info("WebSocket agent link reloaded its certificate", { port });
-          return;
-        } catch (err) {
-          if (!(err instanceof Deno.errors.AddrInUse) || attempt === 39) {
-            log.error("WebSocket agent link could not rebind after a certificate change", {
-              port,
-              error: errorMessage(err),
-            });
-            return;
-          }
-          await new Promise((r) => setTimeout(r, 25));
-        }
-      }
+    const admission = handshakeAgent(this.#options.core, {
+      metadata: (name) => {
+        const v = req.headers.get(name);
+        return v === null ? [] : [v];
+      },
+      peer,
+      reject: (err) => (refusal = reject(401, errorMessage(err))),
+      check: () => (leaf = this.#verifyChain(req)),
+    }, {
+      flowWindow: this.#options.flowWindow,
+      flowRequired: true,
+      linkName: "WebSocket",
+      logger: this.#log,
     });
+    if (!admission) return refusal ?? reject(401, "agent rejected");
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+    this.sockets.add(socket);
+    socket.addEventListener("close", () => this.sockets.delete(socket));
+    socket.onopen = () => this.#prove(socket, peer, admission, leaf);
+    return response;
   }
+
+  /** With a cluster CA, the agent's certificate chain must check out; returns its leaf. */
+  #verifyChain(req: Request): X509Certificate | undefined {
+    const ca = currentTlsMaterial(this.#options.tls).ca;
+    if (!ca) return undefined;
+    const chain = req.headers.get(AGENT_CERT_HEADER);
+    if (!chain) throw new KnpError("HANDSHAKE", "the agent sent no certificate");
+    return verifyAgentChain(atob(chain), ca);
+  }
+
+  /** Steps 2–4 of the handshake; the agent is registered once it proved its key. */
+  async #prove(
+    socket: WebSocket,
+    peer: string,
+    admission: AgentAdmission,
+    leaf: X509Certificate | undefined,
+  ): Promise<void> {
+    const { core } = this.#options;
+    const challenge = newChallenge();
+    try {
+      socket.send(JSON.stringify({
+        serverId: core.serverId,
+        serverCount: core.serverCount,
+        window: this.#options.flowWindow,
+        challenge,
+      }));
+      const proof = await nextText(socket, this.#options.handshakeTimeoutMs ?? 10_000);
+      if (leaf) {
+        const payload = proofPayload(core.serverId, admission.agentId, challenge);
+        if (typeof proof.signature !== "string" || !verifyProof(leaf, payload, proof.signature)) {
+          throw new KnpError("HANDSHAKE", "the agent's proof of its certificate key is invalid");
+        }
+      }
+      socket.send(JSON.stringify({ ready: true }));
+      admission.register(new WebSocketPacketStream(socket, `ws:${peer}`));
+    } catch (err) {
+      this.#log.warn("agent link handshake failed", {
+        peer,
+        agentID: admission.agentId,
+        error: errorMessage(err),
+      });
+      try {
+        socket.close(1008, errorMessage(err).slice(0, 120));
+      } catch { /* closed */ }
+    }
+  }
+
+  /** Closes every link (shutdown). */
+  closeAll(): void {
+    for (const ws of this.sockets) {
+      try {
+        ws.close(1001, "server shutting down");
+      } catch { /* closed */ }
+    }
+  }
+}
+
+/** Serves the agent link. @throws {Error} when the port cannot be bound */
+export async function serveAgentWebSocket(
+  options: AgentWebSocketOptions,
+): Promise<AgentWebSocketListener> {
+  const log = options.logger ?? nullLogger;
+  const material = currentTlsMaterial(options.tls);
+  if (!material.cert || !material.key) {
+    throw new KnpError("CONFIG", "the WebSocket agent link needs a certificate and a key");
+  }
+  const links = new AgentLinkHandler(options);
+  const front = await TlsFront.start({
+    hostname: options.hostname,
+    port: options.port,
+    tls: material,
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+    handler: (req, peer) => links.handle(req, peer),
+    logger: log,
+  });
+  const port = front.port;
+  const unsubscribe = isTlsSource(options.tls)
+    ? options.tls.onChange((next) => {
+      front.updateTls(next);
+      log.info("WebSocket agent link reloaded its certificate", { port });
+    })
+    : () => {};
   return {
     port,
     async close() {
       unsubscribe();
-      for (const ws of sockets) {
-        try {
-          ws.close(1001, "server shutting down");
-        } catch { /* closed */ }
-      }
-      await Promise.all([server.shutdown(), ...draining]);
+      links.closeAll();
+      await front.close();
     },
   };
 }

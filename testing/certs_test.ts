@@ -118,6 +118,26 @@ Deno.test("issue honours options; far-future dates use GeneralizedTime", async (
   assert.ok(cert.verify(caCert.publicKey));
 });
 
+Deno.test("issue encodes every IP form parseIp accepts and rejects the rest", async () => {
+  const ca = await generateCa({ commonName: "ip-forms" });
+  const leaf = await ca.issue({
+    commonName: "ips",
+    ipAddresses: ["::ffff:10.0.0.1", "[fe80::1]", "1:2:3:4:5:6:7:8"],
+    usage: "server",
+  });
+  const cert = new X509Certificate(leaf.certPem);
+  assert.ok(cert.checkIP("::ffff:10.0.0.1"), cert.subjectAltName);
+  assert.ok(cert.checkIP("fe80::1"), cert.subjectAltName);
+  assert.ok(cert.checkIP("1:2:3:4:5:6:7:8"), cert.subjectAltName);
+  assert.equal(cert.checkIP("10.0.0.1"), undefined, "the IPv4-mapped SAN is 16 bytes, not 4");
+  for (const bad of ["1.2.3", "1::2::3", "example.com"]) {
+    await assert.rejects(ca.issue({ commonName: "bad", ipAddresses: [bad], usage: "server" }), {
+      name: "TypeError",
+      message: `invalid IP address: ${bad}`,
+    });
+  }
+});
+
 /** Resolves with what `sock` delivered before it closed, or rejects with its error. */
 function drain(sock: tls.TLSSocket): Promise<string> {
   return new Promise((resolve, reject) => {

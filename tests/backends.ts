@@ -6,7 +6,6 @@
  * - `/download?chunks=N&size=S` → N chunks of S bytes of {@linkcode pattern}
  * - `/echo` (POST) → the request body
  * - `/upload` (POST) → `<length> <checksum>` of the body
- * - `/sleep?ms=N` → `slept` after N ms
  *
  * @module
  */
@@ -76,10 +75,6 @@ export function startHttpBackend(): HttpBackend {
         }
         return new Response(`${length} ${sum.a}:${sum.b}`);
       }
-      case "/sleep": {
-        await new Promise((r) => setTimeout(r, Number(url.searchParams.get("ms") ?? 1000)));
-        return new Response("slept");
-      }
       default:
         return new Response("not found", { status: 404 });
     }
@@ -103,8 +98,27 @@ export interface EchoBackend extends AsyncDisposable {
   readonly peerClosed: number;
   /** Connections currently open. */
   readonly open: number;
+  /** Resolves once `peerClosed` reaches `n` (at once if it already has). */
+  peerClosedReaches(n: number): Promise<void>;
   /** Closes every open connection from the backend side. */
   closeAll(): void;
+}
+
+/** Echoes `conn` until EOF or error; true when the peer ended it (not a close of ours). */
+async function echoLoop(conn: Deno.Conn, banner: string | undefined, ours: () => boolean) {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    if (banner) await conn.write(new TextEncoder().encode(banner));
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      let chunk = buf.subarray(0, n);
+      while (chunk.length > 0) chunk = chunk.subarray(await conn.write(chunk));
+    }
+  } catch {
+    if (ours()) return false;
+  }
+  return !ours();
 }
 
 /**
@@ -114,32 +128,30 @@ export interface EchoBackend extends AsyncDisposable {
 export function startEchoBackend(banner?: string): EchoBackend {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
+  const loops = new Set<Promise<void>>();
+  const waiters: { n: number; resolve: () => void }[] = [];
   let accepted = 0;
   let peerClosed = 0;
-  (async () => {
+  const serve = async (conn: Deno.Conn) => {
+    if (await echoLoop(conn, banner, () => !conns.has(conn))) {
+      peerClosed++;
+      for (const w of waiters.filter((w) => w.n <= peerClosed)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+    conns.delete(conn);
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  };
+  const accepting = (async () => {
     for await (const conn of listener) {
       accepted++;
       conns.add(conn);
-      (async () => {
-        const buf = new Uint8Array(64 * 1024);
-        let byUs = false;
-        try {
-          if (banner) await conn.write(new TextEncoder().encode(banner));
-          while (true) {
-            const n = await conn.read(buf);
-            if (n === null) break;
-            let chunk = buf.subarray(0, n);
-            while (chunk.length > 0) chunk = chunk.subarray(await conn.write(chunk));
-          }
-        } catch {
-          byUs = !conns.has(conn);
-        }
-        if (!byUs && conns.has(conn)) peerClosed++;
-        conns.delete(conn);
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      })();
+      const loop = serve(conn);
+      loops.add(loop);
+      loop.finally(() => loops.delete(loop));
     }
   })().catch(() => {});
   const port = (listener.addr as Deno.NetAddr).port;
@@ -155,6 +167,12 @@ export function startEchoBackend(banner?: string): EchoBackend {
     get open() {
       return conns.size;
     },
+    peerClosedReaches(n) {
+      if (peerClosed >= n) return Promise.resolve();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiters.push({ n, resolve });
+      return promise;
+    },
     closeAll() {
       for (const c of [...conns]) {
         conns.delete(c);
@@ -166,7 +184,8 @@ export function startEchoBackend(banner?: string): EchoBackend {
     async [Symbol.asyncDispose]() {
       listener.close();
       this.closeAll();
-      await new Promise((r) => setTimeout(r, 0));
+      await accepting;
+      await Promise.all([...loops]);
     },
   };
 }

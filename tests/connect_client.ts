@@ -9,7 +9,6 @@
  */
 
 import type { ServerProcess } from "./framework.ts";
-import { eventually, freePort } from "./framework.ts";
 import type { ByteConn } from "./http_client.ts";
 
 const encoder = new TextEncoder();
@@ -134,17 +133,6 @@ export class RawConn implements AsyncDisposable {
         throw new Error(`connection ended before a response head (${this.#buf.length} bytes)`);
       }
     }
-  }
-
-  /** Waits up to `ms` for bytes; returns how many are buffered. */
-  async waitForData(ms: number): Promise<number> {
-    const deadline = Date.now() + ms;
-    while (this.#buf.length === 0) {
-      const left = deadline - Date.now();
-      if (left <= 0) break;
-      if ((await this.#fill(left)) !== true) break;
-    }
-    return this.#buf.length;
   }
 
   /** Reads exactly `n` bytes. */
@@ -310,40 +298,59 @@ export async function tunnel(endpoint: ProxyEndpoint, target: string): Promise<R
 
 // ------------------------------------------------------------------ backends
 
-/** A loopback address whose connects hang: a listener with a full accept backlog (python3). */
-export async function startBlackhole(): Promise<{ address: string; stop(): void }> {
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "knp-blackhole-" });
+/** A loopback address whose connects hang. */
+export interface Blackhole extends AsyncDisposable {
+  address: string;
+  /** Kills the listener and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A loopback address whose connects hang: a listener on a port of its own choosing (0) with a full
+ * accept backlog (python3). It reports its port once one held connect completed, which is when
+ * the backlog of `listen(0)` (one connection) is full and further SYNs go unanswered.
+ */
+export async function startBlackhole(): Promise<Blackhole> {
   const child = new Deno.Command("python3", {
     args: [
       "-c",
-      `import socket,sys,time
-s=socket.socket();s.bind(("127.0.0.1",${port}));s.listen(0)
+      `import select,signal,socket,sys
+s=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)
+port=s.getsockname()[1]
 held=[]
 for i in range(8):
   c=socket.socket();c.setblocking(False)
-  try: c.connect(("127.0.0.1",${port}))
+  try: c.connect(("127.0.0.1",port))
   except BlockingIOError: pass
   held.append(c)
-time.sleep(0.2)
-open(sys.argv[1],"w").close()
-time.sleep(120)`,
-      `${dir}/ready`,
+select.select([],held,[])
+print(port,flush=True)
+signal.pause()`,
     ],
     stdin: "null",
-    stdout: "null",
+    stdout: "piped",
     stderr: "null",
   }).spawn();
-  await eventually(() => Deno.stat(`${dir}/ready`).then(() => true, () => false), "blackhole");
-  return {
-    address: `127.0.0.1:${port}`,
-    stop() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    line += value;
+  }
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await reader.cancel().catch(() => {});
+    await child.status;
   };
+  const port = Number.parseInt(line, 10);
+  if (!(port > 0)) {
+    await stop();
+    throw new Error(`blackhole did not start (${JSON.stringify(line)})`);
+  }
+  return { address: `127.0.0.1:${port}`, stop, [Symbol.asyncDispose]: stop };
 }
 
 /** True when python3 runs (needed by the blackhole). */

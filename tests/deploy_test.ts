@@ -1,11 +1,15 @@
 /**
  * The manifests in deploy/ must use flags our binaries accept, with nothing "accepted but not
- * implemented": the args lists are parsed with the real option parsers.
+ * implemented": the args lists are parsed with the real option parsers. The Deno permissions
+ * the manifests record (and `deno task compile:*` builds the images with) are exactly what the
+ * binaries' permission functions compute for those args.
  */
 
 import assert from "node:assert/strict";
 import { parseServerOptions } from "../server/options.ts";
 import { parseAgentOptions } from "../agent/options.ts";
+import { serverPermissionFlags } from "../server/permissions.ts";
+import { agentPermissionFlags } from "../agent/permissions.ts";
 
 /** The `- --flag=value` lines of a manifest's container args. */
 async function manifestArgs(path: string): Promise<string[]> {
@@ -37,4 +41,44 @@ Deno.test("deploy: the agent manifest's args parse, all implemented", async () =
   assert.deepEqual(result.notImplemented, []);
   assert.equal(result.options.proxyServerPort, 8091);
   assert.equal(result.options.syncInterval, 5000);
+});
+
+/** The `knp.dev/deno-permissions` annotation of a manifest, split into flags. */
+async function manifestPermissions(path: string): Promise<string[]> {
+  const text = await Deno.readTextFile(new URL(path, import.meta.url));
+  const match = /^\s*knp\.dev\/deno-permissions: "([^"]*)"$/m.exec(text);
+  assert.ok(match, `${path} has no knp.dev/deno-permissions annotation`);
+  return match[1]!.split(" ");
+}
+
+/** The `--allow-*` flags of a root deno.json task. */
+async function taskPermissions(task: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const command: string = config.tasks[task];
+  assert.ok(command, `no task ${task}`);
+  return command.split(/\s+/).filter((word) => word.startsWith("--allow-"));
+}
+
+for (
+  const [binary, manifest, compute] of [
+    ["server", "../deploy/kubernetes/konnectivity-server.yaml", serverPermissionFlags],
+    ["agent", "../deploy/kubernetes/konnectivity-agent.yaml", agentPermissionFlags],
+  ] as const
+) {
+  Deno.test(`deploy: the ${binary} manifest's and compile task's permissions are computed`, async () => {
+    const expected = compute(await manifestArgs(manifest));
+    assert.ok(expected.length >= 3);
+    assert.ok(!expected.includes("--allow-all"));
+    assert.deepEqual(await manifestPermissions(manifest), expected);
+    assert.deepEqual(await taskPermissions(`compile:${binary}`), expected);
+  });
+}
+
+Deno.test("deploy: the run tasks do not use --allow-all", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  for (const task of ["demo", "server", "agent", "compile:server", "compile:agent"]) {
+    const command: string = config.tasks[task];
+    assert.ok(command !== undefined, task);
+    assert.doesNotMatch(command, /--allow-all|\s-A\s/, task);
+  }
 });

@@ -14,14 +14,14 @@ import { connect, endpointOf, havePython, run, startBlackhole, tunnel } from "./
 import { startEchoBackend } from "./backends.ts";
 import {
   type AgentProcess,
-  eventually,
-  freePort,
+  CLOSED_PORT,
   type ServerProcess,
   startAgent,
   startServer,
 } from "./framework.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
+/** Server verbosity that logs "forwarding DIAL_REQ" once a dial is pending (debug level). */
+const DEBUG = "--v=5";
 const decoder = new TextDecoder();
 const NS = "konnectivity_network_proxy_server";
 
@@ -136,10 +136,10 @@ async function pendingDials(server: ServerProcess): Promise<number> {
   return readSample(await res.text(), `${NS}_pending_backend_dials`) ?? 0;
 }
 
-Deno.test("no-agent (500) then no-route (500) with destHost", opts, async () => {
+Deno.test("no-agent (500) then no-route (500) with destHost", async () => {
   await bothModes(async (mode) => {
     await using server = await startSide(mode, "route", ["--proxy-strategies=destHost"]);
-    const target = `127.0.0.1:${freePort()}`;
+    const target = `127.0.0.1:${CLOSED_PORT}`;
     const noAgent = await failedDial(mode, server, target);
     if (mode === "http-connect") {
       assert.ok(
@@ -161,7 +161,8 @@ Deno.test("no-agent (500) then no-route (500) with destHost", opts, async () => 
       agentId,
       extraArgs: ["--agent-identifiers=host=somewhere.example"],
     });
-    await eventually(async () => (await server.health("/readyz")).status === 200, "ready");
+    await server.agents(1);
+    assert.equal(await server.status("/readyz"), 200);
     const noRoute = await failedDial(mode, server, target);
     check(mode, noRoute, {
       kind: "no-route",
@@ -175,7 +176,6 @@ Deno.test("no-agent (500) then no-route (500) with destHost", opts, async () => 
 
 Deno.test({
   name: "dial-refused (502), dns-failure (502), dial-timeout (504, --backend-dial-timeout=1s)",
-  ...opts,
   async fn() {
     const hole = havePython ? await startBlackhole() : undefined;
     try {
@@ -185,7 +185,7 @@ Deno.test({
         await using _agent = await startAgent(server.agentPort, { agentId });
         const serverId = serverIdOf(mode, "dial");
 
-        check(mode, await failedDial(mode, server, `127.0.0.1:${freePort()}`), {
+        check(mode, await failedDial(mode, server, `127.0.0.1:${CLOSED_PORT}`), {
           kind: "dial-refused",
           status: 502,
           serverId,
@@ -214,10 +214,11 @@ Deno.test({
           reason: /timed out waiting for backend dial/,
         });
         assert.ok(ms >= 900 && ms < 4_000, `${mode}: answered after ${ms} ms`);
-        await eventually(async () => (await pendingDials(server)) === 0, "no pending dial");
+        // The server tears the dial down in the same turn it answers it.
+        assert.equal(await pendingDials(server), 0);
       });
     } finally {
-      hole?.stop();
+      await hole?.stop();
     }
   },
 });
@@ -225,12 +226,14 @@ Deno.test({
 Deno.test({
   name: "the agent's own 5 s dial timeout (504 i/o timeout), then tunnel-closed (502) on SIGKILL",
   ignore: !havePython,
-  ...opts,
   async fn() {
     const hole = await startBlackhole();
     try {
       await bothModes(async (mode) => {
-        await using server = await startSide(mode, "agentside", ["--backend-dial-timeout=0s"]);
+        await using server = await startSide(mode, "agentside", [
+          "--backend-dial-timeout=0s",
+          DEBUG,
+        ]);
         const serverId = serverIdOf(mode, "agentside");
         const agentId = `doomed-${mode}`;
         await using agent = await startAgent(server.agentPort, { agentId });
@@ -247,8 +250,10 @@ Deno.test({
         });
         assert.ok(ms >= 4_500 && ms < 8_000, `${mode}: answered after ${ms} ms`);
 
+        const from = server.process.mark();
         const pending = failedDial(mode, server, hole.address);
-        await eventually(async () => (await pendingDials(server)) === 1, "a pending dial");
+        await server.process.waitForLog("forwarding DIAL_REQ", { from });
+        assert.equal(await pendingDials(server), 1);
         agent.process.kill("SIGKILL");
         check(mode, await pending, {
           kind: "tunnel-closed",
@@ -260,14 +265,13 @@ Deno.test({
         assert.equal(await pendingDials(server), 0);
       });
     } finally {
-      hole.stop();
+      await hole.stop();
     }
   },
 });
 
 Deno.test(
   "agent-draining (503): an agent that got two SIGTERMs refuses new dials",
-  opts,
   async () => {
     await using echo = startEchoBackend();
     await bothModes(async (mode) => {
@@ -311,12 +315,10 @@ Deno.test(
       await roundTrip("before the signals");
 
       agent.process.kill("SIGTERM");
-      await new Promise((r) => setTimeout(r, 300));
+      await agent.process.waitForLog((r) => r.msg?.startsWith("draining:") ?? false);
       agent.process.kill("SIGTERM");
-      await eventually(
-        () => agent.process.log.includes("stopping: refusing new dials"),
-        "the agent to log its graceful stop",
-        5_000,
+      await agent.process.waitForLog((r) =>
+        r.msg?.startsWith("stopping: refusing new dials") ?? false
       );
 
       check(mode, await failedDial(mode, server, echo.address), {
@@ -330,13 +332,13 @@ Deno.test(
       await roundTrip("the open connection still works");
       const closedAt = Date.now();
       await closeOpen();
-      const exited = await Promise.race([
-        agent.process.status,
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_500)),
-      ]);
-      assert.ok(exited, `${mode}: the agent did not exit within 10 s of its last connection`);
+      // Its 10 s grace bounds the wait; exiting sooner means it saw the last connection close.
+      const exited = await agent.process.status;
       assert.equal(exited.code, 0, agent.process.log);
-      assert.ok(Date.now() - closedAt <= 10_500);
+      assert.ok(
+        Date.now() - closedAt <= 10_500,
+        `${mode}: the agent did not exit within 10 s of its last connection`,
+      );
     });
   },
 );
@@ -344,7 +346,6 @@ Deno.test(
 Deno.test({
   name: "server-overloaded (503) with --knp-max-pending-dials=1",
   ignore: !havePython || !haveMaxPendingFlag,
-  ...opts,
   async fn() {
     const hole = await startBlackhole();
     try {
@@ -352,12 +353,15 @@ Deno.test({
         await using server = await startSide(mode, "busy", [
           "--knp-max-pending-dials=1",
           "--backend-dial-timeout=2s",
+          DEBUG,
         ]);
         const serverId = serverIdOf(mode, "busy");
         const agentId = `busy-${mode}`;
         await using _agent = await startAgent(server.agentPort, { agentId });
+        const from = server.process.mark();
         const first = failedDial(mode, server, hole.address);
-        await eventually(async () => (await pendingDials(server)) === 1, "one pending dial");
+        await server.process.waitForLog("forwarding DIAL_REQ", { from });
+        assert.equal(await pendingDials(server), 1);
         check(mode, await failedDial(mode, server, hole.address), {
           kind: "server-overloaded",
           status: 503,
@@ -374,7 +378,7 @@ Deno.test({
           reason: /timed out waiting for backend dial/,
         });
         // With nothing pending, dials are accepted again.
-        check(mode, await failedDial(mode, server, `127.0.0.1:${freePort()}`), {
+        check(mode, await failedDial(mode, server, `127.0.0.1:${CLOSED_PORT}`), {
           kind: "dial-refused",
           status: 502,
           serverId,
@@ -383,7 +387,7 @@ Deno.test({
         });
       });
     } finally {
-      hole.stop();
+      await hole.stop();
     }
   },
 });

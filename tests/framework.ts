@@ -4,11 +4,18 @@
  *
  * Every handle is `AsyncDisposable`, so `await using` tears it down even when a test fails.
  *
+ * Processes bind port 0 and the framework learns the ports from their start-up log record
+ * ("proxy server started", "agent link": `listening`), so no port is found free and released
+ * first. Tests synchronise on the processes' JSON log records (a promise the stderr reader
+ * resolves: {@linkcode ManagedProcess.waitForLog}), never on sleeps or timers.
+ *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
 import { generateTestPki, writeTestPki } from "../testing/certs.ts";
+import { serverPermissionFlags } from "../server/permissions.ts";
+import { agentPermissionFlags } from "../agent/permissions.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -39,43 +46,52 @@ export function testPki(): Promise<{ dir: string; files: PkiFiles }> {
   return pkiPromise;
 }
 
-/** A free TCP port in 20000–32767 (inside upstream's allowed range, outside the ephemeral one). */
-export function freePort(): number {
-  for (let i = 0; i < 200; i++) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      const l = Deno.listen({ hostname: "127.0.0.1", port });
-      l.close();
-      return port;
-    } catch { /* taken */ }
-  }
-  throw new Error("no free port found");
+/**
+ * A loopback port nothing listens on, for dials that must be refused. Port 1 (tcpmux) is
+ * privileged and unused, so unlike a port found free and released (which another process may take
+ * before the dial), it stays closed for the whole test.
+ */
+export const CLOSED_PORT = 1;
+
+/** GETs `url` and returns its status; the body is dropped (no leaked resource). */
+export async function httpStatus(url: string): Promise<number> {
+  const res = await fetch(url);
+  await res.body?.cancel();
+  return res.status;
 }
 
-/** Polls `url` until it answers `status` or `timeoutMs` passes. */
-export async function waitForHttp(url: string, status = 200, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < deadline) {
-    try {
-      const res = await fetch(url);
-      await res.body?.cancel();
-      if (res.status === status) return;
-      last = `status ${res.status}`;
-    } catch (err) {
-      last = String(err);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${url} to answer ${status} (last: ${last})`);
+/** One JSON log record a child process wrote to stderr (`msg` is its message). */
+export interface LogRecord {
+  msg?: string;
+  level?: string;
+  [field: string]: unknown;
 }
 
-/** A child process with its log captured. */
+/** Options of {@linkcode ManagedProcess.waitForLog}. */
+export interface WaitForLogOptions {
+  /** Only records at or after this index count (see {@linkcode ManagedProcess.mark}). @default 0 */
+  from?: number;
+  /** Failure deadline (not a synchronisation point). @default 30_000 */
+  timeoutMs?: number;
+}
+
+interface LogWaiter {
+  test: (records: readonly LogRecord[]) => LogRecord | undefined;
+  resolve: (record: LogRecord) => void;
+  reject: (err: Error) => void;
+}
+
+/** A child process with its log captured; stderr's JSON lines are parsed as they arrive. */
 export class ManagedProcess implements AsyncDisposable {
   readonly name: string;
   readonly child: Deno.ChildProcess;
   #log: string[] = [];
+  #records: LogRecord[] = [];
+  #partial = "";
+  #waiters = new Set<LogWaiter>();
+  #exited = false;
   #status: Promise<Deno.CommandStatus>;
+  #drained: Promise<unknown>;
 
   constructor(name: string, args: string[], env: Record<string, string> = {}) {
     this.name = name;
@@ -87,19 +103,99 @@ export class ManagedProcess implements AsyncDisposable {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    this.#drain(this.child.stdout);
-    this.#drain(this.child.stderr);
-    this.#status = this.child.status;
+    this.#drained = Promise.all([
+      this.#drain(this.child.stdout, false),
+      this.#drain(this.child.stderr, true),
+    ]);
+    this.#status = this.child.status.then(async (status) => {
+      await this.#drained;
+      this.#exited = true;
+      for (const waiter of this.#waiters) {
+        waiter.reject(new Error(`${this.name} exited with ${status.code} first`));
+      }
+      this.#waiters.clear();
+      return status;
+    });
   }
 
-  async #drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+  async #drain(stream: ReadableStream<Uint8Array>, parse: boolean): Promise<void> {
     const decoder = new TextDecoder();
-    for await (const chunk of stream) this.#log.push(decoder.decode(chunk, { stream: true }));
+    for await (const chunk of stream) {
+      const text = decoder.decode(chunk, { stream: true });
+      this.#log.push(text);
+      if (parse) this.#parse(text);
+    }
+  }
+
+  #parse(text: string): void {
+    const lines = (this.#partial + text).split("\n");
+    this.#partial = lines.pop() ?? "";
+    let added = false;
+    for (const line of lines) {
+      if (!line.startsWith("{")) continue;
+      try {
+        this.#records.push(JSON.parse(line) as LogRecord);
+        added = true;
+      } catch { /* not a log record */ }
+    }
+    if (!added) return;
+    for (const waiter of this.#waiters) {
+      const record = waiter.test(this.#records);
+      if (record === undefined) continue;
+      this.#waiters.delete(waiter);
+      waiter.resolve(record);
+    }
   }
 
   /** Everything the process wrote so far. */
   get log(): string {
     return this.#log.join("");
+  }
+
+  /** The JSON log records parsed so far. */
+  get records(): readonly LogRecord[] {
+    return this.#records;
+  }
+
+  /** The index the next record will get: pass it as `from` to wait for a later record. */
+  mark(): number {
+    return this.#records.length;
+  }
+
+  /**
+   * Resolves with the first record from `options.from` on that `match` accepts (a string matches
+   * `msg`); rejects when the process exits first. Resolved by the stderr reader: no polling.
+   */
+  waitForLog(
+    match: string | ((record: LogRecord) => boolean),
+    options: WaitForLogOptions = {},
+  ): Promise<LogRecord> {
+    const accept = typeof match === "string" ? (r: LogRecord) => r.msg === match : match;
+    const from = options.from ?? 0;
+    const what = typeof match === "string" ? `"${match}"` : "a matching record";
+    return this.waitForState((records) => records.slice(from).find(accept), what, options);
+  }
+
+  /**
+   * Resolves with `test`'s result once it returns a record for the records so far, re-evaluated on
+   * every new record; rejects when the process exits first or after `timeoutMs`.
+   */
+  waitForState(
+    test: (records: readonly LogRecord[]) => LogRecord | undefined,
+    what: string,
+    options: { timeoutMs?: number } = {},
+  ): Promise<LogRecord> {
+    const now = test(this.#records);
+    if (now !== undefined) return Promise.resolve(now);
+    if (this.#exited) return Promise.reject(new Error(`${this.name} exited before ${what}`));
+    const { promise, resolve, reject } = Promise.withResolvers<LogRecord>();
+    const waiter: LogWaiter = { test, resolve, reject };
+    this.#waiters.add(waiter);
+    const timer = setTimeout(() => {
+      this.#waiters.delete(waiter);
+      reject(new Error(`${this.name}: no ${what} within ${options.timeoutMs ?? 30_000} ms`));
+    }, options.timeoutMs ?? 30_000);
+    return promise.finally(() => clearTimeout(timer));
   }
 
   get status(): Promise<Deno.CommandStatus> {
@@ -123,14 +219,74 @@ export class ManagedProcess implements AsyncDisposable {
   }
 }
 
+/** Ports a process reported in the `listening` field of its start-up log record. */
+function listening(record: LogRecord): Record<string, number> {
+  const ports = record["listening"] as Record<string, number> | undefined;
+  if (ports === undefined) throw new Error(`no "listening" in ${JSON.stringify(record)}`);
+  return ports;
+}
+
+/**
+ * Connected-minus-lost count over `records`: the agents a server holds (`up`/`down` its
+ * "agent connected"/"agent disconnected"), or the servers an agent holds.
+ */
+function balance(records: readonly LogRecord[], up: string, down: string): number {
+  let n = 0;
+  for (const r of records) {
+    if (r.msg === up) n++;
+    else if (r.msg === down) n--;
+  }
+  return n;
+}
+
+/** Waits until the connected-minus-lost balance of `process`'s log satisfies `ok`. */
+function awaitBalance(
+  process: ManagedProcess,
+  up: string,
+  down: string,
+  ok: (n: number) => boolean,
+  what: string,
+  timeoutMs?: number,
+): Promise<LogRecord> {
+  return process.waitForState(
+    (records) => ok(balance(records, up, down)) ? (records.at(-1) ?? {}) : undefined,
+    what,
+    timeoutMs === undefined ? {} : { timeoutMs },
+  );
+}
+
+/**
+ * A port for the WebSocket agent link, found free in 20000–32767. `--knp-websocket-port=0` turns
+ * the link off rather than binding any free port, so this link alone keeps a found-free port,
+ * with its race (another process may take the port before the server binds it); the server
+ * reports the port it bound like the others.
+ */
+function websocketLinkPort(): number {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken */ }
+  }
+  throw new Error("no free port found");
+}
+
 /** Options of {@linkcode startServer}. */
 export interface ServerProcessOptions {
   /** Frontend on a UDS (default) or on TCP with mTLS. */
   frontend?: "uds" | "tcp";
   /** Agent link agents started with `startAgent(server)` use. @default "grpc" */
   link?: AgentLink;
+  /**
+   * Agent port; default 0 (the server binds a free one and reports it). Only a restart on the
+   * port an earlier server reported needs it: agents reconnect to the port they were given.
+   */
   agentPort?: number;
-  /** Port of the WebSocket agent link (with `link: "websocket"`); default: a free one. */
+  /**
+   * Port of the WebSocket agent link (with `link: "websocket"`); default: one found free (see
+   * {@linkcode websocketLinkPort}). A restart passes the port an earlier server reported.
+   */
   websocketPort?: number;
   extraArgs?: string[];
   env?: Record<string, string>;
@@ -149,6 +305,7 @@ export interface ServerProcess extends AsyncDisposable {
   /** WebSocket agent link port (0 when the link is gRPC). */
   websocketPort: number;
   udsPath: string;
+  /** TCP frontend port (0 with the UDS frontend). */
   serverPort: number;
   agentPort: number;
   healthPort: number;
@@ -156,26 +313,21 @@ export interface ServerProcess extends AsyncDisposable {
   pki: PkiFiles;
   /** Fetches a path on the health port. */
   health(path: string): Promise<Response>;
+  /** The status of a path on the health port (body dropped). */
+  status(path: string): Promise<number>;
+  /**
+   * Resolves once the server holds exactly `n` agents, counted from its "agent connected" and
+   * "agent disconnected" log records (/readyz is 200 iff n > 0).
+   */
+  agents(n: number, timeoutMs?: number): Promise<void>;
 }
 
-/** Starts `server/main.ts` with upstream flags and waits for /healthz. */
-export async function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
-  const { dir, files } = await testPki();
-  const udsDir = await Deno.makeTempDir({ prefix: "knp-uds-" });
-  const udsPath = `${udsDir}/konnectivity-server.socket`;
-  const agentPort = options.agentPort ?? freePort();
-  const healthPort = freePort();
-  const adminPort = freePort();
-  const serverPort = options.frontend === "tcp" ? freePort() : 0;
+function serverArgs(options: ServerProcessOptions, files: PkiFiles, udsPath: string): string[] {
   const link = options.link ?? "grpc";
-  const websocketPort = link === "websocket" ? options.websocketPort ?? freePort() : 0;
-  const args = [
-    "run",
-    "-A",
-    "server/main.ts",
-    `--agent-port=${agentPort}`,
-    `--health-port=${healthPort}`,
-    `--admin-port=${adminPort}`,
+  return [
+    `--agent-port=${options.agentPort ?? 0}`,
+    "--health-port=0",
+    "--admin-port=0",
     "--agent-bind-address=127.0.0.1",
     "--health-bind-address=127.0.0.1",
     `--cluster-cert=${files.serverCert}`,
@@ -184,46 +336,66 @@ export async function startServer(options: ServerProcessOptions = {}): Promise<S
     "--server-id=test-server",
     ...(options.frontend === "tcp"
       ? [
-        `--server-port=${serverPort}`,
+        "--server-port=0",
         "--server-bind-address=127.0.0.1",
         `--server-cert=${files.serverCert}`,
         `--server-key=${files.serverKey}`,
         `--server-ca-cert=${files.caCert}`,
       ]
       : ["--server-port=0", `--uds-name=${udsPath}`]),
-    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
+    ...(link === "websocket"
+      ? [`--knp-websocket-port=${options.websocketPort ?? websocketLinkPort()}`]
+      : []),
     ...(options.extraArgs ?? []),
   ];
+}
+
+/** Starts `server/main.ts` with upstream flags on port 0 and awaits its "proxy server started". */
+export async function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
+  const { files } = await testPki();
+  const udsDir = await Deno.makeTempDir({ prefix: "knp-uds-" });
+  const udsPath = `${udsDir}/konnectivity-server.socket`;
+  const link = options.link ?? "grpc";
+  const serverFlags = serverArgs(options, files, udsPath);
+  const args = ["run", ...serverPermissionFlags(serverFlags), "server/main.ts", ...serverFlags];
   const process = new ManagedProcess("server", args, options.env);
-  const handle: ServerProcess = {
+  let ports: Record<string, number>;
+  try {
+    ports = listening(await process.waitForLog("proxy server started"));
+  } catch (err) {
+    await process.stop();
+    await Deno.remove(udsDir, { recursive: true }).catch(() => {});
+    throw new Error(`${err}\n--- server log ---\n${process.log}`);
+  }
+  const healthPort = ports.healthPort ?? 0;
+  return {
     process,
     link,
-    websocketPort,
+    websocketPort: link === "websocket" ? ports.websocketPort ?? 0 : 0,
     udsPath,
-    serverPort,
-    agentPort,
+    serverPort: options.frontend === "tcp" ? ports.serverPort ?? 0 : 0,
+    agentPort: ports.agentPort ?? 0,
     healthPort,
-    adminPort,
+    adminPort: ports.adminPort ?? 0,
     pki: files,
     health: (path) => fetch(`http://127.0.0.1:${healthPort}${path}`),
+    status: (path) => httpStatus(`http://127.0.0.1:${healthPort}${path}`),
+    agents: async (n, timeoutMs) => {
+      const what = `${n} connected agent(s)`;
+      await awaitBalance(
+        process,
+        "agent connected",
+        "agent disconnected",
+        (m) => m === n,
+        what,
+        timeoutMs,
+      );
+    },
     async [Symbol.asyncDispose]() {
       await process.stop();
       await Deno.remove(udsDir, { recursive: true }).catch(() => {});
     },
   };
-  try {
-    await Promise.race([
-      waitForHttp(`http://127.0.0.1:${healthPort}/healthz`),
-      process.status.then((s) => {
-        throw new Error(`server exited early with ${s.code}`);
-      }),
-    ]);
-  } catch (err) {
-    await process.stop();
-    throw new Error(`${err}\n--- server log ---\n${process.log}`);
-  }
-  void dir;
-  return handle;
 }
 
 /** A running proxy-agent process. */
@@ -231,11 +403,37 @@ export interface AgentProcess extends AsyncDisposable {
   process: ManagedProcess;
   healthPort: number;
   adminPort: number;
-  /** Waits until /readyz says the agent holds a server connection. */
+  /**
+   * Resolves once the agent holds a server connection (what /readyz reports), counted from its
+   * "connected to proxy server" and "lost connection to proxy server" log records.
+   */
   ready(timeoutMs?: number): Promise<void>;
+  /** Resolves once the agent holds no server connection (/readyz answers 503). */
+  notReady(timeoutMs?: number): Promise<void>;
 }
 
-/** Starts `agent/main.ts` against a server's agent port. */
+function agentArgs(agentPort: number, websocketPort: number, files: PkiFiles, agentId: string) {
+  return [
+    "--proxy-server-host=127.0.0.1",
+    `--proxy-server-port=${agentPort}`,
+    `--ca-cert=${files.caCert}`,
+    `--agent-cert=${files.clientCert}`,
+    `--agent-key=${files.clientKey}`,
+    "--health-server-port=0",
+    "--health-server-host=127.0.0.1",
+    "--admin-server-port=0",
+    "--sync-interval=100ms",
+    "--sync-interval-cap=1s",
+    "--probe-interval=100ms",
+    `--agent-id=${agentId}`,
+    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
+  ];
+}
+
+const CONNECTED = "connected to proxy server";
+const LOST = "lost connection to proxy server";
+
+/** Starts `agent/main.ts` against a server's agent port; awaits its "agent link" record. */
 export async function startAgent(
   target: number | ServerProcess,
   options: { agentId?: string; extraArgs?: string[]; waitReady?: boolean } = {},
@@ -244,49 +442,41 @@ export async function startAgent(
   // Given the server handle, the agent uses that server's link.
   const agentPort = typeof target === "number" ? target : target.agentPort;
   const websocketPort = typeof target === "number" ? 0 : target.websocketPort;
-  const healthPort = freePort();
-  const adminPort = freePort();
-  const args = [
-    "run",
-    "-A",
-    "agent/main.ts",
-    "--proxy-server-host=127.0.0.1",
-    `--proxy-server-port=${agentPort}`,
-    `--ca-cert=${files.caCert}`,
-    `--agent-cert=${files.clientCert}`,
-    `--agent-key=${files.clientKey}`,
-    `--health-server-port=${healthPort}`,
-    "--health-server-host=127.0.0.1",
-    `--admin-server-port=${adminPort}`,
-    "--sync-interval=100ms",
-    "--sync-interval-cap=1s",
-    "--probe-interval=100ms",
-    `--agent-id=${options.agentId ?? crypto.randomUUID()}`,
-    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
+  const agentId = options.agentId ?? crypto.randomUUID();
+  const agentFlags = [
+    ...agentArgs(agentPort, websocketPort, files, agentId),
     ...(options.extraArgs ?? []),
   ];
+  const args = ["run", ...agentPermissionFlags(agentFlags), "agent/main.ts", ...agentFlags];
   const process = new ManagedProcess("agent", args);
-  const handle: AgentProcess = {
-    process,
-    healthPort,
-    adminPort,
-    ready: (timeoutMs = 15_000) =>
-      waitForHttp(`http://127.0.0.1:${healthPort}/readyz`, 200, timeoutMs),
-    async [Symbol.asyncDispose]() {
-      await process.stop();
-    },
+  const state = (ok: (n: number) => boolean, what: string) => async (timeoutMs?: number) => {
+    await awaitBalance(process, CONNECTED, LOST, ok, what, timeoutMs);
   };
   try {
+    const ports = listening(await process.waitForLog("agent link"));
+    const handle: AgentProcess = {
+      process,
+      healthPort: ports.healthPort ?? 0,
+      adminPort: ports.adminPort ?? 0,
+      ready: state((n) => n > 0, "server connection"),
+      notReady: state((n) => n <= 0, "loss of every server connection"),
+      async [Symbol.asyncDispose]() {
+        await process.stop();
+      },
+    };
     if (options.waitReady ?? true) await handle.ready();
-    else await waitForHttp(`http://127.0.0.1:${healthPort}/healthz`);
+    return handle;
   } catch (err) {
     await process.stop();
     throw new Error(`${err}\n--- agent log ---\n${process.log}`);
   }
-  return handle;
 }
 
-/** Waits until `check()` is true (for state observed through HTTP or counters). */
+/**
+ * Polls `check()` every 50 ms until it is true. Only for state another process exposes without
+ * announcing it (a /metrics gauge no log record accompanies); anything a process logs is awaited
+ * with {@linkcode ManagedProcess.waitForLog} instead.
+ */
 export async function eventually(
   check: () => boolean | Promise<boolean>,
   what: string,

@@ -32,15 +32,15 @@ import {
 } from "./connect_client.ts";
 import {
   type AgentProcess,
+  CLOSED_PORT,
   eventually,
-  freePort,
+  httpStatus,
   type ServerProcess,
   startAgent,
   startServer,
 } from "./framework.ts";
 import { httpRequest } from "./http_client.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const decoder = new TextDecoder();
 const HTTP_CONNECT = ["--mode=http-connect"];
 const NS = "konnectivity_network_proxy_server";
@@ -58,8 +58,10 @@ async function getSuccess(endpoint: ProxyEndpoint, backend: HttpBackend): Promis
   const conn = await tunnel(endpoint, backend.address);
   try {
     assert.equal(conn.buffered, 0, "no bytes buffered after the 200 head");
-    assert.equal(await conn.waitForData(150), 0, "no bytes before the backend speaks");
+    // Stray bytes after the 200 head would come first in what the request reads (buffered bytes
+    // are delivered first), so an exact status line shows there were none: no waiting needed.
     const res = await httpRequest(conn.asByteConn(), "GET", "/success");
+    assert.equal(res.statusLine, "HTTP/1.1 200 OK", "no bytes before the backend speaks");
     assert.equal(res.status, 200);
     assert.equal(decoder.decode(res.body), "hello");
   } finally {
@@ -137,7 +139,7 @@ interface Fixture {
 async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
   const { server, endpoint, backend, echo } = f;
   const step = (name: string, fn: () => Promise<void>, ignore = false) =>
-    t.step({ name, fn, ignore, ...opts });
+    t.step({ name, fn, ignore });
 
   // Started first: they stall for the header timeout (10 s) while every step below runs.
   const slow = slowClient(endpoint, backend.address);
@@ -158,7 +160,7 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
 
   await step("a closed port answers 502 with connection refused", async () => {
     const before = await metric(server, `${NS}_dial_failure_count{reason="error_response"}`);
-    const { head, body } = await connect(endpoint, `127.0.0.1:${freePort()}`);
+    const { head, body } = await connect(endpoint, `127.0.0.1:${CLOSED_PORT}`);
     assert.equal(head.status, 502, head.raw + body);
     assert.equal(head.headers["x-knp-error-kind"], "dial-refused");
     assert.match(body, /connection refused/);
@@ -304,7 +306,7 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
     const b = await tunnel(endpoint, echo.address);
     await roundTrip(b, "before client close");
     b.close();
-    await eventually(() => echo.peerClosed === closedBefore + 1, "backend to see EOF", 5_000);
+    await echo.peerClosedReaches(closedBefore + 1);
     await eventually(
       async () => (await metric(server, `${NS}_established_connections`)) === 0,
       "established connections to return to 0",
@@ -318,11 +320,10 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
       const frontendClose = `${NS}_dial_failure_count{reason="frontend_close"}`;
       const before = await metric(server, frontendClose);
       const conn = await openProxy(endpoint);
+      const from = server.process.mark();
       await conn.write(connectHead(hole.address));
-      await eventually(
-        async () => (await metric(server, `${NS}_pending_backend_dials`)) === 1,
-        "the dial to be pending on the server",
-      );
+      await server.process.waitForLog("forwarding DIAL_REQ", { from });
+      assert.equal(await metric(server, `${NS}_pending_backend_dials`), 1);
       conn.close();
       await eventually(
         async () => (await metric(server, `${NS}_pending_backend_dials`)) === 0,
@@ -331,7 +332,7 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
       );
       assert.equal(await metric(server, frontendClose), before + 1);
     } finally {
-      hole.stop();
+      await hole.stop();
     }
   }, !havePython);
 
@@ -395,10 +396,12 @@ async function sharedScenarios(t: Deno.TestContext, f: Fixture): Promise<void> {
 for (const frontend of ["uds", "tcp"] as const) {
   const label = frontend === "uds" ? "UDS" : "TCP+mTLS";
 
-  Deno.test(`http-connect over ${label}: upstream scenarios`, opts, async (t) => {
+  Deno.test(`http-connect over ${label}: upstream scenarios`, async (t) => {
     await using backend = startHttpBackend();
     await using echo = startEchoBackend();
-    await using server = await startServer({ frontend, extraArgs: HTTP_CONNECT });
+    // Debug level logs "forwarding DIAL_REQ" once a dial is pending.
+    const extraArgs = [...HTTP_CONNECT, "--v=5"];
+    await using server = await startServer({ frontend, extraArgs });
     await using _a1 = await startAgent(server.agentPort);
     await using _a2 = await startAgent(server.agentPort);
     const endpoint = await endpointOf(server);
@@ -425,7 +428,6 @@ for (const frontend of ["uds", "tcp"] as const) {
     await t.step({
       name: "curl through the mTLS frontend gets hello",
       ignore: !haveCurl,
-      ...opts,
       async fn() {
         const r = await run("curl", [...withCert, `http://${backend.address}/success`]);
         assert.equal(r.code, 0, r.stderr);
@@ -435,7 +437,6 @@ for (const frontend of ["uds", "tcp"] as const) {
     await t.step({
       name: "curl without a client certificate fails",
       ignore: !haveCurl,
-      ...opts,
       async fn() {
         const r = await run("curl", [...curlBase, `http://${backend.address}/success`]);
         assert.notEqual(r.code, 0, r.stdout);
@@ -445,9 +446,8 @@ for (const frontend of ["uds", "tcp"] as const) {
     await t.step({
       name: "curl to a closed port: (56) CONNECT tunnel failed, response 502",
       ignore: !haveCurl,
-      ...opts,
       async fn() {
-        const r = await run("curl", [...withCert, `http://127.0.0.1:${freePort()}/`]);
+        const r = await run("curl", [...withCert, `http://127.0.0.1:${CLOSED_PORT}/`]);
         assert.equal(r.code, 56, r.stderr);
         assert.match(r.stderr, /curl: \(56\) CONNECT tunnel failed, response 502/);
       },
@@ -456,7 +456,6 @@ for (const frontend of ["uds", "tcp"] as const) {
 
   Deno.test(
     `http-connect over ${label}: after an agent restart, new tunnels work`,
-    opts,
     async () => {
       await using backend = startHttpBackend();
       await using server = await startServer({ frontend, extraArgs: HTTP_CONNECT });
@@ -464,7 +463,8 @@ for (const frontend of ["uds", "tcp"] as const) {
       const first: AgentProcess = await startAgent(server.agentPort);
       await getSuccess(endpoint, backend);
       await first.process.stop();
-      await eventually(async () => (await server.health("/readyz")).status === 500, "not ready");
+      await server.agents(0);
+      assert.equal(await server.status("/readyz"), 500);
       const none = await connect(endpoint, backend.address);
       assert.equal(none.head.status, 500);
       assert.ok(
@@ -472,25 +472,24 @@ for (const frontend of ["uds", "tcp"] as const) {
         none.body,
       );
       await using _second = await startAgent(server.agentPort);
-      await eventually(async () => (await server.health("/readyz")).status === 200, "ready");
+      await server.agents(1);
+      assert.equal(await server.status("/readyz"), 200);
       await getSuccess(endpoint, backend);
     },
   );
 
   Deno.test(
     `http-connect over ${label}: after a server restart, the agent reconnects`,
-    opts,
     async () => {
       await using backend = startHttpBackend();
-      const agentPort = freePort();
-      const first = await startServer({ frontend, agentPort, extraArgs: HTTP_CONNECT });
+      const first = await startServer({ frontend, extraArgs: HTTP_CONNECT });
+      // The agent retries the port it was given: the new server binds the one the first reported.
+      const agentPort = first.agentPort;
       await using agent = await startAgent(agentPort);
       await getSuccess(await endpointOf(first), backend);
-      await first.process.stop();
-      await eventually(
-        async () => (await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)).status === 503,
-        "agent to notice the server is gone",
-      );
+      await first[Symbol.asyncDispose]();
+      await agent.notReady();
+      assert.equal(await httpStatus(`http://127.0.0.1:${agent.healthPort}/readyz`), 503);
       await using second = await startServer({ frontend, agentPort, extraArgs: HTTP_CONNECT });
       await agent.ready();
       await getSuccess(await endpointOf(second), backend);

@@ -20,16 +20,15 @@ import { havePython, startBlackhole } from "./connect_client.ts";
 import {
   AGENT_LINKS,
   type AgentLink,
+  CLOSED_PORT,
   eventually,
-  freePort,
+  httpStatus,
   type ServerProcess,
   startAgent,
   startServer,
 } from "./framework.ts";
 import { agentPortClient, frontendClient, rawBidiStream } from "./grpc_raw.ts";
 import { httpRequest } from "./http_client.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 async function metric(server: ServerProcess, series: string): Promise<number | undefined> {
   const res = await server.health("/metrics");
@@ -70,7 +69,7 @@ async function echoThroughTunnel(link: AgentLink = "grpc") {
 
 // Every scenario runs over both agent links: upstream's gRPC and knp's WebSocket link.
 for (const link of AGENT_LINKS) {
-  Deno.test(`[${link}] GET through a single-use tunnel over the UDS frontend`, opts, async () => {
+  Deno.test(`[${link}] GET through a single-use tunnel over the UDS frontend`, async () => {
     await using backend = startHttpBackend();
     await using server = await startServer({ link });
     await using _agent = await startAgent(server);
@@ -89,7 +88,6 @@ for (const link of AGENT_LINKS) {
 
   Deno.test(
     `[${link}] GET through the TCP frontend with mTLS; a client without a certificate is refused`,
-    opts,
     async () => {
       await using backend = startHttpBackend();
       await using server = await startServer({ frontend: "tcp", link });
@@ -108,12 +106,11 @@ for (const link of AGENT_LINKS) {
     },
   );
 
-  Deno.test(`[${link}] a dial to a closed port fails with connection refused`, opts, async () => {
+  Deno.test(`[${link}] a dial to a closed port fails with connection refused`, async () => {
     await using server = await startServer({ link });
     await using _agent = await startAgent(server);
-    const closedPort = freePort();
     const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-    const err = await tunnel.dial("tcp", `127.0.0.1:${closedPort}`).catch((e) => e);
+    const err = await tunnel.dial("tcp", `127.0.0.1:${CLOSED_PORT}`).catch((e) => e);
     assert.ok(err instanceof DialError, String(err));
     assert.equal(err.reason, "endpoint");
     assert.match(err.message, /connection refused/);
@@ -128,7 +125,6 @@ for (const link of AGENT_LINKS) {
 
   Deno.test(
     `[${link}] a dial with no agent connected fails with No agent available`,
-    opts,
     async () => {
       await using server = await startServer({ link });
       const err = await createSingleUseTunnel({ udsPath: server.udsPath }).dial(
@@ -146,7 +142,6 @@ for (const link of AGENT_LINKS) {
 
   Deno.test(
     `[${link}] 100 concurrent single-use tunnels each get their own echo back`,
-    opts,
     async () => {
       await using backend = startHttpBackend();
       await using server = await startServer({ link });
@@ -165,7 +160,6 @@ for (const link of AGENT_LINKS) {
 
   Deno.test(
     `[${link}] 10 concurrent tunnels each download 10 x 1 MiB byte-exact`,
-    opts,
     async () => {
       await using backend = startHttpBackend();
       await using server = await startServer({ link });
@@ -181,7 +175,7 @@ for (const link of AGENT_LINKS) {
     },
   );
 
-  Deno.test(`[${link}] 10 MiB upload through a tunnel arrives byte-exact`, opts, async () => {
+  Deno.test(`[${link}] 10 MiB upload through a tunnel arrives byte-exact`, async () => {
     await using backend = startHttpBackend();
     await using server = await startServer({ link });
     await using _agent = await startAgent(server);
@@ -200,7 +194,7 @@ for (const link of AGENT_LINKS) {
    * reusable tunnel, with the connection's writer, reader and `readExactly` leftovers. Disposing it
    * disposes the tunnel, agent, server and backend, in that order.
    */
-  Deno.test(`[${link}] raw TCP echo through a tunnel with partial reads`, opts, async () => {
+  Deno.test(`[${link}] raw TCP echo through a tunnel with partial reads`, async () => {
     await using setup = await echoThroughTunnel(link);
     const { conn, writer, reader, pending } = setup;
     const first = new TextEncoder().encode("0123456789abcdefghijklmno"); // 25 bytes
@@ -217,7 +211,7 @@ for (const link of AGENT_LINKS) {
     assert.equal(conn.closeError, "");
   });
 
-  Deno.test(`[${link}] after an agent restart, new tunnels work`, opts, async () => {
+  Deno.test(`[${link}] after an agent restart, new tunnels work`, async () => {
     await using backend = startHttpBackend();
     await using server = await startServer({ link });
     const first = await startAgent(server);
@@ -228,12 +222,11 @@ for (const link of AGENT_LINKS) {
     );
     assert.equal(res.status, 200);
     await first.process.stop();
-    await eventually(
-      async () => (await server.health("/readyz")).status === 500,
-      "server not ready",
-    );
+    await server.agents(0);
+    assert.equal(await server.status("/readyz"), 500);
     await using _second = await startAgent(server);
-    await eventually(async () => (await server.health("/readyz")).status === 200, "server ready");
+    await server.agents(1);
+    assert.equal(await server.status("/readyz"), 200);
     res = await httpRequest(
       await createSingleUseTunnel({ udsPath: server.udsPath }).dial("tcp", backend.address),
       "GET",
@@ -242,17 +235,15 @@ for (const link of AGENT_LINKS) {
     assert.equal(new TextDecoder().decode(res.body), "hello");
   });
 
-  Deno.test(`[${link}] after a server restart, the agent reconnects`, opts, async () => {
+  Deno.test(`[${link}] after a server restart, the agent reconnects`, async () => {
     await using backend = startHttpBackend();
-    const agentPort = freePort();
-    const websocketPort = freePort();
-    const first = await startServer({ agentPort, websocketPort, link });
+    const first = await startServer({ link });
     await using agent = await startAgent(first);
-    await first.process.stop();
-    await eventually(
-      async () => (await fetch(`http://127.0.0.1:${agent.healthPort}/readyz`)).status === 503,
-      "agent to notice the server is gone",
-    );
+    await first[Symbol.asyncDispose]();
+    await agent.notReady();
+    assert.equal(await httpStatus(`http://127.0.0.1:${agent.healthPort}/readyz`), 503);
+    // The agent retries the port it was given: the new server binds the one the first reported.
+    const { agentPort, websocketPort } = first;
     await using second = await startServer({ agentPort, websocketPort, link });
     await agent.ready();
     const res = await httpRequest(
@@ -266,20 +257,23 @@ for (const link of AGENT_LINKS) {
   Deno.test({
     name: `[${link}] a cancelled pending dial (DIAL_CLS) leaves no entry behind`,
     ignore: !havePython,
-    ...opts,
     async fn() {
-      await using server = await startServer({ link });
+      // Debug level logs "forwarding DIAL_REQ" once a dial is pending.
+      await using server = await startServer({ link, extraArgs: ["--v=5"] });
       await using _agent = await startAgent(server);
       const hole = await startBlackhole();
       try {
         const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
-        const dialing = tunnel.dial("tcp", hole.address, { signal: AbortSignal.timeout(300) })
+        const cancel = new AbortController();
+        const from = server.process.mark();
+        const dialing = tunnel.dial("tcp", hole.address, { signal: cancel.signal })
           .catch((e) => e);
-        await eventually(
-          async () =>
-            (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) === 1,
-          "the dial to be pending on the server",
+        await server.process.waitForLog("forwarding DIAL_REQ", { from });
+        assert.equal(
+          await metric(server, "konnectivity_network_proxy_server_pending_backend_dials"),
+          1,
         );
+        cancel.abort();
         const err = await dialing;
         assert.ok(err instanceof DialError, String(err));
         assert.equal(err.reason, "context");
@@ -301,13 +295,13 @@ for (const link of AGENT_LINKS) {
           1,
         );
       } finally {
-        hole.stop();
+        await hole.stop();
       }
     },
   });
 }
 
-Deno.test("malformed packets end only their own stream, with an error", opts, async () => {
+Deno.test("malformed packets end only their own stream, with an error", async () => {
   // A healthy connection, open across the bad ones.
   await using setup = await echoThroughTunnel();
   const { server, writer, reader, pending } = setup;
@@ -329,12 +323,12 @@ Deno.test("malformed packets end only their own stream, with an error", opts, as
     const back = await readExactly(reader, what.length, pending);
     assert.equal(new TextDecoder().decode(back), what, `healthy stream after ${what}`);
   }
-  assert.equal((await server.health("/healthz")).status, 200);
+  assert.equal(await server.status("/healthz"), 200);
   reader.releaseLock();
   writer.releaseLock();
 });
 
-Deno.test("a malformed packet from an agent ends only that agent's stream", opts, async () => {
+Deno.test("a malformed packet from an agent ends only that agent's stream", async () => {
   await using backend = startHttpBackend();
   await using server = await startServer();
   await using _agent = await startAgent(server.agentPort, { agentId: "good-agent" });
@@ -353,7 +347,7 @@ Deno.test("a malformed packet from an agent ends only that agent's stream", opts
   assert.equal(new TextDecoder().decode(res.body), "hello");
 });
 
-Deno.test("an agent without an agent ID is refused with upstream's message", opts, async () => {
+Deno.test("an agent without an agent ID is refused with upstream's message", async () => {
   await using server = await startServer();
   const status = await rawBidiStream(agentPortClient(server), "/AgentService/Connect", {
     metadata: { agentidentifiers: "" },

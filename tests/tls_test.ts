@@ -18,14 +18,12 @@ import { readSample } from "../server/metrics.ts";
 import { startHttpBackend } from "./backends.ts";
 import {
   type AgentProcess,
-  eventually,
+  httpStatus,
   type ServerProcess,
   startAgent,
   startServer,
 } from "./framework.ts";
 import { httpRequest } from "./http_client.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 async function have(cmd: string, args: string[]): Promise<boolean> {
   try {
@@ -262,9 +260,23 @@ async function readyBackends(server: ServerProcess): Promise<number | undefined>
   );
 }
 
-/** Waits until the process log matches `re` (the servers poll their files every second). */
-function logMatches(process: { log: string }, re: RegExp, what: string): Promise<void> {
-  return eventually(() => re.test(process.log), what, 10_000);
+/**
+ * Waits for the server's "TLS files reloaded" record of `which` files (the server polls them every
+ * second; the new material is in use when the record is written), from record `from` on, whose
+ * JSON matches `re`.
+ */
+async function tlsReloaded(
+  server: ServerProcess,
+  which: "cluster" | "server",
+  from: number,
+  re = /./,
+): Promise<void> {
+  await server.process.waitForLog(
+    (r) =>
+      (r.msg?.startsWith("TLS files reloaded") ?? false) && r["tls"] === which &&
+      re.test(JSON.stringify(r)),
+    { from },
+  );
 }
 
 /** Counts the lines of `log` that match `re`. */
@@ -321,7 +333,6 @@ async function streamDownload(
 
 Deno.test(
   "rotating the server's certificates under a 1 GiB transfer: the transfer completes byte-exact; new handshakes get the new certificates",
-  opts,
   async () => {
     const p = await pki();
     await using d = await tlsDir();
@@ -348,18 +359,13 @@ Deno.test(
     await midway.promise;
 
     // Rotate both listeners' certificates (same CA) while the bytes flow.
+    const from = server.process.mark();
     await rotate(d.clusterCert, d.clusterKey, p.cluster2);
     await rotate(d.serverCert, d.serverKey, p.frontend2);
-    await eventually(
-      async () => (await served(server.agentPort, p.agentOld)).serial === serialOf(p.cluster2),
-      "the agent port to serve the new certificate",
-      10_000,
-    );
-    await eventually(
-      async () => (await served(server.serverPort, p.client)).serial === serialOf(p.frontend2),
-      "the frontend to serve the new certificate",
-      10_000,
-    );
+    await tlsReloaded(server, "cluster", from);
+    assert.equal((await served(server.agentPort, p.agentOld)).serial, serialOf(p.cluster2));
+    await tlsReloaded(server, "server", from);
+    assert.equal((await served(server.serverPort, p.client)).serial, serialOf(p.frontend2));
     // New agents and new frontend connections work with the new certificates.
     await using _agent2 = await agentOn(server, d, "agent-2", p.agentOld);
     assert.equal(await getThrough(server, backend.address), "hello");
@@ -380,49 +386,55 @@ Deno.test(
 
 Deno.test(
   "rotating --cluster-ca-cert to a new CA: old-CA agents are refused, new-CA agents connect, connected ones continue; an agent picks up its rotated certificate",
-  opts,
   async () => {
     const p = await pki();
     await using d = await tlsDir();
     await using backend = startHttpBackend();
     await using server = await serverOn(d);
     await using _connected = await agentOn(server, d, "connected", p.agentOld);
-    await eventually(async () => (await readyBackends(server)) === 1, "one ready agent");
+    await server.agents(1);
+    assert.equal(await readyBackends(server), 1);
 
     assert.equal(await accepted(server.agentPort, p.agentOld), true);
     assert.equal(await accepted(server.agentPort, p.agentNew), false);
 
+    const from = server.process.mark();
     await Deno.writeTextFile(d.clusterCa, p.newCa.certPem);
-    await logMatches(server.process, /TLS files reloaded.*tls-test-new-ca/, "the CA reload");
+    await tlsReloaded(server, "cluster", from, /tls-test-new-ca/);
 
     // The connected agent's tunnel keeps working.
     assert.equal(await getThrough(server, backend.address), "hello");
 
     // An agent with an old-CA certificate (a reconnect looks the same) is refused.
     await using refused = await agentOn(server, d, "old-cert", p.agentOld, false);
-    await new Promise((r) => setTimeout(r, 2_000));
-    assert.equal((await fetch(`http://127.0.0.1:${refused.healthPort}/readyz`)).status, 503);
+    // Two refused attempts (the agent logs each one).
+    await refused.process.waitForState(
+      (records) => records.filter((r) => r.msg === "cannot connect to proxy server")[1],
+      "two refused connection attempts",
+    );
+    assert.equal(await httpStatus(`http://127.0.0.1:${refused.healthPort}/readyz`), 503);
     assert.equal(await accepted(server.agentPort, p.agentOld), false);
     assert.equal(await readyBackends(server), 1);
 
     // An agent with a new-CA certificate connects.
     await using _fresh = await agentOn(server, d, "new-cert", p.agentNew);
     assert.equal(await accepted(server.agentPort, p.agentNew), true);
-    await eventually(async () => (await readyBackends(server)) === 2, "two ready agents");
+    await server.agents(2);
+    assert.equal(await readyBackends(server), 2);
     assert.equal(await getThrough(server, backend.address), "hello");
-    assert.equal((await fetch(`http://127.0.0.1:${refused.healthPort}/readyz`)).status, 503);
+    assert.equal(await httpStatus(`http://127.0.0.1:${refused.healthPort}/readyz`), 503);
 
     // The refused agent's certificate files are rotated to a new-CA certificate: its next
     // connection attempt uses them (no restart).
     await rotate(join(d.dir, "old-cert.crt"), join(d.dir, "old-cert.key"), p.agentNew);
     await refused.ready(10_000);
-    await eventually(async () => (await readyBackends(server)) === 3, "three ready agents");
+    await server.agents(3);
+    assert.equal(await readyBackends(server), 3);
   },
 );
 
 Deno.test(
   "a broken certificate file mid-run: the server keeps serving the old certificate and logs an error once",
-  opts,
   async () => {
     const p = await pki();
     await using d = await tlsDir();
@@ -431,7 +443,7 @@ Deno.test(
     await using _agent = await agentOn(server, d, "agent-1", p.agentOld);
 
     await Deno.writeTextFile(d.clusterCert, p.cluster2.certPem.slice(0, 300)); // cut off
-    await logMatches(server.process, /new TLS files rejected/, "the rejection to be logged");
+    await server.process.waitForLog((r) => r.msg?.startsWith("new TLS files rejected") ?? false);
     const line = server.process.log.split("\n").find((l) => /new TLS files rejected/.test(l))!;
     const record = JSON.parse(line);
     assert.equal(record.level, "error");
@@ -447,18 +459,15 @@ Deno.test(
     assert.equal(countLines(server.process.log, /new TLS files rejected/), 1);
 
     // Completing the file (with its key) is picked up.
+    const from = server.process.mark();
     await rotate(d.clusterCert, d.clusterKey, p.cluster2);
-    await eventually(
-      async () => (await served(server.agentPort, p.agentOld)).serial === serialOf(p.cluster2),
-      "the repaired certificate to be served",
-      10_000,
-    );
+    await tlsReloaded(server, "cluster", from);
+    assert.equal((await served(server.agentPort, p.agentOld)).serial, serialOf(p.cluster2));
   },
 );
 
 Deno.test(
   "the HTTP-CONNECT frontend reloads --server-cert too and keeps --tls-min-version across reloads",
-  opts,
   async () => {
     const p = await pki();
     await using d = await tlsDir();
@@ -470,12 +479,10 @@ Deno.test(
     const first = await served(server.serverPort, p.client, h1);
     assert.equal(first.serial, serialOf(p.frontend1));
     assert.equal(first.protocol, "TLSv1.3");
+    const from = server.process.mark();
     await rotate(d.serverCert, d.serverKey, p.frontend2);
-    await eventually(
-      async () => (await served(server.serverPort, p.client, h1)).serial === serialOf(p.frontend2),
-      "the HTTP-CONNECT frontend to serve the new certificate",
-      10_000,
-    );
+    await tlsReloaded(server, "server", from);
+    assert.equal((await served(server.serverPort, p.client, h1)).serial, serialOf(p.frontend2));
     await assert.rejects(served(server.serverPort, p.client, { ...h1, maxVersion: "TLSv1.2" }));
   },
 );
@@ -526,7 +533,7 @@ async function sClient(port: number, d: TlsDir, args: string[]): Promise<SClient
 
 Deno.test(
   "openssl s_client: --tls-min-version=VersionTLS13 refuses TLS 1.2; mTLS refuses a client without a certificate; small chain",
-  { ...opts, ignore: !haveOpenssl },
+  { ignore: !haveOpenssl },
   async () => {
     const p = await pki();
     await using d = await tlsDir();
@@ -547,12 +554,10 @@ Deno.test(
     }
 
     // Still so after a reload (Deno's setSecureContext would drop a minVersion not passed again).
+    const from = server.process.mark();
     await rotate(d.serverCert, d.serverKey, p.frontend2);
-    await eventually(
-      async () => (await served(server.serverPort, p.client)).serial === serialOf(p.frontend2),
-      "the frontend to serve the new certificate",
-      10_000,
-    );
+    await tlsReloaded(server, "server", from);
+    assert.equal((await served(server.serverPort, p.client)).serial, serialOf(p.frontend2));
     const reloaded = await sClient(server.serverPort, d, [...withCert, "-tls1_2"]);
     assert.equal(reloaded.established, false, reloaded.output);
 
@@ -570,7 +575,7 @@ Deno.test(
 
 Deno.test(
   "openssl s_client: --cipher-suites is accepted, logged as having no effect under Deno, and indeed not applied",
-  { ...opts, ignore: !haveOpenssl },
+  { ignore: !haveOpenssl },
   async () => {
     const p = await pki();
     await using d = await tlsDir();

@@ -57,7 +57,7 @@ export function signProof(keyPem: string | Uint8Array, payload: Buffer): string 
 export function verifyAgentChain(
   chainPem: string,
   caPem: string | Uint8Array,
-  now = new Date(),
+  now: Date = new Date(),
 ): X509Certificate {
   const chain = certificates(chainPem);
   const cas = certificates(caPem);

@@ -15,6 +15,7 @@ export interface ByteSocket {
   read(buffer: Uint8Array): Promise<number | null>;
   /** Writes some of `data`; resolves with the count written. */
   write(data: Uint8Array): Promise<number>;
+  /** Closes the socket. */
   close(): void;
 }
 
@@ -92,6 +93,7 @@ export class SocketWriter {
   #failed = false;
   #timers: Timers;
 
+  /** Writes to `socket`; `onError` gets the first write error; `highWater` bytes may be queued before `write` reports backpressure. */
   constructor(
     socket: ByteSocket,
     onError: (err: unknown) => void,
@@ -135,6 +137,7 @@ export class SocketWriter {
     return ok;
   }
 
+  /** Runs `callback` once the queue drains to its low-water mark. */
   onDrain(callback: () => void): void {
     this.#acct.onDrain(callback);
   }
@@ -199,10 +202,13 @@ export class SocketWriter {
  * on (as DATA) without a copy.
  */
 export class AdaptiveReadSize {
+  /** Smallest read size, in bytes. */
   readonly min: number;
+  /** Largest read size, in bytes. */
   readonly max: number;
   #size: number;
 
+  /** Starts at `min` bytes and grows up to `max`. */
   constructor(min = 2048, max = 256 * 1024) {
     this.min = min;
     this.max = max;

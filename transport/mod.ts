@@ -7,8 +7,16 @@
 
 export * from "./agent_proof.ts";
 export * from "./byte_socket.ts";
+export * from "./client_websocket.ts";
+export * from "./grpc_channel.ts";
+export * from "./grpc_credentials.ts";
+export * from "./grpc_server.ts";
 export * from "./grpc_stream.ts";
 export * from "./packet_stream.ts";
 export * from "./tls_files.ts";
+export * from "./tls_listener.ts";
+export * from "./tls_policy.ts";
 export * from "./ws_client.ts";
+export * from "./ws_frame.ts";
+export * from "./ws_handshake.ts";
 export * from "./ws_stream.ts";

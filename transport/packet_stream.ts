@@ -7,7 +7,12 @@
  * Receive-side backpressure is `pause()`/`resume()`, which the transport turns into its own flow
  * control (HTTP/2 windows for gRPC).
  *
- * Implementations: `internal/grpc_stream.ts` (grpc-js, the only module touching it) and
+ * The end is observable three ways: `onEnd` (push), the `closed` flag, and the `done` promise.
+ * Transports that can go silent without ending (a dead peer behind a live TCP connection) take
+ * {@linkcode KeepaliveOptions}: they probe the peer and end the stream with a `TIMEOUT`
+ * `KnpError` when it stays silent.
+ *
+ * Implementations: `grpc_stream.ts` (grpc-js), `ws_stream.ts` (WebSocket link) and
  * `memoryPipe()` below for tests.
  *
  * @module
@@ -50,8 +55,43 @@ export interface PacketStream {
   close(error?: Error): void;
   /** True once `close()` was called or the stream ended. */
   readonly closed: boolean;
+  /**
+   * Settles once the stream has ended (when `onEnd` is due, whether or not `start()` was called):
+   * with the error it ended with, or `undefined` for a clean end. Never rejects.
+   */
+  readonly done: Promise<Error | undefined>;
   /** Short description for logs (peer address). */
   readonly peer: string;
+}
+
+/**
+ * Keepalive of a stream's transport: every `intervalMs` the stream pings the peer (where the
+ * transport can), and it ends with a `TIMEOUT` `KnpError` when nothing at all (an answer to a
+ * ping or any other frame) arrives within `timeoutMs` of a ping.
+ */
+export interface KeepaliveOptions {
+  /** Time between pings, in ms (gRPC's keepalive time). */
+  intervalMs: number;
+  /** How long a ping may go unanswered, in ms (gRPC's keepalive timeout). */
+  timeoutMs: number;
+}
+
+/** The `done` promise of a stream and the one call that settles it. */
+export class DoneSignal {
+  /** Resolves once with the error that ended the stream, or undefined for a clean end. */
+  readonly promise: Promise<Error | undefined>;
+  #resolve: (error: Error | undefined) => void = () => {};
+
+  constructor() {
+    this.promise = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+  }
+
+  /** Settles the promise (only the first call counts). */
+  settle(error?: Error): void {
+    this.#resolve(error);
+  }
 }
 
 /** Default high-water mark of a stream's send queue, in payload bytes. */
@@ -64,14 +104,18 @@ export const DEFAULT_STREAM_HIGH_WATER = 1 << 20;
 export class SendAccounting {
   #buffered = 0;
   #waiters: (() => void)[] = [];
+  /** Queued bytes above which senders should wait. */
   readonly highWater: number;
+  /** Queued bytes at which drain callbacks run (half the high-water mark). */
   readonly lowWater: number;
 
+  /** Accounting with the given high-water mark, in bytes. */
   constructor(highWater = DEFAULT_STREAM_HIGH_WATER) {
     this.highWater = highWater;
     this.lowWater = highWater >> 1;
   }
 
+  /** Bytes queued and not yet written. */
   get buffered(): number {
     return this.#buffered;
   }
@@ -88,6 +132,7 @@ export class SendAccounting {
     if (this.#buffered <= this.lowWater && this.#waiters.length > 0) this.flush();
   }
 
+  /** Runs `callback` once the queue is at or below the low-water mark. */
   onDrain(callback: () => void): void {
     if (this.#buffered <= this.lowWater) queueMicrotask(callback);
     else this.#waiters.push(callback);
@@ -103,6 +148,7 @@ export class SendAccounting {
 
 /** Options of {@linkcode memoryPipe}. */
 export interface MemoryPipeOptions {
+  /** Queued bytes above which `send` reports backpressure. */
   highWater?: number;
 }
 
@@ -130,6 +176,7 @@ class MemoryEnd implements PacketStream {
   #peerEnded = false;
   #scheduled = false;
   #acct: SendAccounting;
+  #done = new DoneSignal();
 
   constructor(peer: string, highWater?: number) {
     this.peer = peer;
@@ -141,6 +188,10 @@ class MemoryEnd implements PacketStream {
   }
   get closed(): boolean {
     return this.#closed || this.#ended;
+  }
+
+  get done(): Promise<Error | undefined> {
+    return this.#done.promise;
   }
 
   start(handler: PacketHandler): void {
@@ -225,6 +276,7 @@ class MemoryEnd implements PacketStream {
     this.#consumed = [];
     this.#inbox = [];
     this.#acct.flush();
+    this.#done.settle(error);
     this.#handler?.onEnd(error);
   }
 }

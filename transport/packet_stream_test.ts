@@ -179,3 +179,28 @@ Deno.test("memoryPipe releases the sender's bytes and drain waiters when the rec
   await settle();
   assert.equal(ra.ends.length, 1);
 });
+
+Deno.test("memoryPipe done settles with the end: the error on both sides, undefined when clean", async () => {
+  const [a, b] = memoryPipe();
+  record(a);
+  record(b);
+  const failure = new Error("boom");
+  a.close(failure);
+  assert.equal(await a.done, failure);
+  assert.equal(await b.done, failure);
+
+  const [c, d] = memoryPipe();
+  record(c);
+  record(d);
+  d.close();
+  assert.equal(await c.done, undefined);
+  assert.equal(await d.done, undefined);
+  assert.equal(c.closed && d.closed, true);
+});
+
+Deno.test("memoryPipe done settles even when the stream was never started", async () => {
+  const [a] = memoryPipe();
+  const failure = new Error("never started");
+  a.close(failure);
+  assert.equal(await a.done, failure);
+});

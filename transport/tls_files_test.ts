@@ -3,13 +3,8 @@ import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { type CertBundle, type CertificateAuthority, generateCa } from "@knp/testing/certs";
 import type { LogFields, Logger } from "@knp/core/log";
-import {
-  openSslCiphers,
-  secureContextOptions,
-  TlsFiles,
-  type TlsMaterial,
-  tlsPolicyFromFlags,
-} from "./tls_files.ts";
+import { TlsFiles, type TlsMaterial } from "./tls_files.ts";
+import { openSslCiphers, secureContextOptions, tlsPolicyFromFlags } from "./tls_policy.ts";
 
 interface LogRecord {
   level: string;

@@ -7,15 +7,14 @@
 import assert from "node:assert/strict";
 import { generateTestPki, type TestPki } from "@knp/testing/certs";
 import {
-  acceptFor,
   type ClientWebSocket,
   connectWebSocket,
-  encodeClientFrame,
-  FrameParser,
   type WebSocketCloseEvent,
   type WebSocketErrorEvent,
   WebSocketHandshakeError,
 } from "./ws_client.ts";
+import { encodeClientFrame, FrameParser } from "./ws_frame.ts";
+import { acceptFor } from "./ws_handshake.ts";
 import { webSocketConnector } from "../agent/ws_connector.ts";
 import { KnpError } from "@knp/core/errors";
 

@@ -6,6 +6,12 @@
  * Used only between knp servers and agents, always with per-connection flow control, so the
  * receive side needs no transport-level pause: `pause()` only holds delivery back in order.
  *
+ * With `keepalive` the stream pings the peer every `intervalMs` and ends with a `TIMEOUT`
+ * `KnpError` when nothing (pong or message) arrives within `timeoutMs` of a ping. Pinging needs a
+ * socket with `ping()` and `onpong` (the agent's `ClientWebSocket`); over one without (Deno's
+ * server-side `WebSocket`, which answers pings by itself but cannot send them: use
+ * `Deno.upgradeWebSocket`'s `idleTimeout` there) only incoming messages count as signs of life.
+ *
  * @module
  */
 
@@ -13,13 +19,15 @@ import { decodePacket, encodedLength, encodePacketInto } from "@knp/proto";
 import type { DecodedPacket, Packet } from "@knp/proto";
 import { payloadBytes } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import type { PacketHandler, PacketStream } from "./packet_stream.ts";
-import { SendAccounting } from "./packet_stream.ts";
+import type { Timers } from "@knp/core/timers";
+import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_stream.ts";
+import { DoneSignal, SendAccounting } from "./packet_stream.ts";
+import { Keepalive } from "./keepalive.ts";
 
 /** Largest binary message this side builds. */
 const MAX_BATCH = 256 * 1024;
 /** Largest message accepted (a 4 MiB DATA, like gRPC's limit, plus framing). */
-export const MAX_MESSAGE = 4 * 1024 * 1024 + 1024;
+export const MAX_MESSAGE: number = 4 * 1024 * 1024 + 1024;
 
 function varintSize(n: number): number {
   let size = 1;
@@ -74,6 +82,24 @@ export function frame(packets: readonly Packet[]): Uint8Array {
   return out;
 }
 
+/** Options of {@linkcode WebSocketPacketStream}. */
+export interface WebSocketPacketStreamOptions {
+  /** Ping the peer and end the stream when it goes silent (off by default). */
+  keepalive?: KeepaliveOptions | undefined;
+  /** The clock of the keepalive. @default realTimers */
+  timers?: Timers | undefined;
+}
+
+/** A socket that can ping, like the agent's `ClientWebSocket`. */
+interface PingingSocket {
+  ping(): void;
+  onpong: (() => unknown) | null;
+}
+
+function canPing(ws: WebSocket): ws is WebSocket & PingingSocket {
+  return typeof (ws as Partial<PingingSocket>).ping === "function" && "onpong" in ws;
+}
+
 /** A WebSocket (client or server side, already open) as a {@linkcode PacketStream}. */
 export class WebSocketPacketStream implements PacketStream {
   readonly peer: string;
@@ -91,10 +117,14 @@ export class WebSocketPacketStream implements PacketStream {
   #ended = false;
   #polling = false;
   #handed = 0;
+  #done = new DoneSignal();
+  #keepalive: Keepalive | undefined;
 
-  constructor(ws: WebSocket, peer: string) {
+  /** Carries packets over the open WebSocket `ws`; `peer` names the other side in errors. */
+  constructor(ws: WebSocket, peer: string, options: WebSocketPacketStreamOptions = {}) {
     this.#ws = ws;
     this.peer = peer;
+    if (options.keepalive) this.#startKeepalive(options.keepalive, options.timers);
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => this.#onMessage(event.data);
     ws.onclose = (event) => {
@@ -114,6 +144,23 @@ export class WebSocketPacketStream implements PacketStream {
 
   get closed(): boolean {
     return this.#closed || this.#ended;
+  }
+
+  get done(): Promise<Error | undefined> {
+    return this.#done.promise;
+  }
+
+  #startKeepalive(options: KeepaliveOptions, timers: Timers | undefined): void {
+    const ws = this.#ws;
+    const pinging = canPing(ws);
+    this.#keepalive = new Keepalive(this.peer, options, {
+      ping: () => {
+        if (pinging) ws.ping();
+      },
+      expired: (error) => this.close(error),
+    }, timers);
+    if (pinging) ws.onpong = () => this.#keepalive?.alive();
+    this.#keepalive.start();
   }
 
   start(handler: PacketHandler): void {
@@ -216,6 +263,7 @@ export class WebSocketPacketStream implements PacketStream {
 
   #onMessage(data: unknown): void {
     if (this.#ended) return;
+    this.#keepalive?.alive();
     if (!(data instanceof ArrayBuffer)) {
       return this.close(new KnpError("PROTOCOL", "unexpected text message on the agent link"));
     }
@@ -243,7 +291,9 @@ export class WebSocketPacketStream implements PacketStream {
   #end(error?: Error): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#keepalive?.stop();
     this.#acct.flush();
+    this.#done.settle(error);
     this.#inbox = [];
     const handler = this.#handler;
     if (handler) handler.onEnd(error);

@@ -1,0 +1,127 @@
+/**
+ * The bench's settings: sizes and counts of a full and a smoke run, the case and frontend names,
+ * the usage text, and a description of the machine for the report.
+ *
+ * @module
+ */
+
+import { LINKS } from "./links.ts";
+import { openFilesLimit, round } from "./wire.ts";
+
+export const MiB = 1 << 20;
+export const GiB = 1 << 30;
+
+/** Sizes and counts of a run. */
+export interface Settings {
+  bulkBytes: number;
+  aggregateConns: number;
+  aggregateBytesEach: number;
+  echoIterations: number;
+  echoWarmup: number;
+  dialCount: number;
+  dialConcurrency: number;
+  idleConns: number;
+  idleConcurrency: number;
+  isolationHealthy: number;
+  isolationWarmupMs: number;
+  isolationWindowMs: number;
+  /** How long the stalled connection is read after the window to see whether it was ended. */
+  isolationDrainMs: number;
+  warmupBytes: number;
+}
+
+export const FULL: Settings = {
+  bulkBytes: GiB,
+  aggregateConns: 100,
+  aggregateBytesEach: 10 * MiB,
+  echoIterations: 2000,
+  echoWarmup: 200,
+  dialCount: 200,
+  dialConcurrency: 10,
+  idleConns: 10_000,
+  idleConcurrency: 100,
+  isolationHealthy: 50,
+  isolationWarmupMs: 1_000,
+  isolationWindowMs: 5_000,
+  isolationDrainMs: 1_000,
+  warmupBytes: 64 * MiB,
+};
+
+export const SMOKE: Settings = {
+  bulkBytes: 8 * MiB,
+  aggregateConns: 10,
+  aggregateBytesEach: 256 * 1024,
+  echoIterations: 50,
+  echoWarmup: 10,
+  dialCount: 20,
+  dialConcurrency: 5,
+  idleConns: 200,
+  idleConcurrency: 50,
+  isolationHealthy: 10,
+  isolationWarmupMs: 50,
+  isolationWindowMs: 200,
+  isolationDrainMs: 100,
+  warmupBytes: 1 * MiB,
+};
+
+/** Case families, in run order. */
+export const CASES = [
+  "download",
+  "upload",
+  "aggregate",
+  "echo",
+  "dial",
+  "isolation",
+  "idle",
+] as const;
+export type CaseName = typeof CASES[number];
+export const FRONTENDS = ["http-connect", "grpc"] as const;
+export type Frontend = typeof FRONTENDS[number];
+
+export const HELP = `Usage: deno run -A bench/main.ts [options]
+
+  --smoke              tiny sizes and few iterations (a CI check that the suite works; ~30 s)
+  --json FILE          write the JSON document to FILE instead of stdout
+  --cases a,b          only these cases: ${CASES.join(", ")}
+  --links a,b          only these agent links (bench/links.ts): ${
+  LINKS.map((l) => l.name).join(", ")
+}
+  --frontends a,b      only these frontends: ${FRONTENDS.join(", ")}
+  --idle-conns N       idle connections of the idle case (default 10000, smoke 200)
+  --window-ms MS       each measuring window of the isolation case (default 5000, smoke 200)
+  -h, --help           this text
+`;
+
+export function list<T extends string>(
+  value: string | undefined,
+  all: readonly T[],
+  what: string,
+): T[] {
+  if (value === undefined) return [...all];
+  const picked = value.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const p of picked) {
+    if (!all.includes(p as T)) throw new Error(`unknown ${what} ${p} (known: ${all.join(", ")})`);
+  }
+  return picked as T[];
+}
+
+export async function machine(): Promise<Record<string, unknown>> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const git = await new Deno.Command("git", { args: ["describe", "--always", "--dirty"] }).output()
+    .then((o) => new TextDecoder().decode(o.stdout).trim(), () => "");
+  const cores = navigator.hardwareConcurrency;
+  return {
+    cores,
+    cpu: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown",
+    memoryGiB: round(Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0) / MiB, 1),
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    commit: git || "unknown",
+    openFilesLimit: openFilesLimit(),
+    note: `${cores} cores shared by every process: the direct path runs 2 busy processes ` +
+      "(client, backend), the tunnel path 4 (client, server, agent, backend), so tunnel " +
+      "ratios here are bounded by CPU, not by the loopback.",
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * The Deno permissions `proxy-server` needs, computed from its command line:
+ *
+ * - net: each listener's `host:port` — the frontend (`--server-bind-address`:`--server-port`, or
+ *   `unix:<--uds-name>`), `--agent-bind-address`:`--agent-port` (and `--knp-websocket-port`),
+ *   `--health-bind-address`:`--health-port`, `--admin-bind-address`:`--admin-port`; an empty bind
+ *   address means `0.0.0.0` (the admin port: `127.0.0.1`). The server dials nothing.
+ * - read: the certificate, key and CA files given, `--kubeconfig`, and the `--uds-name` socket;
+ * - write: only the `--uds-name` socket (it is removed, created and chmod-ed);
+ * - env: the 14 variables grpc-js reads when it loads, and `PROXY_SERVER_ID` unless `--server-id`
+ *   is given.
+ *
+ * `deno run jsr:@knp/server --knp-print-permissions <flags>` (or `server/main.ts`) prints them.
+ *
+ * @module
+ */
+
+import {
+  fileNeeds,
+  grpcJsNeeds,
+  listenNeeds,
+  permissionFlags,
+  type PermissionNeed,
+  type PermissionPlan,
+  permissionPlan,
+} from "@knp/cli/permissions";
+import type { ServerOptions } from "./options.ts";
+import { SERVER_FLAGS } from "./server_flags.ts";
+
+function frontendNeeds(o: ServerOptions): PermissionNeed[] {
+  if (o.udsName === "") {
+    return listenNeeds("--server-port", o.serverBindAddress, o.serverPort, "0.0.0.0");
+  }
+  return [
+    { kind: "net", value: `unix:${o.udsName}`, reason: "--uds-name" },
+    { kind: "read", value: o.udsName, reason: "--uds-name" },
+    { kind: "write", value: o.udsName, reason: "--uds-name" },
+  ];
+}
+
+/**
+ * The WebSocket agent link: its public TLS port, and loopback (any port) because its TLS front
+ * splices each connection to a plaintext `Deno.serve` bound on `127.0.0.1:0`.
+ */
+function websocketNeeds(o: ServerOptions): PermissionNeed[] {
+  const reason = "--knp-websocket-port";
+  return [
+    ...listenNeeds(reason, o.agentBindAddress, o.knpWebsocketPort, "0.0.0.0"),
+    { kind: "net", value: "127.0.0.1", reason },
+  ];
+}
+
+/** The needs of parsed (not necessarily validated) server options. */
+export function serverOptionNeeds(o: ServerOptions): PermissionNeed[] {
+  return [
+    ...grpcJsNeeds(),
+    ...frontendNeeds(o),
+    ...listenNeeds("--agent-port", o.agentBindAddress, o.agentPort, "0.0.0.0"),
+    ...(o.knpWebsocketPort > 0 ? websocketNeeds(o) : []),
+    ...listenNeeds("--health-port", o.healthBindAddress, o.healthPort, "0.0.0.0"),
+    ...listenNeeds("--admin-port", o.adminBindAddress, o.adminPort, "127.0.0.1"),
+    ...fileNeeds({
+      "server-cert": o.serverCert,
+      "server-key": o.serverKey,
+      "server-ca-cert": o.serverCaCert,
+      "cluster-cert": o.clusterCert,
+      "cluster-key": o.clusterKey,
+      "cluster-ca-cert": o.clusterCaCert,
+      "kubeconfig": o.kubeconfig,
+    }),
+  ];
+}
+
+/** The permission plan of a `proxy-server` command line (see {@linkcode permissionPlan}). */
+export function serverPermissionPlan(args: readonly string[]): PermissionPlan {
+  return permissionPlan<ServerOptions>(SERVER_FLAGS, args, serverOptionNeeds);
+}
+
+/**
+ * The `deno run` permission flags `proxy-server` needs for `args`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * const flags = serverPermissionFlags([
+ *   "--uds-name=/run/k.sock", "--server-port=0", "--cluster-cert=/pki/s.crt",
+ *   "--cluster-key=/pki/s.key", "--server-id=a",
+ * ]);
+ * assert.deepEqual(flags.slice(1), [
+ *   "--allow-net=unix:/run/k.sock,0.0.0.0:8091,0.0.0.0:8092,127.0.0.1:8095",
+ *   "--allow-read=/run/k.sock,/pki/s.crt,/pki/s.key",
+ *   "--allow-write=/run/k.sock",
+ * ]);
+ * ```
+ *
+ * @param args The server's arguments (without the program name).
+ * @returns The flags, or `[]` if `args` do not parse.
+ */
+export function serverPermissionFlags(args: readonly string[]): string[] {
+  const plan = serverPermissionPlan(args);
+  return plan.needs === undefined ? [] : permissionFlags(plan.needs);
+}
+
+// `deno task server <flags>`: run `main.ts` with exactly the permissions the flags need.
+if (import.meta.main) {
+  const { launchWithPermissions } = await import("@knp/cli/binary");
+  const entry = new URL("./main.ts", import.meta.url).pathname;
+  await launchWithPermissions(entry, serverPermissionFlags(Deno.args), Deno.args);
+}

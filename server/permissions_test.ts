@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { generateTestPki, writeTestPki } from "@knp/testing/certs";
+import { serverPermissionFlags } from "./permissions.ts";
+
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+
+/** Runs `server/main.ts` with the given permission flags; resolves with its exit and stderr. */
+async function runServer(flags: string[], args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", ...flags, MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** `flags` with `value` removed from the `--allow-<kind>=...` list (the flag dropped if empty). */
+function without(flags: string[], kind: string, value: string): string[] {
+  const prefix = `--allow-${kind}=`;
+  return flags.flatMap((flag) => {
+    if (!flag.startsWith(prefix)) return [flag];
+    const rest = flag.slice(prefix.length).split(",").filter((v) => v !== value);
+    return rest.length === 0 ? [] : [prefix + rest.join(",")];
+  });
+}
+
+async function setup() {
+  const dir = await Deno.makeTempDir({ prefix: "knp-perm-" });
+  const files = await writeTestPki(dir, await generateTestPki());
+  const uds = `${dir}/konnectivity-server.socket`;
+  const args = [
+    `--uds-name=${uds}`,
+    "--server-port=0",
+    `--cluster-cert=${files.serverCert}`,
+    `--cluster-key=${files.serverKey}`,
+    `--cluster-ca-cert=${files.caCert}`,
+    "--agent-bind-address=127.0.0.1",
+    "--agent-port=0",
+    "--health-bind-address=127.0.0.1",
+    "--health-port=0",
+    "--admin-port=0",
+    "--server-id=perm-test",
+  ];
+  return { dir, files, uds, args, flags: serverPermissionFlags(args) };
+}
+
+Deno.test("server: the computed set is exact for a UDS + mTLS command line", async () => {
+  const { dir, files, uds, flags } = await setup();
+  try {
+    assert.equal(flags.length, 4);
+    assert.match(flags[0]!, /^--allow-env=GRPC_NODE_VERBOSITY,.*,no_proxy$/);
+    assert.deepEqual(flags.slice(1), [
+      `--allow-net=unix:${uds},127.0.0.1:0`,
+      `--allow-read=${uds},${files.serverCert},${files.serverKey},${files.caCert}`,
+      `--allow-write=${uds}`,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: without write on the socket it ends with one line naming the flag", async () => {
+  const { dir, uds, args, flags } = await setup();
+  try {
+    const { code, stderr } = await runServer(without(flags, "write", uds), args);
+    assert.equal(code, 1);
+    assert.equal(stderr, `proxy-server: --uds-name needs --allow-write=${uds}\n`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: without read of the cluster cert it ends with one line naming the flag", async () => {
+  const { dir, files, args, flags } = await setup();
+  try {
+    const { code, stderr } = await runServer(without(flags, "read", files.serverCert), args);
+    assert.equal(code, 1);
+    assert.equal(stderr, `proxy-server: --cluster-cert needs --allow-read=${files.serverCert}\n`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: --knp-print-permissions prints the set and exits 0 with no permissions", async () => {
+  const { dir, args, flags } = await setup();
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", MAIN, ...args, "--knp-print-permissions"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0);
+    assert.equal(new TextDecoder().decode(out.stdout), flags.join("\n") + "\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,93 @@
+/**
+ * The running part of `proxy-server`: TLS files, the listeners and the shutdown on signals.
+ * `main.ts` imports it only after the permission check, because grpc-js (imported from here)
+ * reads environment variables when it loads.
+ *
+ * @module
+ */
+
+import { exitOnStartError, onSignals } from "@knp/cli/binary";
+import type { PermissionNeed } from "@knp/cli/permissions";
+import type { Logger } from "@knp/core/log";
+import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
+import { TlsFiles } from "@knp/transport/tls_files";
+import { tlsPolicyFromFlags } from "@knp/transport/tls_policy";
+import { parseProxyStrategies } from "./backend_manager.ts";
+import type { ServerOptions } from "./options.ts";
+import { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from "./server.ts";
+
+/** The server's configuration from validated options (opens the TLS files). */
+function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
+  // Both TLS listeners reload their files while running: new handshakes use the new material,
+  // established connections keep theirs; a broken file keeps the previous one (and is logged).
+  const serverTls = o.udsName ? undefined : new TlsFiles({
+    cert: o.serverCert,
+    key: o.serverKey,
+    ca: o.serverCaCert,
+    logger: log.with({ tls: "server" }),
+  });
+  const clusterTls = new TlsFiles({
+    cert: o.clusterCert,
+    key: o.clusterKey,
+    ca: o.clusterCaCert,
+    logger: log.with({ tls: "cluster" }),
+  });
+  return {
+    mode: o.mode === "http-connect" ? "http-connect" : "grpc",
+    serverId: o.serverId,
+    serverCount: o.serverCount,
+    strategies: parseProxyStrategies(o.proxyStrategies),
+    backendDialTimeoutMs: o.backendDialTimeout,
+    maxPendingDials: o.knpMaxPendingDials,
+    ...(o.knpWebsocketPort > 0 ? { websocketPort: o.knpWebsocketPort } : {}),
+    ...(o.udsName !== "" ? { udsName: o.udsName } : {}),
+    deleteExistingUdsFile: o.deleteExistingUdsFile,
+    serverBindAddress: o.serverBindAddress,
+    serverPort: o.serverPort,
+    ...(serverTls !== undefined ? { serverTls } : {}),
+    agentBindAddress: o.agentBindAddress,
+    agentPort: o.agentPort,
+    clusterTls,
+    tlsPolicy: tlsPolicyFromFlags(o.tlsMinVersion, o.cipherSuites),
+    keepaliveTimeMs: o.keepaliveTime,
+    frontendKeepaliveTimeMs: o.frontendKeepaliveTime,
+    healthBindAddress: o.healthBindAddress,
+    healthPort: o.healthPort,
+    adminBindAddress: o.adminBindAddress,
+    adminPort: o.adminPort,
+    logger: log,
+  };
+}
+
+/**
+ * Starts the server and runs it until signalled: the first signal shuts down (gracefully within
+ * `--graceful-shutdown-timeout`), a second one exits at once.
+ *
+ * @param o Validated options.
+ * @param log The binary's logger.
+ * @param needs The permissions computed for the command line (to explain a `NotCapable` error).
+ */
+export async function runServer(
+  o: ServerOptions,
+  log: Logger,
+  needs: readonly PermissionNeed[],
+): Promise<void> {
+  silenceGrpcLogs();
+  let server: ProxyServerHandle;
+  try {
+    server = await startProxyServer(serverConfig(o, log));
+  } catch (err) {
+    exitOnStartError("proxy-server", err, needs, log, "proxy server failed to start");
+  }
+  onSignals(async () => {
+    const graceful = o.gracefulShutdownTimeout > 0;
+    log.info("shutting down", { graceful, timeout: o.gracefulShutdownTimeout });
+    const done = server.close(graceful);
+    const timer = graceful
+      ? setTimeout(() => server.close(false).finally(() => Deno.exit(0)), o.gracefulShutdownTimeout)
+      : undefined;
+    await done;
+    clearTimeout(timer);
+    Deno.exit(0);
+  }, () => Deno.exit(1));
+}

@@ -1,0 +1,65 @@
+/**
+ * The core's typed event channel: {@linkcode ServerEvents} is a listener set for the
+ * {@linkcode ServerEvent} union. Metrics and logs subscribe; the core emits.
+ *
+ * ```ts
+ * import { nullLogger } from "@knp/core/log";
+ *
+ * const events = new ServerEvents(nullLogger); // the core's `events`
+ * const off = events.on((event) => {
+ *   if (event.kind === "dial-failure") console.log(event.reason);
+ * });
+ * off();
+ * ```
+ *
+ * @module
+ */
+
+import type { Logger } from "@knp/core/log";
+
+/** Why a dial failed, as counted by upstream's `dial_failure_count{reason}`. */
+export type DialFailureLabel =
+  | "no_agent"
+  | "error_response"
+  | "unrecognized_response"
+  | "send_rsp"
+  | "backend_close"
+  | "backend_dial_timeout"
+  | "frontend_close";
+
+/** What the core reports, for logs and metrics. */
+export type ServerEvent =
+  | { kind: "dial-failure"; reason: DialFailureLabel; dialId: bigint; agentId?: string }
+  | { kind: "dial-success"; dialId: bigint; connectId: bigint; agentId: string; ms: number }
+  | { kind: "connection-closed"; connectId: bigint; agentId: string };
+
+/** A listener of {@linkcode ServerEvents}. */
+export type ServerEventListener = (event: ServerEvent) => void;
+
+/** A typed listener set; a failing listener is logged and does not stop the others. */
+export class ServerEvents {
+  readonly #listeners = new Set<ServerEventListener>();
+  readonly #log: Logger;
+
+  /** Listeners that throw are reported to `log`. */
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  /** Subscribes `listener`; returns the function that unsubscribes it. */
+  on(listener: ServerEventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Delivers `event` to every listener, in subscription order. */
+  emit(event: ServerEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.#log.error("event listener failed", { error: String(err) });
+      }
+    }
+  }
+}

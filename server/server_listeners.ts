@@ -1,0 +1,160 @@
+/**
+ * The listeners `startProxyServer` binds around its core: the frontend (gRPC or HTTP-CONNECT, on
+ * a UDS or on TCP with mTLS), the agent links (gRPC `Connect` and the optional WebSocket link) and
+ * the plain HTTP health/admin ports. Each registers its shutdown in `cleanups`.
+ *
+ * @module
+ */
+
+import { USER_AGENT_KEY } from "@knp/proto";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import { serveGrpc } from "@knp/transport/grpc_server";
+import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
+import type { Logger } from "@knp/core/log";
+import { rm } from "node:fs/promises";
+import { handshakeAgent } from "./agent_handshake.ts";
+import type { ProxyServer } from "./proxy_server.ts";
+import type { ProxyServerConfig } from "./server.ts";
+import { serveHttpConnect } from "./http_connect_listener.ts";
+import { serveAgentWebSocket } from "./ws_agent_listener.ts";
+
+/** Shutdown steps, run in reverse order. */
+export type Cleanups = (() => Promise<void> | void)[];
+
+/** "host:port", with IPv6 hosts in brackets; an empty host means all interfaces. */
+export function hostPort(host: string | undefined, port: number): string {
+  const h = host && host !== "" ? host : "0.0.0.0";
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** Wraps a bind failure as a `CONFIG` error naming what could not listen where. */
+function bindError(what: string, err: unknown): KnpError {
+  return new KnpError("CONFIG", `cannot listen for ${what}: ${errorMessage(err)}`, { cause: err });
+}
+
+/** A bound frontend. */
+export interface BoundFrontend {
+  /** The configured address, for the start log. */
+  address: string;
+  /** Bound TCP port (0 with a UDS). */
+  port: number;
+  /** Open HTTP-CONNECT client connections (HTTP-CONNECT mode only). */
+  connections?: () => number;
+}
+
+/** Binds the frontend listener of `config.mode`. */
+export async function serveFrontends(
+  config: ProxyServerConfig,
+  core: ProxyServer,
+  log: Logger,
+  cleanups: Cleanups,
+): Promise<BoundFrontend> {
+  let address: string;
+  if (config.udsName) {
+    if (config.deleteExistingUdsFile ?? true) await rm(config.udsName, { force: true });
+    address = `unix:${config.udsName}`;
+  } else {
+    address = hostPort(config.serverBindAddress, config.serverPort ?? 8090);
+  }
+  if (config.mode === "http-connect") {
+    const listener = await serveHttpConnect({
+      core,
+      udsPath: config.udsName,
+      hostname: config.serverBindAddress,
+      port: config.serverPort ?? 8090,
+      tls: config.serverTls && currentTlsMaterial(config.serverTls),
+      tlsOptions: config.tlsPolicy,
+      logger: log,
+    }).catch((err) => {
+      throw bindError(`HTTP-CONNECT frontends on ${address}`, err);
+    });
+    cleanups.push(() => listener.close());
+    if (!config.udsName && config.serverTls && isTlsSource(config.serverTls)) {
+      cleanups.push(config.serverTls.onChange((material) => listener.updateTls(material)));
+    }
+    return { address, port: listener.port, connections: () => listener.connections };
+  }
+  const frontend = await serveGrpc({
+    service: "proxy",
+    address,
+    tls: config.udsName ? undefined : config.serverTls,
+    tlsPolicy: config.tlsPolicy,
+    keepaliveTimeMs: config.frontendKeepaliveTimeMs,
+    onStream(incoming) {
+      core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
+    },
+  }).catch((err) => {
+    throw bindError(`frontends on ${address}`, err);
+  });
+  cleanups.push(() => frontend.close(false));
+  return { address, port: frontend.port };
+}
+
+/** Bound agent links. */
+export interface BoundAgentLinks {
+  address: string;
+  agentPort: number;
+  /** 0 when the WebSocket link is off. */
+  websocketPort: number;
+}
+
+/** Binds the gRPC agent service and, when configured, the WebSocket agent link. */
+export async function serveAgentLinks(
+  config: ProxyServerConfig,
+  core: ProxyServer,
+  log: Logger,
+  cleanups: Cleanups,
+): Promise<BoundAgentLinks> {
+  const flowWindow = config.flowControlWindow ?? 1 << 20;
+  const address = hostPort(config.agentBindAddress, config.agentPort);
+  const agents = await serveGrpc({
+    service: "agent",
+    address,
+    tls: config.clusterTls,
+    tlsPolicy: config.tlsPolicy,
+    keepaliveTimeMs: config.keepaliveTimeMs,
+    onStream(incoming) {
+      const admission = handshakeAgent(core, {
+        metadata: (key) => incoming.metadata(key),
+        peer: incoming.peer,
+        reject: (err) => incoming.reject(err),
+      }, { flowWindow, logger: log });
+      if (!admission) return;
+      incoming.sendHeaders(admission.headers);
+      admission.register(incoming.stream);
+    },
+  }).catch((err) => {
+    throw bindError(`agents on ${address}`, err);
+  });
+  cleanups.push(() => agents.close(false));
+  // The knp WebSocket agent link (optional; same Packets, native TLS, always flow-controlled).
+  let websocketPort = 0;
+  if (config.websocketPort !== undefined) {
+    const link = await serveAgentWebSocket({
+      core,
+      hostname: config.agentBindAddress,
+      port: config.websocketPort,
+      tls: config.clusterTls,
+      flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
+      logger: log,
+    }).catch((err) => {
+      throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);
+    });
+    websocketPort = link.port;
+    cleanups.push(() => link.close());
+  }
+  return { address, agentPort: agents.port, websocketPort };
+}
+
+/** Binds a plain HTTP server (health, admin) when `port` is set; returns its port or 0. */
+export function serveHttp(
+  hostname: string,
+  port: number | undefined,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+  cleanups: Cleanups,
+): number {
+  if (port === undefined) return 0;
+  const server = Deno.serve({ hostname, port, onListen() {} }, handler);
+  cleanups.push(() => server.shutdown());
+  return server.addr.port;
+}

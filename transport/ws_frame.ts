@@ -1,0 +1,341 @@
+/**
+ * The RFC 6455 frame layer of the WebSocket client: masked client frames
+ * ({@linkcode encodeClientFrame}) and an incremental parser of server frames
+ * ({@linkcode FrameParser}). No I/O.
+ *
+ * @module
+ */
+
+/** Largest message accepted by default: a 4 MiB DATA packet plus framing (as the link's limit). */
+export const DEFAULT_MAX_MESSAGE_BYTES: number = 4 * 1024 * 1024 + 1024;
+
+/** Opcode of a continuation frame. */
+export const OP_CONTINUATION = 0x0;
+/** Opcode of a text frame. */
+export const OP_TEXT = 0x1;
+/** Opcode of a binary frame. */
+export const OP_BINARY = 0x2;
+/** Opcode of a close frame. */
+export const OP_CLOSE = 0x8;
+/** Opcode of a ping frame. */
+export const OP_PING = 0x9;
+/** Opcode of a pong frame. */
+export const OP_PONG = 0xa;
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Random mask keys, drawn from a pool refilled by `crypto.getRandomValues`. */
+const maskPool = new Uint32Array(1024);
+let maskPoolPos = maskPool.length;
+
+function nextMask(): number {
+  if (maskPoolPos === maskPool.length) {
+    crypto.getRandomValues(maskPool);
+    maskPoolPos = 0;
+  }
+  return maskPool[maskPoolPos++]!;
+}
+
+/** XORs `len` bytes of `buf` from `offset` (a multiple of 4) with the 4-byte mask `word`. */
+function maskInPlace(buf: ArrayBuffer, offset: number, len: number, word: number): void {
+  const words = len >>> 2;
+  const w = new Uint32Array(buf, offset, words);
+  for (let i = 0; i < words; i++) w[i]! ^= word;
+  const tail = len & 3;
+  if (tail) {
+    const bytes = new Uint8Array(buf, offset + (words << 2), tail);
+    const mask = new Uint8Array(Uint32Array.of(word).buffer);
+    for (let i = 0; i < tail; i++) bytes[i]! ^= mask[i]!;
+  }
+}
+
+/**
+ * Builds one masked client frame with FIN set. The payload starts 4-byte aligned in its buffer so
+ * masking runs a word at a time. Exported for tests.
+ */
+export function encodeClientFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const len = payload.length;
+  const ext = len < 126 ? 0 : len < 0x10000 ? 2 : 8;
+  const head = 2 + ext + 4;
+  const pad = (4 - (head & 3)) & 3;
+  const buffer = new ArrayBuffer(pad + head + len);
+  const frame = new Uint8Array(buffer, pad, head + len);
+  frame[0] = 0x80 | opcode;
+  if (ext === 0) frame[1] = 0x80 | len;
+  else if (ext === 2) {
+    frame[1] = 0x80 | 126;
+    frame[2] = len >>> 8;
+    frame[3] = len & 0xff;
+  } else {
+    frame[1] = 0x80 | 127;
+    const view = new DataView(buffer, pad + 2, 8);
+    view.setUint32(0, Math.floor(len / 0x1_0000_0000));
+    view.setUint32(4, len >>> 0);
+  }
+  const word = nextMask();
+  new Uint32Array(buffer, pad + head - 4, 1)[0] = word;
+  frame.set(payload, head);
+  maskInPlace(buffer, pad + head, len, word);
+  return frame;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame parsing (server → client: never masked).
+
+/** What a {@linkcode FrameParser} reports. */
+export interface FrameHandler {
+  /** A whole text message (checked to be UTF-8). */
+  text(data: string): void;
+  /** A whole binary message: its own exactly sized copy (offset 0, the whole buffer). */
+  binary(data: Uint8Array<ArrayBuffer>): void;
+  /** A ping frame and its payload. */
+  ping(payload: Uint8Array<ArrayBuffer>): void;
+  /** A pong frame and its payload. */
+  pong(payload: Uint8Array<ArrayBuffer>): void;
+  /** A close frame: its code (1005 when it had none) and reason. The parser stops here. */
+  close(code: number, reason: string): void;
+  /** The peer broke the protocol; `code` is the close code to answer. The parser stops here. */
+  fail(code: number, reason: string): void;
+}
+
+/** Whether an endpoint may send `code` in a close frame. */
+export function validCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
+    (code >= 3000 && code <= 4999);
+}
+
+/**
+ * Incremental parser of server frames: feed it the bytes as they arrive, in chunks of any size.
+ * Every payload byte is copied exactly once, into a buffer of the payload's size (fragmented
+ * messages once more, when the last fragment arrives), so chunks may be reused after `push`.
+ */
+export class FrameParser {
+  #handler: FrameHandler;
+  #max: number;
+  /** Header bytes gathered across chunks (at most 14). */
+  #head = new Uint8Array(14);
+  #headLen = 0;
+  /** Current frame, while its payload is being read. */
+  #inFrame = false;
+  #opcode = 0;
+  #fin = false;
+  #payload: Uint8Array<ArrayBuffer> = new Uint8Array(0);
+  #filled = 0;
+  /** Opcode of the fragmented message in progress (0: none) and its fragments. */
+  #messageOpcode = 0;
+  #fragments: Uint8Array<ArrayBuffer>[] = [];
+  #fragmentBytes = 0;
+  #stopped = false;
+
+  /** Reports to `handler`; a message over `maxMessageBytes` is a protocol error (1009). */
+  constructor(handler: FrameHandler, maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES) {
+    this.#handler = handler;
+    this.#max = maxMessageBytes;
+  }
+
+  /** True once a close frame or a protocol error ended parsing. */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Parses the next bytes from the server; whole frames are reported as they complete. */
+  push(chunk: Uint8Array): void {
+    const end = chunk.length;
+    let pos = 0;
+    while (pos < end && !this.#stopped) {
+      if (this.#inFrame) {
+        const take = Math.min(this.#payload.length - this.#filled, end - pos);
+        this.#payload.set(chunk.subarray(pos, pos + take), this.#filled);
+        this.#filled += take;
+        pos += take;
+        if (this.#filled === this.#payload.length) this.#endFrame();
+        continue;
+      }
+      if (this.#headLen === 0 && end - pos >= 2) {
+        // Fast path: the whole header is in this chunk.
+        const size = headerSize(chunk[pos + 1]!);
+        if (end - pos >= size) {
+          this.#startFrame(chunk, pos);
+          pos += size;
+          continue;
+        }
+      }
+      // Slow path: gather the header across chunks.
+      if (this.#headLen < 2) {
+        this.#head[this.#headLen++] = chunk[pos++]!;
+        if (this.#headLen < 2) continue;
+      }
+      const size = headerSize(this.#head[1]!);
+      const take = Math.min(size - this.#headLen, end - pos);
+      this.#head.set(chunk.subarray(pos, pos + take), this.#headLen);
+      this.#headLen += take;
+      pos += take;
+      if (this.#headLen === size) {
+        this.#headLen = 0;
+        this.#startFrame(this.#head, 0);
+      }
+    }
+  }
+
+  #fail(code: number, reason: string): void {
+    this.#stopped = true;
+    this.#fragments = [];
+    this.#handler.fail(code, reason);
+  }
+
+  #startFrame(bytes: Uint8Array, at: number): void {
+    const b0 = bytes[at]!;
+    const b1 = bytes[at + 1]!;
+    const fin = (b0 & 0x80) !== 0;
+    const opcode = b0 & 0x0f;
+    if (b0 & 0x70) return this.#fail(1002, "reserved bits set without an extension");
+    if (b1 & 0x80) return this.#fail(1002, "masked frame from the server");
+    let len = b1 & 0x7f;
+    if (len === 126) len = (bytes[at + 2]! << 8) | bytes[at + 3]!;
+    else if (len === 127) {
+      const hi = ((bytes[at + 2]! << 24) | (bytes[at + 3]! << 16) | (bytes[at + 4]! << 8) |
+        bytes[at + 5]!) >>> 0;
+      const lo = ((bytes[at + 6]! << 24) | (bytes[at + 7]! << 16) | (bytes[at + 8]! << 8) |
+        bytes[at + 9]!) >>> 0;
+      if (hi & 0x8000_0000) return this.#fail(1002, "frame length with the high bit set");
+      len = hi * 0x1_0000_0000 + lo;
+    }
+    if (opcode >= 0x8) {
+      if (opcode !== OP_CLOSE && opcode !== OP_PING && opcode !== OP_PONG) {
+        return this.#fail(1002, `unknown opcode ${opcode}`);
+      }
+      if (!fin) return this.#fail(1002, "fragmented control frame");
+      if (len > 125) return this.#fail(1002, "control frame longer than 125 bytes");
+    } else if (opcode === OP_CONTINUATION) {
+      if (this.#messageOpcode === 0) return this.#fail(1002, "continuation frame with no message");
+    } else if (opcode === OP_TEXT || opcode === OP_BINARY) {
+      if (this.#messageOpcode !== 0) {
+        return this.#fail(1002, "new message inside a fragmented message");
+      }
+    } else {
+      return this.#fail(1002, `unknown opcode ${opcode}`);
+    }
+    if (opcode < 0x8 && this.#fragmentBytes + len > this.#max) {
+      return this.#fail(1009, `message larger than ${this.#max} bytes`);
+    }
+    this.#opcode = opcode;
+    this.#fin = fin;
+    this.#payload = new Uint8Array(len);
+    this.#filled = 0;
+    this.#inFrame = true;
+    if (len === 0) this.#endFrame();
+  }
+
+  #endFrame(): void {
+    this.#inFrame = false;
+    const payload = this.#payload;
+    const opcode = this.#opcode;
+    switch (opcode) {
+      case OP_TEXT:
+      case OP_BINARY:
+        if (this.#fin) return this.#deliver(payload, opcode);
+        this.#messageOpcode = opcode;
+        this.#fragments = [payload];
+        this.#fragmentBytes = payload.length;
+        return;
+      case OP_CONTINUATION: {
+        this.#fragments.push(payload);
+        this.#fragmentBytes += payload.length;
+        if (!this.#fin) return;
+        const message = new Uint8Array(this.#fragmentBytes);
+        let pos = 0;
+        for (const part of this.#fragments) {
+          message.set(part, pos);
+          pos += part.length;
+        }
+        const messageOpcode = this.#messageOpcode;
+        this.#messageOpcode = 0;
+        this.#fragments = [];
+        this.#fragmentBytes = 0;
+        return this.#deliver(message, messageOpcode);
+      }
+      case OP_PING:
+        return this.#handler.ping(payload);
+      case OP_PONG:
+        return this.#handler.pong(payload);
+      case OP_CLOSE: {
+        if (payload.length === 1) return this.#fail(1002, "close frame with a 1-byte payload");
+        let code = 1005;
+        let reason = "";
+        if (payload.length >= 2) {
+          code = (payload[0]! << 8) | payload[1]!;
+          if (!validCloseCode(code)) return this.#fail(1002, `invalid close code ${code}`);
+          try {
+            reason = strictDecoder.decode(payload.subarray(2));
+          } catch {
+            return this.#fail(1007, "close reason is not UTF-8");
+          }
+        }
+        this.#stopped = true;
+        return this.#handler.close(code, reason);
+      }
+    }
+  }
+
+  #deliver(data: Uint8Array<ArrayBuffer>, opcode: number): void {
+    if (opcode === OP_BINARY) return this.#handler.binary(data);
+    let text: string;
+    try {
+      text = strictDecoder.decode(data);
+    } catch {
+      return this.#fail(1007, "text message is not UTF-8");
+    }
+    this.#handler.text(text);
+  }
+}
+
+/** Header size from its second byte: 2, + 2 or 8 for the extended length, + 4 with a mask. */
+function headerSize(b1: number): number {
+  const len = b1 & 0x7f;
+  return 2 + (len === 126 ? 2 : len === 127 ? 8 : 0) + (b1 & 0x80 ? 4 : 0);
+}
+
+/** Cuts UTF-8 bytes to at most `max` without splitting a character. */
+function truncateUtf8(bytes: Uint8Array, max: number): Uint8Array {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
+/** The payload of a close frame: none without a code, else the code and the reason (cut to fit). */
+export function closePayload(code?: number, reason?: string): Uint8Array {
+  if (code === undefined) return new Uint8Array(0);
+  const text = truncateUtf8(encoder.encode(reason ?? ""), 123);
+  const payload = new Uint8Array(2 + text.length);
+  payload[0] = code >>> 8;
+  payload[1] = code & 0xff;
+  payload.set(text, 2);
+  return payload;
+}
+
+/**
+ * The write starting at `batch[from]`: that frame alone, or (when it is under `limit` bytes) it
+ * and the frames after it copied into one buffer of at most `limit` bytes. Returns the bytes and
+ * the index of the first frame not included.
+ */
+export function coalesceFrames(
+  batch: readonly Uint8Array[],
+  from: number,
+  limit: number,
+): [Uint8Array, number] {
+  const first = batch[from]!;
+  let end = from + 1;
+  if (first.length >= limit) return [first, end];
+  let size = first.length;
+  while (end < batch.length && size + batch[end]!.length <= limit) size += batch[end++]!.length;
+  if (end === from + 1) return [first, end];
+  const joined = new Uint8Array(size);
+  let pos = 0;
+  for (let i = from; i < end; i++) {
+    joined.set(batch[i]!, pos);
+    pos += batch[i]!.length;
+  }
+  return [joined, end];
+}
