@@ -158,7 +158,7 @@ export class FakeEndpoint implements EndpointSocket {
 export interface DialCall {
   protocol: string;
   address: string;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   timeoutMs: number;
   /** Answers the dial with a socket. */
   resolve(socket: FakeEndpoint): void;

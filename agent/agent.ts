@@ -12,6 +12,7 @@ import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
 import { webSocketConnector } from "./ws_connector.ts";
 import { agentAdminHandler, agentHealthHandler } from "./health.ts";
+import { type BoundedHttpServer, serveBoundedHttp } from "@knp/cli/http_server";
 
 /** Configuration of {@linkcode startAgent}. */
 export interface AgentConfig
@@ -40,6 +41,8 @@ export interface AgentConfig
   adminBindAddress?: string;
   /** Admin port; undefined = no admin server; 0 = any free port. */
   adminServerPort?: number;
+  /** Bound on a health/admin connection the agent sends nothing on. @default 10000 */
+  httpIdleTimeoutMs?: number;
   /** Where the agent logs. */
   logger?: Logger;
   /** Dials endpoints; defaults to TCP. */
@@ -80,20 +83,28 @@ function connectorFor(config: AgentConfig): ClientSetOptions["connect"] {
     });
 }
 
-/** Binds a plain HTTP server when `port` is set. */
+/** Binds the health or admin port (bounded idle connections) when `port` is set; 0 when off. */
 function serveHttp(
+  flag: string,
   hostname: string,
   port: number | undefined,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-  servers: Deno.HttpServer[],
+  handler: (req: Request) => Response,
+  config: AgentConfig,
+  servers: BoundedHttpServer[],
 ): number {
   if (port === undefined) return 0;
-  const server = Deno.serve({ hostname, port, onListen() {} }, handler);
+  const server = serveBoundedHttp({
+    flag,
+    hostname,
+    port,
+    handler,
+    ...(config.httpIdleTimeoutMs !== undefined ? { idleTimeoutMs: config.httpIdleTimeoutMs } : {}),
+  });
   servers.push(server);
-  return server.addr.port;
+  return server.port;
 }
 
-/** Starts an agent. */
+/** Starts an agent. @throws {KnpError} `CONFIG` when the health or admin port cannot be bound */
 export function startAgent(config: AgentConfig): AgentHandle {
   const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
   const clients = new ClientSet({
@@ -102,19 +113,30 @@ export function startAgent(config: AgentConfig): AgentHandle {
     dialer: config.dialer ?? denoDialer,
     connect: connectorFor(config),
   });
-  const servers: Deno.HttpServer[] = [];
-  const healthPort = serveHttp(
-    config.healthServerHost || "0.0.0.0",
-    config.healthServerPort,
-    agentHealthHandler(clients),
-    servers,
-  );
-  const adminPort = serveHttp(
-    config.adminBindAddress || "127.0.0.1",
-    config.adminServerPort,
-    agentAdminHandler(healthPort),
-    servers,
-  );
+  const servers: BoundedHttpServer[] = [];
+  let healthPort: number;
+  let adminPort: number;
+  try {
+    healthPort = serveHttp(
+      "--health-server-port",
+      config.healthServerHost || "0.0.0.0",
+      config.healthServerPort,
+      agentHealthHandler(clients),
+      config,
+      servers,
+    );
+    adminPort = serveHttp(
+      "--admin-server-port",
+      config.adminBindAddress || "127.0.0.1",
+      config.adminServerPort,
+      agentAdminHandler(healthPort),
+      config,
+      servers,
+    );
+  } catch (err) {
+    for (const s of servers) s.close().catch(() => {});
+    throw err;
+  }
   clients.start();
   log.info("proxy agent started", {
     server: `${config.proxyServerHost}:${config.proxyServerPort}`,
@@ -125,7 +147,7 @@ export function startAgent(config: AgentConfig): AgentHandle {
     if (closed) return;
     closed = true;
     clients.stop();
-    await Promise.all(servers.map((s) => s.shutdown()));
+    await Promise.all(servers.map((s) => s.close()));
   };
   return {
     clients,

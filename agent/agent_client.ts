@@ -35,13 +35,13 @@ export interface AgentClientOptions {
   /** Deadline of an endpoint dial. @default 5000 (upstream's constant) */
   dialTimeoutMs?: number;
   /** Per-connection buffering limits toward the server. */
-  guard?: GuardLimits;
+  guard?: GuardLimits | undefined;
   /** Clock and timers (fake ones in tests). */
   timers?: Timers;
   /** Where the client logs. */
   logger?: Logger;
   /** Per-connection flow control negotiated for this stream (knp servers only). */
-  flow?: { sendWindow: number; recvWindow: number };
+  flow?: { sendWindow: number; recvWindow: number } | undefined;
   /** Dial outcomes, for logs and metrics. */
   onDial?: (event: { ok: boolean; address: string; error?: string; ms: number }) => void;
 }

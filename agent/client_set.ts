@@ -21,7 +21,7 @@ export interface ServerConnection {
   /** How many servers there are (its `servercount` header). */
   serverCount: number;
   /** Per-connection flow control, when the server agreed to it. */
-  flow?: { sendWindow: number; recvWindow: number };
+  flow?: { sendWindow: number; recvWindow: number } | undefined;
   /** Closes the underlying connection. */
   close(): void;
 }

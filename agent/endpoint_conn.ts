@@ -31,7 +31,7 @@ export const CLOSE_FLUSH_MS = 5_000;
 /** Why a connection ends. */
 export type CloseCause =
   | { by: "server" }
-  | { by: "endpoint"; error?: string }
+  | { by: "endpoint"; error?: string | undefined }
   | { by: "overflow" }
   | { by: "stream-gone" };
 
@@ -50,7 +50,7 @@ export interface EndpointConnOptions {
    * Per-connection flow control negotiated with a knp server: `sendWindow` bytes may be sent
    * before the server grants more; `recvWindow` is what this side grants.
    */
-  flow?: { sendWindow: number; recvWindow: number };
+  flow?: { sendWindow: number; recvWindow: number } | undefined;
 }
 
 /** One proxied connection on the agent. */

@@ -36,10 +36,10 @@ export interface GrpcConnectorOptions {
    * so a rotated client certificate or server CA is used from the next connection on;
    * established connections keep the material they were made with.
    */
-  tls?: TlsMaterial | TlsSource;
+  tls?: TlsMaterial | TlsSource | undefined;
   /** Read at every connect, like upstream; sent as `authorization: Bearer <token>`. */
   tokenPath?: string;
-  keepaliveTimeMs?: number;
+  keepaliveTimeMs?: number | undefined;
   /** Deadline for the server's response headers. @default 15000 */
   headerTimeoutMs?: number;
   /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { exitOnStartError, onSignals } from "@knp/cli/binary";
+import { exitOnStartError, keepRunningOnStrayErrors, onSignals } from "@knp/cli/binary";
 import type { PermissionNeed } from "@knp/cli/permissions";
 import type { Logger } from "@knp/core/log";
 import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
@@ -67,6 +67,7 @@ export function runAgent(o: AgentOptions, log: Logger, needs: readonly Permissio
     // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
     listening: { healthPort: agent.healthPort, adminPort: agent.adminPort },
   });
+  keepRunningOnStrayErrors(log);
   let stopping = false;
   onSignals(() => {
     log.info("draining: no new server connections; existing tunnels keep working");

@@ -161,7 +161,7 @@ export async function openMany(
   target: Target,
   count: number,
   concurrency: number,
-): Promise<{ conns: BenchConn[]; error?: string }> {
+): Promise<{ conns: BenchConn[]; error?: string | undefined }> {
   const conns: BenchConn[] = [];
   let next = 0;
   let error: string | undefined;

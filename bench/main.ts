@@ -21,6 +21,7 @@ import { parseArgs } from "node:util";
 import { BackendProcess, ClientProcess, type Stack, startStack } from "./children.ts";
 import type { Target as ConnTarget } from "./conns.ts";
 import { idleCase } from "./idle_case.ts";
+import { webhookCase } from "./webhook_case.ts";
 import { detectLinks, type Link, LINKS } from "./links.ts";
 import { print, progress } from "./output.ts";
 import { type CaseContext, runPathCase } from "./path_cases.ts";
@@ -249,8 +250,8 @@ async function main(): Promise<number> {
   const linkStatus = await availableLinks(linkNames);
   const links = linkStatus.filter((s) => s.available).map((s) => s.link);
   const idleWanted = capIdle(settings);
-  const pathCases = CASES.filter((c): c is Exclude<CaseName, "idle"> =>
-    c !== "idle" && cases.has(c)
+  const pathCases = CASES.filter((c): c is Exclude<CaseName, "idle" | "webhook"> =>
+    c !== "idle" && c !== "webhook" && cases.has(c)
   );
   if (pathCases.length > 0) {
     await using backend = await BackendProcess.start();
@@ -270,6 +271,12 @@ async function main(): Promise<number> {
   if (cases.has("idle") && links.length > 0) {
     await run.attempt({ case: "idle", frontend: "http-connect", link: "*" }, async () => {
       await idleCase(links, settings, run.add);
+    });
+  }
+
+  if (cases.has("webhook") && settings.webhookCalls > 0) {
+    await run.attempt({ case: "webhook", frontend: "*", link: "grpc" }, async () => {
+      await webhookCase(settings.webhookCalls, run.add);
     });
   }
 

@@ -32,7 +32,7 @@ export interface Row {
   /** What the two columns are, when not "direct path" and "tunnel path" (isolation). */
   directIs?: string;
   tunnelIs?: string;
-  target?: Target;
+  target?: Target | undefined;
   met?: boolean;
   details?: Record<string, unknown>;
 }

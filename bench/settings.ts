@@ -28,6 +28,8 @@ export interface Settings {
   /** How long the stalled connection is read after the window to see whether it was ended. */
   isolationDrainMs: number;
   warmupBytes: number;
+  /** Measured webhook calls per mode and style through a real kube-apiserver (0: skip). */
+  webhookCalls: number;
 }
 
 export const FULL: Settings = {
@@ -45,6 +47,7 @@ export const FULL: Settings = {
   isolationWindowMs: 5_000,
   isolationDrainMs: 1_000,
   warmupBytes: 64 * MiB,
+  webhookCalls: 500,
 };
 
 export const SMOKE: Settings = {
@@ -62,6 +65,7 @@ export const SMOKE: Settings = {
   isolationWindowMs: 200,
   isolationDrainMs: 100,
   warmupBytes: 1 * MiB,
+  webhookCalls: 0,
 };
 
 /** Case families, in run order. */
@@ -73,6 +77,7 @@ export const CASES = [
   "dial",
   "isolation",
   "idle",
+  "webhook",
 ] as const;
 export type CaseName = typeof CASES[number];
 export const FRONTENDS = ["http-connect", "grpc"] as const;

@@ -58,6 +58,15 @@ export function parseOrExit<O extends { v: number; knpLogFormat: "json" | "text"
   const log = jsonLogger({ level: levelFromVerbosity(options.v), format: options.knpLogFormat });
   for (const note of parsed.notImplemented) log.warn(note);
   for (const note of parsed.deprecated) log.warn(note);
+  return { options, log };
+}
+
+/**
+ * Installs the last-resort handler that logs a stray async error instead of ending the process
+ * (which would cut every tunnel). Binaries call it only once they have started: until then an
+ * error ends the process with exit code 1, so a start that cannot succeed is never hidden.
+ */
+export function keepRunningOnStrayErrors(log: Logger): void {
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
     log.error("unhandled async error (kept running)", { error: errorMessage(event.reason) });
@@ -66,7 +75,6 @@ export function parseOrExit<O extends { v: number; knpLogFormat: "json" | "text"
     event.preventDefault();
     log.error("uncaught error (kept running)", { error: errorMessage(event.error) });
   });
-  return { options, log };
 }
 
 /** Calls `first` on the first SIGINT/SIGTERM and `second` on every later one. */

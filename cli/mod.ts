@@ -12,4 +12,5 @@ export * from "./flag_checks.ts";
 export * from "./flag_help.ts";
 export * from "./flag_values.ts";
 export * from "./flags.ts";
+export * from "./http_server.ts";
 export * from "./permissions.ts";

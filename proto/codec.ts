@@ -65,7 +65,7 @@ function utf8Length(s: string): number {
 function bodyLength(spec: Spec, msg: Fields): number {
   let n = 0;
   for (let i = 0; i < spec.kinds.length; i++) {
-    const name = spec.names[i];
+    const name = spec.names[i]!; // names and kinds have the same length
     const v = msg[name];
     if (spec.kinds[i] === I64) {
       const size = int64Size(v, name);
@@ -179,14 +179,14 @@ export function encodePacketInto(p: Packet, out: Uint8Array, offset: number): nu
   pos = writeVarint(out, pos, body);
   if (msg === undefined) return pos;
   for (let i = 0; i < spec.kinds.length; i++) {
-    const v = msg[spec.names[i]];
+    const v = msg[spec.names[i]!]; // names and kinds have the same length
     const tag = ((i + 1) << 3) | (spec.kinds[i] === I64 ? 0 : 2);
     if (spec.kinds[i] === I64) {
       if (v === 0n) continue;
       out[pos++] = tag;
       pos = writeInt64(out, pos, v as bigint);
     } else if (spec.kinds[i] === STR) {
-      const len = strLens[i];
+      const len = strLens[i]!; // bodyLength() set it for this string field
       if (len === 0) continue;
       out[pos++] = tag;
       pos = writeVarint(out, pos, len);

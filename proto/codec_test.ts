@@ -345,22 +345,26 @@ function generators(next: () => number) {
           2n ** 63n - 1n,
           -1n,
           -(2n ** 63n),
-        ][int(6)];
+        ][int(6)]!;
       default: {
         const full = BigInt.asIntN(64, (BigInt(next()) << 32n) | BigInt(next()));
         return full >> BigInt(int(64)); // spread over every varint length, both signs
       }
     }
   };
-  const pools = [[0x20, 0x7e], [0, 0x7f], [0x80, 0x7ff], [0x800, 0xd7ff], [0xe000, 0xfffd], [
-    0x10000,
-    0x10ffff,
-  ]];
+  const pools: [number, number][] = [
+    [0x20, 0x7e],
+    [0, 0x7f],
+    [0x80, 0x7ff],
+    [0x800, 0xd7ff],
+    [0xe000, 0xfffd],
+    [0x10000, 0x10ffff],
+  ];
   const string = (): string => {
     const len = int(4) === 0 ? 0 : int(40);
     let s = int(10) === 0 ? "\uFEFF" : "";
     for (let i = 0; i < len; i++) {
-      const [lo, hi] = pools[int(pools.length)];
+      const [lo, hi] = pools[int(pools.length)]!;
       s += String.fromCodePoint(lo + int(hi - lo + 1));
     }
     return s;
@@ -424,7 +428,7 @@ Deno.test("decodePacket() only ever returns or throws PacketDecodeError on mutat
       const flips = 1 + int(4);
       for (let f = 0; f < flips && bytes.length > 0; f++) {
         const at = int(bytes.length);
-        bytes[at] = mode === 2 ? bytes[at] ^ (1 << int(8)) : next() & 0xff;
+        bytes[at] = mode === 2 ? bytes[at]! ^ (1 << int(8)) : next() & 0xff;
       }
       if (mode === 4) bytes = concat(bytes, Uint8Array.of(next() & 0xff, next() & 0xff));
     }

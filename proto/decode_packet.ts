@@ -38,14 +38,14 @@ class Reader {
     let p = start, lo = 0, hi = 0, b = 0;
     for (let shift = 0; shift < 35; shift += 7) {
       if (p >= end) throw fail("truncated varint", start);
-      b = buf[p++];
+      b = buf[p++]!; // p < end <= buf.length
       lo |= (b & 0x7f) << shift; // at shift 28 only the low 4 bits land in lo
       if (shift === 28) hi = (b & 0x7f) >>> 4;
       if (b < 0x80) return this.#done(p, lo, hi);
     }
     for (let shift = 3; shift < 32; shift += 7) {
       if (p >= end) throw fail("truncated varint", start);
-      b = buf[p++];
+      b = buf[p++]!; // p < end <= buf.length
       if (shift === 31 && b > 1) {
         throw fail(b >= 0x80 ? "varint longer than 10 bytes" : "varint overflowing 64 bits", start);
       }
@@ -60,10 +60,13 @@ class Reader {
     this.hi = hi >>> 0;
   }
 
-  /** Reads a field tag; returns `fieldNumber << 3 | wireType` as an unsigned number. */
+  /**
+   * Reads a field tag; returns `fieldNumber << 3 | wireType` as an unsigned number.
+   * Callers check `pos < end` (and `end <= buf.length`) first.
+   */
   tag(end: number): number {
     const at = this.pos;
-    let t = this.buf[at];
+    let t = this.buf[at]!;
     if (t < 0x80) this.pos++;
     else {
       this.varint(end);
@@ -99,8 +102,10 @@ class Reader {
     if (len <= 32) {
       let s = "";
       for (let i = start; i < end; i++) {
-        if (buf[i] >= 0x80) return decoder.decode(buf.subarray(start, end));
-        s += String.fromCharCode(buf[i]);
+        // i < end: length() checked that `len` bytes remain in `buf`.
+        const c = buf[i]!;
+        if (c >= 0x80) return decoder.decode(buf.subarray(start, end));
+        s += String.fromCharCode(c);
       }
       return s;
     }
@@ -129,11 +134,12 @@ function decodePayload(r: Reader, end: number, spec: Spec, msg: Fields): Fields 
     const i = (tag >>> 3) - 1;
     const kind = i < spec.kinds.length ? spec.kinds[i] : -1;
     const wireType = tag & 7;
-    if (kind === I64 && wireType === 0) msg[spec.names[i]] = r.int64(end);
-    else if (kind === STR && wireType === 2) msg[spec.names[i]] = r.string(r.length(end));
+    // Past this point a known kind means 0 <= i < kinds.length === names.length.
+    if (kind === I64 && wireType === 0) msg[spec.names[i]!] = r.int64(end);
+    else if (kind === STR && wireType === 2) msg[spec.names[i]!] = r.string(r.length(end));
     else if (kind === BYTES && wireType === 2) {
       const len = r.length(end);
-      msg[spec.names[i]] = r.buf.subarray(r.pos, r.pos += len);
+      msg[spec.names[i]!] = r.buf.subarray(r.pos, r.pos += len);
     } else r.skip(wireType, end, tagAt);
   }
   return msg;

@@ -19,9 +19,11 @@
 import { closeRequest, dataPacket, dialRequest, type Packet, randomDialId } from "@knp/proto";
 import type { ByteSocket } from "@knp/transport/byte_socket";
 import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
-import { HTTP_STATUS, parseDialError } from "@knp/core/dial_errors";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import { DoneSignal, type PacketHandler, type PacketStream } from "@knp/transport/packet_stream";
+import { dialFailure, HttpError, responseBytes } from "./http_connect_errors.ts";
+
+export { dialFailure, HttpError } from "./http_connect_errors.ts";
 
 /** Limits of the HTTP-CONNECT frontend. */
 export interface HttpConnectLimits {
@@ -38,13 +40,6 @@ const READ_SIZE = 256 * 1024;
 /** Closing waits for queued bytes while the client keeps reading; this long without progress cuts it. */
 const FLUSH_IDLE_MS = 5_000;
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
-
-/** Answers that end a request before any dial. */
-class HttpError extends Error {
-  constructor(readonly status: number, readonly statusText: string, message: string) {
-    super(message);
-  }
-}
 
 /** A parsed CONNECT request head. */
 interface ConnectRequest {
@@ -305,16 +300,7 @@ export class HttpConnectFrontend implements PacketStream {
   #respondAndClose(error: HttpError): void {
     if (this.closed) return;
     this.#phase = "closed";
-    const body = error.message.endsWith("\n") ? error.message : error.message + "\n";
-    const extra = error instanceof DialHttpError ? `X-Knp-Error-Kind: ${error.kind}\r\n` : "";
-    const allow = error.status === 405 ? "Allow: CONNECT\r\n" : "";
-    this.#writer.write(
-      new TextEncoder().encode(
-        `HTTP/1.1 ${error.status} ${error.statusText}\r\n` +
-          "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n" +
-          `${extra}${allow}Connection: close\r\n\r\n${body}`,
-      ),
-    );
+    this.#writer.write(responseBytes(error, this.#serverId));
     this.close();
   }
 
@@ -329,25 +315,6 @@ export class HttpConnectFrontend implements PacketStream {
     this.#done.settle(error);
     this.#handler?.onEnd(error);
   }
-}
-
-class DialHttpError extends HttpError {
-  constructor(status: number, statusText: string, message: string, readonly kind: string) {
-    super(status, statusText, message);
-  }
-}
-
-/** The HTTP answer for a failed dial: status from the taxonomy, reason and IDs in the body. */
-export function dialFailure(errorText: string, serverId: string): HttpError {
-  const info = parseDialError(errorText);
-  const [status, statusText] = HTTP_STATUS[info.kind];
-  const lines = [
-    info.kind === "no-agent" ? `currently no tunnels available: ${info.message}` : info.message,
-    `kind: ${info.kind}`,
-    `server: ${info.serverId ?? serverId}`,
-  ];
-  if (info.agentId) lines.push(`agent: ${info.agentId}`);
-  return new DialHttpError(status, statusText, lines.join("\n") + "\n", info.kind);
 }
 
 function asError(err: unknown): Error {

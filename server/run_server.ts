@@ -6,7 +6,7 @@
  * @module
  */
 
-import { exitOnStartError, onSignals } from "@knp/cli/binary";
+import { exitOnStartError, keepRunningOnStrayErrors, onSignals } from "@knp/cli/binary";
 import type { PermissionNeed } from "@knp/cli/permissions";
 import type { Logger } from "@knp/core/log";
 import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
@@ -79,15 +79,37 @@ export async function runServer(
   } catch (err) {
     exitOnStartError("proxy-server", err, needs, log, "proxy server failed to start");
   }
-  onSignals(async () => {
-    const graceful = o.gracefulShutdownTimeout > 0;
-    log.info("shutting down", { graceful, timeout: o.gracefulShutdownTimeout });
-    const done = server.close(graceful);
-    const timer = graceful
-      ? setTimeout(() => server.close(false).finally(() => Deno.exit(0)), o.gracefulShutdownTimeout)
-      : undefined;
-    await done;
-    clearTimeout(timer);
-    Deno.exit(0);
-  }, () => Deno.exit(1));
+  keepRunningOnStrayErrors(log);
+  onSignals(() => shutDown(server, o.gracefulShutdownTimeout, log), () => {
+    log.warn("second signal: exiting at once");
+    Deno.exit(1);
+  });
+}
+
+/**
+ * The first signal: with a timeout, stops accepting frontends (new connections are refused),
+ * keeps the agent links and lets open frontend connections finish, then closes the rest and
+ * exits 0 — when the last one ends, or at the timeout, whichever is first. Without one, closes
+ * everything at once (upstream's behaviour).
+ */
+async function shutDown(server: ProxyServerHandle, timeoutMs: number, log: Logger): Promise<void> {
+  const graceful = timeoutMs > 0;
+  log.info("shutting down", {
+    graceful,
+    timeoutMs,
+    ...(graceful ? { note: "new frontend connections are refused; open ones may finish" } : {}),
+  });
+  const timer = graceful
+    ? setTimeout(() => {
+      log.warn("graceful shutdown timed out: closing the remaining frontend connections", {
+        timeoutMs,
+      });
+      server.close(false).catch(() => {});
+      Deno.exit(0);
+    }, timeoutMs)
+    : undefined;
+  await server.close(graceful);
+  clearTimeout(timer);
+  log.info(graceful ? "graceful shutdown complete" : "shut down");
+  Deno.exit(0);
 }

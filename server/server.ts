@@ -11,7 +11,8 @@ import { type Logger, nullLogger } from "@knp/core/log";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
-import { type Cleanups, serveAgentLinks, serveFrontends, serveHttp } from "./server_listeners.ts";
+import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listeners.ts";
+import { serveBoundedHttp } from "@knp/cli/http_server";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig extends ProxyServerOptions {
@@ -57,6 +58,8 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   adminBindAddress?: string;
   /** Admin port; undefined = no admin server. */
   adminPort?: number;
+  /** Bound on a health/admin connection the server sends nothing on. @default 10000 */
+  httpIdleTimeoutMs?: number;
   /** Where the server logs. */
   logger?: Logger;
 }
@@ -75,8 +78,33 @@ export interface ProxyServerHandle extends AsyncDisposable {
   healthPort: number;
   /** Bound admin port (0 when off). */
   adminPort: number;
-  /** Stops everything; `graceful` lets open frontend streams finish. */
+  /**
+   * Stops everything. `graceful`: first stops accepting frontends (their listener closes, so new
+   * connections are refused) and waits until every open frontend connection has ended, keeping
+   * the agent links; then closes the rest. A later `close(false)` cuts a graceful close short.
+   */
   close(graceful?: boolean): Promise<void>;
+}
+
+/** Binds the health or admin port (bounded idle connections) when `port` is set; 0 when off. */
+function serveHttp(
+  flag: string,
+  hostname: string,
+  port: number | undefined,
+  handler: (req: Request) => Response,
+  config: ProxyServerConfig,
+  cleanups: Cleanups,
+): number {
+  if (port === undefined) return 0;
+  const server = serveBoundedHttp({
+    flag,
+    hostname,
+    port,
+    handler,
+    ...(config.httpIdleTimeoutMs !== undefined ? { idleTimeoutMs: config.httpIdleTimeoutMs } : {}),
+  });
+  cleanups.push(() => server.close());
+  return server.port;
 }
 
 /** Runs shutdown steps in reverse order, each best effort. */
@@ -106,16 +134,21 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     const frontend = await serveFrontends(config, core, log, cleanups);
     if (frontend.connections) httpConnections = frontend.connections;
     const agents = await serveAgentLinks(config, core, log, cleanups);
+    const handler = serverHealthHandler(healthSource);
     const health = serveHttp(
+      "--health-port",
       config.healthBindAddress || "0.0.0.0",
       config.healthPort,
-      serverHealthHandler(healthSource),
+      handler,
+      config,
       cleanups,
     );
     const admin = serveHttp(
+      "--admin-port",
       config.adminBindAddress || "127.0.0.1",
       config.adminPort,
-      serverHealthHandler(healthSource),
+      handler,
+      config,
       cleanups,
     );
     const ports = {
@@ -132,12 +165,23 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
       listening: ports,
     });
-    let closed = false;
-    const close = async (graceful = false) => {
-      if (closed) return;
-      closed = true;
-      if (!graceful) core.close();
-      await closeAll();
+    let closing: Promise<void> | undefined;
+    let cut = false;
+    const close = (graceful = false): Promise<void> => {
+      if (!graceful && !cut) {
+        cut = true;
+        core.close();
+        if (closing !== undefined) frontend.close(false).catch(() => {});
+      }
+      closing ??= (async () => {
+        if (graceful) await frontend.close(true).catch(() => {});
+        if (!cut) {
+          cut = true;
+          core.close();
+        }
+        await closeAll();
+      })();
+      return closing;
     };
     return { core, ...ports, close, [Symbol.asyncDispose]: () => close() };
   } catch (err) {

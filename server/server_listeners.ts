@@ -40,6 +40,8 @@ export interface BoundFrontend {
   port: number;
   /** Open HTTP-CONNECT client connections (HTTP-CONNECT mode only). */
   connections?: () => number;
+  /** Closes the frontend; `graceful` stops accepting and waits for open connections to end. */
+  close(graceful: boolean): Promise<void>;
 }
 
 /** Binds the frontend listener of `config.mode`. */
@@ -72,7 +74,12 @@ export async function serveFrontends(
     if (!config.udsName && config.serverTls && isTlsSource(config.serverTls)) {
       cleanups.push(config.serverTls.onChange((material) => listener.updateTls(material)));
     }
-    return { address, port: listener.port, connections: () => listener.connections };
+    return {
+      address,
+      port: listener.port,
+      connections: () => listener.connections,
+      close: () => listener.close(),
+    };
   }
   const frontend = await serveGrpc({
     service: "proxy",
@@ -87,7 +94,7 @@ export async function serveFrontends(
     throw bindError(`frontends on ${address}`, err);
   });
   cleanups.push(() => frontend.close(false));
-  return { address, port: frontend.port };
+  return { address, port: frontend.port, close: (graceful) => frontend.close(graceful) };
 }
 
 /** Bound agent links. */

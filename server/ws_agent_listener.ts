@@ -12,13 +12,17 @@
  * 3. Agent → server text: `{"signature"}` over the challenge; verified with the certificate.
  * 4. Server → agent text: `{"ready":true}`; binary Packet frames from then on.
  *
- * Certificates reload without a restart of the process and without closing the listening socket:
- * the TLS context is swapped in place (see tls_front.ts); open links continue.
+ * The public port is a {@linkcode TlsListener}: the upgrade and the frames run on its accepted
+ * node:tls sockets with knp's own WebSocket code (transport/ws_accept.ts, server_websocket.ts), so
+ * no byte crosses a second socket. Certificates reload without a restart of the process and
+ * without closing the listening socket: the TLS context is swapped in place; open links continue.
+ * With `keepalive` the server pings each agent and drops a silent one (its dials fail at once).
  *
  * @module
  */
 
 import type { X509Certificate } from "node:crypto";
+import type { TLSSocket } from "node:tls";
 import {
   AGENT_CERT_HEADER,
   newChallenge,
@@ -28,16 +32,25 @@ import {
 } from "@knp/transport/agent_proof";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import { type Logger, nullLogger } from "@knp/core/log";
+import type { KeepaliveOptions } from "@knp/transport/packet_stream";
+import { ServerWebSocket } from "@knp/transport/server_websocket";
 import {
   currentTlsMaterial,
   isTlsSource,
   type TlsMaterial,
   type TlsSource,
 } from "@knp/transport/tls_files";
+import { TlsListener } from "@knp/transport/tls_listener";
+import {
+  acceptResponse,
+  readUpgradeRequest,
+  refusalResponse,
+  type UpgradeRequest,
+  upgradeProblem,
+} from "@knp/transport/ws_accept";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import { type AgentAdmission, handshakeAgent } from "./agent_handshake.ts";
 import type { ProxyServer } from "./proxy_server.ts";
-import { TlsFront } from "./tls_front.ts";
 
 /** Path of the agent link. */
 export const AGENT_LINK_PATH = "/knp/v1/agent";
@@ -53,6 +66,8 @@ export interface AgentWebSocketOptions {
   flowWindow: number;
   /** @default 10000 */
   handshakeTimeoutMs?: number;
+  /** Ping each agent and drop it when it stays silent (off by default). */
+  keepalive?: KeepaliveOptions | undefined;
   logger?: Logger;
 }
 
@@ -62,23 +77,21 @@ export interface AgentWebSocketListener {
   close(): Promise<void>;
 }
 
-function reject(status: number, message: string): Response {
-  return new Response(message + "\n", {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
+/** Writes a refusal; the connection stays open for another request. */
+function refuse(socket: TLSSocket, status: number, message: string): void {
+  socket.write(refusalResponse(status, message));
 }
 
 /** Reads the next text message of a handshake, or fails after `ms`. */
-function nextText(ws: WebSocket, ms: number): Promise<Record<string, unknown>> {
+function nextText(ws: ServerWebSocket, ms: number): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => done(new KnpError("TIMEOUT", "handshake timed out")), ms);
     const done = (err?: Error, value?: Record<string, unknown>) => {
       clearTimeout(timer);
       ws.onmessage = null;
       ws.onclose = null;
-      if (err) reject(err);
-      else resolve(value!);
+      if (value) resolve(value);
+      else reject(err);
     };
     ws.onmessage = (e) => {
       try {
@@ -96,28 +109,48 @@ function nextText(ws: WebSocket, ms: number): Promise<Record<string, unknown>> {
 class AgentLinkHandler {
   readonly #options: AgentWebSocketOptions;
   readonly #log: Logger;
-  readonly sockets = new Set<WebSocket>();
+  readonly sockets = new Set<ServerWebSocket>();
 
   constructor(options: AgentWebSocketOptions) {
     this.#options = options;
     this.#log = options.logger ?? nullLogger;
   }
 
-  /** Answers one HTTP request on the link's port. */
-  handle(req: Request, peer: string): Response {
-    if (new URL(req.url).pathname !== AGENT_LINK_PATH) return reject(404, "not found");
-    if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return reject(426, "the knp agent link needs a WebSocket upgrade");
+  get #timeoutMs(): number {
+    return this.#options.handshakeTimeoutMs ?? 10_000;
+  }
+
+  /** Serves one accepted TLS connection: HTTP requests until one upgrades. */
+  async accept(socket: TLSSocket): Promise<void> {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.on("error", () => socket.destroy());
+    try {
+      for (;;) {
+        const req = await readUpgradeRequest(socket, this.#timeoutMs);
+        if (await this.#handle(socket, req, peer)) return;
+      }
+    } catch (err) {
+      if (!socket.destroyed) {
+        this.#log.info("WebSocket agent link request failed", { peer, error: errorMessage(err) });
+      }
+      socket.destroy();
     }
-    let refusal: Response | undefined;
+  }
+
+  /** Answers one request; true once the connection became a WebSocket. */
+  async #handle(socket: TLSSocket, req: UpgradeRequest, peer: string): Promise<boolean> {
+    if (req.path !== AGENT_LINK_PATH) return refuse(socket, 404, "not found"), false;
+    const problem = upgradeProblem(req);
+    if (problem) return refuse(socket, ...problem), false;
+    let refusal = "agent rejected";
     let leaf: X509Certificate | undefined;
     const admission = handshakeAgent(this.#options.core, {
       metadata: (name) => {
         const v = req.headers.get(name);
-        return v === null ? [] : [v];
+        return v === undefined ? [] : [v];
       },
       peer,
-      reject: (err) => (refusal = reject(401, errorMessage(err))),
+      reject: (err) => (refusal = errorMessage(err)),
       check: () => (leaf = this.#verifyChain(req)),
     }, {
       flowWindow: this.#options.flowWindow,
@@ -125,16 +158,17 @@ class AgentLinkHandler {
       linkName: "WebSocket",
       logger: this.#log,
     });
-    if (!admission) return refusal ?? reject(401, "agent rejected");
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
-    this.sockets.add(socket);
-    socket.addEventListener("close", () => this.sockets.delete(socket));
-    socket.onopen = () => this.#prove(socket, peer, admission, leaf);
-    return response;
+    if (!admission) return refuse(socket, 401, refusal), false;
+    socket.write(await acceptResponse(req.headers.get("sec-websocket-key") ?? ""));
+    const ws = new ServerWebSocket(socket, req.leftover);
+    this.sockets.add(ws);
+    socket.once("close", () => this.sockets.delete(ws));
+    await this.#prove(ws, peer, admission, leaf);
+    return true;
   }
 
   /** With a cluster CA, the agent's certificate chain must check out; returns its leaf. */
-  #verifyChain(req: Request): X509Certificate | undefined {
+  #verifyChain(req: UpgradeRequest): X509Certificate | undefined {
     const ca = currentTlsMaterial(this.#options.tls).ca;
     if (!ca) return undefined;
     const chain = req.headers.get(AGENT_CERT_HEADER);
@@ -144,7 +178,7 @@ class AgentLinkHandler {
 
   /** Steps 2–4 of the handshake; the agent is registered once it proved its key. */
   async #prove(
-    socket: WebSocket,
+    ws: ServerWebSocket,
     peer: string,
     admission: AgentAdmission,
     leaf: X509Certificate | undefined,
@@ -152,21 +186,24 @@ class AgentLinkHandler {
     const { core } = this.#options;
     const challenge = newChallenge();
     try {
-      socket.send(JSON.stringify({
+      ws.send(JSON.stringify({
         serverId: core.serverId,
         serverCount: core.serverCount,
         window: this.#options.flowWindow,
         challenge,
       }));
-      const proof = await nextText(socket, this.#options.handshakeTimeoutMs ?? 10_000);
+      const proof = await nextText(ws, this.#timeoutMs);
       if (leaf) {
         const payload = proofPayload(core.serverId, admission.agentId, challenge);
         if (typeof proof.signature !== "string" || !verifyProof(leaf, payload, proof.signature)) {
           throw new KnpError("HANDSHAKE", "the agent's proof of its certificate key is invalid");
         }
       }
-      socket.send(JSON.stringify({ ready: true }));
-      admission.register(new WebSocketPacketStream(socket, `ws:${peer}`));
+      ws.send(JSON.stringify({ ready: true }));
+      const keepalive = this.#options.keepalive;
+      admission.register(
+        new WebSocketPacketStream(ws as unknown as WebSocket, `ws:${peer}`, { keepalive }),
+      );
     } catch (err) {
       this.#log.warn("agent link handshake failed", {
         peer,
@@ -174,7 +211,7 @@ class AgentLinkHandler {
         error: errorMessage(err),
       });
       try {
-        socket.close(1008, errorMessage(err).slice(0, 120));
+        ws.close(1008, errorMessage(err).slice(0, 120));
       } catch { /* closed */ }
     }
   }
@@ -199,18 +236,20 @@ export async function serveAgentWebSocket(
     throw new KnpError("CONFIG", "the WebSocket agent link needs a certificate and a key");
   }
   const links = new AgentLinkHandler(options);
-  const front = await TlsFront.start({
+  const listener = await TlsListener.listen({
     hostname: options.hostname,
     port: options.port,
     tls: material,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
-    handler: (req, peer) => links.handle(req, peer),
-    logger: log,
+    onConnection: (socket) => void links.accept(socket),
+    onHandshakeError: (err) => {
+      log.info("TLS handshake failed on the WebSocket agent link", { error: err.message });
+    },
   });
-  const port = front.port;
+  const port = listener.port;
   const unsubscribe = isTlsSource(options.tls)
     ? options.tls.onChange((next) => {
-      front.updateTls(next);
+      listener.updateTls(next);
       log.info("WebSocket agent link reloaded its certificate", { port });
     })
     : () => {};
@@ -219,7 +258,7 @@ export async function serveAgentWebSocket(
     async close() {
       unsubscribe();
       links.closeAll();
-      await front.close();
+      await listener.close();
     },
   };
 }

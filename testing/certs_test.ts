@@ -126,9 +126,9 @@ Deno.test("issue encodes every IP form parseIp accepts and rejects the rest", as
     usage: "server",
   });
   const cert = new X509Certificate(leaf.certPem);
-  assert.ok(cert.checkIP("::ffff:10.0.0.1"), cert.subjectAltName);
-  assert.ok(cert.checkIP("fe80::1"), cert.subjectAltName);
-  assert.ok(cert.checkIP("1:2:3:4:5:6:7:8"), cert.subjectAltName);
+  assert.ok(cert.checkIP("::ffff:10.0.0.1"), cert.subjectAltName ?? "no SAN");
+  assert.ok(cert.checkIP("fe80::1"), cert.subjectAltName ?? "no SAN");
+  assert.ok(cert.checkIP("1:2:3:4:5:6:7:8"), cert.subjectAltName ?? "no SAN");
   assert.equal(cert.checkIP("10.0.0.1"), undefined, "the IPv4-mapped SAN is 16 bytes, not 4");
   for (const bad of ["1.2.3", "1::2::3", "example.com"]) {
     await assert.rejects(ca.issue({ commonName: "bad", ipAddresses: [bad], usage: "server" }), {

@@ -58,8 +58,8 @@ interface Outcome {
   kind: string;
   /** First body line (HTTP) or DialError message (gRPC). */
   reason: string;
-  serverId?: string;
-  agentId?: string;
+  serverId?: string | undefined;
+  agentId?: string | undefined;
   /** HTTP status (http-connect only). */
   status?: number;
   /** Everything the client saw, for assertion messages. */

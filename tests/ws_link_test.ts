@@ -23,7 +23,9 @@ function b64(text: string): string {
 async function rawLink(
   server: ServerProcess,
   headers: Record<string, string>,
-): Promise<{ ws: WebSocket; hello?: Record<string, string>; closed: Promise<CloseEvent> }> {
+): Promise<
+  { ws: WebSocket; hello?: Record<string, string> | undefined; closed: Promise<CloseEvent> }
+> {
   const ca = await Deno.readTextFile(server.pki.caCert);
   const client = Deno.createHttpClient({ caCerts: [ca] });
   const ws = new WebSocket(`wss://localhost:${server.websocketPort}/knp/v1/agent`, {

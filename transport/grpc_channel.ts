@@ -30,9 +30,9 @@ export interface GrpcChannelOptions {
   /** "host:port" or "unix:/absolute/path". */
   target: string;
   /** TLS: CA to verify the server, optional client certificate. Absent: plaintext. */
-  tls?: TlsMaterial & { serverName?: string };
+  tls?: (TlsMaterial & { serverName?: string | undefined }) | undefined;
   /** HTTP/2 ping interval (none by default). */
-  keepaliveTimeMs?: number;
+  keepaliveTimeMs?: number | undefined;
   /** Keepalive with a timeout; overrides `keepaliveTimeMs`. */
   keepalive?: KeepaliveOptions | undefined;
 }

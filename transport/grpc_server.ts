@@ -36,11 +36,11 @@ export interface ServeGrpcOptions {
    * A {@linkcode TlsSource} (e.g. `TlsFiles`) is hot-reloaded: new handshakes use the new
    * material, established connections keep theirs.
    */
-  tls?: TlsMaterial | TlsSource;
+  tls?: TlsMaterial | TlsSource | undefined;
   /** Minimum TLS version and cipher list (TLS only). @default { minVersion: "TLSv1.2" } */
-  tlsPolicy?: TlsPolicy;
+  tlsPolicy?: TlsPolicy | undefined;
   /** HTTP/2 ping interval. @default 3600000 */
-  keepaliveTimeMs?: number;
+  keepaliveTimeMs?: number | undefined;
   /** Keepalive with a timeout; overrides `keepaliveTimeMs`. */
   keepalive?: KeepaliveOptions | undefined;
   /** Called for every new call. */

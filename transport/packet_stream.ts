@@ -149,7 +149,7 @@ export class SendAccounting {
 /** Options of {@linkcode memoryPipe}. */
 export interface MemoryPipeOptions {
   /** Queued bytes above which `send` reports backpressure. */
-  highWater?: number;
+  highWater?: number | undefined;
 }
 
 /**

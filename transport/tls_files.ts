@@ -41,11 +41,11 @@ import { type Logger, nullLogger } from "@knp/core/log";
 /** PEM material for TLS, as read from files. */
 export interface TlsMaterial {
   /** PEM certificate chain. */
-  cert?: Uint8Array;
+  cert?: Uint8Array | undefined;
   /** PEM private key. */
-  key?: Uint8Array;
+  key?: Uint8Array | undefined;
   /** CA bundle: verifies the peer (server side: enables mTLS). */
-  ca?: Uint8Array;
+  ca?: Uint8Array | undefined;
 }
 
 /**
@@ -86,11 +86,11 @@ export interface CertificateExpiry {
 /** Options of {@linkcode TlsFiles}. Empty or missing paths mean "no such file". */
 export interface TlsFilesOptions {
   /** PEM certificate (chain): the leaf first. */
-  cert?: string;
+  cert?: string | undefined;
   /** PEM private key matching the first certificate of `cert`. */
-  key?: string;
+  key?: string | undefined;
   /** PEM CA bundle (one or more certificates). */
-  ca?: string;
+  ca?: string | undefined;
   /** How often to look at the files; 0 disables polling (use `refresh()`). @default 1000 */
   pollIntervalMs?: number;
   /** Where reloads (info) and rejected files (error) are reported. */
@@ -238,7 +238,9 @@ export class TlsFiles implements TlsSource {
   }
 
   /** The paths being watched (absent ones are undefined). */
-  get paths(): Readonly<{ cert?: string; key?: string; ca?: string }> {
+  get paths(): Readonly<
+    { cert?: string | undefined; key?: string | undefined; ca?: string | undefined }
+  > {
     return { cert: this.#paths.cert, key: this.#paths.key, ca: this.#paths.ca };
   }
 

@@ -86,7 +86,7 @@ async function openConnection(
     const conn = await Deno.connectTls({
       hostname,
       port,
-      caCerts: options.caCerts,
+      ...(options.caCerts !== undefined ? { caCerts: options.caCerts } : {}),
       cert: options.cert,
       key: options.key,
       alpnProtocols: ["http/1.1"],
@@ -99,7 +99,7 @@ async function openConnection(
   try {
     return await Deno.startTls(tcp, {
       hostname,
-      caCerts: options.caCerts,
+      ...(options.caCerts !== undefined ? { caCerts: options.caCerts } : {}),
       alpnProtocols: ["http/1.1"],
     });
   } catch (err) {

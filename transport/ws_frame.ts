@@ -1,7 +1,7 @@
 /**
- * The RFC 6455 frame layer of the WebSocket client: masked client frames
- * ({@linkcode encodeClientFrame}) and an incremental parser of server frames
- * ({@linkcode FrameParser}). No I/O.
+ * The RFC 6455 frame layer of knp's WebSockets: masked client frames
+ * ({@linkcode encodeClientFrame}), unmasked server frames ({@linkcode encodeServerFrame}) and an
+ * incremental parser of either ({@linkcode FrameParser}). No I/O.
  *
  * @module
  */
@@ -80,8 +80,29 @@ export function encodeClientFrame(opcode: number, payload: Uint8Array): Uint8Arr
   return frame;
 }
 
+/** Builds one unmasked server frame with FIN set. Exported for tests. */
+export function encodeServerFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const len = payload.length;
+  const head = len < 126 ? 2 : len < 0x10000 ? 4 : 10;
+  const frame = new Uint8Array(head + len);
+  frame[0] = 0x80 | opcode;
+  if (head === 2) frame[1] = len;
+  else if (head === 4) {
+    frame[1] = 126;
+    frame[2] = len >>> 8;
+    frame[3] = len & 0xff;
+  } else {
+    frame[1] = 127;
+    const view = new DataView(frame.buffer, 2, 8);
+    view.setUint32(0, Math.floor(len / 0x1_0000_0000));
+    view.setUint32(4, len >>> 0);
+  }
+  frame.set(payload, head);
+  return frame;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Frame parsing (server → client: never masked).
+// Frame parsing (server → client frames are never masked; client → server frames always are).
 
 /** What a {@linkcode FrameParser} reports. */
 export interface FrameHandler {
@@ -106,7 +127,8 @@ export function validCloseCode(code: number): boolean {
 }
 
 /**
- * Incremental parser of server frames: feed it the bytes as they arrive, in chunks of any size.
+ * Incremental parser of frames: feed it the bytes as they arrive, in chunks of any size. By default
+ * it parses a server's frames (unmasked); with `masked` a client's (masked, unmasked here).
  * Every payload byte is copied exactly once, into a buffer of the payload's size (fragmented
  * messages once more, when the last fragment arrives), so chunks may be reused after `push`.
  */
@@ -122,16 +144,23 @@ export class FrameParser {
   #fin = false;
   #payload: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #filled = 0;
+  /** Whether frames must be masked (a client's), and the current frame's mask. */
+  #masked: boolean;
+  #mask = 0;
   /** Opcode of the fragmented message in progress (0: none) and its fragments. */
   #messageOpcode = 0;
   #fragments: Uint8Array<ArrayBuffer>[] = [];
   #fragmentBytes = 0;
   #stopped = false;
 
-  /** Reports to `handler`; a message over `maxMessageBytes` is a protocol error (1009). */
-  constructor(handler: FrameHandler, maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES) {
+  /**
+   * Reports to `handler`; a message over `maxMessageBytes` is a protocol error (1009). With
+   * `masked` (a server parsing a client's frames) every frame must be masked; else none may be.
+   */
+  constructor(handler: FrameHandler, maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES, masked = false) {
     this.#handler = handler;
     this.#max = maxMessageBytes;
+    this.#masked = masked;
   }
 
   /** True once a close frame or a protocol error ended parsing. */
@@ -190,8 +219,14 @@ export class FrameParser {
     const fin = (b0 & 0x80) !== 0;
     const opcode = b0 & 0x0f;
     if (b0 & 0x70) return this.#fail(1002, "reserved bits set without an extension");
-    if (b1 & 0x80) return this.#fail(1002, "masked frame from the server");
+    if (((b1 & 0x80) !== 0) !== this.#masked) {
+      return this.#fail(1002, this.#masked ? "unmasked frame from a client" : "masked frame from the server");
+    }
     let len = b1 & 0x7f;
+    if (this.#masked) {
+      const m = at + headerSize(b1) - 4;
+      this.#mask = new DataView(bytes.buffer, bytes.byteOffset + m, 4).getUint32(0, true);
+    }
     if (len === 126) len = (bytes[at + 2]! << 8) | bytes[at + 3]!;
     else if (len === 127) {
       const hi = ((bytes[at + 2]! << 24) | (bytes[at + 3]! << 16) | (bytes[at + 4]! << 8) |
@@ -230,6 +265,7 @@ export class FrameParser {
   #endFrame(): void {
     this.#inFrame = false;
     const payload = this.#payload;
+    if (this.#masked && payload.length > 0) unmask(payload, this.#mask);
     const opcode = this.#opcode;
     switch (opcode) {
       case OP_TEXT:
@@ -288,6 +324,11 @@ export class FrameParser {
     }
     this.#handler.text(text);
   }
+}
+
+/** XORs a whole payload (its own buffer, offset 0) with the mask read little-endian. */
+function unmask(payload: Uint8Array<ArrayBuffer>, word: number): void {
+  maskInPlace(payload.buffer, 0, payload.length, word);
 }
 
 /** Header size from its second byte: 2, + 2 or 8 for the extended length, + 4 with a mask. */

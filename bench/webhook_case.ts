@@ -1,0 +1,144 @@
+/**
+ * The kube-apiserver webhook case: the latency of a validating-webhook call made by a real
+ * kube-apiserver, with keep-alive and with a new connection per call, direct (egress `Direct`)
+ * and through knp in each egress mode. It reuses the e2e harness (tests/e2e/): etcd, a
+ * kube-apiserver built from the Go module proxy, knp's real processes.
+ *
+ * Each sample is one ConfigMap create timed at the client; the webhook's own work is nothing, so
+ * the difference between the direct and the tunnel columns is the proxy's share.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import {
+  EGRESS_MODES,
+  egressConfig,
+  type EgressMode,
+  startApiServer,
+  startEtcd,
+  startKnpAgent,
+  startKnpServer,
+} from "../tests/e2e/cluster.ts";
+import {
+  ensureKubeBinaries,
+  type KubeBinaries,
+  missingToolchain,
+} from "../tests/e2e/kube_binaries.ts";
+import { KubeApi } from "../tests/e2e/kube_api.ts";
+import { type E2ePki, generateE2ePki } from "../tests/e2e/pki.ts";
+import type { E2eProcess } from "../tests/e2e/process.ts";
+import {
+  awaitWebhookActive,
+  createConfigMap,
+  wireWebhook,
+} from "../tests/e2e/webhook_scenarios.ts";
+import { progress } from "./output.ts";
+import { type Row, row } from "./report.ts";
+
+const DIRECT_EGRESS = `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+  - name: cluster
+    connection:
+      proxyProtocol: Direct
+`;
+
+/** p50 and p99 of `samples` (milliseconds). */
+function percentiles(samples: number[]): { p50: number; p99: number } {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+/** Latencies of `calls` webhook calls, keep-alive and new-connection. */
+type Latencies = Record<"keepAlive" | "newConn", { p50: number; p99: number }>;
+
+async function measure(api: KubeApi, pki: E2ePki, calls: number): Promise<Latencies> {
+  await using webhook = await wireWebhook(api, pki);
+  await awaitWebhookActive(api, webhook);
+  const sample = async (closeEach: boolean) => {
+    webhook.closeEach = closeEach;
+    for (let i = 0; i < Math.min(50, calls); i++) await createConfigMap(api);
+    const ms: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const t0 = performance.now();
+      const r = await createConfigMap(api);
+      ms.push(performance.now() - t0);
+      if (r.status !== 201) throw new Error(`webhook call failed: ${r.status} ${r.text}`);
+    }
+    return percentiles(ms);
+  };
+  return { keepAlive: await sample(false), newConn: await sample(true) };
+}
+
+/** One control plane for `mode` ("direct": no knp), measured, then stopped. */
+async function runMode(
+  mode: EgressMode | "direct",
+  bins: KubeBinaries,
+  calls: number,
+): Promise<Latencies> {
+  const pki = await generateE2ePki();
+  const dir = await Deno.makeTempDir({ prefix: `knp-bench-webhook-${mode}-` });
+  const procs: E2eProcess[] = [];
+  try {
+    const etcd = await startEtcd(dir);
+    procs.push(etcd.proc);
+    let egress = join(dir, "egress-direct.yaml");
+    if (mode === "direct") {
+      await Deno.writeTextFile(egress, DIRECT_EGRESS);
+    } else {
+      const knp = await startKnpServer(mode, pki, dir, ["-v=0"]);
+      procs.push(knp.server);
+      procs.push(await startKnpAgent(pki, knp.server, knp.ports.agentPort));
+      egress = await egressConfig(mode, pki, knp, dir);
+    }
+    const apiserver = await startApiServer(bins, pki, etcd.url, egress);
+    procs.push(apiserver.proc);
+    const api = new KubeApi(apiserver.url, apiserver.client);
+    await api.watchUntil(
+      "/api/v1/namespaces?fieldSelector=metadata.name%3Ddefault",
+      (e) => e.type === "ADDED",
+    );
+    try {
+      return await measure(api, pki, calls);
+    } finally {
+      apiserver.client.close();
+    }
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * Runs the case: `calls` measured calls per mode and connection style; rows go to `add`.
+ * Skipped (with a progress line) where Go is missing.
+ */
+export async function webhookCase(calls: number, add: (r: Row) => void): Promise<void> {
+  const missing = await missingToolchain();
+  if (missing) {
+    progress(`webhook case skipped: ${missing}`);
+    return;
+  }
+  const bins = await ensureKubeBinaries(undefined, progress);
+  const direct = await runMode("direct", bins, calls);
+  for (const mode of EGRESS_MODES) {
+    const tunnel = await runMode(mode, bins, calls);
+    for (const style of ["keepAlive", "newConn"] as const) {
+      for (const q of ["p50", "p99"] as const) {
+        add(row({
+          case: "webhook",
+          title: `webhook call ${q}, ${style === "keepAlive" ? "keep-alive" : "new conn each"}`,
+          frontend: mode,
+          link: "grpc",
+          unit: "ms",
+          better: "lower",
+          direct: direct[style][q],
+          tunnel: tunnel[style][q],
+        }));
+      }
+    }
+  }
+}
