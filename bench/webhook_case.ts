@@ -33,6 +33,7 @@ import {
   createConfigMap,
   wireWebhook,
 } from "../tests/e2e/webhook_scenarios.ts";
+import { startUpstreamPair, upstreamBinaries } from "../tests/e2e/upstream.ts";
 import { progress } from "./output.ts";
 import { type Row, row } from "./report.ts";
 
@@ -77,6 +78,7 @@ async function runMode(
   mode: EgressMode | "direct",
   bins: KubeBinaries,
   calls: number,
+  upstream?: { server: string; agent: string },
 ): Promise<Latencies> {
   const pki = await generateE2ePki();
   const dir = await Deno.makeTempDir({ prefix: `knp-bench-webhook-${mode}-` });
@@ -87,6 +89,10 @@ async function runMode(
     let egress = join(dir, "egress-direct.yaml");
     if (mode === "direct") {
       await Deno.writeTextFile(egress, DIRECT_EGRESS);
+    } else if (upstream) {
+      const pair = await startUpstreamPair(upstream, mode, pki, dir);
+      procs.push(pair.server, pair.agent!);
+      egress = await egressConfig(mode, pki, pair, dir);
     } else {
       const knp = await startKnpServer(mode, pki, dir, ["-v=0"]);
       procs.push(knp.server);
@@ -124,14 +130,24 @@ export async function webhookCase(calls: number, add: (r: Row) => void): Promise
   }
   const bins = await ensureKubeBinaries(undefined, progress);
   const direct = await runMode("direct", bins, calls);
-  for (const mode of EGRESS_MODES) {
-    const tunnel = await runMode(mode, bins, calls);
+  const upstream = upstreamBinaries();
+  const runs: [string, EgressMode, typeof upstream][] = EGRESS_MODES.flatMap((m) => [
+    [m, m, undefined] as [string, EgressMode, typeof upstream],
+    ...(upstream
+      ? [[`${m} (upstream)`, m, upstream] as [string, EgressMode, typeof upstream]]
+      : []),
+  ]);
+  if (!upstream) {
+    progress("webhook case: no upstream column (set KNP_UPSTREAM_SERVER and KNP_UPSTREAM_AGENT)");
+  }
+  for (const [label, mode, bins2] of runs) {
+    const tunnel = await runMode(mode, bins, calls, bins2);
     for (const style of ["keepAlive", "newConn"] as const) {
       for (const q of ["p50", "p99"] as const) {
         add(row({
           case: "webhook",
           title: `webhook call ${q}, ${style === "keepAlive" ? "keep-alive" : "new conn each"}`,
-          frontend: mode,
+          frontend: label,
           link: "grpc",
           unit: "ms",
           better: "lower",

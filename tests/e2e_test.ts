@@ -52,8 +52,6 @@ for (const mode of EGRESS_MODES) {
   Deno.test({
     name: `e2e(${mode}): real kube-apiserver through knp`,
     ignore: missing !== undefined,
-    sanitizeResources: false,
-    sanitizeOps: false,
   }, async (t) => {
     const pki = await generateE2ePki();
     await using cluster = await E2eCluster.start(mode, await binaries(), pki);

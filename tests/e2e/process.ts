@@ -126,3 +126,18 @@ export function freeTcpPort(): number {
   l.close();
   return port;
 }
+
+/**
+ * A free loopback port in 20000–32767, for upstream's Go binaries: they refuse ports in the
+ * ephemeral range (above 32767 here) and cannot bind port 0 and report it.
+ */
+export function freeUpstreamPort(): number {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken */ }
+  }
+  throw new Error("no free port in 20000-32767");
+}
