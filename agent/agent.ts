@@ -12,6 +12,7 @@ import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
 import { webSocketConnector } from "./ws_connector.ts";
 import { agentAdminHandler, agentHealthHandler } from "./health.ts";
+import { explainingTlsFailures } from "./tls_explain.ts";
 import { type BoundedHttpServer, serveBoundedHttp } from "@knp/cli/http_server";
 
 /** Configuration of {@linkcode startAgent}. */
@@ -41,8 +42,8 @@ export interface AgentConfig
   adminBindAddress?: string;
   /** Admin port; undefined = no admin server; 0 = any free port. */
   adminServerPort?: number;
-  /** Bound on a health/admin connection the agent sends nothing on. @default 10000 */
-  httpIdleTimeoutMs?: number;
+  /** Bound on a health/admin connection from accept to the end of its response. @default 10000 */
+  httpTimeoutMs?: number;
   /** Where the agent logs. */
   logger?: Logger;
   /** Dials endpoints; defaults to TCP. */
@@ -73,14 +74,24 @@ function connectorFor(config: AgentConfig): ClientSetOptions["connect"] {
     agentIdentifiers: config.agentIdentifiers ?? "",
     ...(config.serviceAccountTokenPath ? { tokenPath: config.serviceAccountTokenPath } : {}),
   };
-  return config.websocketPort
-    ? webSocketConnector({ ...common, port: config.websocketPort, tls: config.tls ?? {} })
+  const connect = config.websocketPort
+    ? webSocketConnector({
+      ...common,
+      port: config.websocketPort,
+      tls: config.tls ?? {},
+      keepaliveTimeMs: config.keepaliveTimeMs,
+    })
     : grpcConnector({
       ...common,
       port: config.proxyServerPort,
       tls: config.tls,
       keepaliveTimeMs: config.keepaliveTimeMs,
     });
+  return explainingTlsFailures(connect, {
+    host: config.proxyServerHost,
+    port: config.websocketPort || config.proxyServerPort,
+    tls: config.tls,
+  });
 }
 
 /** Binds the health or admin port (bounded idle connections) when `port` is set; 0 when off. */
@@ -98,7 +109,7 @@ function serveHttp(
     hostname,
     port,
     handler,
-    ...(config.httpIdleTimeoutMs !== undefined ? { idleTimeoutMs: config.httpIdleTimeoutMs } : {}),
+    ...(config.httpTimeoutMs !== undefined ? { timeoutMs: config.httpTimeoutMs } : {}),
   });
   servers.push(server);
   return server.port;

@@ -225,6 +225,14 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
   {
+    name: "knp-http-timeout",
+    type: "duration",
+    default: 10_000,
+    help: "knp only: bound on a health or admin connection, from accept to the end of its " +
+      "response (one request per connection); a client that sends nothing is closed after it.",
+    implemented: true,
+  },
+  {
     name: "knp-websocket-port",
     type: "int",
     default: 0,

@@ -125,6 +125,8 @@ export class ClientSet {
     while (this.connections > 0 && this.#timers.now() < deadline) {
       await new Promise<void>((resolve) => this.#timers.setTimeout(resolve, 50));
     }
+    // Tests read why the agent stopped: every connection finished, or the grace ran out.
+    this.#log.debug("shutdown: stopping", { openConnections: this.connections });
     this.stop();
   }
 

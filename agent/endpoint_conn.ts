@@ -207,6 +207,13 @@ export class EndpointConn {
       }
       this.#stream.send(closeResponse(this.connectId, error));
     }
+    if (cause.by === "endpoint" && cause.error !== undefined) {
+      // An endpoint reset (or read failure) is worth seeing at the default level, with its error.
+      this.#log.info("endpoint connection failed", {
+        connectID: this.connectId,
+        error: cause.error,
+      });
+    }
     this.#log.debug("endpoint connection closed", { connectID: this.connectId, by: cause.by });
     this.#onClosed(this);
     this.#resolveDone();

@@ -18,6 +18,7 @@ import {
 } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
+import { keepaliveFor } from "@knp/transport/keepalive";
 import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
@@ -63,7 +64,8 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
     const channel = new GrpcChannel({
       target,
       tls,
-      keepaliveTimeMs: options.keepaliveTimeMs,
+      // A silent server is dropped within keepalive time + min(time, 20 s) (grpc-js pings).
+      keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
     });
     const metadata: Record<string, string> = {
       [AGENT_ID_KEY]: options.agentId,

@@ -18,6 +18,7 @@ import {
   requireProfilingForContention,
   showDuration,
 } from "@knp/cli/flag_checks";
+import { type IdentifierType, identifierValueProblem } from "@knp/proto";
 import { AGENT_FLAGS } from "./agent_flags.ts";
 import { labelSelectorProblem } from "./label_selector.ts";
 
@@ -83,6 +84,8 @@ export interface AgentOptions extends KlogOptions {
   enableContentionProfiling: boolean;
   /** `--knp-log-format` (knp only): `json` or `text`. @default "json" */
   knpLogFormat: LogFormat;
+  /** `--knp-http-timeout` (knp only): bound on a health/admin connection, ms. @default 10000 */
+  knpHttpTimeout: number;
   /** `--knp-websocket-port` (knp only): use the WebSocket agent link on this port; 0 = gRPC. */
   knpWebsocketPort: number;
   /** `--knp-print-permissions` (knp only): print the needed `deno run` permission flags and exit. */
@@ -95,7 +98,8 @@ const IDENTIFIER_TYPES = new Set(["ipv4", "ipv6", "host", "cidr", "default-route
 
 /**
  * Checks `--agent-identifiers` the way Go's `url.ParseQuery` plus upstream's key check would:
- * no `;` separators, valid `%XX` escapes, and only the keys ipv4, ipv6, host, cidr, default-route.
+ * no `;` separators, valid `%XX` escapes, and only the keys ipv4, ipv6, host, cidr, default-route;
+ * and, beyond upstream, each value (see `identifierValueProblem`).
  *
  * @param text The URL-encoded identifiers, e.g. `"host=node1&ipv4=10.0.0.1"`.
  * @returns The problem, or `undefined` if valid.
@@ -106,8 +110,10 @@ export function agentIdentifiersProblem(text: string): string | undefined {
     const escape = /%(?![0-9A-Fa-f]{2})(.{0,2})/.exec(pair);
     if (escape !== null) return `invalid URL escape "%${escape[1]}"`;
   }
-  for (const key of new URLSearchParams(text).keys()) {
+  for (const [key, value] of new URLSearchParams(text)) {
     if (!IDENTIFIER_TYPES.has(key)) return `unknown address type: ${key}`;
+    const problem = identifierValueProblem(key as IdentifierType, value);
+    if (problem !== undefined) return problem;
   }
   return undefined;
 }
@@ -182,6 +188,9 @@ export function validateAgentOptions(o: AgentOptions): void {
     );
   }
   requirePositive("xfr-channel-size", o.xfrChannelSize);
+  if (!(o.knpHttpTimeout > 0)) {
+    throw invalidFlag(`--knp-http-timeout: must be > 0, got ${showDuration(o.knpHttpTimeout)}`);
+  }
   requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);
   if (o.syncInterval > o.syncIntervalCap) {
     throw invalidFlag(

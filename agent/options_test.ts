@@ -56,6 +56,7 @@ Deno.test("parseAgentOptions() pins every upstream default", () => {
     enableProfiling: false,
     enableContentionProfiling: false,
     knpLogFormat: "json",
+    knpHttpTimeout: 10_000,
     knpWebsocketPort: 0,
     knpPrintPermissions: false,
     // klog
@@ -113,6 +114,7 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
   const names = AGENT_FLAGS.map((spec) => spec.name);
   assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
     "knp-log-format",
+    "knp-http-timeout",
     "knp-websocket-port",
     "knp-print-permissions",
   ]);
@@ -363,7 +365,7 @@ Deno.test("validateAgentOptions() requires an existing token file and kubeconfig
 Deno.test("validateAgentOptions() checks --agent-identifiers keys", () => {
   validateAgentOptions(options([
     "--agent-identifiers=host=localhost&host=node1.mydomain.com&cidr=127.0.0.1/16&ipv4=1.2.3.4" +
-    "&ipv4=5.6.7.8&ipv6=:::::&default-route=true",
+    "&ipv4=5.6.7.8&ipv6=fd00::1&default-route=true",
   ]));
   assertInvalid(
     ["--agent-identifiers=zone=a"],
@@ -401,4 +403,45 @@ Deno.test("validateAgentOptions() checks selectors and log format on programmati
     () => validateAgentOptions({ ...base, knpLogFormat: "xml" } as unknown as AgentOptions),
     /--knp-log-format/,
   );
+});
+
+Deno.test("validateAgentOptions() rejects --agent-identifiers values that cannot match", () => {
+  const cases: [string, RegExp][] = [
+    ["ipv4=notanip", /ipv4 "notanip" is not an IPv4 address/],
+    ["ipv4=10.0.0.256", /ipv4 "10.0.0.256" is not an IPv4 address/],
+    ["ipv4=fd00::1", /ipv4 "fd00::1" is not an IPv4 address/],
+    ["ipv4=${HOST_IP}", /ipv4 "\$\{HOST_IP\}" is not an IPv4 address \(an unexpanded variable\?\)/],
+    ["ipv6=fd00:::1", /ipv6 "fd00:::1" is not an IPv6 address/],
+    // Upstream's own test passes this one; it could never match a dial address.
+    ["ipv6=:::::", /ipv6 ":::::" is not an IPv6 address/],
+    ["ipv6=10.0.0.1", /ipv6 "10.0.0.1" is not an IPv6 address/],
+    ["ipv6=1:2:3:4:5:6:7:8:9", /ipv6 "1:2:3:4:5:6:7:8:9" is not an IPv6 address/],
+    ["cidr=10.0.0.0/99", /cidr "10.0.0.0\/99" is not an address\/prefix-length/],
+    ["cidr=10.0.0.0", /cidr "10.0.0.0" is not an address\/prefix-length/],
+    ["cidr=fd00::/129", /cidr "fd00::\/129" is not an address\/prefix-length/],
+    ["cidr=x/8", /cidr "x\/8" is not an address\/prefix-length/],
+    ["host=", /host "" is not a host name/],
+    ["host=a b", /host "a b" is not a host name/],
+    ["default-route=yes", /default-route "yes" is not a boolean/],
+  ];
+  for (const [value, message] of cases) {
+    assertInvalid([`--agent-identifiers=${value}`], "agent-identifiers", message);
+  }
+});
+
+Deno.test("agentIdentifiersProblem() accepts every well-formed value", () => {
+  for (
+    const ok of [
+      "ipv4=0.0.0.0&ipv4=255.255.255.255",
+      "ipv6=::&ipv6=::1&ipv6=fd00::7&ipv6=1:2:3:4:5:6:7:8&ipv6=::ffff:10.0.0.1",
+      "cidr=0.0.0.0/0&cidr=10.0.0.0/32&cidr=fd00::/128&cidr=::/0",
+      "host=node1.example.com&host=10.0.0.7",
+      "default-route=true&default-route=False&default-route=",
+    ]
+  ) assert.equal(agentIdentifiersProblem(ok), undefined, ok);
+});
+
+Deno.test("validateAgentOptions() requires a positive --knp-http-timeout", () => {
+  assert.equal(options(["--knp-http-timeout=3s"]).knpHttpTimeout, 3_000);
+  assertInvalid(["--knp-http-timeout=0s"], "knp-http-timeout", /must be > 0/);
 });

@@ -42,6 +42,7 @@ function start(o: AgentOptions, log: Logger): AgentHandle {
     healthServerPort: o.healthServerPort,
     adminBindAddress: o.adminBindAddress,
     adminServerPort: o.adminServerPort,
+    httpTimeoutMs: o.knpHttpTimeout,
     logger: log,
   });
 }

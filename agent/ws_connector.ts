@@ -33,6 +33,7 @@ import {
   WebSocketHandshakeError,
   type WebSocketSubset,
 } from "@knp/transport/ws_client";
+import { keepaliveFor } from "@knp/transport/keepalive";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import type { ServerConnection, ServerConnector } from "./client_set.ts";
 
@@ -52,6 +53,11 @@ export interface WebSocketConnectorOptions {
   flowWindow?: number;
   /** Bound on the whole handshake. @default 15000 */
   handshakeTimeoutMs?: number;
+  /**
+   * `--keepalive-time`: ping the server this often and drop the link when nothing answers within
+   * `min(time, 20 s)` of a ping (see transport/keepalive.ts). Off when absent.
+   */
+  keepaliveTimeMs?: number | undefined;
 }
 
 function base64(text: string): string {
@@ -114,6 +120,8 @@ interface ServerHello {
   serverId: string;
   serverCount: number;
   window: number;
+  /** Binary messages that followed `ready` before the packet stream took over (same read). */
+  early: ArrayBuffer[];
 }
 
 /** Steps 2–4 of the handshake: read the hello, prove the key, wait for `ready`. */
@@ -138,8 +146,7 @@ async function exchangeHello(
   if (ready.ready !== true) {
     throw new KnpError("HANDSHAKE", "the server did not accept the agent");
   }
-  messages.stop();
-  return { serverId, serverCount, window };
+  return { serverId, serverCount, window, early: messages.stop() };
 }
 
 /** Builds a {@linkcode ServerConnector} for the WebSocket link. */
@@ -177,8 +184,12 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
       // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;
       // the assignment checks that ClientWebSocket has them.
       const link: WebSocketSubset = ws;
+      const keepalive = keepaliveFor(options.keepaliveTimeMs ?? 0);
+      const stream = new WebSocketPacketStream(link as WebSocket, url, { keepalive });
+      // Packets the server sent right behind `ready` (often in the same read) go first.
+      for (const data of hello.early) ws.onmessage?.({ type: "message", data });
       return {
-        stream: new WebSocketPacketStream(link as WebSocket, url),
+        stream,
         serverId: hello.serverId,
         serverCount: hello.serverCount,
         flow: { sendWindow: hello.window, recvWindow: window },
@@ -212,10 +223,17 @@ function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
   };
   if (deadline.aborted) onDeadline();
   else deadline.addEventListener("abort", onDeadline, { once: true });
+  // Once `ready` arrived the handshake is over: what follows is the packet stream's, kept here
+  // until the stream takes over (it may arrive in the same read as `ready`).
+  let ready = false;
+  const early: ArrayBuffer[] = [];
   ws.onmessage = (e) => {
+    if (ready && e.data instanceof ArrayBuffer) return void early.push(e.data);
     try {
       if (typeof e.data !== "string") throw new Error("binary message during the handshake");
-      queue.push(JSON.parse(e.data));
+      const message = JSON.parse(e.data) as Record<string, unknown>;
+      if (message.ready === true) ready = true;
+      queue.push(message);
     } catch (err) {
       failure = new KnpError("HANDSHAKE", `bad handshake message: ${errorMessage(err)}`);
     }
@@ -241,10 +259,12 @@ function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
       }
       return queue.shift()!;
     },
-    stop() {
+    /** Ends the handshake; returns the binary messages that arrived after `ready`. */
+    stop(): ArrayBuffer[] {
       deadline.removeEventListener("abort", onDeadline);
       ws.onmessage = null;
       ws.onclose = null;
+      return early;
     },
   };
 }

@@ -102,7 +102,9 @@ async function readUp(conn: Deno.Conn, t: Transfer, corrupt: Set<number>) {
 async function writeDown(conn: Deno.Conn, t: Transfer): Promise<boolean> {
   const bytes = seededBytes(t.downSeed, t.downLen);
   const end = Math.min(t.downLen, t.resetAt);
-  for (let off = 0; off < end;) off += await conn.write(bytes.subarray(off, Math.min(end, off + 65536)));
+  for (let off = 0; off < end;) {
+    off += await conn.write(bytes.subarray(off, Math.min(end, off + 65536)));
+  }
   return t.resetAt >= t.downLen;
 }
 

@@ -10,6 +10,10 @@
  * The protocol has no half-close: closing `writable` only ends local writes; `close()` ends the
  * connection (CLOSE_REQ, then CLOSE_RSP within `closeTimeoutMs`).
  *
+ * A connection cut from the far side — a CLOSE_RSP with an error, such as `agent <id>
+ * disconnected` when the agent dies mid-transfer — errors `readable` with a `KnpError`
+ * (`TUNNEL_CLOSED`) naming the cause, so a short read never looks like a complete one.
+ *
  * @module
  */
 
@@ -183,10 +187,17 @@ export class TunnelConn implements AsyncDisposable {
         if ((this.#controller.desiredSize ?? 1) <= 0) this.#stream.pause();
         return;
       }
-      case "CLOSE_RSP":
+      case "CLOSE_RSP": {
         if (packet.closeResponse.connectId !== this.#connectId) return;
-        this.#closeError = packet.closeResponse.error;
-        return this.#finish();
+        const { error } = packet.closeResponse;
+        this.#closeError = error;
+        // Closed from the far side with an error (agent gone, endpoint reset): the bytes read so
+        // far are not the whole stream, so `readable` errors instead of ending.
+        if (error === "" || this.#state === "closing") return this.#finish();
+        return this.#finish(
+          new KnpError("TUNNEL_CLOSED", `connection to ${this.address} was cut: ${error}`),
+        );
+      }
     }
   }
 

@@ -222,6 +222,37 @@ Deno.test(
 );
 
 Deno.test(
+  "TunnelConn readable errors on a CLOSE_RSP with an error (agent gone mid-transfer)",
+  withClock(async () => {
+    const d = await open(5n);
+    d.server.end.send(dataPacket(5n, text("partial")));
+    d.server.end.send(closeResponse(5n, "agent agent-1 disconnected"));
+    const reader = d.conn.readable.getReader();
+    assert.equal(decode((await reader.read()).value!), "partial", "bytes before the cut arrive");
+    await assert.rejects(reader.read(), (err: unknown) => {
+      assert.ok(err instanceof KnpError, String(err));
+      assert.equal(err.code, "TUNNEL_CLOSED");
+      assert.match(err.message, /agent agent-1 disconnected/);
+      return true;
+    });
+    await d.conn.closed;
+  }),
+);
+
+Deno.test(
+  "TunnelConn readable ends cleanly on an error CLOSE_RSP after its own close()",
+  withClock(async (clock) => {
+    const d = await open(5n);
+    d.conn.close();
+    d.server.end.send(closeResponse(5n, "timed out waiting for the agent to close"));
+    const reader = d.conn.readable.getReader();
+    assert.equal((await reader.read()).done, true);
+    await d.conn.closed;
+    clock.runAll();
+  }),
+);
+
+Deno.test(
   "TunnelConn readable errors when the tunnel ends before the connection closed",
   withClock(async () => {
     const d = await open(5n);

@@ -28,8 +28,26 @@ export const EDGE_VARINTS: readonly (readonly number[])[] = [
   [0xff, 0xff],
 ];
 
-const INTERESTING_BYTES = [0x00, 0x01, 0x02, 0x07, 0x08, 0x0a, 0x0d, 0x20, 0x3a, 0x7e, 0x7f, 0x80,
-  0x81, 0xc0, 0xe0, 0xef, 0xf0, 0xff];
+const INTERESTING_BYTES = [
+  0x00,
+  0x01,
+  0x02,
+  0x07,
+  0x08,
+  0x0a,
+  0x0d,
+  0x20,
+  0x3a,
+  0x7e,
+  0x7f,
+  0x80,
+  0x81,
+  0xc0,
+  0xe0,
+  0xef,
+  0xf0,
+  0xff,
+];
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   let n = 0;
@@ -74,11 +92,17 @@ export function mutateOnce(rng: Rng, input: Uint8Array, other: Uint8Array): Uint
       return concat(input.subarray(0, at), run, input.subarray(at));
     }
     case 7: // overwrite with an edge varint
-      return concat(input.subarray(0, at), Uint8Array.from(rng.pick(EDGE_VARINTS)),
-        input.subarray(Math.min(n, at + rng.range(1, 3))));
+      return concat(
+        input.subarray(0, at),
+        Uint8Array.from(rng.pick(EDGE_VARINTS)),
+        input.subarray(Math.min(n, at + rng.range(1, 3))),
+      );
     case 8: // insert an edge varint
-      return concat(input.subarray(0, at), Uint8Array.from(rng.pick(EDGE_VARINTS)),
-        input.subarray(at));
+      return concat(
+        input.subarray(0, at),
+        Uint8Array.from(rng.pick(EDGE_VARINTS)),
+        input.subarray(at),
+      );
     case 9: { // random byte
       if (n === 0) return rng.bytes(1);
       const out = input.slice();

@@ -138,10 +138,85 @@ export function queryParseError(text: string): string | undefined {
 export function validateAgentIdentifiers(text: string): void {
   const parseError = queryParseError(text);
   if (parseError !== undefined) throw new Error(`agent address is invalid: ${parseError}`);
-  for (const key of new URLSearchParams(text).keys()) {
+  for (const [key, value] of new URLSearchParams(text)) {
     if (!(IDENTIFIER_TYPES as readonly string[]).includes(key)) {
       throw new Error(`agent address is invalid: unknown address type: ${key}`);
     }
+    const problem = identifierValueProblem(key as IdentifierType, value);
+    if (problem !== undefined) throw new Error(`agent address is invalid: ${problem}`);
+  }
+}
+
+/** Whether `text` is a dotted-quad IPv4 address (four decimal octets, no leading zeros). */
+export function isIPv4(text: string): boolean {
+  const parts = text.split(".");
+  return parts.length === 4 &&
+    parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
+}
+
+/** Whether `text` is an IPv6 address in text form (no zone, no brackets). */
+export function isIPv6(text: string): boolean {
+  const halves = text.split("::");
+  if (halves.length > 2) return false;
+  const groups = (half: string) => half === "" ? [] : half.split(":");
+  const all = halves.flatMap(groups);
+  let count = all.length;
+  const last = all.at(-1);
+  if (last !== undefined && last.includes(".")) {
+    if (!isIPv4(last)) return false;
+    all.pop();
+    count++; // an embedded IPv4 address takes two groups
+  }
+  if (!all.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return false;
+  return halves.length === 2 ? count <= 7 : count === 8;
+}
+
+/** Whether `text` is `address/prefix` with a prefix length that fits the address family. */
+export function isCidr(text: string): boolean {
+  const slash = text.indexOf("/");
+  if (slash === -1) return false;
+  const address = text.slice(0, slash);
+  const bits = text.slice(slash + 1);
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(bits)) return false;
+  if (isIPv4(address)) return Number(bits) <= 32;
+  return isIPv6(address) && Number(bits) <= 128;
+}
+
+const BOOL_TEXTS = new Set([...TRUE_TEXTS, "", "0", "f", "F", "FALSE", "false", "False"]);
+
+/**
+ * Why an identifier value is unusable, or `undefined` when it is fine: `ipv4` must be an IPv4
+ * address, `ipv6` an IPv6 address, `cidr` an address with a fitting prefix length, `host` a
+ * non-empty name without spaces, slashes or colons, `default-route` a Go boolean. (Upstream checks
+ * only the types; a bad value there is accepted and never matches.)
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { identifierValueProblem } from "./header.ts";
+ * assert.equal(identifierValueProblem("ipv4", "10.0.0.7"), undefined);
+ * assert.equal(
+ *   identifierValueProblem("cidr", "10.0.0.0/99"),
+ *   `cidr "10.0.0.0/99" is not an address/prefix-length (e.g. 10.0.0.0/8 or fd00::/64)`,
+ * );
+ * ```
+ */
+export function identifierValueProblem(type: IdentifierType, value: string): string | undefined {
+  const hint = /\$[({]/.test(value) ? " (an unexpanded variable?)" : "";
+  const bad = (what: string) => `${type} ${JSON.stringify(value)} is not ${what}${hint}`;
+  switch (type) {
+    case "ipv4":
+      return isIPv4(value) ? undefined : bad("an IPv4 address");
+    case "ipv6":
+      return isIPv6(value) ? undefined : bad("an IPv6 address");
+    case "cidr":
+      return isCidr(value)
+        ? undefined
+        : bad("an address/prefix-length (e.g. 10.0.0.0/8 or fd00::/64)");
+    case "host":
+      return /^[^\s/:]{1,253}$/.test(value) ? undefined : bad("a host name");
+    case "default-route":
+      return BOOL_TEXTS.has(value) ? undefined : bad("a boolean (true or false)");
   }
 }
 

@@ -122,3 +122,16 @@ Deno.test("removePortFromHost() strips ports like upstream", () => {
   ];
   for (const [input, want] of cases) assert.equal(removePortFromHost(input), want, input);
 });
+
+Deno.test("validateAgentIdentifiers() rejects malformed values, naming type and value", () => {
+  assert.throws(() => validateAgentIdentifiers("ipv4=notanip"), {
+    message: 'agent address is invalid: ipv4 "notanip" is not an IPv4 address',
+  });
+  assert.throws(() => validateAgentIdentifiers("cidr=10.0.0.0/99"), {
+    message: 'agent address is invalid: cidr "10.0.0.0/99" is not an address/prefix-length ' +
+      "(e.g. 10.0.0.0/8 or fd00::/64)",
+  });
+  assert.throws(() => validateAgentIdentifiers("ipv6=::1::2"), {
+    message: 'agent address is invalid: ipv6 "::1::2" is not an IPv6 address',
+  });
+});

@@ -52,6 +52,10 @@ export class ConnectionTables {
   }
 
   emit(event: ServerEvent): void {
+    if (event.kind === "dial-failure") {
+      // Why a dial leaves (or never enters) the dial table; its gauge record follows.
+      this.log.debug("dial failure", { dialID: event.dialId, reason: event.reason });
+    }
     this.#events.emit(event);
   }
 
@@ -84,6 +88,7 @@ export class ConnectionTables {
       conn.guard = new SinkGuard(conn.stream, backend.pause, this.#guard, this.timers);
     }
     this.established.get(backend)?.set(connectId, conn);
+    this.logTables("connection established", { dialID: conn.dialId, connectID: connectId });
   }
 
   /** Flow control: `bytes` from the agent reached the frontend; grant them back in batches. */
@@ -115,6 +120,28 @@ export class ConnectionTables {
       });
     }
     this.frontends.delete(conn);
+    this.logTables("frontend connection ended", {
+      dialID: conn.dialId,
+      connectID: conn.connectId,
+      state: was,
+      reason: error?.message ?? "",
+    });
     conn.stream.close(error);
+  }
+
+  /**
+   * Debug record of a table change with the gauges tests read (pending_backend_dials,
+   * established_connections, grpc_connections{Proxy}), then "tables empty" when all are 0.
+   */
+  logTables(message: string, fields: Record<string, unknown>): void {
+    const gauges = {
+      pending: this.pending.size,
+      established: this.establishedConnections,
+      frontends: this.frontends.size,
+    };
+    this.log.debug(message, { ...fields, ...gauges });
+    if (gauges.pending + gauges.established + gauges.frontends === 0) {
+      this.log.debug("tables empty");
+    }
   }
 }

@@ -9,9 +9,14 @@
  * - `HTTP/1.1 200 Connection Established\r\n\r\n` is written only after the agent's successful
  *   DIAL_RSP and before any tunneled byte: agent DATA can only follow the DIAL_RSP through the core.
  * - Bytes the client pipelined after the head are kept and sent first.
- * - A failed dial is answered with the status of the error taxonomy and a body with the reason,
- *   the server ID and the agent ID.
+ * - A failed dial is answered with the status of the error taxonomy; the reason phrase and the body
+ *   carry the reason, the kind, the server ID and the agent ID (see `http_connect_errors.ts`).
  * - A client that closes its socket while the dial is pending cancels the dial.
+ * - While reading is paused (the far end takes no more bytes), the socket is probed every
+ *   {@linkcode PAUSED_PROBE_MS}: a client that has gone away ends its tunnel at once.
+ * - A tunnel cut from the far side (CLOSE_RSP with an error: the agent disconnected, the endpoint
+ *   was reset) delivers what is queued, then resets the client's socket (TCP RST, where the socket
+ *   can be reset) instead of closing it cleanly.
  *
  * @module
  */
@@ -20,6 +25,7 @@ import { closeRequest, dataPacket, dialRequest, type Packet, randomDialId } from
 import type { ByteSocket } from "@knp/transport/byte_socket";
 import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
 import { errorMessage, KnpError } from "@knp/core/errors";
+import { type Logger, nullLogger } from "@knp/core/log";
 import { DoneSignal, type PacketHandler, type PacketStream } from "@knp/transport/packet_stream";
 import { dialFailure, HttpError, responseBytes } from "./http_connect_errors.ts";
 
@@ -33,13 +39,27 @@ export interface HttpConnectLimits {
   headerTimeoutMs?: number;
   /** Bytes kept from a client that sends data before the tunnel is up. @default 262144 */
   maxEarlyBytes?: number;
+  /** Where the frontend logs (debug records only). */
+  logger?: Logger | undefined;
 }
 
 /** Largest read from the client; an idle connection's pending read holds only 1 KiB. */
 const READ_SIZE = 256 * 1024;
 /** Closing waits for queued bytes while the client keeps reading; this long without progress cuts it. */
 const FLUSH_IDLE_MS = 5_000;
+/**
+ * While reading is paused (the far end is not taking bytes), how often the socket is probed with a
+ * zero-byte write: on a Unix socket it fails with EPIPE once the client has closed, which a paused
+ * reader cannot see behind the bytes still queued.
+ */
+export const PAUSED_PROBE_MS = 1_000;
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
+
+/**
+ * A client socket that can also be aborted: reset (TCP RST) instead of a clean close, so a client
+ * tells a cut connection from a complete one. Unix sockets have no reset; they just close.
+ */
+export type AbortableSocket = ByteSocket & { abort?: () => void };
 
 /** A parsed CONNECT request head. */
 interface ConnectRequest {
@@ -94,10 +114,11 @@ type Phase = "head" | "dialing" | "open" | "closed";
 /** One HTTP-CONNECT client socket as a {@linkcode PacketStream}. */
 export class HttpConnectFrontend implements PacketStream {
   readonly peer: string;
-  #socket: ByteSocket;
+  #socket: AbortableSocket;
   #writer: SocketWriter;
   #handler: PacketHandler | undefined;
-  #limits: Required<HttpConnectLimits>;
+  #limits: Required<Omit<HttpConnectLimits, "logger">>;
+  #log: Logger;
   #serverId: string;
   #phase: Phase = "head";
   #dialId = 0n;
@@ -109,10 +130,16 @@ export class HttpConnectFrontend implements PacketStream {
   #ended = false;
   #closing = false;
   #done = new DoneSignal();
+  #headAborted = false;
   /** The request's User-Agent, once parsed. */
   userAgent = "";
 
-  constructor(socket: ByteSocket, peer: string, serverId: string, limits: HttpConnectLimits = {}) {
+  constructor(
+    socket: AbortableSocket,
+    peer: string,
+    serverId: string,
+    limits: HttpConnectLimits = {},
+  ) {
     this.#socket = socket;
     this.peer = peer;
     this.#serverId = serverId;
@@ -121,6 +148,7 @@ export class HttpConnectFrontend implements PacketStream {
       headerTimeoutMs: limits.headerTimeoutMs ?? 10_000,
       maxEarlyBytes: limits.maxEarlyBytes ?? 256 * 1024,
     };
+    this.#log = limits.logger ?? nullLogger;
     this.#writer = new SocketWriter(socket, (err) => this.#end(asError(err)));
   }
 
@@ -145,12 +173,8 @@ export class HttpConnectFrontend implements PacketStream {
     const limit = this.#limits.maxHeaderBytes + 1;
     let buf = new Uint8Array(Math.min(4096, limit));
     let length = 0;
-    let timedOut = false;
     const timer = setTimeout(() => {
-      timedOut = true;
-      this.#respondAndClose(
-        new HttpError(408, "Request Timeout", "request head not received in time"),
-      );
+      this.abortHead(new HttpError(408, "Request Timeout", "request head not received in time"));
     }, this.#limits.headerTimeoutMs);
     try {
       while (true) {
@@ -160,7 +184,7 @@ export class HttpConnectFrontend implements PacketStream {
           buf = bigger;
         }
         const n = await this.#socket.read(buf.subarray(length));
-        if (timedOut) return false;
+        if (this.#headAborted) return false;
         if (n === null) {
           this.#end();
           return false;
@@ -183,7 +207,7 @@ export class HttpConnectFrontend implements PacketStream {
         }
       }
     } catch (err) {
-      if (!timedOut) {
+      if (!this.#headAborted) {
         if (err instanceof HttpError) this.#respondAndClose(err);
         else this.#end(asError(err));
       }
@@ -191,6 +215,13 @@ export class HttpConnectFrontend implements PacketStream {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Answers a client still sending its head (timeout, eviction) and closes. */
+  abortHead(error: HttpError): void {
+    if (this.#phase !== "head" || this.#headAborted) return;
+    this.#headAborted = true;
+    this.#respondAndClose(error);
   }
 
   #target = "";
@@ -227,9 +258,13 @@ export class HttpConnectFrontend implements PacketStream {
       }
       case "DATA":
         return this.#writer.write(packet.data.data, onSent);
-      case "CLOSE_RSP":
-        this.close();
+      case "CLOSE_RSP": {
+        // An error (the agent disconnected, the endpoint was reset) cuts the tunnel: the client
+        // gets a reset after the bytes already queued, not an end that looks complete.
+        const { error } = packet.closeResponse;
+        this.close(error === "" ? undefined : new KnpError("TUNNEL_CLOSED", error));
         return false;
+      }
       case "DIAL_CLS":
         this.#respondAndClose(
           dialFailure("the agent cancelled the dial [knp: kind=tunnel-closed]", this.#serverId),
@@ -253,11 +288,39 @@ export class HttpConnectFrontend implements PacketStream {
     this.#resume?.();
   }
 
-  /** Closes after flushing what is queued (bounded). Idempotent. */
+  /**
+   * Closes after flushing what is queued (bounded). With an error the connection was cut: the
+   * socket is then aborted (reset) rather than closed cleanly. Idempotent.
+   */
   close(error?: Error): void {
     if (this.#closing || this.#ended) return;
     this.#closing = true;
-    this.#writer.flushed(FLUSH_IDLE_MS).then(() => this.#end(error));
+    this.#writer.flushed(FLUSH_IDLE_MS).then(() => this.#end(error, error !== undefined));
+  }
+
+  /** Waits for `resume()` while probing whether the client is still there. */
+  async #waitPaused(): Promise<void> {
+    let first = true;
+    const probe = setInterval(() => {
+      if (this.#writer.bufferedBytes > 0 || this.closed) return;
+      if (first) {
+        first = false;
+        this.#log.debug("http-connect client paused; probing whether it is still there", {
+          peer: this.peer,
+          connectID: this.#connectId,
+        });
+      }
+      this.#socket.write(new Uint8Array(0)).catch((err) => {
+        if (this.closed) return;
+        this.#end(new KnpError("TUNNEL_CLOSED", `client went away: ${errorMessage(err)}`));
+      });
+    }, PAUSED_PROBE_MS);
+    try {
+      await new Promise<void>((resolve) => (this.#resume = resolve));
+    } finally {
+      clearInterval(probe);
+      this.#resume = undefined;
+    }
   }
 
   async #readLoop(): Promise<void> {
@@ -268,8 +331,7 @@ export class HttpConnectFrontend implements PacketStream {
         const waitForOpen = this.#phase === "dialing" &&
           this.#earlyBytes >= this.#limits.maxEarlyBytes;
         if (this.#paused || waitForOpen) {
-          await new Promise<void>((resolve) => (this.#resume = resolve));
-          this.#resume = undefined;
+          await this.#waitPaused();
           continue;
         }
         const buffer = sizes.buffer();
@@ -304,13 +366,14 @@ export class HttpConnectFrontend implements PacketStream {
     this.close();
   }
 
-  #end(error?: Error): void {
+  #end(error?: Error, abort = false): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#phase = "closed";
     this.#resume?.();
     try {
-      this.#socket.close();
+      if (abort && this.#socket.abort) this.#socket.abort();
+      else this.#socket.close();
     } catch { /* already closed */ }
     this.#done.settle(error);
     this.#handler?.onEnd(error);

@@ -91,6 +91,14 @@ class MemorySocket implements ByteSocket {
     this.closed = true;
     this.#notify();
   }
+
+  /** Set when the frontend reset the socket instead of closing it cleanly. */
+  aborted = false;
+
+  abort(): void {
+    this.aborted = true;
+    this.close();
+  }
 }
 
 /** A frontend over a memory socket, with what its handler received. */
@@ -370,6 +378,34 @@ Deno.test("DATA written by the core reaches the client; backpressure and CLOSE_R
   assert.equal(h.ends.length, 1);
 });
 
+Deno.test("a CLOSE_RSP with an error flushes the queued bytes, then resets the socket", async () => {
+  const h = frontend();
+  const reading = h.fe.readHead();
+  h.socket.push("CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal(await reading, true);
+  h.start();
+  h.fe.send(dialResponse(h.dialId(), 5n));
+  h.fe.send(dataPacket(5n, encoder.encode("partial")));
+  h.fe.send(closeResponse(5n, "agent agent-1 disconnected"));
+  await settle();
+  assert.equal(h.socket.output, ESTABLISHED + "partial");
+  assert.equal(h.socket.aborted, true, "a cut tunnel is reset, not closed cleanly");
+  assert.match(String(h.ends[0]), /agent agent-1 disconnected/);
+});
+
+Deno.test("a CLOSE_RSP without an error closes the socket cleanly", async () => {
+  const h = frontend();
+  const reading = h.fe.readHead();
+  h.socket.push("CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal(await reading, true);
+  h.start();
+  h.fe.send(dialResponse(h.dialId(), 5n));
+  h.fe.send(closeResponse(5n));
+  await settle();
+  assert.equal(h.socket.closed, true);
+  assert.equal(h.socket.aborted, false);
+});
+
 Deno.test("pause() stops delivering client bytes until resume()", async () => {
   const h = frontend();
   const reading = h.fe.readHead();
@@ -407,7 +443,13 @@ Deno.test("a failed DIAL_RSP is answered with its status, kind header and body, 
   assert.equal(h.fe.send(dialResponse(h.dialId(), 0n, error)), false);
   await settle();
   const out = h.socket.output;
-  assert.ok(out.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), out);
+  assert.ok(
+    out.startsWith(
+      "HTTP/1.1 502 Bad Gateway: dial tcp 127.0.0.1:1: connect: connection refused " +
+        "[knp: kind=dial-refused server=srv-1 agent=agent-a]\r\n",
+    ),
+    out,
+  );
   assert.match(out, /\r\nX-Knp-Error-Kind: dial-refused\r\n/);
   assert.match(out, /\r\nConnection: close\r\n/);
   const body = out.slice(out.indexOf("\r\n\r\n") + 4);
@@ -429,7 +471,12 @@ Deno.test("DIAL_CLS from the agent answers 502 tunnel-closed", async () => {
   h.fe.send({ type: "DIAL_CLS", closeDial: { random: h.dialId() } });
   await settle();
   const out = h.socket.output;
-  assert.ok(out.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), out);
+  assert.ok(
+    out.startsWith(
+      "HTTP/1.1 502 Bad Gateway: the agent cancelled the dial [knp: kind=tunnel-closed server=srv-1]\r\n",
+    ),
+    out,
+  );
   assert.match(out, /\r\nX-Knp-Error-Kind: tunnel-closed\r\n/);
   assert.equal(
     out.slice(out.indexOf("\r\n\r\n") + 4),
@@ -443,12 +490,24 @@ Deno.test("bad requests are answered and closed without a dial", async () => {
   const cases: [string, RegExp, string][] = [
     [
       "GET /success HTTP/1.1\r\nHost: x\r\n\r\n",
-      /^HTTP\/1\.1 405 Method Not Allowed\r\n/,
+      /^HTTP\/1\.1 405 Method Not Allowed: this proxy only supports CONNECT passthrough \[knp: server=srv-1\]\r\n/,
       "this proxy only supports CONNECT passthrough\n",
     ],
-    ["CONNECT nonsense HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 400 Bad Request\r\n/, ""],
-    ["CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n", /^HTTP\/1\.1 400 Bad Request\r\n/, ""],
-    ["garbage\r\n\r\n", /^HTTP\/1\.1 400 Bad Request\r\n/, ""],
+    [
+      "CONNECT nonsense HTTP/1.1\r\nHost: x\r\n\r\n",
+      /^HTTP\/1\.1 400 Bad Request: invalid CONNECT target "nonsense" \[knp: server=srv-1\]\r\n/,
+      "",
+    ],
+    [
+      "CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n",
+      /^HTTP\/1\.1 400 Bad Request: missing required Host header \[knp: server=srv-1\]\r\n/,
+      "",
+    ],
+    [
+      "garbage\r\n\r\n",
+      /^HTTP\/1\.1 400 Bad Request: malformed HTTP request line \[knp: server=srv-1\]\r\n/,
+      "",
+    ],
   ];
   for (const [head, status, body] of cases) {
     const h = frontend();
@@ -476,7 +535,9 @@ Deno.test("a head over the limit gets 431 and a close", async () => {
     assert.equal(await reading, false);
     await settle();
     assert.ok(
-      h.socket.output.startsWith("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+      h.socket.output.startsWith(
+        "HTTP/1.1 431 Request Header Fields Too Large: request head too large [knp: server=srv-1]\r\n",
+      ),
       h.socket.output,
     );
     assert.equal(h.socket.closed, true);
@@ -509,7 +570,12 @@ Deno.test("a head not complete in time gets 408 and a close", async () => {
   const elapsed = Date.now() - started;
   assert.ok(elapsed >= 90 && elapsed < 2000, `answered after ${elapsed} ms`);
   await settle();
-  assert.ok(h.socket.output.startsWith("HTTP/1.1 408 Request Timeout\r\n"), h.socket.output);
+  assert.ok(
+    h.socket.output.startsWith(
+      "HTTP/1.1 408 Request Timeout: request head not received in time [knp: server=srv-1]\r\n",
+    ),
+    h.socket.output,
+  );
   assert.equal(h.socket.closed, true);
   assert.equal(h.packets.length, 0);
 });

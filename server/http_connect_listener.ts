@@ -15,7 +15,12 @@ import { errorMessage } from "@knp/core/errors";
 import type { TlsMaterial } from "@knp/transport/tls_files";
 import { TlsListener } from "@knp/transport/tls_listener";
 import { type Logger, nullLogger } from "@knp/core/log";
-import { HttpConnectFrontend, type HttpConnectLimits } from "./http_connect_frontend.ts";
+import {
+  type AbortableSocket,
+  HttpConnectFrontend,
+  type HttpConnectLimits,
+} from "./http_connect_frontend.ts";
+import { overloaded } from "./http_connect_errors.ts";
 import type { ProxyServer } from "./proxy_server.ts";
 
 /** Options of {@linkcode serveHttpConnect}. */
@@ -29,7 +34,11 @@ export interface HttpConnectListenerOptions extends HttpConnectLimits {
   tls?: TlsMaterial | undefined;
   /** Extra node:tls context options (min version, ciphers). */
   tlsOptions?: SecureContextOptions | undefined;
-  /** Most connections still sending their request head; more get 503 at once. @default 1024 */
+  /**
+   * Most connections still sending their request head. A new connection beyond it evicts the
+   * oldest one (answered 503), so a slowloris cannot lock out newer, well-behaved clients.
+   * @default 1024
+   */
   maxPendingHeads?: number;
   logger?: Logger;
 }
@@ -44,10 +53,8 @@ export interface HttpConnectListener {
   close(): Promise<void>;
 }
 
-const OVERLOADED = new TextEncoder().encode(
-  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-    "Connection: close\r\n\r\nserver overloaded: too many connections sending request headers\n",
-);
+/** Back-off after a failed accept (EMFILE and the like): doubles from the first to the last. */
+export const ACCEPT_BACKOFF_MS = [5, 1_000] as const;
 
 /** The open client connections of one listener, each read up to its CONNECT and then served. */
 class ConnectionSet {
@@ -55,12 +62,13 @@ class ConnectionSet {
   readonly #log: Logger;
   readonly #maxPendingHeads: number;
   readonly #sockets = new Set<ByteSocket>();
-  #pendingHeads = 0;
+  /** Connections still sending their heads, oldest first (a Set keeps insertion order). */
+  readonly #pendingHeads = new Set<HttpConnectFrontend>();
 
   constructor(options: HttpConnectListenerOptions) {
     this.#options = options;
     this.#log = options.logger ?? nullLogger;
-    this.#maxPendingHeads = options.maxPendingHeads ?? 1024;
+    this.#maxPendingHeads = Math.max(1, options.maxPendingHeads ?? 1024);
   }
 
   get size(): number {
@@ -68,31 +76,54 @@ class ConnectionSet {
   }
 
   /** Serves one client connection until its tunnel is over. */
-  async handle(socket: ByteSocket, peer: string): Promise<void> {
+  async handle(socket: AbortableSocket, peer: string): Promise<void> {
     this.#sockets.add(socket);
+    this.#log.debug("http-connect connection opened", { peer, connections: this.#sockets.size });
     const { core } = this.#options;
     const frontend = new HttpConnectFrontend(socket, peer, core.serverId, this.#options);
+    let error: string | undefined;
     try {
-      if (this.#pendingHeads >= this.#maxPendingHeads) {
-        await socket.write(OVERLOADED).catch(() => {});
-        socket.close();
-        return;
-      }
-      this.#pendingHeads++;
+      this.#admit(frontend);
       let ok: boolean;
       try {
         ok = await frontend.readHead();
       } finally {
-        this.#pendingHeads--;
+        this.#pendingHeads.delete(frontend);
       }
       if (!ok) return;
       await core.serveFrontend(frontend, frontend.userAgent).ended;
+      error = (await frontend.done)?.message;
     } catch (err) {
       this.#log.warn("http-connect connection failed", { peer, error: errorMessage(err) });
       socket.close();
     } finally {
       this.#sockets.delete(socket);
+      // Tests await this record, then read the http_connections gauge (`connections`).
+      this.#log.debug("http-connect connection closed", {
+        peer,
+        connections: this.#sockets.size,
+        ...(error === undefined ? {} : { error }),
+      });
     }
+  }
+
+  /** Counts a new head in progress; at the limit the oldest one is answered 503 and closed. */
+  #admit(frontend: HttpConnectFrontend): void {
+    if (this.#pendingHeads.size >= this.#maxPendingHeads) {
+      const oldest = this.#pendingHeads.values().next().value;
+      if (oldest !== undefined) {
+        this.#pendingHeads.delete(oldest);
+        this.#log.debug("evicting the oldest connection still sending its head", {
+          peer: oldest.peer,
+          limit: this.#maxPendingHeads,
+        });
+        oldest.abortHead(overloaded(
+          `server overloaded: too many connections sending request headers (limit ${this.#maxPendingHeads}); the oldest is closed`,
+          this.#options.core.serverId,
+        ));
+      }
+    }
+    this.#pendingHeads.add(frontend);
   }
 
   closeAll(): void {
@@ -105,16 +136,42 @@ export function serveHttpConnect(
   options: HttpConnectListenerOptions,
 ): Promise<HttpConnectListener> {
   const connections = new ConnectionSet(options);
-  return options.udsPath ? serveUds(options.udsPath, connections) : serveTls(options, connections);
+  return options.udsPath
+    ? serveUds(options.udsPath, connections, options.logger ?? nullLogger)
+    : serveTls(options, connections);
 }
 
-async function serveUds(path: string, connections: ConnectionSet): Promise<HttpConnectListener> {
+/**
+ * Accepts until the listener is closed. A failed accept (EMFILE: out of descriptors) is logged
+ * and retried after a bounded back-off instead of ending the loop.
+ */
+async function acceptLoop(listener: Deno.Listener, connections: ConnectionSet, log: Logger) {
+  let backoff = 0;
+  while (true) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
+      backoff = Math.min(Math.max(backoff * 2, ACCEPT_BACKOFF_MS[0]), ACCEPT_BACKOFF_MS[1]);
+      log.warn("http-connect accept failed; retrying", { error: errorMessage(err), backoff });
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      continue;
+    }
+    backoff = 0;
+    connections.handle(conn, "unix");
+  }
+}
+
+async function serveUds(
+  path: string,
+  connections: ConnectionSet,
+  log: Logger,
+): Promise<HttpConnectListener> {
   await rm(path, { force: true });
   const listener = Deno.listen({ transport: "unix", path });
   await chmod(path, 0o770);
-  (async () => {
-    for await (const conn of listener) connections.handle(conn, "unix");
-  })().catch(() => {});
+  acceptLoop(listener, connections, log);
   return {
     port: 0,
     get connections() {
@@ -147,7 +204,8 @@ async function serveTls(
     // The TLS handshake counts against the head's time bound (node's default is 120 s).
     handshakeTimeoutMs: options.headerTimeoutMs ?? 10_000,
     onConnection: (socket: TLSSocket) => {
-      connections.handle(fromNodeSocket(socket), `${socket.remoteAddress}:${socket.remotePort}`);
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      connections.handle({ ...fromNodeSocket(socket), abort: () => resetSocket(socket) }, peer);
     },
     onHandshakeError: (err) => {
       log.info("TLS handshake failed on the HTTP-CONNECT frontend", { error: err.message });
@@ -166,4 +224,18 @@ async function serveTls(
       await listener.close();
     },
   };
+}
+
+/**
+ * Resets a TLS client's TCP connection (RST). Deno's node:tls runs TLS over an inner TCP socket
+ * (`_parent`), and only resetting that one sends an RST (the outer socket's `resetAndDestroy()`
+ * just closes); elsewhere the outer socket is reset. A plain destroy is the fallback.
+ */
+function resetSocket(socket: TLSSocket): void {
+  const inner = (socket as unknown as { _parent?: { resetAndDestroy?: () => void } })._parent;
+  try {
+    if (typeof inner?.resetAndDestroy === "function") inner.resetAndDestroy();
+    else socket.resetAndDestroy();
+  } catch { /* not a TCP socket underneath: destroyed below */ }
+  socket.destroy();
 }

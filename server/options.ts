@@ -111,6 +111,10 @@ export interface ServerOptions extends KlogOptions {
   enableContentionProfiling: boolean;
   /** `--knp-log-format` (knp only): `json` or `text`. @default "json" */
   knpLogFormat: LogFormat;
+  /** `--knp-http-timeout` (knp only): bound on a health/admin connection, ms. @default 10000 */
+  knpHttpTimeout: number;
+  /** `--knp-frontend-idle-timeout` (knp only): idle gRPC frontend bound, ms. @default 60000 */
+  knpFrontendIdleTimeout: number;
   /** `--knp-max-pending-dials` (knp only): dials that may wait for agents at once. @default 10000 */
   knpMaxPendingDials: number;
   /** `--knp-websocket-port` (knp only): port of the WebSocket agent link; 0 = off. @default 0 */
@@ -316,6 +320,14 @@ function checkTimeouts(o: ServerOptions): void {
  */
 export function validateServerOptions(o: ServerOptions): string[] {
   checkFiles(o);
+  for (
+    const [flag, value] of [
+      ["knp-http-timeout", o.knpHttpTimeout],
+      ["knp-frontend-idle-timeout", o.knpFrontendIdleTimeout],
+    ] as const
+  ) {
+    if (!(value > 0)) throw invalidFlag(`--${flag}: must be > 0, got ${showDuration(value)}`);
+  }
   if (!Number.isInteger(o.knpMaxPendingDials) || o.knpMaxPendingDials < 1) {
     throw invalidFlag(`--knp-max-pending-dials: must be at least 1, got ${o.knpMaxPendingDials}`);
   }

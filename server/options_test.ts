@@ -72,6 +72,8 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     enableProfiling: false,
     enableContentionProfiling: false,
     knpLogFormat: "json",
+    knpHttpTimeout: 10_000,
+    knpFrontendIdleTimeout: 60_000,
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
     knpPrintPermissions: false,
@@ -157,6 +159,8 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
   const names = SERVER_FLAGS.map((spec) => spec.name);
   assert.deepEqual(names.filter((name) => !upstream.includes(name)), [
     "knp-log-format",
+    "knp-http-timeout",
+    "knp-frontend-idle-timeout",
     "knp-max-pending-dials",
     "knp-websocket-port",
     "knp-print-permissions",
@@ -499,4 +503,11 @@ Deno.test("validateServerOptions() checks --knp-log-format on programmatic optio
     () => parseServerOptions(["--knp-log-format=xml"], {}),
     /invalid argument "xml" for "--knp-log-format" flag/,
   );
+});
+
+Deno.test("validateServerOptions() requires positive --knp-http-timeout and --knp-frontend-idle-timeout", () => {
+  assert.equal(options(["--knp-http-timeout=2s"]).knpHttpTimeout, 2_000);
+  assert.equal(options(["--knp-frontend-idle-timeout=90s"]).knpFrontendIdleTimeout, 90_000);
+  assertInvalid(["--knp-http-timeout=0s"], "knp-http-timeout", /must be > 0/);
+  assertInvalid(["--knp-frontend-idle-timeout=0s"], "knp-frontend-idle-timeout", /must be > 0/);
 });

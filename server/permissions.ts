@@ -38,16 +38,9 @@ function frontendNeeds(o: ServerOptions): PermissionNeed[] {
   ];
 }
 
-/**
- * The WebSocket agent link: its public TLS port, and loopback (any port) because its TLS front
- * splices each connection to a plaintext `Deno.serve` bound on `127.0.0.1:0`.
- */
+/** The WebSocket agent link: its public TLS port (the link runs on the accepted sockets). */
 function websocketNeeds(o: ServerOptions): PermissionNeed[] {
-  const reason = "--knp-websocket-port";
-  return [
-    ...listenNeeds(reason, o.agentBindAddress, o.knpWebsocketPort, "0.0.0.0"),
-    { kind: "net", value: "127.0.0.1", reason },
-  ];
+  return listenNeeds("--knp-websocket-port", o.agentBindAddress, o.knpWebsocketPort, "0.0.0.0");
 }
 
 /** The needs of parsed (not necessarily validated) server options. */

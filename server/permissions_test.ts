@@ -61,6 +61,16 @@ Deno.test("server: the computed set is exact for a UDS + mTLS command line", asy
   }
 });
 
+Deno.test("server: the WebSocket agent link needs only its own port (no loopback hop)", async () => {
+  const { dir, uds, args } = await setup();
+  try {
+    const flags = serverPermissionFlags([...args, "--knp-websocket-port=0"]);
+    assert.equal(flags[1], `--allow-net=unix:${uds},127.0.0.1:0`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("server: without write on the socket it ends with one line naming the flag", async () => {
   const { dir, uds, args, flags } = await setup();
   try {

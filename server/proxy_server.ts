@@ -180,6 +180,7 @@ export class ProxyServer {
   serveFrontend(stream: PacketStream, userAgent = ""): FrontendConnection {
     const conn = new FrontendConnection(stream, userAgent);
     this.#t.frontends.add(conn);
+    this.#t.logTables("frontend connection started", { peer: stream.peer });
     stream.start({
       onPacket: (packet) => this.#fromFrontend(conn, packet),
       onEnd: () => this.#frontendGone(conn),
@@ -276,6 +277,7 @@ export class ProxyServer {
     conn.state = "pending";
     conn.dialStart = this.#timers.now();
     this.#t.pending.set(random, conn);
+    this.#t.logTables("dial pending", { dialID: random });
     log.debug("forwarding DIAL_REQ", { agentID: backend!.agentId });
     backend!.send(packet);
     if (this.#dialTimeoutMs > 0) {

@@ -39,6 +39,8 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     strategies: parseProxyStrategies(o.proxyStrategies),
     backendDialTimeoutMs: o.backendDialTimeout,
     maxPendingDials: o.knpMaxPendingDials,
+    httpTimeoutMs: o.knpHttpTimeout,
+    frontendIdleTimeoutMs: o.knpFrontendIdleTimeout,
     ...(o.knpWebsocketPort > 0 ? { websocketPort: o.knpWebsocketPort } : {}),
     ...(o.udsName !== "" ? { udsName: o.udsName } : {}),
     deleteExistingUdsFile: o.deleteExistingUdsFile,
@@ -94,6 +96,8 @@ export async function runServer(
  */
 async function shutDown(server: ProxyServerHandle, timeoutMs: number, log: Logger): Promise<void> {
   const graceful = timeoutMs > 0;
+  // Logged once the frontend listeners are closed (close() does that before its first await).
+  const closing = server.close(graceful);
   log.info("shutting down", {
     graceful,
     timeoutMs,
@@ -108,7 +112,7 @@ async function shutDown(server: ProxyServerHandle, timeoutMs: number, log: Logge
       Deno.exit(0);
     }, timeoutMs)
     : undefined;
-  await server.close(graceful);
+  await closing;
   clearTimeout(timer);
   log.info(graceful ? "graceful shutdown complete" : "shut down");
   Deno.exit(0);

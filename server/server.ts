@@ -50,6 +50,8 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   keepaliveTimeMs?: number;
   /** Interval of keepalive pings to frontends. */
   frontendKeepaliveTimeMs?: number;
+  /** Closes a gRPC frontend connection without open streams after this long. @default 60000 */
+  frontendIdleTimeoutMs?: number;
   /** Address of the health server. */
   healthBindAddress?: string;
   /** Health port; undefined = no health server. */
@@ -58,8 +60,8 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   adminBindAddress?: string;
   /** Admin port; undefined = no admin server. */
   adminPort?: number;
-  /** Bound on a health/admin connection the server sends nothing on. @default 10000 */
-  httpIdleTimeoutMs?: number;
+  /** Bound on a health/admin connection from accept to the end of its response. @default 10000 */
+  httpTimeoutMs?: number;
   /** Where the server logs. */
   logger?: Logger;
 }
@@ -101,7 +103,7 @@ function serveHttp(
     hostname,
     port,
     handler,
-    ...(config.httpIdleTimeoutMs !== undefined ? { idleTimeoutMs: config.httpIdleTimeoutMs } : {}),
+    ...(config.httpTimeoutMs !== undefined ? { timeoutMs: config.httpTimeoutMs } : {}),
   });
   cleanups.push(() => server.close());
   return server.port;
@@ -114,6 +116,61 @@ async function runCleanups(cleanups: Cleanups): Promise<void> {
       await c();
     } catch { /* best effort */ }
   }
+}
+
+/** Binds the health and admin ports (each when configured); their ports, 0 when off. */
+function serveHealthAndAdmin(
+  config: ProxyServerConfig,
+  handler: (req: Request) => Response,
+  cleanups: Cleanups,
+): { health: number; admin: number } {
+  const health = serveHttp(
+    "--health-port",
+    config.healthBindAddress || "0.0.0.0",
+    config.healthPort,
+    handler,
+    config,
+    cleanups,
+  );
+  const admin = serveHttp(
+    "--admin-port",
+    config.adminBindAddress || "127.0.0.1",
+    config.adminPort,
+    handler,
+    config,
+    cleanups,
+  );
+  return { health, admin };
+}
+
+/**
+ * The handle's `close`: graceful first closes the frontend gracefully (no new connections, open
+ * ones finish), then the core and every other listener; a later `close(false)` cuts it short.
+ */
+function shutdown(
+  core: ProxyServer,
+  frontend: { close(graceful: boolean): Promise<void> },
+  closeAll: () => Promise<void>,
+): (graceful?: boolean) => Promise<void> {
+  let closing: Promise<void> | undefined;
+  let cut = false;
+  const cutCore = () => {
+    if (cut) return;
+    cut = true;
+    core.close();
+  };
+  return (graceful = false) => {
+    if (!graceful && !cut) {
+      cutCore();
+      if (closing !== undefined) frontend.close(false).catch(() => {});
+    }
+    closing ??= (async () => {
+      if (graceful) await frontend.close(true).catch(() => {});
+      cutCore();
+      await closeAll();
+    })();
+    return closing;
+  };
 }
 
 /** Starts a server. @throws {KnpError} when a listener cannot be bound */
@@ -134,21 +191,9 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     const frontend = await serveFrontends(config, core, log, cleanups);
     if (frontend.connections) httpConnections = frontend.connections;
     const agents = await serveAgentLinks(config, core, log, cleanups);
-    const handler = serverHealthHandler(healthSource);
-    const health = serveHttp(
-      "--health-port",
-      config.healthBindAddress || "0.0.0.0",
-      config.healthPort,
-      handler,
+    const { health, admin } = serveHealthAndAdmin(
       config,
-      cleanups,
-    );
-    const admin = serveHttp(
-      "--admin-port",
-      config.adminBindAddress || "127.0.0.1",
-      config.adminPort,
-      handler,
-      config,
+      serverHealthHandler(healthSource),
       cleanups,
     );
     const ports = {
@@ -165,24 +210,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
       listening: ports,
     });
-    let closing: Promise<void> | undefined;
-    let cut = false;
-    const close = (graceful = false): Promise<void> => {
-      if (!graceful && !cut) {
-        cut = true;
-        core.close();
-        if (closing !== undefined) frontend.close(false).catch(() => {});
-      }
-      closing ??= (async () => {
-        if (graceful) await frontend.close(true).catch(() => {});
-        if (!cut) {
-          cut = true;
-          core.close();
-        }
-        await closeAll();
-      })();
-      return closing;
-    };
+    const close = shutdown(core, frontend, closeAll);
     return { core, ...ports, close, [Symbol.asyncDispose]: () => close() };
   } catch (err) {
     await closeAll();

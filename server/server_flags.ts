@@ -295,6 +295,22 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
   {
+    name: "knp-http-timeout",
+    type: "duration",
+    default: 10_000,
+    help: "knp only: bound on a health or admin connection, from accept to the end of its " +
+      "response (one request per connection); a client that sends nothing is closed after it.",
+    implemented: true,
+  },
+  {
+    name: "knp-frontend-idle-timeout",
+    type: "duration",
+    default: 60_000,
+    help: "knp only: closes a gRPC frontend connection (GOAWAY) that has had no open stream " +
+      "for this long, including one that never sends anything.",
+    implemented: true,
+  },
+  {
     name: "knp-max-pending-dials",
     type: "int",
     default: 10_000,

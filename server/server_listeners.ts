@@ -9,7 +9,9 @@
 import { USER_AGENT_KEY } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import { serveGrpc } from "@knp/transport/grpc_server";
+import { keepaliveFor } from "@knp/transport/keepalive";
 import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
+import { tlsClientErrorFields } from "@knp/transport/cert_validity";
 import type { Logger } from "@knp/core/log";
 import { rm } from "node:fs/promises";
 import { handshakeAgent } from "./agent_handshake.ts";
@@ -87,6 +89,8 @@ export async function serveFrontends(
     tls: config.udsName ? undefined : config.serverTls,
     tlsPolicy: config.tlsPolicy,
     keepaliveTimeMs: config.frontendKeepaliveTimeMs,
+    keepalive: keepaliveFor(config.frontendKeepaliveTimeMs ?? 3_600_000),
+    idleTimeoutMs: config.frontendIdleTimeoutMs ?? 60_000,
     onStream(incoming) {
       core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
     },
@@ -114,12 +118,18 @@ export async function serveAgentLinks(
 ): Promise<BoundAgentLinks> {
   const flowWindow = config.flowControlWindow ?? 1 << 20;
   const address = hostPort(config.agentBindAddress, config.agentPort);
+  // Dead agents are dropped within keepalive time + timeout; their pending dials fail at once.
+  const keepalive = keepaliveFor(config.keepaliveTimeMs ?? 3_600_000);
   const agents = await serveGrpc({
     service: "agent",
     address,
     tls: config.clusterTls,
     tlsPolicy: config.tlsPolicy,
     keepaliveTimeMs: config.keepaliveTimeMs,
+    keepalive,
+    onTlsClientError(err, peer) {
+      log.info("TLS handshake on the agent port failed", { peer, ...tlsClientErrorFields(err) });
+    },
     onStream(incoming) {
       const admission = handshakeAgent(core, {
         metadata: (key) => incoming.metadata(key),
@@ -143,6 +153,7 @@ export async function serveAgentLinks(
       port: config.websocketPort,
       tls: config.clusterTls,
       flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
+      keepalive,
       logger: log,
     }).catch((err) => {
       throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);

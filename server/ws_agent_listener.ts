@@ -45,8 +45,8 @@ import {
   acceptResponse,
   readUpgradeRequest,
   refusalResponse,
-  type UpgradeRequest,
   upgradeProblem,
+  type UpgradeRequest,
 } from "@knp/transport/ws_accept";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import { type AgentAdmission, handshakeAgent } from "./agent_handshake.ts";

@@ -42,6 +42,10 @@ export interface IssueOptions {
   usage: "server" | "client" | "both";
   /** Days the certificate stays valid; default 365. */
   validDays?: number;
+  /** Explicit validity start (e.g. in the future for a not-yet-valid certificate). */
+  notBefore?: Date;
+  /** Explicit validity end (e.g. in the past for an expired certificate). */
+  notAfter?: Date;
 }
 
 /** Options for {@linkcode generateTestPki}. */
@@ -229,6 +233,8 @@ export class CertificateAuthority implements CertBundle {
       subject: name([[OID_COMMON_NAME, options.commonName]]),
       issuer: this.subject,
       ...validity(options.validDays),
+      ...(options.notBefore ? { notBefore: options.notBefore } : {}),
+      ...(options.notAfter ? { notAfter: options.notAfter } : {}),
       publicKey: keys.publicKey,
       signingKey: this.key,
       signingAlgorithm: SIG_ALG,

@@ -473,6 +473,96 @@ export async function startAgent(
 }
 
 /**
+ * The server's connection-table gauges as its debug records report them (`--v=5`): `pending`
+ * (pending_backend_dials), `established` (established_connections) and `frontends`
+ * (grpc_connections{service_method="Proxy"}).
+ */
+export interface TableGauges {
+  pending: number;
+  established: number;
+  frontends: number;
+}
+
+/**
+ * The server's debug records that carry {@linkcode TableGauges}: one at every change of those
+ * gauges, so the latest one is the tables' state.
+ */
+const TABLE_RECORDS: ReadonlySet<string> = new Set([
+  "frontend connection started",
+  "dial pending",
+  "connection established",
+  "frontend connection ended",
+]);
+
+/** The latest record from `from` on whose `msg` is in `messages`, or undefined. */
+function latest(
+  records: readonly LogRecord[],
+  messages: ReadonlySet<string>,
+  from: number,
+): LogRecord | undefined {
+  for (let i = records.length - 1; i >= from; i--) {
+    const record = records[i];
+    if (record !== undefined && messages.has(record.msg ?? "")) return record;
+  }
+  return undefined;
+}
+
+/**
+ * Resolves with the server's latest table record (from `options.from` on) once its gauges satisfy
+ * `ok`. The server must run with `--v=5`. Taking `from` before opening the connections the wait is
+ * about makes sure their records are the ones read. Then read /metrics once to assert.
+ */
+export function awaitTables(
+  process: ManagedProcess,
+  ok: (gauges: TableGauges) => boolean,
+  what: string,
+  options: WaitForLogOptions = {},
+): Promise<LogRecord> {
+  const from = options.from ?? 0;
+  return process.waitForState(
+    (records) => {
+      const record = latest(records, TABLE_RECORDS, from);
+      if (record === undefined) return undefined;
+      const gauges = {
+        pending: Number(record["pending"]),
+        established: Number(record["established"]),
+        frontends: Number(record["frontends"]),
+      };
+      return ok(gauges) ? record : undefined;
+    },
+    what,
+    options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
+  );
+}
+
+const HTTP_CONNECTION_RECORDS: ReadonlySet<string> = new Set([
+  "http-connect connection opened",
+  "http-connect connection closed",
+]);
+
+/**
+ * Resolves once the server's latest HTTP-CONNECT connection record (`--v=5`; opened and closed
+ * each carry the open count, the http_connections gauge) reports `n` open connections.
+ */
+export function awaitHttpConnections(
+  process: ManagedProcess,
+  n: number,
+  options: WaitForLogOptions = {},
+): Promise<LogRecord> {
+  const from = options.from ?? 0;
+  return process.waitForState(
+    (records) => {
+      const record = latest(records, HTTP_CONNECTION_RECORDS, from);
+      return record !== undefined && record["connections"] === n ? record : undefined;
+    },
+    `${n} open HTTP-CONNECT connection(s)`,
+    options.timeoutMs === undefined ? {} : {
+      timeoutMs: options.timeoutMs,
+    },
+  );
+}
+
+/**
  * Polls `check()` every 50 ms until it is true. Only for state another process exposes without
  * announcing it (a /metrics gauge no log record accompanies); anything a process logs is awaited
  * with {@linkcode ManagedProcess.waitForLog} instead.

@@ -20,8 +20,8 @@ import { havePython, startBlackhole } from "./connect_client.ts";
 import {
   AGENT_LINKS,
   type AgentLink,
+  awaitTables,
   CLOSED_PORT,
-  eventually,
   httpStatus,
   type ServerProcess,
   startAgent,
@@ -71,18 +71,20 @@ async function echoThroughTunnel(link: AgentLink = "grpc") {
 for (const link of AGENT_LINKS) {
   Deno.test(`[${link}] GET through a single-use tunnel over the UDS frontend`, async () => {
     await using backend = startHttpBackend();
-    await using server = await startServer({ link });
+    // Debug level logs the connection tables' changes.
+    await using server = await startServer({ link, extraArgs: ["--v=5"] });
     await using _agent = await startAgent(server);
+    const from = server.process.mark();
     const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
     const conn = await tunnel.dial("tcp", backend.address);
     const res = await httpRequest(conn, "GET", "/success");
     assert.equal(res.status, 200);
     assert.equal(new TextDecoder().decode(res.body), "hello");
     await tunnel.done;
-    await eventually(
-      async () =>
-        (await metric(server, "konnectivity_network_proxy_server_established_connections")) === 0,
-      "established connections to return to 0",
+    await awaitTables(server.process, (g) => g.established === 0, "the tunnel to end", { from });
+    assert.equal(
+      await metric(server, "konnectivity_network_proxy_server_established_connections"),
+      0,
     );
   });
 
@@ -277,15 +279,25 @@ for (const link of AGENT_LINKS) {
         const err = await dialing;
         assert.ok(err instanceof DialError, String(err));
         assert.equal(err.reason, "context");
-        await eventually(
-          async () =>
-            (await metric(server, "konnectivity_network_proxy_server_pending_backend_dials")) ===
-              0 &&
-            (await metric(
-                server,
-                'konnectivity_network_proxy_server_grpc_connections{service_method="Proxy"}',
-              )) === 0,
+        const ended = await awaitTables(
+          server.process,
+          (g) => g.pending === 0 && g.frontends === 0,
           "the pending dial and its stream to be gone",
+          { from },
+        );
+        assert.equal(ended["state"], "pending", "the dial was still pending when it ended");
+        const failure = await server.process.waitForLog("dial failure", { from });
+        assert.equal(failure["reason"], "frontend_close", "the frontend's close removed the dial");
+        assert.equal(
+          await metric(server, "konnectivity_network_proxy_server_pending_backend_dials"),
+          0,
+        );
+        assert.equal(
+          await metric(
+            server,
+            'konnectivity_network_proxy_server_grpc_connections{service_method="Proxy"}',
+          ),
+          0,
         );
         assert.equal(
           await metric(

@@ -19,6 +19,7 @@ import { startHttpBackend } from "./backends.ts";
 import {
   type AgentProcess,
   httpStatus,
+  type LogRecord,
   type ServerProcess,
   startAgent,
   startServer,
@@ -439,7 +440,8 @@ Deno.test(
     const p = await pki();
     await using d = await tlsDir();
     await using backend = startHttpBackend();
-    await using server = await serverOn(d);
+    // Debug level: each poll that finds the same rejected files logs "TLS files still rejected".
+    await using server = await serverOn(d, ["--v=5"]);
     await using _agent = await agentOn(server, d, "agent-1", p.agentOld);
 
     await Deno.writeTextFile(d.clusterCert, p.cluster2.certPem.slice(0, 300)); // cut off
@@ -455,7 +457,15 @@ Deno.test(
     assert.equal((await served(server.agentPort, p.agentOld)).serial, serialOf(p.cluster1));
     await using _agent2 = await agentOn(server, d, "agent-2", p.agentOld);
     assert.equal(await getThrough(server, backend.address), "hello");
-    await new Promise((r) => setTimeout(r, 1_500)); // more polls: still one line
+    // Two more polls of the cluster files see the same broken contents: still one error line.
+    const rejected = server.process.mark();
+    const stillRejected = (records: readonly LogRecord[]) => {
+      const seen = records.slice(rejected).filter((r) =>
+        r.msg === "TLS files still rejected; unchanged since reported" && r.cert === d.clusterCert
+      );
+      return seen.length >= 2 ? seen[1] : undefined;
+    };
+    await server.process.waitForState(stillRejected, "two more polls of the broken files");
     assert.equal(countLines(server.process.log, /new TLS files rejected/), 1);
 
     // Completing the file (with its key) is picked up.

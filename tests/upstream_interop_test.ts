@@ -17,6 +17,7 @@ import { createSingleUseTunnel, createTunnel, DialError, type TunnelConn } from 
 import { readSample } from "../server/metrics.ts";
 import { checksum, firstMismatch, pattern, startHttpBackend } from "./backends.ts";
 import {
+  awaitTables,
   CLOSED_PORT,
   eventually,
   type ServerProcess,
@@ -530,7 +531,8 @@ Deno.test({
   ...opts,
   async fn(t) {
     await using backend = startHttpBackend();
-    await using server = await startServer();
+    // Debug level: our server logs every change of its connection tables (awaited below).
+    await using server = await startServer({ extraArgs: ["--v=5"] });
     const upstreamAgents: UpstreamAgent[] = [];
     const newAgent = async () => {
       const a = await startUpstreamAgent(server.agentPort, "upstream-agent-1");
@@ -539,14 +541,20 @@ Deno.test({
     };
     let agent = await newAgent();
     const procs = () => [server.process, agent.process];
-    const bothSidesIdle = () =>
-      eventually(
-        async () =>
-          await serverMetric(server, SERVER_ESTABLISHED) === 0 &&
-          await serverMetric(server, SERVER_PENDING) === 0 &&
-          await scrape(agent.healthPort, AGENT_OPEN_ENDPOINTS) === 0,
-        "no established/pending connection on our server and no open endpoint on the agent",
+    const bothSidesIdle = async () => {
+      await awaitTables(
+        server.process,
+        (g) => g.established === 0 && g.pending === 0,
+        "no established/pending connection on our server",
       );
+      assert.equal(await serverMetric(server, SERVER_ESTABLISHED), 0);
+      assert.equal(await serverMetric(server, SERVER_PENDING), 0);
+      // The upstream agent logs nothing this suite can rely on when an endpoint closes: poll it.
+      await eventually(
+        async () => await scrape(agent.healthPort, AGENT_OPEN_ENDPOINTS) === 0,
+        "no open endpoint on the upstream agent",
+      );
+    };
     try {
       await step(t, "A1 our server is ready once the upstream agent connects", procs, async () => {
         await server.agents(1);
@@ -610,21 +618,29 @@ Deno.test({
             const closeBefore = await serverMetric(server, dialFailures("frontend_close"));
             const lateBefore = await serverMetric(server, dialFailures("unrecognized_response"));
             const tunnel = createSingleUseTunnel({ udsPath: server.udsPath });
+            const from = server.process.mark();
             const dialing = tunnel.dial("tcp", hole.address, { signal: AbortSignal.timeout(500) })
               .catch((e) => e);
-            await eventually(
-              async () => await serverMetric(server, SERVER_PENDING) === 1,
-              "the dial to be pending on our server",
-            );
+            const pending = await server.process.waitForLog("dial pending", { from });
+            assert.equal(pending["pending"], 1, "the dial is pending on our server");
             const err = await dialing;
             assert.ok(err instanceof DialError, String(err));
             assert.equal(err.reason, "context");
-            await eventually(
-              async () =>
-                await serverMetric(server, SERVER_PENDING) === 0 &&
-                await serverMetric(server, SERVER_PROXY_STREAMS) === 0,
+            const ended = await awaitTables(
+              server.process,
+              (g) => g.pending === 0 && g.frontends === 0,
               "the pending dial and its frontend stream to be gone",
+              { from },
             );
+            assert.equal(ended["state"], "pending", "the dial was still pending when it ended");
+            const failure = await server.process.waitForLog("dial failure", { from });
+            assert.equal(
+              failure["reason"],
+              "frontend_close",
+              "the frontend's close removed the dial",
+            );
+            assert.equal(await serverMetric(server, SERVER_PENDING), 0);
+            assert.equal(await serverMetric(server, SERVER_PROXY_STREAMS), 0);
             assert.equal(
               await serverMetric(server, dialFailures("frontend_close")),
               closeBefore + 1,
@@ -632,12 +648,13 @@ Deno.test({
             // The upstream agent ignores the cancellation and answers after its 5 s dial timeout;
             // our server must drop that late DIAL_RSP (upstream: "unrecognized_response").
             const lateStarted = performance.now();
-            await eventually(
-              async () =>
-                await serverMetric(server, dialFailures("unrecognized_response")) ===
-                  lateBefore + 1,
-              "the upstream agent's late DIAL_RSP to be dropped",
-              15_000,
+            const dropped = await server.process.waitForLog("DIAL_RSP not recognized; dropped", {
+              from,
+            });
+            assert.equal(dropped["dialID"], pending["dialID"], "the cancelled dial's answer");
+            assert.equal(
+              await serverMetric(server, dialFailures("unrecognized_response")),
+              lateBefore + 1,
             );
             console.log(
               `    late DIAL_RSP (agent's 5 s dial timeout) dropped ${
@@ -730,13 +747,15 @@ Deno.test({
         procs,
         async () => {
           await killAgentMidDownload(server.udsPath, backend.address, () => agent.process.stop());
-          await eventually(
-            async () =>
-              await serverMetric(server, SERVER_ESTABLISHED) === 0 &&
-              await serverMetric(server, SERVER_PROXY_STREAMS) === 0 &&
-              await server.status("/readyz") === 500,
-            "our server to drop the connection, its stream and the backend",
+          await server.agents(0);
+          await awaitTables(
+            server.process,
+            (g) => g.established === 0 && g.frontends === 0,
+            "our server to drop the connection and its stream",
           );
+          assert.equal(await serverMetric(server, SERVER_ESTABLISHED), 0);
+          assert.equal(await serverMetric(server, SERVER_PROXY_STREAMS), 0);
+          assert.equal(await server.status("/readyz"), 500);
           agent = await newAgent();
           await getSuccess(server.udsPath, backend.address);
         },
@@ -906,9 +925,10 @@ Deno.test({
         procs,
         async () => {
           agent.process.kill("SIGTERM");
-          await eventually(
-            () => server.process.log.includes('"agent is draining" agentID="knp-agent-1"'),
+          await within(
+            30_000,
             "the upstream server to log our agent's DRAIN",
+            server.process.waitForText('"agent is draining" agentID="knp-agent-1"'),
           );
           // Only a draining agent is left: the upstream server falls back to it.
           await getSuccess(server.udsPath, backend.address);
@@ -984,10 +1004,8 @@ Deno.test({
           agent = await newAgent();
           server.process.kill("SIGTERM");
           await within(10_000, "upstream server exit", server.process.status);
-          await eventually(
-            async () => await statusOf(`http://127.0.0.1:${agent.healthPort}/readyz`) === 503,
-            "our agent's /readyz to be 503",
-          );
+          await agent.notReady();
+          assert.equal(await statusOf(`http://127.0.0.1:${agent.healthPort}/readyz`), 503);
           const restarted = performance.now();
           server = await newServer();
           await agent.ready(20_000).catch((err) => {

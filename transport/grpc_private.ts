@@ -109,3 +109,35 @@ export class PolicyServerCredentials extends grpc.ServerCredentials {
     return other === this;
   }
 }
+
+/** What a node:tls server passes to `tlsClientError` listeners, as far as knp reads it. */
+interface FailedTlsSocket {
+  remoteAddress?: string | undefined;
+  remotePort?: number | undefined;
+  _parent?: { remoteAddress?: string | undefined; remotePort?: number | undefined } | undefined;
+}
+
+/**
+ * Calls `listener` for every failed TLS handshake on `server`'s listeners, with the peer's
+ * "host:port" ("unknown" when the socket no longer knows it). grpc-js keeps its http2 servers
+ * in the private `http2Servers` map, so call it after binding; when a grpc-js release renames
+ * the map this does nothing (returns false).
+ */
+export function watchTlsClientErrors(
+  server: grpc.Server,
+  listener: (error: Error & { code?: string }, peer: string) => void,
+): boolean {
+  const servers = (server as unknown as { http2Servers?: Map<unknown, unknown> }).http2Servers;
+  if (!(servers instanceof Map)) return false;
+  for (const http2Server of servers.keys()) {
+    const emitter = http2Server as {
+      on(event: "tlsClientError", fn: (err: Error, socket: FailedTlsSocket) => void): void;
+    };
+    emitter.on("tlsClientError", (err, socket) => {
+      const address = socket._parent?.remoteAddress ?? socket.remoteAddress;
+      const port = socket._parent?.remotePort ?? socket.remotePort;
+      listener(err, address === undefined ? "unknown" : `${address}:${port}`);
+    });
+  }
+  return true;
+}

@@ -8,6 +8,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Buffer } from "node:buffer";
 import { chmod, rm } from "node:fs/promises";
+import type { Socket } from "node:net";
 import type { Packet } from "@knp/proto";
 import {
   grpcKeepaliveOptions,
@@ -18,6 +19,7 @@ import {
   METHODS,
   type ServiceName,
 } from "./grpc_stream.ts";
+import { watchTlsClientErrors } from "./grpc_private.ts";
 import { reloadingServerCredentials } from "./grpc_credentials.ts";
 import type { KeepaliveOptions } from "./packet_stream.ts";
 import type { TlsMaterial, TlsSource } from "./tls_files.ts";
@@ -41,8 +43,15 @@ export interface ServeGrpcOptions {
   tlsPolicy?: TlsPolicy | undefined;
   /** HTTP/2 ping interval. @default 3600000 */
   keepaliveTimeMs?: number | undefined;
+  /**
+   * Closes a connection (GOAWAY) that has had no open call for this long, including one that
+   * never sends anything. @default unbounded
+   */
+  idleTimeoutMs?: number | undefined;
   /** Keepalive with a timeout; overrides `keepaliveTimeMs`. */
   keepalive?: KeepaliveOptions | undefined;
+  /** Called for every failed TLS handshake, with the peer's "host:port" (TLS only). */
+  onTlsClientError?: ((error: Error & { code?: string }, peer: string) => void) | undefined;
   /** Called for every new call. */
   onStream(incoming: IncomingStream): void;
 }
@@ -53,6 +62,27 @@ export interface GrpcServerHandle {
   port: number;
   /** Stops the server: `graceful` waits for open calls; otherwise they are cut. */
   close(graceful?: boolean): Promise<void>;
+}
+
+/** What {@linkcode noDelayOnAccept} needs of grpc-js's private per-address HTTP/2 servers. */
+interface Http2Servers {
+  http2Servers?: Map<{ on(event: "connection", cb: (socket: Socket) => void): void }, unknown>;
+}
+
+/**
+ * grpc-js sets `TCP_NODELAY` on the sockets it connects but not on those its server accepts, so a
+ * small response written behind another waited for the peer's delayed ACK. Every accepted
+ * connection gets it here, through grpc-js 1.14's private `http2Servers` map (absent: no change).
+ */
+function noDelayOnAccept(server: grpc.Server): void {
+  const servers = (server as unknown as Http2Servers).http2Servers;
+  for (const http2 of servers?.keys() ?? []) {
+    http2.on("connection", (socket) => {
+      try {
+        socket.setNoDelay(true);
+      } catch { /* not TCP (a UDS) */ }
+    });
+  }
 }
 
 /**
@@ -66,6 +96,7 @@ export async function serveGrpc(options: ServeGrpcOptions): Promise<GrpcServerHa
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.max_receive_message_length": 4 * 1024 * 1024 + 1024,
     ...(options.keepalive ? grpcKeepaliveOptions(options.keepalive) : {}),
+    ...(options.idleTimeoutMs ? { "grpc.max_connection_idle_ms": options.idleTimeoutMs } : {}),
   };
   const server = new grpc.Server(channelOptions);
   const method = METHODS[options.service];
@@ -103,7 +134,9 @@ export async function serveGrpc(options: ServeGrpcOptions): Promise<GrpcServerHa
       (err, port) => err ? reject(err) : resolve(port),
     );
   });
+  noDelayOnAccept(server);
   if (udsPath) await chmod(udsPath, 0o770);
+  if (options.onTlsClientError) watchTlsClientErrors(server, options.onTlsClientError);
   return {
     port: udsPath ? 0 : port,
     async close(graceful = false) {

@@ -95,3 +95,16 @@ export class Keepalive {
     );
   }
 }
+
+/** Longest a keepalive ping may go unanswered: gRPC's default keepalive timeout. */
+export const MAX_KEEPALIVE_TIMEOUT_MS = 20_000;
+
+/**
+ * The keepalive of a `--keepalive-time` of `timeMs`: a ping every `timeMs`, and the peer is dead
+ * when nothing answers within `min(timeMs, 20 s)` of a ping. A dead peer is so found at most
+ * `timeMs + min(timeMs, 20 s)` after it went silent. `undefined` (no keepalive) for 0.
+ */
+export function keepaliveFor(timeMs: number): KeepaliveOptions | undefined {
+  if (!(Number.isFinite(timeMs) && timeMs > 0)) return undefined;
+  return { intervalMs: timeMs, timeoutMs: Math.min(timeMs, MAX_KEEPALIVE_TIMEOUT_MS) };
+}

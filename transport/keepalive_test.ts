@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
 import { fakeTimers } from "@knp/testing/fakes";
-import { Keepalive } from "./keepalive.ts";
+import { Keepalive, keepaliveFor } from "./keepalive.ts";
 
 function setup(intervalMs = 1_000, timeoutMs = 300) {
   const { clock, timers } = fakeTimers();
@@ -68,4 +68,10 @@ Deno.test("keepalive rejects times that are not positive", () => {
   const hooks = { ping() {}, expired() {} };
   assert.throws(() => new Keepalive("p", { intervalMs: 0, timeoutMs: 1 }, hooks), RangeError);
   assert.throws(() => new Keepalive("p", { intervalMs: 1, timeoutMs: NaN }, hooks), RangeError);
+});
+
+Deno.test("keepaliveFor: the timeout is the keepalive time, at most 20 s; 0 is off", () => {
+  assert.deepEqual(keepaliveFor(1_000), { intervalMs: 1_000, timeoutMs: 1_000 });
+  assert.deepEqual(keepaliveFor(3_600_000), { intervalMs: 3_600_000, timeoutMs: 20_000 });
+  assert.equal(keepaliveFor(0), undefined);
 });

@@ -75,16 +75,20 @@ export class ServerWebSocket {
   ) {
     this.#socket = socket;
     this.url = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.#parser = new FrameParser({
-      text: (data) => this.#onMessage(data),
-      binary: (data) => this.#onMessage(data),
-      ping: (payload) => {
-        if (this.#state === OPEN) this.#write(encodeServerFrame(OP_PONG, payload));
+    this.#parser = new FrameParser(
+      {
+        text: (data) => this.#onMessage(data),
+        binary: (data) => this.#onMessage(data),
+        ping: (payload) => {
+          if (this.#state === OPEN) this.#write(encodeServerFrame(OP_PONG, payload));
+        },
+        pong: (payload) => this.#onPong(payload),
+        close: (code, reason) => this.#onCloseFrame(code, reason),
+        fail: (code, reason) => this.#failConnection(code, reason),
       },
-      pong: (payload) => this.#onPong(payload),
-      close: (code, reason) => this.#onCloseFrame(code, reason),
-      fail: (code, reason) => this.#failConnection(code, reason),
-    }, maxMessageBytes, true);
+      maxMessageBytes,
+      true,
+    );
     socket.on("data", (chunk: Uint8Array) => {
       if (!this.#parser.stopped) this.#parser.push(chunk);
     });

@@ -37,6 +37,7 @@ import { Buffer } from "node:buffer";
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import { type Logger, nullLogger } from "@knp/core/log";
+import { certificatesOutOfDate } from "./cert_validity.ts";
 
 /** PEM material for TLS, as read from files. */
 export interface TlsMaterial {
@@ -100,6 +101,8 @@ export interface TlsFilesOptions {
 interface Parsed {
   material: TlsMaterial;
   expiry: CertificateExpiry[];
+  /** Certificates outside their validity window now: the reason, the file and the window. */
+  outOfDate: Record<string, string>[];
   /** Short description for logs: leaf subject and serial. */
   summary: Record<string, string>;
 }
@@ -160,7 +163,14 @@ function validate(paths: TlsFilesOptions, raw: TlsMaterial): Parsed {
       expiry.push({ file: paths.ca, subject: subjectOf(c), notAfter: new Date(c.validTo) });
     }
   }
-  return { material: raw, expiry, summary };
+  return { material: raw, expiry, summary, outOfDate: outOfDate(paths, raw) };
+}
+
+function outOfDate(paths: TlsFilesOptions, raw: TlsMaterial): Record<string, string>[] {
+  return [
+    ...(paths.cert && raw.cert ? certificatesOutOfDate(paths.cert, raw.cert) : []),
+    ...(paths.ca && raw.ca ? certificatesOutOfDate(paths.ca, raw.ca) : []),
+  ];
 }
 
 function digest(parts: (Uint8Array | string | undefined)[]): string {
@@ -234,6 +244,7 @@ export class TlsFiles implements TlsSource {
       throw new KnpError("CONFIG", errorMessage(err), { cause: err });
     }
     this.#digest = digest([raw.cert, raw.key, raw.ca, ""]);
+    this.#warnOutOfDate();
     this.#schedule();
   }
 
@@ -286,6 +297,22 @@ export class TlsFiles implements TlsSource {
     this.close();
   }
 
+  /** Logs an adopted reload, and warns about any certificate outside its validity window. */
+  #announce(parsed: Parsed): void {
+    this.#log.info("TLS files reloaded; new handshakes use them", {
+      ...this.paths,
+      ...parsed.summary,
+    });
+    this.#warnOutOfDate();
+  }
+
+  /** One WARN per certificate that is expired or not yet valid (peers will reject it). */
+  #warnOutOfDate(): void {
+    for (const problem of this.#parsed.outOfDate) {
+      this.#log.warn(`TLS certificate ${problem.reason}: peers will reject it`, problem);
+    }
+  }
+
   #schedule(): void {
     if (this.#closed || this.#intervalMs <= 0) return;
     this.#timer = setTimeout(async () => {
@@ -316,7 +343,11 @@ export class TlsFiles implements TlsSource {
       this.#pendingBad = undefined;
       return false;
     }
-    if (candidate === this.#reportedBad) return false;
+    if (candidate === this.#reportedBad) {
+      // Debug, once per poll: tests await "N more polls saw it" instead of sleeping.
+      this.#log.debug("TLS files still rejected; unchanged since reported", this.paths);
+      return false;
+    }
     let parsed: Parsed;
     try {
       if (readErrors.length > 0) throw new Error(readErrors.join("; "));
@@ -339,10 +370,7 @@ export class TlsFiles implements TlsSource {
     this.#digest = candidate;
     this.#pendingBad = undefined;
     this.#reportedBad = undefined;
-    this.#log.info("TLS files reloaded; new handshakes use them", {
-      ...this.paths,
-      ...parsed.summary,
-    });
+    this.#announce(parsed);
     for (const listener of [...this.#listeners]) {
       try {
         listener(parsed.material);

@@ -336,3 +336,53 @@ Deno.test("secureContextOptions() gives Buffers, the policy, and no CA unless gi
     assert.throws(() => secureContextOptions({ ca: m.ca }), { code: "CONFIG" });
   });
 });
+
+Deno.test("TlsFiles warns, naming the file and notAfter, for an expired or not-yet-valid certificate at start and at every reload", async () => {
+  await withFiles(async (paths) => {
+    const { ca } = await cas();
+    const day = 86_400_000;
+    const expired = await ca.issue({
+      commonName: "expired",
+      usage: "server",
+      notBefore: new Date(Date.now() - 10 * day),
+      notAfter: new Date(Date.now() - day),
+    });
+    await Deno.writeTextFile(paths.cert, expired.certPem);
+    await Deno.writeTextFile(paths.key, expired.keyPem);
+    const records: LogRecord[] = [];
+    using files = new TlsFiles({ ...paths, pollIntervalMs: 0, logger: memoryLogger(records) });
+    const notAfter = new Date(new X509Certificate(expired.certPem).validTo).toISOString();
+    assert.deepEqual(records.filter((r) => r.level === "warn"), [{
+      level: "warn",
+      message: "TLS certificate expired: peers will reject it",
+      fields: {
+        reason: "expired",
+        file: paths.cert,
+        subject: "CN=expired",
+        notBefore: new Date(new X509Certificate(expired.certPem).validFrom).toISOString(),
+        notAfter,
+      },
+    }]);
+    // A reload to a certificate that is not valid yet warns again; a valid one does not.
+    const future = await ca.issue({
+      commonName: "future",
+      usage: "server",
+      notBefore: new Date(Date.now() + day),
+      notAfter: new Date(Date.now() + 10 * day),
+    });
+    await Deno.writeTextFile(paths.cert, future.certPem);
+    await Deno.writeTextFile(paths.key, future.keyPem);
+    records.length = 0;
+    assert.equal(await files.refresh(), true);
+    const warns = records.filter((r) => r.level === "warn");
+    assert.equal(warns.length, 1);
+    assert.equal(warns[0]!.message, "TLS certificate not yet valid: peers will reject it");
+    assert.equal(warns[0]!.fields.file, paths.cert);
+    const valid = await serverCert(ca, "valid");
+    await Deno.writeTextFile(paths.cert, valid.certPem);
+    await Deno.writeTextFile(paths.key, valid.keyPem);
+    records.length = 0;
+    assert.equal(await files.refresh(), true);
+    assert.deepEqual(records.filter((r) => r.level === "warn"), []);
+  });
+});

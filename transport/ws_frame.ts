@@ -220,7 +220,10 @@ export class FrameParser {
     const opcode = b0 & 0x0f;
     if (b0 & 0x70) return this.#fail(1002, "reserved bits set without an extension");
     if (((b1 & 0x80) !== 0) !== this.#masked) {
-      return this.#fail(1002, this.#masked ? "unmasked frame from a client" : "masked frame from the server");
+      return this.#fail(
+        1002,
+        this.#masked ? "unmasked frame from a client" : "masked frame from the server",
+      );
     }
     let len = b1 & 0x7f;
     if (this.#masked) {

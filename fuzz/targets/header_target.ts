@@ -30,15 +30,71 @@ import { invariant, type Target, unexpected } from "../target.ts";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-const KEYS = ["ipv4", "ipv6", "host", "cidr", "default-route", "uid", "", "IPV4", "host%3D",
-  "ho%73t", "default-route "];
-const VALUES = ["10.0.0.7", "fd00::7", "node1", "10.0.0.0/8", "true", "True", "1", "t", "false",
-  "", "%zz", "%", "%4", "%41", "a+b", "a;b", "é", "%C3%A9", "%FF", "=", "&", "x".repeat(100)];
-const HOSTS = ["node1:10250", "10.0.0.7:443", "[fd00::7]:443", "[::1]", "::", "fd00::7", ":", "",
-  "[", "]", "[[::1]]:80", "a:b", "host", "[a]:b:c"];
-const WINDOWS = ["v1;window=1024", "v1;window=1073741824", "v1;window=1073741825",
-  "v1;window=1023", " v1;window=65536 ", "v1;window=0001024", "v1;window=99999999999",
-  "v1;window=", "v2;window=4096", "v1;window=4096;x"];
+const KEYS = [
+  "ipv4",
+  "ipv6",
+  "host",
+  "cidr",
+  "default-route",
+  "uid",
+  "",
+  "IPV4",
+  "host%3D",
+  "ho%73t",
+  "default-route ",
+];
+const VALUES = [
+  "10.0.0.7",
+  "fd00::7",
+  "node1",
+  "10.0.0.0/8",
+  "true",
+  "True",
+  "1",
+  "t",
+  "false",
+  "",
+  "%zz",
+  "%",
+  "%4",
+  "%41",
+  "a+b",
+  "a;b",
+  "é",
+  "%C3%A9",
+  "%FF",
+  "=",
+  "&",
+  "x".repeat(100),
+];
+const HOSTS = [
+  "node1:10250",
+  "10.0.0.7:443",
+  "[fd00::7]:443",
+  "[::1]",
+  "::",
+  "fd00::7",
+  ":",
+  "",
+  "[",
+  "]",
+  "[[::1]]:80",
+  "a:b",
+  "host",
+  "[a]:b:c",
+];
+const WINDOWS = [
+  "v1;window=1024",
+  "v1;window=1073741824",
+  "v1;window=1073741825",
+  "v1;window=1023",
+  " v1;window=65536 ",
+  "v1;window=0001024",
+  "v1;window=99999999999",
+  "v1;window=",
+  "v2;window=4096",
+  "v1;window=4096;x",
+];
 
 function query(rng: Rng): string {
   const pairs: string[] = [];

@@ -32,8 +32,21 @@ export interface PacketInput {
 }
 
 const TYPES = Object.keys(PacketType) as PacketTypeName[];
-const TEXTS = ["", "tcp", "udp", "10.0.0.7:10250", "[fd00::7]:443", "dial timeout", "\ufeffbom",
-  "é", "日本", "😀", "\ud800", "a\udc00b", "\u0000"];
+const TEXTS = [
+  "",
+  "tcp",
+  "udp",
+  "10.0.0.7:10250",
+  "[fd00::7]:443",
+  "dial timeout",
+  "\ufeffbom",
+  "é",
+  "日本",
+  "😀",
+  "\ud800",
+  "a\udc00b",
+  "\u0000",
+];
 
 function randomText(rng: Rng): string {
   if (rng.chance(0.5)) return rng.pick(TEXTS);
@@ -179,7 +192,9 @@ function packetToJson(p: Packet): unknown {
 
 function packetFromJson(json: unknown): Packet {
   return JSON.parse(JSON.stringify(json), (_k, v) => {
-    if (v !== null && typeof v === "object" && typeof v.bigint === "string") return BigInt(v.bigint);
+    if (v !== null && typeof v === "object" && typeof v.bigint === "string") {
+      return BigInt(v.bigint);
+    }
     if (v !== null && typeof v === "object" && typeof v.hex === "string") return fromHex(v.hex);
     return v;
   }) as Packet;

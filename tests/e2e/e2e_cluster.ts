@@ -112,15 +112,32 @@ export class E2eCluster implements AsyncDisposable {
     this.agent = await startKnpAgent(this.pki, this.server, this.ports.agentPort);
   }
 
-  /** Kills the server (SIGKILL) and starts a new one on the same ports and socket. */
-  async restartServer(): Promise<void> {
+  /**
+   * Kills the server (SIGKILL) and starts a new one on the same ports and socket, with `extra`
+   * flags (e.g. `--graceful-shutdown-timeout=20s`).
+   */
+  async restartServer(extra: string[] = []): Promise<void> {
     await this.server.stop();
-    const knp = await startKnpServer(this.mode, this.pki, this.dir, this.#fixedPorts());
+    const knp = await startKnpServer(this.mode, this.pki, this.dir, [
+      ...this.#fixedPorts(),
+      ...extra,
+    ]);
     this.server = knp.server;
     this.ports = knp.ports;
     if (this.agent) {
       await this.server.waitFor((l) => l.includes('"msg":"agent connected"'));
     }
+  }
+
+  /**
+   * Sends the server SIGTERM and resolves once it logged "shutting down" (its frontend listener
+   * is closed by then); `exited` resolves with its exit code.
+   */
+  async terminateServer(): Promise<{ exited: Promise<number> }> {
+    const stopping = this.server.record("shutting down", false);
+    this.server.kill("SIGTERM");
+    await stopping;
+    return { exited: this.server.status.then((s) => s.code) };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
