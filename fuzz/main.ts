@@ -189,6 +189,7 @@ function stalled(
     ms,
     slowestMs: ms,
     slowestCase: i,
+    rerun: 0,
     failures: [failure],
   };
 }
@@ -198,7 +199,7 @@ function report(r: RunResult): void {
   print(
     `${r.target.padEnd(7)} ${String(r.cases).padStart(8)} cases in ${(r.ms / 1000).toFixed(1)} s` +
       ` (${Math.round(rate)}/s; slowest: case ${r.slowestCase}, ${r.slowestMs.toFixed(1)} ms): ` +
-      `${r.failures.length} failure(s)`,
+      `${r.failures.length} failure(s); ${r.rerun} case(s) re-run after a slow first run`,
   );
 }
 

@@ -56,6 +56,8 @@ export interface RunResult {
   slowestMs: number;
   /** The slowest case's index. */
   slowestCase: number;
+  /** Cases whose first run was over the hang bound and were run again (then fast enough). */
+  rerun: number;
   /** Crashes and hangs found. */
   failures: Failure[];
 }
@@ -77,6 +79,9 @@ export function timeCase(target: AnyTarget, input: unknown): [unknown, number] {
   }
 }
 
+/** Cases of the current run that had to be run again (see `runCase`). */
+let rerun = 0;
+
 /** Runs one case; returns its failure (if any) and its time. */
 function runCase(
   target: AnyTarget,
@@ -95,6 +100,7 @@ function runCase(
     ];
   }
   let [err, ms] = timeCase(target, input);
+  if (err === undefined && ms > hangMs) rerun++;
   // A slow case runs twice more and counts as a hang only if every run was slow (a GC pause or
   // a busy machine can stall one run, not a deterministic slow path).
   for (let retry = 0; retry < 2 && err === undefined && ms > hangMs; retry++) {
@@ -119,6 +125,7 @@ export function runTarget(target: AnyTarget, options: RunOptions): RunResult {
   const t0 = performance.now();
   let slowestMs = 0;
   let slowestCase = start;
+  rerun = 0;
   let done = 0;
   for (; done < cases; done++) {
     if ((done & 255) === 0 && performance.now() - t0 > maxMs) break;
@@ -133,7 +140,7 @@ export function runTarget(target: AnyTarget, options: RunOptions): RunResult {
     }
   }
   const ms = performance.now() - t0;
-  return { target: target.name, seed, cases: done, ms, slowestMs, slowestCase, failures };
+  return { target: target.name, seed, cases: done, ms, slowestMs, slowestCase, rerun, failures };
 }
 
 /** Directory of the regression inputs of all targets. */

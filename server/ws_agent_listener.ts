@@ -130,9 +130,13 @@ class AgentLinkHandler {
         if (await this.#handle(socket, req, peer)) return;
       }
     } catch (err) {
-      if (!socket.destroyed) {
-        this.#log.info("WebSocket agent link request failed", { peer, error: errorMessage(err) });
-      }
+      // A client that hangs up between requests (after a refusal, say) is no news.
+      const ended = socket.destroyed || socket.readableEnded;
+      const log = ended ? this.#log.debug : this.#log.info;
+      log.call(this.#log, "WebSocket agent link request failed", {
+        peer,
+        error: errorMessage(err),
+      });
       socket.destroy();
     }
   }

@@ -563,9 +563,10 @@ export function awaitHttpConnections(
 }
 
 /**
- * Polls `check()` every 50 ms until it is true. Only for state another process exposes without
- * announcing it (a /metrics gauge no log record accompanies); anything a process logs is awaited
- * with {@linkcode ManagedProcess.waitForLog} instead.
+ * Polls `check()` every 50 ms until it is true. Only for state a process we did not write exposes
+ * without announcing it (upstream's Go binaries: their /metrics, /readyz, UDS); our processes log
+ * every change tests wait for (at `--v=5`: {@linkcode awaitTables}, {@linkcode awaitHttpConnections}),
+ * awaited with {@linkcode ManagedProcess.waitForLog} instead.
  */
 export async function eventually(
   check: () => boolean | Promise<boolean>,

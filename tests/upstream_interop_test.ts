@@ -324,7 +324,12 @@ async function killAgentMidDownload(
       `closeError=${JSON.stringify(conn.closeError)}`,
   );
   assert.ok(received < total, "the download cannot have completed");
-  assert.ok(ms < 5_000, `the connection ended after ${Math.round(ms)} ms`);
+  // Ended by the agent's death reaching the client, not by some timer on the way.
+  assert.doesNotMatch(
+    `${outcome} ${conn.closeError}`,
+    /time(d)? ?out|deadline|keepalive/i,
+    "the connection ended because the agent died",
+  );
   await within(5_000, "conn.closed", conn.closed);
   return { outcome, ms, received, closeError: conn.closeError };
 }
