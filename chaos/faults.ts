@@ -35,6 +35,11 @@ export interface Fault {
   durationMs: number;
   /** Pause before the fault. */
   gapMs: number;
+  /**
+   * The next fault starts without waiting for this one to end (faults on one agent or link, and
+   * server restarts, still never overlap each other).
+   */
+  overlap: boolean;
 }
 
 /** Draws `count` faults from `rng`, with a server restart in the middle. */
@@ -47,6 +52,7 @@ export function planFaults(rng: Prng, count: number): Fault[] {
       target: rng.int(0, 1),
       durationMs: rng.int(300, 3_000),
       gapMs: rng.int(300, 2_000),
+      overlap: rng.next() < 0.3,
     });
   }
   return faults;
@@ -60,9 +66,9 @@ export function describeFault(f: Fault): string {
       return "server restart";
     case "agent-stop":
     case "link-blackhole":
-      return `${f.kind} ${who} for ${f.durationMs} ms`;
+      return `${f.kind} ${who} for ${f.durationMs} ms${f.overlap ? " (overlapping)" : ""}`;
     default:
-      return `${f.kind} ${who}`;
+      return `${f.kind} ${who}${f.overlap ? " (overlapping)" : ""}`;
   }
 }
 

@@ -54,11 +54,18 @@ async function worker(env: OpEnv, rng: Prng, stop: () => boolean, next: () => nu
 }
 
 async function injectFaults(cluster: Cluster, faults: Fault[], o: ChaosOptions) {
+  // The fault in progress per target (agent/link 0 or 1); a server restart waits for both.
+  const busy = new Map<number, Promise<void>>();
   for (const [i, f] of faults.entries()) {
     await new Promise((r) => setTimeout(r, f.gapMs));
+    if (f.kind === "server-restart") await Promise.all(busy.values());
+    else await busy.get(f.target);
     o.log(`fault ${i + 1}/${faults.length}: ${describeFault(f)}`);
-    await applyFault(cluster, f);
+    const applying = applyFault(cluster, f);
+    busy.set(f.target, applying);
+    if (!f.overlap || f.kind === "server-restart") await applying;
   }
+  await Promise.all(busy.values());
 }
 
 /** Runs the load and the faults; returns the report (the caller decides pass/fail). */

@@ -44,6 +44,22 @@ function outcomeTable(report: ChaosReport): string[] {
   return lines;
 }
 
+function slowest(report: ChaosReport): string[] {
+  const lines: string[] = [];
+  for (const status of ["exact", "error", "cancelled"]) {
+    const ops = report.outcomes.filter((o) => o.status === status).sort((a, b) => a.ms - b.ms);
+    const last = ops.at(-1);
+    if (last === undefined) continue;
+    const p99 = ops[Math.floor(ops.length * 0.99)]?.ms ?? last.ms;
+    lines.push(
+      `slowest ${status}: ${last.ms} ms (${last.plan.kind} via ${last.plan.frontend}: ${
+        last.detail.slice(0, 70)
+      }), p99 ${p99} ms`,
+    );
+  }
+  return lines;
+}
+
 /** The whole report as lines. */
 export function formatReport(report: ChaosReport, extra = ""): string[] {
   const bytes = report.outcomes.filter((o) => o.status === "exact")
@@ -61,6 +77,7 @@ export function formatReport(report: ChaosReport, extra = ""): string[] {
     } MiB verified exact`,
     `faults: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(", ")}`,
     ...outcomeTable(report),
+    ...slowest(report),
     "errors by message:",
     ...[...errors].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([m, n]) => `  ${n} × ${m}`),
     `gauges after load: ${JSON.stringify(report.gauges)}`,

@@ -24,9 +24,11 @@ const MAX_HEAD = 16 * 1024;
 export interface BoundedHttpOptions {
   /** The flag that set the port, for the bind error (e.g. "--health-port"). */
   flag: string;
+  /** The address to listen on. */
   hostname: string;
   /** 0 picks a free port. */
   port: number;
+  /** Answers each request. */
   handler: (req: Request) => Response | Promise<Response>;
   /** Closes a connection not answered this long after accept. @default 10000 */
   timeoutMs?: number;

@@ -25,7 +25,7 @@ function certificates(pem: Uint8Array | string): X509Certificate[] {
 export function validityProblem(
   notBefore: Date,
   notAfter: Date,
-  now = Date.now(),
+  now: number = Date.now(),
 ): "expired" | "not yet valid" | undefined {
   if (notAfter.getTime() < now) return "expired";
   if (notBefore.getTime() > now) return "not yet valid";
@@ -39,7 +39,7 @@ export function validityProblem(
 export function certificatesOutOfDate(
   file: string,
   pem: Uint8Array,
-  now = Date.now(),
+  now: number = Date.now(),
 ): Record<string, string>[] {
   const found: Record<string, string>[] = [];
   for (const cert of certificates(pem)) {
@@ -64,7 +64,7 @@ export function certificatesOutOfDate(
  */
 export function leafValidityProblem(
   pem: Uint8Array | string | undefined,
-  now = Date.now(),
+  now: number = Date.now(),
 ): string | undefined {
   if (pem === undefined) return undefined;
   const leaf = certificates(pem)[0];

@@ -10,16 +10,8 @@ import { Buffer } from "node:buffer";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { isIP } from "node:net";
 import { KnpError } from "@knp/core/errors";
-import {
-  grpcError,
-  grpcKeepaliveOptions,
-  GrpcPacketStream,
-  identity,
-  metadataValues,
-  METHODS,
-  serialize,
-  type ServiceName,
-} from "./grpc_stream.ts";
+import { GrpcPacketStream, identity, METHODS, serialize, type ServiceName } from "./grpc_stream.ts";
+import { grpcError, grpcKeepaliveOptions, metadataValues } from "./grpc_internal.ts";
 import type { KeepaliveOptions } from "./packet_stream.ts";
 import type { TlsMaterial, TlsSource } from "./tls_files.ts";
 

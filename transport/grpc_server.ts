@@ -11,14 +11,13 @@ import { chmod, rm } from "node:fs/promises";
 import type { Socket } from "node:net";
 import type { Packet } from "@knp/proto";
 import {
-  grpcKeepaliveOptions,
   GrpcPacketStream,
   type IncomingStream,
-  metadataValues,
   methodDefinition,
   METHODS,
   type ServiceName,
 } from "./grpc_stream.ts";
+import { grpcKeepaliveOptions, metadataValues } from "./grpc_internal.ts";
 import { watchTlsClientErrors } from "./grpc_private.ts";
 import { reloadingServerCredentials } from "./grpc_credentials.ts";
 import type { KeepaliveOptions } from "./packet_stream.ts";

@@ -17,8 +17,9 @@ import { AGENT_METHOD_PATH, PROXY_METHOD_PATH } from "@knp/proto";
 import type { Packet } from "@knp/proto";
 import { payloadBytes } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_stream.ts";
+import type { PacketHandler, PacketStream } from "./packet_stream.ts";
 import { DoneSignal, SendAccounting } from "./packet_stream.ts";
+import { grpcError } from "./grpc_internal.ts";
 import type { TlsMaterial, TlsSource } from "./tls_files.ts";
 import type { TlsPolicy } from "./tls_policy.ts";
 
@@ -216,13 +217,6 @@ export class GrpcPacketStream implements PacketStream {
   }
 }
 
-/** A grpc-js error or status as a `TUNNEL_CLOSED` {@linkcode KnpError}. @internal */
-export function grpcError(err: Partial<grpc.ServiceError>): KnpError {
-  const code = err.code ?? grpc.status.UNKNOWN;
-  const details = err.details || err.message || "stream error";
-  return new KnpError("TUNNEL_CLOSED", `${grpc.status[code] ?? code}: ${details}`, { cause: err });
-}
-
 /** What a server-side stream handler gets besides the stream. */
 export interface IncomingStream {
   /** The packet stream of the call. */
@@ -235,21 +229,4 @@ export interface IncomingStream {
   reject(error: Error): void;
   /** Peer address. */
   peer: string;
-}
-
-/** Metadata values for a key, as strings. @internal */
-export function metadataValues(md: grpc.Metadata, key: string): string[] {
-  return md.get(key).map((v) => (typeof v === "string" ? v : new TextDecoder().decode(v)));
-}
-
-/**
- * grpc-js channel options for {@linkcode KeepaliveOptions}: HTTP/2 pings every `intervalMs`, the
- * connection (and so every stream on it) failing when one is unanswered for `timeoutMs`.
- */
-export function grpcKeepaliveOptions(keepalive: KeepaliveOptions): grpc.ChannelOptions {
-  return {
-    "grpc.keepalive_time_ms": keepalive.intervalMs,
-    "grpc.keepalive_timeout_ms": keepalive.timeoutMs,
-    "grpc.keepalive_permit_without_calls": 1,
-  };
 }

@@ -5,7 +5,8 @@ import { KnpError } from "@knp/core/errors";
 import { dialRequest } from "@knp/proto";
 import { GrpcChannel } from "./grpc_channel.ts";
 import { serveGrpc } from "./grpc_server.ts";
-import { grpcKeepaliveOptions, type GrpcPacketStream } from "./grpc_stream.ts";
+import type { GrpcPacketStream } from "./grpc_stream.ts";
+import { grpcKeepaliveOptions } from "./grpc_internal.ts";
 
 /**
  * A server whose streams fail with PROTOCOL at their first packet, or (with `mode: clean`

@@ -29,7 +29,10 @@ export class Keepalive {
   #deadline: number | undefined;
   #stopped = false;
 
-  /** @throws {RangeError} unless both times are positive finite numbers */
+  /**
+   * Watches `peer` with `options`; `hooks` sends the pings and ends the link.
+   * @throws {RangeError} unless both times are positive finite numbers
+   */
   constructor(
     peer: string,
     options: KeepaliveOptions,

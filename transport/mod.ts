@@ -10,7 +10,6 @@ export * from "./byte_socket.ts";
 export * from "./cert_validity.ts";
 export * from "./client_websocket.ts";
 export * from "./grpc_channel.ts";
-export * from "./grpc_credentials.ts";
 export * from "./grpc_server.ts";
 export * from "./grpc_stream.ts";
 export * from "./keepalive.ts";

@@ -19,6 +19,7 @@ const decoder = new TextDecoder();
 
 /** An upgrade request's head and the bytes that followed it in the same reads. */
 export interface UpgradeRequest {
+  /** The request method (an upgrade is a GET). */
   method: string;
   /** The request target's path (no query). */
   path: string;
