@@ -8,6 +8,7 @@
 import type { FlagSpec, FlagValue } from "@knp/cli/flags";
 import {
   KLOG_FLAGS,
+  KNP_HTTP_TIMEOUT_FLAG,
   KNP_LOG_FORMAT_FLAG,
   KNP_PRINT_PERMISSIONS_FLAG,
   PROFILING_FLAGS,
@@ -224,14 +225,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   },
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
-  {
-    name: "knp-http-timeout",
-    type: "duration",
-    default: 10_000,
-    help: "knp only: bound on a health or admin connection, from accept to the end of its " +
-      "response (one request per connection); a client that sends nothing is closed after it.",
-    implemented: true,
-  },
+  KNP_HTTP_TIMEOUT_FLAG,
   {
     name: "knp-websocket-port",
     type: "int",

@@ -214,6 +214,16 @@ export function requireLogFormat(format: string): void {
 }
 
 /** The knp-only `--knp-log-format` flag, shared by both binaries. */
+/** knp's bound on a health or admin connection (both binaries). */
+export const KNP_HTTP_TIMEOUT_FLAG: FlagSpec = {
+  name: "knp-http-timeout",
+  type: "duration",
+  default: 10_000,
+  help: "knp only: bound on a health or admin connection, from accept to the end of its " +
+    "response (one request per connection); a client that sends nothing is closed after it.",
+  implemented: true,
+};
+
 export const KNP_LOG_FORMAT_FLAG: FlagSpec = {
   name: "knp-log-format",
   type: "string",

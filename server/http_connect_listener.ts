@@ -50,7 +50,12 @@ export interface HttpConnectListener {
   readonly connections: number;
   /** Swaps TLS material for new handshakes (hot reload); established tunnels are untouched. */
   updateTls(tls: TlsMaterial, extra?: SecureContextOptions): void;
-  close(): Promise<void>;
+  /**
+   * Closes the listener. `graceful`: closes only the listening socket (new connections are
+   * refused) and resolves once every open connection ended; a later `close()` cuts the rest.
+   * Otherwise every connection is closed at once.
+   */
+  close(graceful?: boolean): Promise<void>;
 }
 
 /** Back-off after a failed accept (EMFILE and the like): doubles from the first to the last. */
@@ -64,6 +69,8 @@ class ConnectionSet {
   readonly #sockets = new Set<ByteSocket>();
   /** Connections still sending their heads, oldest first (a Set keeps insertion order). */
   readonly #pendingHeads = new Set<HttpConnectFrontend>();
+  /** Resolved, and replaced, each time the last open connection ends. */
+  #idle = Promise.withResolvers<void>();
 
   constructor(options: HttpConnectListenerOptions) {
     this.#options = options;
@@ -98,6 +105,10 @@ class ConnectionSet {
       socket.close();
     } finally {
       this.#sockets.delete(socket);
+      if (this.#sockets.size === 0) {
+        this.#idle.resolve();
+        this.#idle = Promise.withResolvers<void>();
+      }
       // Tests await this record, then read the http_connections gauge (`connections`).
       this.#log.debug("http-connect connection closed", {
         peer,
@@ -128,6 +139,11 @@ class ConnectionSet {
 
   closeAll(): void {
     for (const s of this.#sockets) s.close();
+  }
+
+  /** Resolves once no connection is open (at once when none is). */
+  idle(): Promise<void> {
+    return this.#sockets.size === 0 ? Promise.resolve() : this.#idle.promise;
   }
 }
 
@@ -172,14 +188,25 @@ async function serveUds(
   const listener = Deno.listen({ transport: "unix", path });
   await chmod(path, 0o770);
   acceptLoop(listener, connections, log);
+  let listening = true;
+  const stopAccepting = () => {
+    if (listening) listener.close();
+    listening = false;
+  };
   return {
     port: 0,
     get connections() {
       return connections.size;
     },
     updateTls() {},
-    async close() {
-      listener.close();
+    async close(graceful = false) {
+      stopAccepting();
+      if (graceful) {
+        // Without the file a client's connect fails at once (ENOENT), as after a full close.
+        await rm(path, { force: true });
+        await connections.idle();
+        return;
+      }
       connections.closeAll();
       await rm(path, { force: true });
     },
@@ -219,7 +246,12 @@ async function serveTls(
     updateTls(tls, extra) {
       listener.updateTls(tls, { ...options.tlsOptions, ...extra });
     },
-    async close() {
+    async close(graceful = false) {
+      if (graceful) {
+        listener.stopAccepting();
+        await connections.idle();
+        return;
+      }
       connections.closeAll();
       await listener.close();
     },

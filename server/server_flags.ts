@@ -8,6 +8,7 @@
 import type { FlagSpec } from "@knp/cli/flags";
 import {
   KLOG_FLAGS,
+  KNP_HTTP_TIMEOUT_FLAG,
   KNP_LOG_FORMAT_FLAG,
   KNP_PRINT_PERMISSIONS_FLAG,
   PROFILING_FLAGS,
@@ -294,14 +295,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   },
   ...PROFILING_FLAGS,
   KNP_LOG_FORMAT_FLAG,
-  {
-    name: "knp-http-timeout",
-    type: "duration",
-    default: 10_000,
-    help: "knp only: bound on a health or admin connection, from accept to the end of its " +
-      "response (one request per connection); a client that sends nothing is closed after it.",
-    implemented: true,
-  },
+  KNP_HTTP_TIMEOUT_FLAG,
   {
     name: "knp-frontend-idle-timeout",
     type: "duration",

@@ -80,7 +80,7 @@ export async function serveFrontends(
       address,
       port: listener.port,
       connections: () => listener.connections,
-      close: () => listener.close(),
+      close: (graceful) => listener.close(graceful),
     };
   }
   const frontend = await serveGrpc({

@@ -76,6 +76,8 @@ export class TlsListener {
   readonly #options: TlsListenerOptions;
   readonly #sockets = new Set<Socket>();
   #port = 0;
+  /** Settles once the listening socket closed (node: and its connections ended). */
+  #stopped: Promise<void> | undefined;
 
   private constructor(server: Server, options: TlsListenerOptions) {
     this.#server = server;
@@ -141,10 +143,18 @@ export class TlsListener {
     );
   }
 
+  /**
+   * Closes the listening socket (new connections are refused) and keeps every accepted socket,
+   * handshakes in progress included. Synchronous: the port refuses once it returns.
+   */
+  stopAccepting(): void {
+    this.#stopped ??= new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
   /** Stops listening and destroys every accepted socket. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.stopAccepting();
     for (const socket of this.#sockets) socket.destroy();
-    await closed;
+    await this.#stopped;
   }
 }

@@ -85,6 +85,32 @@ Deno.test("TlsListener swaps its certificate in place; open connections continue
   }
 });
 
+Deno.test("TlsListener.stopAccepting refuses new connections and keeps open ones", async () => {
+  const ca = await generateCa({ commonName: "tls-listener-stop-ca" });
+  const listener = await TlsListener.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: await serverMaterial(ca, "stop-server"),
+    onConnection: echo,
+  });
+  try {
+    const port = listener.port;
+    using open = await Deno.connectTls({ hostname: "localhost", port, caCerts: [ca.certPem] });
+    assert.equal(await roundTrip(open, "before"), "before");
+    listener.stopAccepting();
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      Deno.errors.ConnectionRefused,
+    );
+    assert.equal(await roundTrip(open, "after"), "after");
+    // close() still ends the connections that stayed open.
+    await listener.close();
+    assert.equal(await open.read(new Uint8Array(8)).catch(() => null), null);
+  } finally {
+    await listener.close();
+  }
+});
+
 Deno.test("TlsListener with client certificates refuses a client without one", async () => {
   const ca = await generateCa({ commonName: "tls-listener-mtls-ca" });
   const client = await ca.issue({ commonName: "client", usage: "client" });
