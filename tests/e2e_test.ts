@@ -188,32 +188,32 @@ for (const mode of EGRESS_MODES) {
       },
     );
 
-    if (mode === "grpc-uds") {
-      await t.step(
-        "graceful shutdown: a webhook call in flight at SIGTERM completes with 201",
-        async () => {
-          await cluster.restartServer(["--graceful-shutdown-timeout=20s"]);
-          // A new connection per call: the tunnel ends with the response, so the server exits
-          // once the call is done instead of at the timeout.
-          webhook.closeEach = true;
-          const gate = Promise.withResolvers<void>();
-          webhook.gate = gate.promise;
-          const arrived = webhook.nextReview();
-          const call = createConfigMap(api);
-          await arrived;
-          const { exited } = await cluster.terminateServer();
-          gate.resolve();
-          webhook.gate = undefined;
-          const done = await call;
-          assert.equal(done.status, 201, done.text);
-          assert.equal(await exited, 0);
-          // Back to a running server (no graceful timeout) for the steps that follow.
-          await cluster.restartServer();
-          webhook.closeEach = false;
-          assert.equal((await createConfigMap(api)).status, 201);
-        },
-      );
+    await t.step(
+      "graceful shutdown: a webhook call in flight at SIGTERM completes with 201",
+      async () => {
+        await cluster.restartServer(["--graceful-shutdown-timeout=20s"]);
+        // A new connection per call: the tunnel ends with the response, so the server exits
+        // once the call is done instead of at the timeout.
+        webhook.closeEach = true;
+        const gate = Promise.withResolvers<void>();
+        webhook.gate = gate.promise;
+        const arrived = webhook.nextReview();
+        const call = createConfigMap(api);
+        await arrived;
+        const { exited } = await cluster.terminateServer();
+        gate.resolve();
+        webhook.gate = undefined;
+        const done = await call;
+        assert.equal(done.status, 201, done.text);
+        assert.equal(await exited, 0);
+        // Back to a running server (no graceful timeout) for the steps that follow.
+        await cluster.restartServer();
+        webhook.closeEach = false;
+        assert.equal((await createConfigMap(api)).status, 201);
+      },
+    );
 
+    if (mode === "grpc-uds") {
       await t.step(
         "deploy/ manifests pass the API server's validation (apply --dry-run=server)",
         async () => {
