@@ -224,6 +224,7 @@ export const KNP_HTTP_TIMEOUT_FLAG: FlagSpec = {
   implemented: true,
 };
 
+/** knp's log format flag (json or text), shared by both binaries. */
 export const KNP_LOG_FORMAT_FLAG: FlagSpec = {
   name: "knp-log-format",
   type: "string",

@@ -206,6 +206,9 @@ for (const mode of EGRESS_MODES) {
         const done = await call;
         assert.equal(done.status, 201, done.text);
         assert.equal(await exited, 0);
+        // It exited because its last tunnel ended, not at the timeout.
+        const said = cluster.server.records().map((r) => r["msg"]);
+        assert.ok(said.includes("graceful shutdown complete"), cluster.server.tail());
         // Back to a running server (no graceful timeout) for the steps that follow.
         await cluster.restartServer();
         webhook.closeEach = false;
