@@ -61,7 +61,8 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Long flag names (`--name`) a binary lists in its `--help`. */
 export async function helpFlags(script: string): Promise<Set<string>> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, "--help"],
+    // `--help` needs no permission at all.
+    args: ["run", "--no-prompt", script, "--help"],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",

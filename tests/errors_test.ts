@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { createSingleUseTunnel, createTunnel, DialError } from "@knp/client";
 import { type DialErrorKind, HTTP_STATUS } from "../core/dial_errors.ts";
 import { readSample } from "../server/metrics.ts";
-import { connect, endpointOf, havePython, run, startBlackhole, tunnel } from "./connect_client.ts";
+import { connect, endpointOf, havePython, startBlackhole, tunnel } from "./connect_client.ts";
 import { startEchoBackend } from "./backends.ts";
 import {
   type AgentProcess,
@@ -29,14 +29,6 @@ type Mode = "http-connect" | "grpc";
 const MODES: Mode[] = ["http-connect", "grpc"];
 
 if (!havePython) console.log("skipping the blackhole cases: python3 is not on PATH");
-
-const haveMaxPendingFlag = (await run(Deno.execPath(), ["run", "-A", "server/main.ts", "--help"]))
-  .stdout.includes("--knp-max-pending-dials");
-if (!haveMaxPendingFlag) {
-  console.log(
-    "skipping server-overloaded: proxy-server --help does not list --knp-max-pending-dials",
-  );
-}
 
 /** A server of one mode with its own server ID. */
 async function startSide(mode: Mode, name: string, args: string[] = []): Promise<ServerProcess> {
@@ -369,7 +361,7 @@ Deno.test(
 
 Deno.test({
   name: "server-overloaded (503) with --knp-max-pending-dials=1",
-  ignore: !havePython || !haveMaxPendingFlag,
+  ignore: !havePython,
   async fn() {
     const hole = await startBlackhole();
     try {

@@ -16,7 +16,6 @@ import {
   OP_PING,
   OP_PONG,
   OP_TEXT,
-  validCloseCode,
 } from "./ws_frame.ts";
 
 /** How long `close()` waits for the server's close frame (or end of stream). */
@@ -28,39 +27,26 @@ const COALESCE_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
 
-/** The event `onmessage` receives. */
-export interface WebSocketMessageEvent {
-  /** The event type, `"message"`. */ readonly type: string;
-  /** A string for text messages; an `ArrayBuffer` (or `Blob`, per `binaryType`) for binary. */
-  readonly data: string | ArrayBuffer | Blob;
-}
-
-/** The event `onpong` receives. */
-export interface WebSocketPongEvent {
-  /** The event type, `"pong"`. */ readonly type: string;
-  /** The pong's payload (a ping's answer echoes the ping's). */
-  readonly data: Uint8Array;
-}
-
-/** The event `onclose` receives (once per socket). */
-export interface WebSocketCloseEvent {
-  /** The event type, `"close"`. */ readonly type: string;
-  /** The close code (1006 when the connection ended without a close frame). */
-  readonly code: number;
-  /** The close reason. */
-  readonly reason: string;
-  /** Both close frames were exchanged and the connection ended in order. */
-  readonly wasClean: boolean;
-}
-
-/** The event `onerror` receives, right before `onclose`, when the connection failed. */
-export interface WebSocketErrorEvent {
-  /** The event type, `"error"`. */ readonly type: string;
-  /** What went wrong. */
-  readonly message?: string;
-  /** The underlying error, when there is one. */
-  readonly error?: unknown;
-}
+export type {
+  WebSocketCloseEvent,
+  WebSocketErrorEvent,
+  WebSocketMessageEvent,
+  WebSocketPongEvent,
+} from "./ws_events.ts";
+import type {
+  WebSocketCloseEvent,
+  WebSocketErrorEvent,
+  WebSocketMessageEvent,
+  WebSocketPongEvent,
+} from "./ws_events.ts";
+import {
+  checkCloseCode,
+  checkPingPayload,
+  closeEvent,
+  dispatch,
+  errorEvent,
+  messageEvent,
+} from "./ws_events.ts";
 
 /**
  * The members of the browser `WebSocket` that knp's link code uses. {@linkcode ClientWebSocket}
@@ -196,7 +182,7 @@ export class ClientWebSocket {
   /** Sends a ping frame (at most 125 bytes of payload); dropped once closing. */
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
-    if (payload.length > 125) throw new RangeError("a ping payload is at most 125 bytes");
+    checkPingPayload(payload);
     this.#enqueue(encodeClientFrame(OP_PING, payload));
   }
 
@@ -205,9 +191,7 @@ export class ClientWebSocket {
    * close frame or the end of the stream before closing the connection. `onclose` follows.
    */
   close(code?: number, reason?: string): void {
-    if (code !== undefined && !validCloseCode(code)) {
-      throw new DOMException(`invalid close code ${code}`, "InvalidAccessError");
-    }
+    checkCloseCode(code);
     if (this.#state === CLOSING || this.#state === CLOSED) return;
     this.#state = CLOSING;
     this.#sendClose(code, reason);
@@ -299,28 +283,13 @@ export class ClientWebSocket {
   }
 
   #onMessage(data: string | Uint8Array<ArrayBuffer>): void {
-    if (this.#state !== OPEN) return;
-    const handler = this.onmessage;
-    if (!handler) return;
-    let value: string | ArrayBuffer | Blob;
-    if (typeof data === "string") value = data;
-    else if (this.#binaryType === "blob") value = new Blob([data]);
-    else value = data.buffer;
-    try {
-      handler.call(this, { type: "message", data: value });
-    } catch (err) {
-      reportError(err);
-    }
+    if (this.#state !== OPEN || !this.onmessage) return;
+    dispatch(this, this.onmessage, messageEvent(data, this.#binaryType));
   }
 
   #onPong(payload: Uint8Array<ArrayBuffer>): void {
-    const handler = this.onpong;
-    if (!handler || this.#state === CLOSED) return;
-    try {
-      handler.call(this, { type: "pong", data: payload });
-    } catch (err) {
-      reportError(err);
-    }
+    if (this.#state === CLOSED) return;
+    dispatch(this, this.onpong, { type: "pong", data: payload });
   }
 
   #onCloseFrame(code: number, reason: string): void {
@@ -343,18 +312,7 @@ export class ClientWebSocket {
   #abnormal(err: unknown): void {
     if (this.#finished) return;
     this.#failure ??= { code: 1006, reason: "" };
-    const handler = this.onerror;
-    if (handler) {
-      try {
-        handler.call(this, {
-          type: "error",
-          message: err instanceof Error ? err.message : String(err),
-          error: err,
-        });
-      } catch (e) {
-        reportError(e);
-      }
-    }
+    dispatch(this, this.onerror, errorEvent(err));
     this.#finish();
   }
 
@@ -369,31 +327,6 @@ export class ClientWebSocket {
     } catch { /* already closed */ }
     this.#queue = [];
     this.#queued = 0;
-    let event: WebSocketCloseEvent;
-    if (this.#failure) {
-      event = {
-        type: "close",
-        code: this.#failure.code,
-        reason: this.#failure.reason,
-        wasClean: false,
-      };
-    } else if (this.#received && this.#closeSent) {
-      event = { type: "close", ...this.#received, wasClean: true };
-    } else {
-      event = {
-        type: "close",
-        code: this.#received?.code ?? 1006,
-        reason: this.#received?.reason ?? "",
-        wasClean: false,
-      };
-    }
-    const handler = this.onclose;
-    if (handler) {
-      try {
-        handler.call(this, event);
-      } catch (err) {
-        reportError(err);
-      }
-    }
+    dispatch(this, this.onclose, closeEvent(this.#failure, this.#received, this.#closeSent));
   }
 }

@@ -20,6 +20,7 @@ export * from "./tls_listener.ts";
 export * from "./tls_policy.ts";
 export * from "./ws_accept.ts";
 export * from "./ws_client.ts";
+export * from "./ws_events.ts";
 export * from "./ws_frame.ts";
 export * from "./ws_handshake.ts";
 export * from "./ws_stream.ts";

@@ -15,7 +15,15 @@ import type {
   WebSocketErrorEvent,
   WebSocketMessageEvent,
   WebSocketPongEvent,
-} from "./client_websocket.ts";
+} from "./ws_events.ts";
+import {
+  checkCloseCode,
+  checkPingPayload,
+  closeEvent,
+  dispatch,
+  errorEvent,
+  messageEvent,
+} from "./ws_events.ts";
 import {
   closePayload,
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -26,7 +34,6 @@ import {
   OP_PING,
   OP_PONG,
   OP_TEXT,
-  validCloseCode,
 } from "./ws_frame.ts";
 
 /** How long `close()` waits for the client's close frame before cutting the connection. */
@@ -137,7 +144,7 @@ export class ServerWebSocket {
   /** Sends a ping frame (at most 125 bytes of payload); dropped once closing. */
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
-    if (payload.length > 125) throw new RangeError("a ping payload is at most 125 bytes");
+    checkPingPayload(payload);
     this.#write(encodeServerFrame(OP_PING, payload));
   }
 
@@ -146,9 +153,7 @@ export class ServerWebSocket {
    * before closing the connection. `onclose` follows.
    */
   close(code?: number, reason?: string): void {
-    if (code !== undefined && !validCloseCode(code)) {
-      throw new DOMException(`invalid close code ${code}`, "InvalidAccessError");
-    }
+    checkCloseCode(code);
     if (this.#state !== OPEN) return;
     this.#state = CLOSING;
     this.#sendClose(code, reason);
@@ -167,28 +172,13 @@ export class ServerWebSocket {
   }
 
   #onMessage(data: string | Uint8Array<ArrayBuffer>): void {
-    if (this.#state !== OPEN) return;
-    const handler = this.onmessage;
-    if (!handler) return;
-    let value: string | ArrayBuffer | Blob;
-    if (typeof data === "string") value = data;
-    else if (this.#binaryType === "blob") value = new Blob([data]);
-    else value = data.buffer;
-    try {
-      handler.call(this, { type: "message", data: value });
-    } catch (err) {
-      reportError(err);
-    }
+    if (this.#state !== OPEN || !this.onmessage) return;
+    dispatch(this, this.onmessage, messageEvent(data, this.#binaryType));
   }
 
   #onPong(payload: Uint8Array<ArrayBuffer>): void {
-    const handler = this.onpong;
-    if (!handler || this.#state === CLOSED) return;
-    try {
-      handler.call(this, { type: "pong", data: payload });
-    } catch (err) {
-      reportError(err);
-    }
+    if (this.#state === CLOSED) return;
+    dispatch(this, this.onpong, { type: "pong", data: payload });
   }
 
   /** The client's close frame: echo it (unless ours went out), then the server ends the TCP. */
@@ -216,18 +206,7 @@ export class ServerWebSocket {
       return this.#finish();
     }
     this.#failure ??= { code: 1006, reason: "" };
-    const handler = this.onerror;
-    if (handler) {
-      try {
-        handler.call(this, {
-          type: "error",
-          message: err instanceof Error ? err.message : String(err),
-          error: err,
-        });
-      } catch (e) {
-        reportError(e);
-      }
-    }
+    dispatch(this, this.onerror, errorEvent(err));
     this.#finish();
   }
 
@@ -245,20 +224,6 @@ export class ServerWebSocket {
       const timer = setTimeout(() => socket.destroy(), CLOSE_WAIT_MS);
       socket.once("close", () => clearTimeout(timer));
     }
-    const event: WebSocketCloseEvent = this.#failure
-      ? { type: "close", ...this.#failure, wasClean: false }
-      : {
-        type: "close",
-        code: this.#received?.code ?? 1006,
-        reason: this.#received?.reason ?? "",
-        wasClean: this.#received !== undefined && this.#closeSent,
-      };
-    const handler = this.onclose;
-    if (!handler) return;
-    try {
-      handler.call(this, event);
-    } catch (err) {
-      reportError(err);
-    }
+    dispatch(this, this.onclose, closeEvent(this.#failure, this.#received, this.#closeSent));
   }
 }
