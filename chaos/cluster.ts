@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ManagedProcess, testPki } from "../tests/framework.ts";
+import { agentArgs, ManagedProcess, testPki } from "../tests/framework.ts";
 import { serverPermissionFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 import { readSample } from "../server/metrics.ts";
@@ -125,21 +125,10 @@ export class Cluster implements AsyncDisposable {
     const { files } = await testPki();
     const relay = this.relays[i];
     if (relay === undefined) throw new Error(`no relay ${i}`);
-    const flags = [
-      "--proxy-server-host=127.0.0.1",
-      `--proxy-server-port=${relay.port}`,
-      ...(i === 1 ? [`--knp-websocket-port=${relay.port}`] : []),
-      `--ca-cert=${files.caCert}`,
-      `--agent-cert=${files.clientCert}`,
-      `--agent-key=${files.clientKey}`,
-      "--health-server-port=0",
-      "--health-server-host=127.0.0.1",
-      "--admin-server-port=0",
-      "--sync-interval=100ms",
-      "--sync-interval-cap=1s",
-      "--probe-interval=100ms",
-      `--agent-id=${this.#agentIds[i]}`,
-    ];
+    const agentId = this.#agentIds[i];
+    if (agentId === undefined) throw new Error(`no agent ID ${i}`);
+    // agent1 takes the WebSocket link; both reach the server through their relay.
+    const flags = agentArgs(relay.port, i === 1 ? relay.port : 0, files, agentId);
     const args = ["run", ...agentPermissionFlags(flags), "agent/main.ts", ...flags];
     const agent = new ManagedProcess(`agent${i}`, args);
     await agent.waitForLog("agent link").catch((err) => {

@@ -256,12 +256,12 @@ function awaitBalance(
 }
 
 /**
- * A port for the WebSocket agent link, found free in 20000–32767. `--knp-websocket-port=0` turns
- * the link off rather than binding any free port, so this link alone keeps a found-free port,
- * with its race (another process may take the port before the server binds it); the server
- * reports the port it bound like the others.
+ * A loopback port found free in 20000–32767 (inside upstream's allowed range, outside the
+ * ephemeral one), for what cannot bind port 0 and report the port: the WebSocket agent link
+ * (`--knp-websocket-port=0` means "off"), upstream's Go binaries, etcd and kube-apiserver. It
+ * has a race — another process may take the port before the binary binds it.
  */
-function websocketLinkPort(): number {
+export function foundFreePort(): number {
   for (let i = 0; i < 200; i++) {
     const port = 20000 + Math.floor(Math.random() * 12768);
     try {
@@ -285,7 +285,7 @@ export interface ServerProcessOptions {
   agentPort?: number;
   /**
    * Port of the WebSocket agent link (with `link: "websocket"`); default: one found free (see
-   * {@linkcode websocketLinkPort}). A restart passes the port an earlier server reported.
+   * {@linkcode foundFreePort}). A restart passes the port an earlier server reported.
    */
   websocketPort?: number;
   extraArgs?: string[];
@@ -344,7 +344,7 @@ function serverArgs(options: ServerProcessOptions, files: PkiFiles, udsPath: str
       ]
       : ["--server-port=0", `--uds-name=${udsPath}`]),
     ...(link === "websocket"
-      ? [`--knp-websocket-port=${options.websocketPort ?? websocketLinkPort()}`]
+      ? [`--knp-websocket-port=${options.websocketPort ?? foundFreePort()}`]
       : []),
     ...(options.extraArgs ?? []),
   ];
@@ -412,7 +412,13 @@ export interface AgentProcess extends AsyncDisposable {
   notReady(timeoutMs?: number): Promise<void>;
 }
 
-function agentArgs(agentPort: number, websocketPort: number, files: PkiFiles, agentId: string) {
+/** A test agent's flags: loopback, throwaway PKI, fast sync, ports 0; the WebSocket link when given. */
+export function agentArgs(
+  agentPort: number,
+  websocketPort: number,
+  files: PkiFiles,
+  agentId: string,
+): string[] {
   return [
     "--proxy-server-host=127.0.0.1",
     `--proxy-server-port=${agentPort}`,

@@ -20,6 +20,7 @@ import {
   awaitTables,
   CLOSED_PORT,
   eventually,
+  foundFreePort,
   type ServerProcess,
   startAgent,
   startServer,
@@ -50,23 +51,6 @@ const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/**
- * A port for an upstream binary, found free in 20000–32767. Upstream's binaries refuse port 0
- * (the server wants 1024–49151, the agent > 0) and do not report what they bound, so unlike our
- * binaries they cannot bind port 0: this is the one place a found-free port remains, with its
- * race (another process may take the port before the binary binds it).
- */
-function upstreamPort(): number {
-  for (let i = 0; i < 200; i++) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch { /* taken */ }
-  }
-  throw new Error("no free port found");
-}
 
 /**
  * Polls `url` until it answers `status`: upstream's binaries log in klog text, with no line this
@@ -376,8 +360,8 @@ interface UpstreamAgent extends AsyncDisposable {
 /** Starts upstream's proxy-agent against `agentPort` on 127.0.0.1; waits for its /readyz. */
 async function startUpstreamAgent(agentPort: number, agentId: string): Promise<UpstreamAgent> {
   const { files } = await testPki();
-  const healthPort = upstreamPort();
-  const adminPort = upstreamPort();
+  const healthPort = foundFreePort();
+  const adminPort = foundFreePort();
   const process = new UpstreamProcess("upstream proxy-agent", UPSTREAM_AGENT!, [
     "--proxy-server-host=127.0.0.1",
     `--proxy-server-port=${agentPort}`,
@@ -436,9 +420,9 @@ async function startUpstreamServer(
   const { files } = await testPki();
   const dir = await Deno.makeTempDir({ prefix: "knp-upstream-" });
   const udsPath = frontend === "uds" ? `${dir}/s.sock` : "";
-  const serverPort = frontend === "tcp" ? upstreamPort() : 0;
-  const healthPort = upstreamPort();
-  const adminPort = upstreamPort();
+  const serverPort = frontend === "tcp" ? foundFreePort() : 0;
+  const healthPort = foundFreePort();
+  const adminPort = foundFreePort();
   const process = new UpstreamProcess(`upstream proxy-server (${frontend})`, UPSTREAM_SERVER!, [
     "--mode=grpc",
     ...(frontend === "uds" ? [`--uds-name=${udsPath}`, "--server-port=0"] : [
@@ -787,7 +771,7 @@ Deno.test({
   ...opts,
   async fn(t) {
     await using backend = startHttpBackend();
-    const agentPort = upstreamPort();
+    const agentPort = foundFreePort();
     const upstreamServers: UpstreamServer[] = [];
     const ourAgents: Logged[] = [];
     const newServer = async (port = agentPort, frontend: "uds" | "tcp" = "uds") => {
@@ -967,7 +951,7 @@ Deno.test({
         "B12 upstream server with a TCP frontend (mTLS): GET through our client",
         procs,
         async () => {
-          const tcpAgentPort = upstreamPort();
+          const tcpAgentPort = foundFreePort();
           await using tcpServer = await newServer(tcpAgentPort, "tcp");
           await using tcpAgent = await newAgent(tcpAgentPort);
           void tcpAgent;

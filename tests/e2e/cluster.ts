@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { E2eProcess, freeTcpPort } from "./process.ts";
+import { E2eProcess, foundFreePort } from "./process.ts";
 import type { E2ePki } from "./pki.ts";
 import { serverPermissionFlags } from "../../server/permissions.ts";
 import { agentPermissionFlags } from "../../agent/permissions.ts";
@@ -23,8 +23,8 @@ export const EGRESS_MODES: EgressMode[] = ["grpc-uds", "http-connect-uds", "http
 
 /** Starts etcd on loopback and resolves once it serves clients. */
 export async function startEtcd(dir: string): Promise<{ proc: E2eProcess; url: string }> {
-  const client = freeTcpPort();
-  const peer = freeTcpPort();
+  const client = foundFreePort();
+  const peer = foundFreePort();
   const url = `http://127.0.0.1:${client}`;
   const proc = new E2eProcess("etcd", "etcd", [
     `--data-dir=${join(dir, "etcd")}`,
@@ -207,7 +207,7 @@ export async function startApiServer(
   etcdUrl: string,
   egress: string,
 ): Promise<ApiServer> {
-  const port = freeTcpPort();
+  const port = foundFreePort();
   const proc = new E2eProcess(
     "kube-apiserver",
     bins.kubeApiserver,

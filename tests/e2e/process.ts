@@ -116,28 +116,5 @@ export class E2eProcess implements AsyncDisposable {
   }
 }
 
-/**
- * A free loopback TCP port, for the external binaries (etcd, kube-apiserver) that cannot report
- * the port they bound. knp's own binaries bind port 0 and log the port instead.
- */
-export function freeTcpPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/**
- * A free loopback port in 20000–32767, for upstream's Go binaries: they refuse ports in the
- * ephemeral range (above 32767 here) and cannot bind port 0 and report it.
- */
-export function freeUpstreamPort(): number {
-  for (let i = 0; i < 200; i++) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch { /* taken */ }
-  }
-  throw new Error("no free port in 20000-32767");
-}
+/** See {@linkcode foundFreePort}: etcd, kube-apiserver and upstream's binaries cannot report it. */
+export { foundFreePort } from "../framework.ts";

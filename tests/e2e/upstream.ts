@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import type { EgressMode, KnpPair } from "./cluster.ts";
-import { E2eProcess, freeUpstreamPort } from "./process.ts";
+import { E2eProcess, foundFreePort } from "./process.ts";
 import type { E2ePki } from "./pki.ts";
 
 /** Paths of upstream's binaries, or undefined when not both are given. */
@@ -27,10 +27,10 @@ export async function startUpstreamPair(
 ): Promise<KnpPair> {
   const udsPath = join(dir, "konnectivity-server.socket");
   const ports = {
-    serverPort: mode === "http-connect-tcp" ? freeUpstreamPort() : 0,
-    agentPort: freeUpstreamPort(),
-    healthPort: freeUpstreamPort(),
-    adminPort: freeUpstreamPort(),
+    serverPort: mode === "http-connect-tcp" ? foundFreePort() : 0,
+    agentPort: foundFreePort(),
+    healthPort: foundFreePort(),
+    adminPort: foundFreePort(),
   };
   const frontend = mode === "http-connect-tcp"
     ? [
@@ -61,8 +61,8 @@ export async function startUpstreamPair(
     `--ca-cert=${pki.caCert}`,
     `--agent-cert=${pki.knpAgentCert}`,
     `--agent-key=${pki.knpAgentKey}`,
-    `--health-server-port=${freeUpstreamPort()}`,
-    `--admin-server-port=${freeUpstreamPort()}`,
+    `--health-server-port=${foundFreePort()}`,
+    `--admin-server-port=${foundFreePort()}`,
   ]);
   await server.waitFor(/"Agent connected"/);
   return { server, agent, udsPath, ports };
