@@ -18,7 +18,8 @@ export interface WiredApi extends AsyncDisposable {
   backend: Backend;
 }
 
-/** Starts the aggregated API, registers its Service and APIService, and waits for Available. */
+/** Starts the aggregated API, registers its Service and APIService, and waits for Available and for
+ * kube-apiserver's proxy handler to forward to it. */
 export async function wireAggregatedApi(api: KubeApi, pki: E2ePki): Promise<WiredApi> {
   const server = new AggregatedApi(BIG_BYTES);
   const backend = await serveHttps(
@@ -54,5 +55,8 @@ export async function wireAggregatedApi(api: KubeApi, pki: E2ePki): Promise<Wire
         c.type === "Available" && c.status === "True"
       ),
   );
+  // Available is written before the aggregator's proxy handler learns it (an informer later);
+  // a GET sent in between gets "503 service unavailable" from kube-apiserver itself.
+  await server.proxying.promise;
   return { server, backend, [Symbol.asyncDispose]: () => backend[Symbol.asyncDispose]() };
 }

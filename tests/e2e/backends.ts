@@ -189,6 +189,14 @@ export class AggregatedApi {
 
   #watcherWaiters: (() => void)[] = [];
 
+  /**
+   * Resolves on the first request kube-apiserver's OpenAPI v3 controller sends through the
+   * APIService's proxy handler. That handler answers 503 in-process until it has seen the
+   * APIService Available, a step that lags the status kube-apiserver writes; a request reaching
+   * this server proves the handler now forwards.
+   */
+  readonly proxying: PromiseWithResolvers<void> = Promise.withResolvers<void>();
+
   /** The number of open watch streams. */
   get watchers(): number {
     return this.#watchers.size;
@@ -208,6 +216,7 @@ export class AggregatedApi {
     };
     const gv = `${API_GROUP}/v1`;
     const path = url.pathname;
+    if (path.startsWith("/openapi/")) this.proxying.resolve();
     if (path === "/apis") return json(groupList());
     if (path === `/apis/${API_GROUP}`) return json(groupList().groups[0]);
     if (path === `/apis/${gv}`) return json(resourceList());
