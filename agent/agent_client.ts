@@ -196,6 +196,8 @@ export class AgentClient {
       socket = await this.#dialer(protocol, address, {
         timeoutMs: this.#dialTimeoutMs,
         signal: abort.signal,
+        serverId: this.serverId,
+        dialId: random,
       });
     } catch (err) {
       this.#dials.delete(random);

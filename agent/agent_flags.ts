@@ -14,6 +14,7 @@ import {
   PROFILING_FLAGS,
 } from "@knp/cli/common_flags";
 import { labelSelectorProblem } from "./label_selector.ts";
+import { AGENT_DESTINATION_FLAGS } from "./destination_flags.ts";
 
 const HOUR_MS = 3_600_000;
 const NOT_IMPLEMENTED = "not implemented yet";
@@ -234,6 +235,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
       "(faster than gRPC under Deno); 0 = gRPC on --proxy-server-port.",
     implemented: true,
   },
+  ...AGENT_DESTINATION_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,
 ];

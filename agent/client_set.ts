@@ -26,8 +26,21 @@ export interface ServerConnection {
   close(): void;
 }
 
-/** Opens a new connection to the server address. */
+/**
+ * Opens a new connection to the server address. A refusal may carry the server's retry hint as
+ * a `retryAfterMs` property (on the error or its `cause`); the set waits at least that long.
+ */
 export type ServerConnector = () => Promise<ServerConnection>;
+
+/** The server's retry hint on a connect error (`retryAfterMs` on it or a cause), if any. */
+export function retryAfterOf(err: unknown): number | undefined {
+  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 4; depth++) {
+    const ms = (e as { retryAfterMs?: unknown }).retryAfterMs;
+    if (typeof ms === "number" && ms >= 0 && Number.isFinite(ms)) return ms;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
 
 /** Options of {@linkcode ClientSet}. */
 export interface ClientSetOptions extends Omit<AgentClientOptions, "stream" | "serverId"> {
@@ -176,11 +189,14 @@ export class ClientSet {
         this.#delay = base;
         next = this.#jitter(base);
       } else {
+        // The server's retry hint (connect rate) is a floor under the backoff, jittered too.
+        const hint = retryAfterOf(err);
+        next = Math.max(this.#jitter(this.#delay), hint === undefined ? 0 : this.#jitter(hint));
         this.#log.warn("cannot connect to proxy server", {
           error: errorMessage(err),
-          retryInMs: Math.round(this.#delay),
+          retryInMs: Math.round(next),
+          ...(hint === undefined ? {} : { serverRetryAfterMs: hint }),
         });
-        next = this.#jitter(this.#delay);
         this.#delay = Math.min(cap, this.#delay * 1.5);
         failed = true;
       }

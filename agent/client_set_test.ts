@@ -154,6 +154,23 @@ Deno.test("ClientSet backs off by 1.5 up to the cap while the connector fails", 
   await h.stop();
 });
 
+/** A refusal carrying the server's retry hint, as the connectors report it. */
+function throttled(retryAfterMs: number, onCause = false): Error {
+  const hinted = Object.assign(new Error("RESOURCE_EXHAUSTED: too many agents"), { retryAfterMs });
+  return onCause ? new Error("connect failed", { cause: hinted }) : hinted;
+}
+
+Deno.test("ClientSet waits at least the server's retry hint, then backs off as usual", async () => {
+  const h = harness((n) => n === 1 ? throttled(7_000) : n === 2 ? throttled(200, true) : refused());
+  h.set.start();
+  await h.advance(0);
+  await h.next(); // the hint (7000) is longer than the backoff (1000)
+  await h.next(); // the hint on the cause (200) is shorter than the backoff (1500)
+  await h.next();
+  assert.deepEqual(h.attempts, [0, 7_000, 8_500, 10_750]);
+  await h.stop();
+});
+
 Deno.test("ClientSet restarts the backoff at the base interval after a success", async () => {
   const h = harness((n) => n === 1 ? { serverId: "s1" } : refused());
   h.set.start();

@@ -27,8 +27,20 @@ export interface EndpointSocket {
 export type Dialer = (
   protocol: string,
   address: string,
-  options: { timeoutMs: number; signal?: AbortSignal },
+  options: DialOptions,
 ) => Promise<EndpointSocket>;
+
+/** How to dial, and who asked (for the destination policy's audit line). */
+export interface DialOptions {
+  /** Deadline of the dial. */
+  timeoutMs: number;
+  /** Cancels the dial. */
+  signal?: AbortSignal;
+  /** The server whose DIAL_REQ this is. */
+  serverId?: string;
+  /** The DIAL_REQ's `random`. */
+  dialId?: bigint;
+}
 
 /** Upstream's hard-coded agent dial timeout. */
 export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;

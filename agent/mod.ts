@@ -21,5 +21,6 @@ export type {
   ServerConnector,
 } from "./client_set.ts";
 export type { AgentClientOptions } from "./agent_client.ts";
-export type { EndpointSocket } from "./dialer.ts";
+export type { DialOptions, EndpointSocket } from "./dialer.ts";
+export type { AgentDestinationOptions } from "./destination_flags.ts";
 export type { ParsedAgentOptions } from "./options.ts";

@@ -21,11 +21,15 @@ import {
 import { type IdentifierType, identifierValueProblem } from "@knp/proto";
 import { AGENT_FLAGS } from "./agent_flags.ts";
 import { labelSelectorProblem } from "./label_selector.ts";
+import {
+  type AgentDestinationOptions,
+  validateAgentDestinationOptions,
+} from "./destination_flags.ts";
 
 export { AGENT_FLAGS, labelSelectorProblem };
 
 /** Options of the proxy agent. Durations are in milliseconds. */
-export interface AgentOptions extends KlogOptions {
+export interface AgentOptions extends KlogOptions, AgentDestinationOptions {
   /** `--proxy-server-host`: server host; also the TLS server name with a client cert. @default "127.0.0.1" */
   proxyServerHost: string;
   /** `--proxy-server-port`: the server's agent port; > 0. @default 8091 */
@@ -205,6 +209,7 @@ export function validateAgentOptions(o: AgentOptions): void {
   if (identifiersProblem !== undefined) {
     throw invalidFlag(`--agent-identifiers: agent address is invalid: ${identifiersProblem}`);
   }
+  validateAgentDestinationOptions(o);
   if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
   if (
     o.serverCountSource !== "" && o.serverCountSource !== "default" && o.serverCountSource !== "max"

@@ -13,6 +13,7 @@ import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
 import { TlsFiles } from "@knp/transport/tls_files";
 import { type AgentHandle, startAgent } from "./agent.ts";
 import type { AgentOptions } from "./options.ts";
+import { agentDialer } from "./destination_flags.ts";
 
 /** How long a stopping agent lets open connections finish. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -32,6 +33,7 @@ function start(o: AgentOptions, log: Logger): AgentHandle {
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
+    dialer: agentDialer(o, log),
     tls,
     ...(o.serviceAccountTokenPath ? { serviceAccountTokenPath: o.serviceAccountTokenPath } : {}),
     keepaliveTimeMs: o.keepaliveTime,

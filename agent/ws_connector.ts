@@ -104,12 +104,15 @@ async function openLink(
   } catch (err) {
     if (err instanceof WebSocketHandshakeError && err.status !== 0) {
       // The server's reason (a 401 body, say) is in the message.
-      throw new KnpError(
-        "HANDSHAKE",
+      const refusal: KnpError & { retryAfterMs?: number } = new KnpError(
+        err.status === 503 ? "OVERLOADED" : "HANDSHAKE",
         `the server refused the WebSocket link to ${url}: ${err.statusLine}` +
           (err.body ? `: ${err.body}` : ""),
         { cause: err },
       );
+      // A 503's Retry-After: the client set waits at least that long before the next attempt.
+      if (err.retryAfterMs !== undefined) refusal.retryAfterMs = err.retryAfterMs;
+      throw refusal;
     }
     throw err;
   }

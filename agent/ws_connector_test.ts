@@ -5,10 +5,12 @@ import { closeRequest, type DecodedPacket } from "@knp/proto";
 import { generateCa } from "@knp/testing/certs";
 import { ServerWebSocket } from "@knp/transport/server_websocket";
 import { TlsListener } from "@knp/transport/tls_listener";
-import { acceptResponse, readUpgradeRequest } from "@knp/transport/ws_accept";
+import { acceptResponse, readUpgradeRequest, refusalResponse } from "@knp/transport/ws_accept";
 import { encodeServerFrame, OP_BINARY, OP_TEXT } from "@knp/transport/ws_frame";
 import { frame } from "@knp/transport/ws_stream";
+import type { KnpError } from "@knp/core/errors";
 import { webSocketConnector } from "./ws_connector.ts";
+import { retryAfterOf } from "./client_set.ts";
 
 const encoder = new TextEncoder();
 
@@ -76,6 +78,43 @@ Deno.test("ws connector: a packet in the same read as `ready` reaches the packet
     const ended = link.stream.done;
     link.close();
     await ended;
+  } finally {
+    await listener.close();
+  }
+});
+
+Deno.test("ws connector: a 503 refusal carries the server's Retry-After as retryAfterMs", async () => {
+  const ca = await generateCa({ commonName: "busy-ca" });
+  const leaf = await ca.issue({
+    commonName: "localhost",
+    dnsNames: ["localhost"],
+    usage: "server",
+  });
+  const listener = await TlsListener.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: encoder.encode(leaf.certPem), key: encoder.encode(leaf.keyPem) },
+    onConnection: async (socket) => {
+      await readUpgradeRequest(socket, 5_000);
+      socket.end(refusalResponse(503, "server overloaded: too many agents connecting", 3));
+    },
+  });
+  try {
+    const connect = webSocketConnector({
+      host: "localhost",
+      port: listener.port,
+      agentId: "agent-1",
+      agentIdentifiers: "",
+      tls: { ca: encoder.encode(ca.certPem) },
+    });
+    const err = await connect().then(
+      () => assert.fail("the link should be refused"),
+      (e: unknown) => e as KnpError & { retryAfterMs?: number },
+    );
+    assert.equal(err.code, "OVERLOADED");
+    assert.match(err.message, /503 Service Unavailable: server overloaded/);
+    assert.equal(err.retryAfterMs, 3_000);
+    assert.equal(retryAfterOf(err), 3_000);
   } finally {
     await listener.close();
   }

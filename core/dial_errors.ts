@@ -19,6 +19,7 @@ export type DialErrorKind =
   | "dial-timeout"
   | "dns-failure"
   | "server-overloaded"
+  | "policy-denied"
   | "agent-draining"
   | "tunnel-closed"
   | "unknown";
@@ -31,6 +32,7 @@ export const HTTP_STATUS: Record<DialErrorKind, readonly [number, string]> = {
   "dial-timeout": [504, "Gateway Timeout"],
   "dns-failure": [502, "Bad Gateway"],
   "server-overloaded": [503, "Service Unavailable"],
+  "policy-denied": [403, "Forbidden"],
   "agent-draining": [503, "Service Unavailable"],
   "tunnel-closed": [502, "Bad Gateway"],
   "unknown": [502, "Bad Gateway"],
@@ -41,6 +43,7 @@ const PATTERNS: readonly [RegExp, DialErrorKind][] = [
   [/^No agent available$/, "no-agent"],
   [/no agent serves/i, "no-route"],
   [/too many (open files|pending dials)|overloaded/i, "server-overloaded"],
+  [/denied by (destination )?policy/i, "policy-denied"],
   [/draining|shutting down/i, "agent-draining"],
   [/i\/o timeout|deadline exceeded|timed out|timeout/i, "dial-timeout"],
   [/no such host|name resolution|lookup .* (failed|no such)/i, "dns-failure"],

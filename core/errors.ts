@@ -20,6 +20,10 @@ export type KnpErrorCode =
   | "STALLED"
   | "TIMEOUT"
   | "HANDSHAKE"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED"
+  | "POLICY_DENIED"
+  | "OVERLOADED"
   | "INVALID_FLAG"
   | "CONFIG";
 

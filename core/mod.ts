@@ -6,6 +6,7 @@
  */
 
 export * from "./backpressure.ts";
+export * from "./destination_policy.ts";
 export * from "./dial_errors.ts";
 export * from "./errors.ts";
 export * from "./log.ts";

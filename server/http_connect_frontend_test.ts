@@ -211,6 +211,7 @@ Deno.test("dialFailure: status per kind, reason first, then kind, server and age
     "dial-timeout": 504,
     "dns-failure": 502,
     "server-overloaded": 503,
+    "policy-denied": 403,
     "agent-draining": 503,
     "tunnel-closed": 502,
     "unknown": 502,

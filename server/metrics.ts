@@ -21,6 +21,7 @@ export class ServerMetrics {
   readonly #core: ProxyServer;
   readonly #httpConnections: () => number;
   readonly #dialFailures = new Map<DialFailureLabel, number>();
+  readonly #refusals = new Map<string, number>();
   readonly #unsubscribe: () => void;
 
   /** Subscribes to `core`'s events; the gauges read `core` when rendered. */
@@ -33,6 +34,9 @@ export class ServerMetrics {
   #onEvent(event: ServerEvent): void {
     if (event.kind === "dial-failure") {
       this.#dialFailures.set(event.reason, (this.#dialFailures.get(event.reason) ?? 0) + 1);
+    } else if (event.kind === "agent-refused") {
+      const labels = `{reason="${event.reason}",link="${event.link}"}`;
+      this.#refusals.set(labels, (this.#refusals.get(labels) ?? 0) + 1);
     }
   }
 
@@ -79,6 +83,13 @@ export class ServerMetrics {
     );
     for (const [reason, n] of this.#dialFailures) {
       lines.push(`${NS}_dial_failure_count{reason="${reason}"} ${n}`);
+    }
+    lines.push(
+      "# HELP knp_server_agent_refusals_total Agents refused at their handshake (knp only), by reason and link.",
+      "# TYPE knp_server_agent_refusals_total counter",
+    );
+    for (const [labels, n] of this.#refusals) {
+      lines.push(`knp_server_agent_refusals_total${labels} ${n}`);
     }
     return lines.join("\n") + "\n";
   }

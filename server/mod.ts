@@ -18,11 +18,42 @@ export {
 export { readSample, ServerMetrics, type ServerMetricsOptions } from "./metrics.ts";
 export {
   type AgentAdmission,
+  type AgentGate,
   type AgentHandshakeOptions,
   type AgentLinkFacts,
   type AgentMetadata,
   handshakeAgent,
   validateAgentMetadata,
 } from "./agent_handshake.ts";
+export {
+  type AgentAuthenticator,
+  type AgentCredentials,
+  type AgentIdentity,
+  anonymousAuthenticator,
+  certificateAuthenticator,
+  certificateIdentity,
+} from "./agent_auth.ts";
+export {
+  AGENT_GATE_FLAGS,
+  agentGateFromOptions,
+  type AgentGateOptions,
+  openAgentPortWarning,
+} from "./agent_gate_options.ts";
+export type { AgentRefusalReason } from "./server_events.ts";
+export {
+  TokenAuthenticator,
+  tokenAuthenticatorFromOptions,
+  type TokenAuthFlags,
+} from "./token_review.ts";
+export {
+  AGENT_BINDING_MODES,
+  AgentBinding,
+  type AgentBindingMode,
+  principalOf,
+} from "./agent_binding.ts";
 export type { Backend, FlowControl } from "./backend.ts";
 export type { ParsedServerOptions } from "./options.ts";
+export type { DialLimitOptions } from "./overload.ts";
+export type { OverloadOptions } from "./overload_flags.ts";
+export type { DestinationServerOptions } from "./destination_flags.ts";
+export type { SelfDestinationConfig } from "./destination_guard.ts";

@@ -21,11 +21,16 @@ import {
 } from "@knp/cli/flag_checks";
 import { parseProxyStrategies } from "./backend_manager.ts";
 import { SERVER_FLAGS } from "./server_flags.ts";
+import { type OverloadOptions, validateOverloadOptions } from "./overload_flags.ts";
+import { type DestinationServerOptions, validateDestinationOptions } from "./destination_flags.ts";
+import { type AgentGateOptions, validateAgentGateOptions } from "./agent_gate_options.ts";
+import type { TokenAuthFlags } from "./token_review.ts";
 
 export { SERVER_FLAGS };
 
 /** Options of the proxy server. Durations are in milliseconds. */
-export interface ServerOptions extends KlogOptions {
+export interface ServerOptions
+  extends KlogOptions, OverloadOptions, DestinationServerOptions, AgentGateOptions, TokenAuthFlags {
   /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
   mode: string;
   /** `--uds-name`: Unix socket path of the frontend; non-empty disables the TCP frontend. @default "" */
@@ -59,20 +64,6 @@ export interface ServerOptions extends KlogOptions {
   cipherSuites: string[];
   /** `--tls-min-version`: `VersionTLS10`..`VersionTLS13` (empty: TLS 1.2). @default "" */
   tlsMinVersion: string;
-  /** `--agent-namespace`: token auth; not implemented yet. @default "" */
-  agentNamespace: string;
-  /** `--agent-service-account`: token auth; not implemented yet. @default "" */
-  agentServiceAccount: string;
-  /** `--authentication-audience`: token auth; not implemented yet. @default "" */
-  authenticationAudience: string;
-  /** `--kubeconfig`: Kubernetes client config; not implemented yet. @default "" */
-  kubeconfig: string;
-  /** `--kubeconfig-qps`: not implemented yet. @default 0 */
-  kubeconfigQps: number;
-  /** `--kubeconfig-burst`: not implemented yet. @default 0 */
-  kubeconfigBurst: number;
-  /** `--kube-api-content-type`: not implemented yet. @default "application/vnd.kubernetes.protobuf" */
-  kubeApiContentType: string;
   /** `--proxy-strategies`: ordered comma list of default, destHost, defaultRoute. @default "default" */
   proxyStrategies: string;
   /** `--server-id`: sent to agents as `serverid`. @default env PROXY_SERVER_ID, else a random UUID */
@@ -331,6 +322,9 @@ export function validateServerOptions(o: ServerOptions): string[] {
   if (!Number.isInteger(o.knpMaxPendingDials) || o.knpMaxPendingDials < 1) {
     throw invalidFlag(`--knp-max-pending-dials: must be at least 1, got ${o.knpMaxPendingDials}`);
   }
+  validateOverloadOptions(o);
+  validateDestinationOptions(o);
+  validateAgentGateOptions(o);
   checkFrontend(o);
   checkPorts(o);
   requireProfilingForContention(o.enableProfiling, o.enableContentionProfiling);

@@ -76,6 +76,17 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpFrontendIdleTimeout: 60_000,
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
+    knpMaxPendingDialsPerFrontend: 1_000,
+    knpMaxConnectionsPerAgent: 10_000,
+    knpAgentConnectRate: 100,
+    knpAgentConnectBurst: 200,
+    knpMaxMessageSize: 4 * 1024 * 1024 + 1024,
+    knpTunnelIdleTimeout: 0,
+    knpDestinationAllow: [],
+    knpDestinationDeny: [],
+    knpDestinationDenySelf: true,
+    knpDestinationSelfAddresses: [],
+    knpAgentBinding: "owner",
     knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
@@ -163,6 +174,17 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-frontend-idle-timeout",
     "knp-max-pending-dials",
     "knp-websocket-port",
+    "knp-max-pending-dials-per-frontend",
+    "knp-max-connections-per-agent",
+    "knp-agent-connect-rate",
+    "knp-agent-connect-burst",
+    "knp-tunnel-idle-timeout",
+    "knp-max-message-size",
+    "knp-destination-allow",
+    "knp-destination-deny",
+    "knp-destination-deny-self",
+    "knp-destination-self-addresses",
+    "knp-agent-binding",
     "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
@@ -175,12 +197,6 @@ Deno.test("SERVER_FLAGS marks exactly the planned flags as not implemented", () 
     .filter((name) => !klog.has(name));
   assert.deepEqual(notImplemented, [
     "cipher-suites",
-    "agent-namespace",
-    "agent-service-account",
-    "authentication-audience",
-    "kubeconfig",
-    "kubeconfig-qps",
-    "kubeconfig-burst",
     "kube-api-content-type",
     "enable-lease-controller",
     "lease-namespace",
@@ -239,11 +255,13 @@ Deno.test("parseServerOptions() reports given unimplemented flags; http-connect 
     "--mode=http-connect",
     "--enable-lease-controller",
     "--kubeconfig-qps=5",
+    "--kube-api-content-type=application/json",
     "--server-port=1",
   ]);
   assert.deepEqual(notImplemented, [
     "flag --enable-lease-controller is accepted but not implemented yet; it has no effect",
-    "flag --kubeconfig-qps is accepted but not implemented yet; it has no effect",
+    "flag --kube-api-content-type is accepted but not supported (the Kubernetes client, " +
+    "@kubernetes/client-node, speaks JSON only); it has no effect",
   ]);
   assert.deepEqual(parse(["--mode=grpc", "--enable-profiling=false"]).notImplemented, []);
   assert.equal(parse(["--knp-max-pending-dials=0"]).options.knpMaxPendingDials, 0);

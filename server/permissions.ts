@@ -9,6 +9,10 @@
  * - write: only the `--uds-name` socket (it is removed, created and chmod-ed);
  * - env: the 14 variables grpc-js reads when it loads, and `PROXY_SERVER_ID` unless `--server-id`
  *   is given.
+ * - token authentication (`--agent-namespace`): the Kubernetes client's needs (see
+ *   `kube_client.ts`): all of env (its dependencies list the environment when they load), read on
+ *   `--kubeconfig` and the files it references (or the in-cluster service-account directory), and
+ *   net to the API server's `host:port` (from the kubeconfig, or `KUBERNETES_SERVICE_HOST`/`_PORT`).
  *
  * `deno run jsr:@knp/server --knp-print-permissions <flags>` (or `server/main.ts`) prints them.
  *
@@ -25,6 +29,7 @@ import {
   permissionPlan,
 } from "@knp/cli/permissions";
 import type { ServerOptions } from "./options.ts";
+import { kubeClientNeeds } from "./kube_client.ts";
 import { SERVER_FLAGS } from "./server_flags.ts";
 
 function frontendNeeds(o: ServerOptions): PermissionNeed[] {
@@ -61,6 +66,7 @@ export function serverOptionNeeds(o: ServerOptions): PermissionNeed[] {
       "cluster-ca-cert": o.clusterCaCert,
       "kubeconfig": o.kubeconfig,
     }),
+    ...(o.agentNamespace !== "" ? kubeClientNeeds(o.kubeconfig) : []),
   ];
 }
 

@@ -107,3 +107,34 @@ Deno.test("server: --knp-print-permissions prints the set and exits 0 with no pe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server: token authentication needs env, the kubeconfig and its files, and the API", async () => {
+  const { dir, files, uds, args } = await setup();
+  try {
+    const kubeconfig = `${dir}/kube/config`;
+    await Deno.mkdir(`${dir}/kube`);
+    await Deno.writeTextFile(
+      kubeconfig,
+      "clusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443\n" +
+        "    certificate-authority: ca.crt\nusers:\n- name: u\n  user:\n" +
+        `    client-certificate: ${files.clientCert}\n    client-key: ../client.key\n` +
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+    );
+    const token = [
+      ...args.filter((a) => !a.startsWith("--cluster-ca-cert")),
+      "--agent-namespace=kube-system",
+      "--agent-service-account=konnectivity-agent",
+      "--authentication-audience=system:konnectivity-server",
+      `--kubeconfig=${kubeconfig}`,
+    ];
+    assert.deepEqual(serverPermissionFlags(token), [
+      "--allow-env",
+      `--allow-net=unix:${uds},127.0.0.1:0,10.0.0.1:6443`,
+      `--allow-read=${uds},${files.serverCert},${files.serverKey},${kubeconfig},` +
+      `${dir}/kube/ca.crt,${files.clientCert},${dir}/client.key`,
+      `--allow-write=${uds}`,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -22,6 +22,7 @@ import {
 } from "@knp/proto";
 import { DEFAULT_GUARD_LIMITS, type GuardLimits } from "@knp/core/backpressure";
 import { KnpError } from "@knp/core/errors";
+import { type DestinationPolicy, OPEN_POLICY } from "@knp/core/destination_policy";
 import { type Logger, nullLogger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
@@ -31,6 +32,9 @@ import { type AgentMetadata, validateAgentMetadata } from "./agent_handshake.ts"
 import { backendGone, fromBackend } from "./agent_packets.ts";
 import { ConnectionTables } from "./connection_tables.ts";
 import { FrontendConnection } from "./frontend_connection.ts";
+import { destinationRefusal } from "./destination_guard.ts";
+import { type DialLimitOptions, DialLimits } from "./overload.ts";
+import { closeIdleTunnel, IdleSweeper } from "./tunnel_idle.ts";
 import { type ServerEvent, ServerEvents } from "./server_events.ts";
 
 export { FrontendConnection } from "./frontend_connection.ts";
@@ -48,7 +52,7 @@ export const NO_AGENT_AVAILABLE = "No agent available";
 export const DIAL_TIMEOUT_TEXT = "timed out waiting for backend dial";
 
 /** Options of {@linkcode ProxyServer}. */
-export interface ProxyServerOptions {
+export interface ProxyServerOptions extends DialLimitOptions {
   /** This server's id, sent to agents and frontends. */
   serverId: string;
   /** Sent to agents as `servercount`. @default 1 */
@@ -71,6 +75,8 @@ export interface ProxyServerOptions {
   onEvent?: (event: ServerEvent) => void;
   /** Random source for picking agents. */
   random?: () => number;
+  /** Which destinations frontends may dial; checked before an agent is picked. @default open */
+  destinationPolicy?: DestinationPolicy;
 }
 
 /** The server's protocol core. */
@@ -83,12 +89,16 @@ export class ProxyServer {
   readonly backends: BackendManager;
   /** What the core reports (dial outcomes, closed connections), for metrics and logs. */
   readonly events: ServerEvents;
+  /** Which destinations frontends may dial (replaceable: self rules come once ports are bound). */
+  destinationPolicy: DestinationPolicy;
   #dialTimeoutMs: number;
   #closeTimeoutMs: number;
   #maxPendingDials: number;
   #timers: Timers;
   #log: Logger;
   #t: ConnectionTables;
+  #limits: DialLimits<Backend, FrontendConnection>;
+  #idle: IdleSweeper<FrontendConnection> | undefined;
 
   /** A core with no agents and no frontends yet. */
   constructor(options: ProxyServerOptions) {
@@ -98,6 +108,7 @@ export class ProxyServer {
     this.#dialTimeoutMs = options.backendDialTimeoutMs ?? 10_000;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
     this.#maxPendingDials = options.maxPendingDials ?? 10_000;
+    this.destinationPolicy = options.destinationPolicy ?? OPEN_POLICY;
     this.#timers = options.timers ?? realTimers;
     this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
     this.events = new ServerEvents(this.#log);
@@ -109,6 +120,18 @@ export class ProxyServer {
       log: this.#log,
       events: this.events,
     });
+    this.#limits = new DialLimits(options, {
+      established: (b) => this.#t.established.get(b)?.size ?? 0,
+      agentId: (b) => b.agentId,
+      dialError: (text, kind, agentId) => this.#t.dialError(text, kind, agentId),
+      now: () => this.#timers.now(),
+    });
+    const idleMs = options.tunnelIdleTimeoutMs ?? 0;
+    this.#idle = idleMs > 0
+      ? new IdleSweeper(idleMs, this.#timers, () => this.#t.frontends, (c, ms) => {
+        closeIdleTunnel(this.#t, c, ms);
+      })
+      : undefined;
   }
 
   /** Number of dials waiting for an agent's answer. */
@@ -175,13 +198,15 @@ export class ProxyServer {
 
   /**
    * Serves one frontend stream (one tunnel, one dial). The returned connection's `ended`
-   * resolves once the stream is over.
+   * resolves once the stream is over. `frontendKey` names the frontend connection the stream came
+   * on (a gRPC stream's HTTP/2 session), for the per-frontend pending-dial limit.
    */
-  serveFrontend(stream: PacketStream, userAgent = ""): FrontendConnection {
-    const conn = new FrontendConnection(stream, userAgent);
+  serveFrontend(stream: PacketStream, userAgent = "", frontendKey?: unknown): FrontendConnection {
+    const conn = new FrontendConnection(this.#idle?.wrap(stream) ?? stream, userAgent);
+    this.#limits.bind(conn, frontendKey);
     this.#t.frontends.add(conn);
     this.#t.logTables("frontend connection started", { peer: stream.peer });
-    stream.start({
+    conn.stream.start({
       onPacket: (packet) => this.#fromFrontend(conn, packet),
       onEnd: () => this.#frontendGone(conn),
     });
@@ -263,10 +288,18 @@ export class ProxyServer {
       conn.stream.send(dialResponse(random, 0n, `dial ID ${random} is already in use`));
       return this.#t.teardown(conn);
     }
-    const backend = this.backends.pick(address);
-    const refusal = backend ? this.#overloaded() : this.#noAgent(address);
+    const denied = destinationRefusal(this.destinationPolicy, conn, this.#t, log);
+    if (denied !== undefined) {
+      conn.stream.send(dialResponse(random, 0n, denied));
+      return this.#t.teardown(conn);
+    }
+    let backend = this.backends.pick(address);
+    let refusal = backend ? this.#overloaded() : this.#noAgent(address);
+    if (backend && refusal === undefined) {
+      ({ backend, refusal } = this.#limits.check(conn, backend, () => this.backends.pick(address)));
+    }
     if (refusal !== undefined) {
-      if (backend) log.warn("dial refused", { error: refusal });
+      if (backend) this.#limits.warnRefused(log, refusal);
       else log.info("dial failed", { error: refusal });
       const reason = backend ? "backend_close" : "no_agent";
       this.#t.emit({ kind: "dial-failure", reason, dialId: random });
@@ -277,6 +310,7 @@ export class ProxyServer {
     conn.state = "pending";
     conn.dialStart = this.#timers.now();
     this.#t.pending.set(random, conn);
+    this.#limits.admitted(conn);
     this.#t.logTables("dial pending", { dialID: random });
     log.debug("forwarding DIAL_REQ", { agentID: backend!.agentId });
     backend!.send(packet);
@@ -340,11 +374,13 @@ export class ProxyServer {
     }
     this.#t.teardown(conn);
     this.#t.frontends.delete(conn);
+    this.#limits.forget(conn);
     conn.markEnded();
   }
 
   /** Ends every stream (shutdown). */
   close(): void {
+    this.#idle?.stop();
     for (const conn of [...this.#t.frontends]) {
       if (conn.state === "established") conn.backend?.send(closeRequest(conn.connectId));
       this.#t.teardown(conn, new KnpError("TUNNEL_CLOSED", "proxy server is shutting down"));

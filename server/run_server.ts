@@ -14,7 +14,9 @@ import { TlsFiles } from "@knp/transport/tls_files";
 import { tlsPolicyFromFlags } from "@knp/transport/tls_policy";
 import { parseProxyStrategies } from "./backend_manager.ts";
 import type { ServerOptions } from "./options.ts";
+import { destinationConfig } from "./destination_flags.ts";
 import { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from "./server.ts";
+import { agentGateFromOptions } from "./agent_gate_options.ts";
 
 /** The server's configuration from validated options (opens the TLS files). */
 function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
@@ -39,6 +41,11 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     strategies: parseProxyStrategies(o.proxyStrategies),
     backendDialTimeoutMs: o.backendDialTimeout,
     maxPendingDials: o.knpMaxPendingDials,
+    ...destinationConfig(o),
+    maxPendingDialsPerFrontend: o.knpMaxPendingDialsPerFrontend,
+    maxConnectionsPerAgent: o.knpMaxConnectionsPerAgent,
+    maxMessageBytes: o.knpMaxMessageSize,
+    tunnelIdleTimeoutMs: o.knpTunnelIdleTimeout,
     httpTimeoutMs: o.knpHttpTimeout,
     frontendIdleTimeoutMs: o.knpFrontendIdleTimeout,
     ...(o.knpWebsocketPort > 0 ? { websocketPort: o.knpWebsocketPort } : {}),
@@ -77,7 +84,8 @@ export async function runServer(
   silenceGrpcLogs();
   let server: ProxyServerHandle;
   try {
-    server = await startProxyServer(serverConfig(o, log));
+    const agentGate = await agentGateFromOptions(o, log);
+    server = await startProxyServer({ ...serverConfig(o, log), agentGate });
   } catch (err) {
     exitOnStartError("proxy-server", err, needs, log, "proxy server failed to start");
   }

@@ -9,13 +9,15 @@
 import type { TlsMaterial, TlsPolicy, TlsSource } from "@knp/transport/grpc_server";
 import { type Logger, nullLogger } from "@knp/core/log";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
+import { denySelf, type SelfDestinationConfig } from "./destination_guard.ts";
+import type { AgentGate } from "./agent_handshake.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listeners.ts";
 import { serveBoundedHttp } from "@knp/cli/http_server";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
-export interface ProxyServerConfig extends ProxyServerOptions {
+export interface ProxyServerConfig extends ProxyServerOptions, SelfDestinationConfig {
   /** Port of the knp WebSocket agent link; undefined = off, 0 = any free port. */
   websocketPort?: number;
   /**
@@ -52,6 +54,8 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   frontendKeepaliveTimeMs?: number;
   /** Closes a gRPC frontend connection without open streams after this long. @default 60000 */
   frontendIdleTimeoutMs?: number;
+  /** Largest gRPC message either gRPC server accepts, in bytes. @default 4195328 */
+  maxMessageBytes?: number;
   /** Address of the health server. */
   healthBindAddress?: string;
   /** Health port; undefined = no health server. */
@@ -64,6 +68,11 @@ export interface ProxyServerConfig extends ProxyServerOptions {
   httpTimeoutMs?: number;
   /** Where the server logs. */
   logger?: Logger;
+  /**
+   * Who may be an agent (authentication, claim binding, connect rate). @default certificates
+   * verified against the cluster CA when it has one, else anonymous; `owner` binding.
+   */
+  agentGate?: AgentGate | undefined;
 }
 
 /** A running server. */
@@ -177,6 +186,8 @@ function shutdown(
 export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
   const log = config.logger ?? nullLogger;
   const core = new ProxyServer({ ...config, logger: log });
+  const { serverPort, agentPort, websocketPort, healthPort, adminPort } = config;
+  denySelf(core, config, [serverPort, agentPort, websocketPort, healthPort, adminPort]);
   let httpConnections = () => 0;
   const metrics = new ServerMetrics(core, { httpConnections: () => httpConnections() });
   const healthSource = {
@@ -203,6 +214,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       healthPort: health,
       adminPort: admin,
     };
+    denySelf(core, config, Object.values(ports)); // the bound ports (the configured may be 0)
     log.info("proxy server started", {
       frontend: frontend.address,
       agent: `${agents.address.replace(/:\d+$/, "")}:${agents.agentPort}`,

@@ -27,8 +27,22 @@ export type DialFailureLabel =
   | "backend_dial_timeout"
   | "frontend_close";
 
+/** Why an agent was refused at its handshake. */
+export type AgentRefusalReason =
+  | "unauthenticated"
+  | "permission_denied"
+  | "throttled"
+  | "handshake";
+
 /** What the core reports, for logs and metrics. */
 export type ServerEvent =
+  | {
+    kind: "agent-refused";
+    reason: AgentRefusalReason;
+    link: string;
+    agentId?: string | undefined;
+    peer: string;
+  }
   | { kind: "dial-failure"; reason: DialFailureLabel; dialId: bigint; agentId?: string }
   | { kind: "dial-success"; dialId: bigint; connectId: bigint; agentId: string; ms: number }
   | { kind: "connection-closed"; connectId: bigint; agentId: string };

@@ -13,6 +13,9 @@ import {
   KNP_PRINT_PERMISSIONS_FLAG,
   PROFILING_FLAGS,
 } from "@knp/cli/common_flags";
+import { OVERLOAD_FLAGS } from "./overload_flags.ts";
+import { DESTINATION_FLAGS } from "./destination_flags.ts";
+import { AGENT_GATE_FLAGS } from "./agent_gate_options.ts";
 
 const HOUR_MS = 3_600_000;
 const NOT_IMPLEMENTED = "not implemented yet";
@@ -130,50 +133,52 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     name: "agent-namespace",
     type: "string",
     default: "",
-    help: "Expected service-account namespace of agents; enables token authentication.",
-    implemented: NOT_IMPLEMENTED,
+    help:
+      "Expected service-account namespace of agents; enables token authentication (TokenReview).",
+    implemented: true,
   },
   {
     name: "agent-service-account",
     type: "string",
     default: "",
     help: "Expected service-account name of agents (token authentication).",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "authentication-audience",
     type: "string",
     default: "",
     help: "Audience for agent token reviews (token authentication).",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "kubeconfig",
     type: "string",
     default: "",
-    help: "Kubeconfig file for the Kubernetes client; empty means in-cluster config.",
-    implemented: NOT_IMPLEMENTED,
+    help:
+      "Kubeconfig file of the Kubernetes client (token reviews); empty means in-cluster config.",
+    implemented: true,
   },
   {
     name: "kubeconfig-qps",
     type: "float",
     default: 0,
-    help: "Kubernetes client QPS; 0 means the client default.",
-    implemented: NOT_IMPLEMENTED,
+    help: "Kubernetes client QPS (token reviews); 0 means the client default (5).",
+    implemented: true,
   },
   {
     name: "kubeconfig-burst",
     type: "int",
     default: 0,
-    help: "Kubernetes client burst; 0 means the client default.",
-    implemented: NOT_IMPLEMENTED,
+    help: "Kubernetes client burst (token reviews); 0 means the client default (10).",
+    implemented: true,
   },
   {
     name: "kube-api-content-type",
     type: "string",
     default: "application/vnd.kubernetes.protobuf",
-    help: "Content type of requests to the Kubernetes API server.",
-    implemented: NOT_IMPLEMENTED,
+    help: "Content type of requests to the Kubernetes API server (knp's client sends JSON).",
+    implemented: "not supported (the Kubernetes client, @kubernetes/client-node, speaks JSON only)",
   },
   {
     name: "proxy-strategies",
@@ -320,6 +325,9 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
       "--cluster-key; with --cluster-ca-cert the agent must prove its certificate); 0 = off.",
     implemented: true,
   },
+  ...OVERLOAD_FLAGS,
+  ...DESTINATION_FLAGS,
+  ...AGENT_GATE_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,
 ];

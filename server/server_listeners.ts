@@ -14,7 +14,9 @@ import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
 import { tlsClientErrorFields } from "@knp/transport/cert_validity";
 import type { Logger } from "@knp/core/log";
 import { rm } from "node:fs/promises";
-import { handshakeAgent } from "./agent_handshake.ts";
+import { type AgentHandshakeOptions, handshakeAgent, refuseAgent } from "./agent_handshake.ts";
+import { certificateFacts } from "./agent_auth.ts";
+import type { IncomingStream } from "@knp/transport/grpc_stream";
 import type { ProxyServer } from "./proxy_server.ts";
 import type { ProxyServerConfig } from "./server.ts";
 import { serveHttpConnect } from "./http_connect_listener.ts";
@@ -91,8 +93,10 @@ export async function serveFrontends(
     keepaliveTimeMs: config.frontendKeepaliveTimeMs,
     keepalive: keepaliveFor(config.frontendKeepaliveTimeMs ?? 3_600_000),
     idleTimeoutMs: config.frontendIdleTimeoutMs ?? 60_000,
+    maxMessageBytes: config.maxMessageBytes,
     onStream(incoming) {
-      core.serveFrontend(incoming.stream, incoming.metadata(USER_AGENT_KEY)[0] ?? "");
+      const userAgent = incoming.metadata(USER_AGENT_KEY)[0] ?? "";
+      core.serveFrontend(incoming.stream, userAgent, incoming.session);
     },
   }).catch((err) => {
     throw bindError(`frontends on ${address}`, err);
@@ -107,6 +111,34 @@ export interface BoundAgentLinks {
   agentPort: number;
   /** 0 when the WebSocket link is off. */
   websocketPort: number;
+}
+
+/** The cluster CA verifying agent certificates now (it may be reloaded). */
+function clusterCa(config: ProxyServerConfig): () => Uint8Array | string | undefined {
+  return () => currentTlsMaterial(config.clusterTls).ca;
+}
+
+/** Runs the handshake of one gRPC `Connect` call; registers the agent when it passes. */
+async function admitGrpcAgent(
+  core: ProxyServer,
+  incoming: IncomingStream,
+  ca: () => Uint8Array | string | undefined,
+  options: AgentHandshakeOptions,
+): Promise<void> {
+  const link = {
+    metadata: (key: string) => incoming.metadata(key),
+    peer: incoming.peer,
+    reject: (err: Error) => incoming.reject(err),
+    ...certificateFacts(incoming.peerTls?.chain.join(""), ca(), incoming.peerTls),
+  };
+  const admission = await handshakeAgent(core, link, options);
+  if (!admission) return;
+  try {
+    incoming.sendHeaders(admission.headers);
+    admission.register(incoming.stream);
+  } catch (err) {
+    refuseAgent(core, link, options, err, admission.agentId);
+  }
 }
 
 /** Binds the gRPC agent service and, when configured, the WebSocket agent link. */
@@ -127,18 +159,25 @@ export async function serveAgentLinks(
     tlsPolicy: config.tlsPolicy,
     keepaliveTimeMs: config.keepaliveTimeMs,
     keepalive,
+    maxMessageBytes: config.maxMessageBytes,
     onTlsClientError(err, peer) {
       log.info("TLS handshake on the agent port failed", { peer, ...tlsClientErrorFields(err) });
     },
+    clientCertificates: "requested",
+    // An agent whose certificate does not verify is logged with the reason and cut before
+    // HTTP/2; the others' certificates name them in the handshake.
+    acceptClient(tls, peer) {
+      const { certificateError } = certificateFacts(tls.chain.join(""), clusterCa(config)(), tls);
+      if (!certificateError) return true;
+      refuseAgent(core, { peer, reject: () => {} }, { logger: log }, certificateError, undefined);
+      return false;
+    },
     onStream(incoming) {
-      const admission = handshakeAgent(core, {
-        metadata: (key) => incoming.metadata(key),
-        peer: incoming.peer,
-        reject: (err) => incoming.reject(err),
-      }, { flowWindow, logger: log });
-      if (!admission) return;
-      incoming.sendHeaders(admission.headers);
-      admission.register(incoming.stream);
+      void admitGrpcAgent(core, incoming, clusterCa(config), {
+        flowWindow,
+        logger: log,
+        gate: config.agentGate,
+      });
     },
   }).catch((err) => {
     throw bindError(`agents on ${address}`, err);
@@ -155,6 +194,7 @@ export async function serveAgentLinks(
       flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
       keepalive,
       logger: log,
+      gate: config.agentGate,
     }).catch((err) => {
       throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);
     });

@@ -27,7 +27,6 @@ import {
   AGENT_CERT_HEADER,
   newChallenge,
   proofPayload,
-  verifyAgentChain,
   verifyProof,
 } from "@knp/transport/agent_proof";
 import { errorMessage, KnpError } from "@knp/core/errors";
@@ -49,7 +48,8 @@ import {
   type UpgradeRequest,
 } from "@knp/transport/ws_accept";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
-import { type AgentAdmission, handshakeAgent } from "./agent_handshake.ts";
+import { type AgentAdmission, type AgentGate, handshakeAgent } from "./agent_handshake.ts";
+import { type CertificateFacts, certificateFacts } from "./agent_auth.ts";
 import type { ProxyServer } from "./proxy_server.ts";
 
 /** Path of the agent link. */
@@ -69,6 +69,8 @@ export interface AgentWebSocketOptions {
   /** Ping each agent and drop it when it stays silent (off by default). */
   keepalive?: KeepaliveOptions | undefined;
   logger?: Logger;
+  /** Authentication, claim binding and connect rate of agents. */
+  gate?: AgentGate | undefined;
 }
 
 /** A running agent-link listener. */
@@ -77,9 +79,29 @@ export interface AgentWebSocketListener {
   close(): Promise<void>;
 }
 
+/**
+ * The HTTP status of a refused handshake: 401 unauthenticated, 403 a claim it may not make, 503
+ * with a retry hint over the connect rate, else 401 as before.
+ */
+function refusalStatus(err: Error): [number, string, number?] {
+  const code = err instanceof KnpError ? err.code : undefined;
+  const message = errorMessage(err);
+  if (code === "PERMISSION_DENIED") return [403, message];
+  if (code === "OVERLOADED") {
+    const ms = (err as Error & { retryAfterMs?: number }).retryAfterMs ?? 1000;
+    return [503, message, Math.max(1, Math.ceil(ms / 1000))];
+  }
+  return [401, message];
+}
+
 /** Writes a refusal; the connection stays open for another request. */
-function refuse(socket: TLSSocket, status: number, message: string): void {
-  socket.write(refusalResponse(status, message));
+function refuse(
+  socket: TLSSocket,
+  status: number,
+  message: string,
+  retryAfterSeconds?: number,
+): void {
+  socket.write(refusalResponse(status, message, retryAfterSeconds));
 }
 
 /** Reads the next text message of a handshake, or fails after `ms`. */
@@ -146,23 +168,25 @@ class AgentLinkHandler {
     if (req.path !== AGENT_LINK_PATH) return refuse(socket, 404, "not found"), false;
     const problem = upgradeProblem(req);
     if (problem) return refuse(socket, ...problem), false;
-    let refusal = "agent rejected";
-    let leaf: X509Certificate | undefined;
-    const admission = handshakeAgent(this.#options.core, {
+    let refusal: Error = new Error("agent refused");
+    const facts = this.#certificateFacts(req);
+    const admission = await handshakeAgent(this.#options.core, {
       metadata: (name) => {
         const v = req.headers.get(name);
         return v === undefined ? [] : [v];
       },
       peer,
-      reject: (err) => (refusal = errorMessage(err)),
-      check: () => (leaf = this.#verifyChain(req)),
+      reject: (err) => (refusal = err),
+      ...facts,
     }, {
       flowWindow: this.#options.flowWindow,
       flowRequired: true,
       linkName: "WebSocket",
       logger: this.#log,
+      gate: this.#options.gate,
     });
-    if (!admission) return refuse(socket, 401, refusal), false;
+    const leaf = facts.certificate;
+    if (!admission) return refuse(socket, ...refusalStatus(refusal)), false;
     socket.write(await acceptResponse(req.headers.get("sec-websocket-key") ?? ""));
     const ws = new ServerWebSocket(socket, req.leftover);
     this.sockets.add(ws);
@@ -171,13 +195,11 @@ class AgentLinkHandler {
     return true;
   }
 
-  /** With a cluster CA, the agent's certificate chain must check out; returns its leaf. */
-  #verifyChain(req: UpgradeRequest): X509Certificate | undefined {
+  /** With a cluster CA, the agent's certificate chain must check out. */
+  #certificateFacts(req: UpgradeRequest): CertificateFacts {
     const ca = currentTlsMaterial(this.#options.tls).ca;
-    if (!ca) return undefined;
     const chain = req.headers.get(AGENT_CERT_HEADER);
-    if (!chain) throw new KnpError("HANDSHAKE", "the agent sent no certificate");
-    return verifyAgentChain(atob(chain), ca);
+    return certificateFacts(chain === undefined ? undefined : atob(chain), ca);
   }
 
   /** Steps 2–4 of the handshake; the agent is registered once it proved its key. */

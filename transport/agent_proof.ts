@@ -18,6 +18,7 @@
 import { createPrivateKey, randomBytes, sign, verify, X509Certificate } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { KnpError } from "@knp/core/errors";
+import { validityProblem } from "./cert_validity.ts";
 
 /** Request header carrying the agent's certificate chain (base64 of PEM). */
 export const AGENT_CERT_HEADER = "knp-agent-cert";
@@ -62,15 +63,23 @@ export function verifyAgentChain(
   const chain = certificates(chainPem);
   const cas = certificates(caPem);
   const leaf = chain[0];
-  if (!leaf) throw new KnpError("HANDSHAKE", "the agent sent no certificate");
+  if (!leaf) throw new KnpError("UNAUTHENTICATED", "the agent sent no certificate");
   const current = (c: X509Certificate) =>
     new Date(c.validFrom) <= now && now <= new Date(c.validTo);
   const signedBy = (c: X509Certificate, issuer: X509Certificate) =>
     c.checkIssued(issuer) && c.verify(issuer.publicKey);
-  if (!current(leaf)) {
+  const subject = `agent certificate "${oneLine(leaf.subject)}"`;
+  const problem = validityProblem(new Date(leaf.validFrom), new Date(leaf.validTo), now.getTime());
+  if (problem === "expired") {
     throw new KnpError(
-      "HANDSHAKE",
-      `agent certificate is not valid now (${leaf.validFrom} to ${leaf.validTo})`,
+      "UNAUTHENTICATED",
+      `${subject} expired at ${new Date(leaf.validTo).toISOString()}`,
+    );
+  }
+  if (problem === "not yet valid") {
+    throw new KnpError(
+      "UNAUTHENTICATED",
+      `${subject} is not valid before ${new Date(leaf.validFrom).toISOString()}`,
     );
   }
   for (const ca of cas) if (current(ca) && signedBy(leaf, ca)) return leaf;
@@ -79,9 +88,14 @@ export function verifyAgentChain(
     for (const ca of cas) if (current(ca) && signedBy(intermediate, ca)) return leaf;
   }
   throw new KnpError(
-    "HANDSHAKE",
-    `agent certificate "${leaf.subject.replace(/\n/g, ", ")}" is not signed by the cluster CA`,
+    "UNAUTHENTICATED",
+    `${subject} (issuer "${oneLine(leaf.issuer)}") is not signed by --cluster-ca-cert`,
   );
+}
+
+/** A multi-line X.509 name on one line. */
+function oneLine(name: string): string {
+  return name.split("\n").filter((s) => s !== "").join(", ");
 }
 
 /** Verifies a proof signature with the leaf's public key. */

@@ -23,7 +23,7 @@ Deno.test("agent proof: another CA's certificate, a wrong key or a replayed proo
   const stranger = await other.issue({ commonName: "agent-x", usage: "client" });
   assert.throws(
     () => verifyAgentChain(stranger.certPem, ca.certPem),
-    /not signed by the cluster CA/,
+    /"CN=agent-x" \(issuer "O=knp, CN=other-ca"\) is not signed by --cluster-ca-cert/,
   );
   assert.throws(() => verifyAgentChain("", ca.certPem), /no certificate/);
 
@@ -43,5 +43,5 @@ Deno.test("agent proof: an expired certificate is refused", async () => {
   const ca = await generateCa({ commonName: "cluster-ca" });
   const agent = await ca.issue({ commonName: "agent-1", usage: "client", validDays: 1 });
   const later = new Date(Date.now() + 3 * 86_400_000);
-  assert.throws(() => verifyAgentChain(agent.certPem, ca.certPem, later), /not valid now/);
+  assert.throws(() => verifyAgentChain(agent.certPem, ca.certPem, later), /expired at \d{4}-/);
 });

@@ -87,7 +87,9 @@ export class TlsSourceCertificateProvider implements grpc.experimental.Certifica
 /**
  * Server credentials for `tls` (fixed or reloading) and `policy`: grpc-js's certificate-provider
  * credentials fed by a {@linkcode TlsSourceCertificateProvider}, requiring and verifying client
- * certificates when the material has a CA (mTLS). Only the given CA is used to verify clients
+ * certificates when the material has a CA (mTLS); with `clientCertificates: "requested"` the
+ * handshake asks for a client certificate but lets every client in, and the caller verifies what
+ * it got (to say why a certificate is refused, and who it names). Only the given CA is used to verify clients
  * (never the system roots: Deno sends every `ca` certificate in the server's chain).
  *
  * @throws {KnpError} `CONFIG` when the material has no certificate or no key
@@ -95,6 +97,7 @@ export class TlsSourceCertificateProvider implements grpc.experimental.Certifica
 export function reloadingServerCredentials(
   tls: TlsMaterial | TlsSource,
   policy: TlsPolicy = {},
+  clientCertificates: "required" | "requested" = "required",
 ): grpc.ServerCredentials {
   const source: TlsSource = isTlsSource(tls)
     ? tls
@@ -109,7 +112,7 @@ export function reloadingServerCredentials(
   const inner = grpc.experimental.createCertificateProviderServerCredentials(
     provider,
     mtls ? provider : null,
-    mtls,
+    mtls && clientCertificates === "required",
   );
   return new PolicyServerCredentials(
     inner,

@@ -18,6 +18,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import type { TLSSocket } from "node:tls";
 import type { TlsPolicy } from "./tls_policy.ts";
 
 /** The grpc-js version this module was written and checked against. */
@@ -110,6 +111,35 @@ export class PolicyServerCredentials extends grpc.ServerCredentials {
   }
 }
 
+/** The peer's "host:port" as grpc-js's `getPeer()` writes it ("unknown" when not known). */
+function peerOf(socket: FailedTlsSocket): string {
+  const address = socket._parent?.remoteAddress ?? socket.remoteAddress;
+  const port = socket._parent?.remotePort ?? socket.remotePort;
+  return address === undefined ? "unknown" : `${address}:${port}`;
+}
+
+/**
+ * Calls `listener` for every completed TLS handshake on `server`'s listeners, with the socket and
+ * the peer's "host:port" as the calls on it will report it, before HTTP/2 starts on the socket
+ * (a listener that destroys the socket keeps HTTP/2 from sending or reading a byte). Same private map and caveat as
+ * {@linkcode watchTlsClientErrors}.
+ */
+export function watchSecureConnections(
+  server: grpc.Server,
+  listener: (socket: TLSSocket, peer: string) => void,
+): boolean {
+  const servers = (server as unknown as { http2Servers?: Map<unknown, unknown> }).http2Servers;
+  if (!(servers instanceof Map)) return false;
+  for (const http2Server of servers.keys()) {
+    const emitter = http2Server as {
+      prependListener(event: "secureConnection", fn: (socket: TLSSocket) => void): void;
+    };
+    // First, before the http2 server starts a session on the socket.
+    emitter.prependListener("secureConnection", (socket) => listener(socket, peerOf(socket)));
+  }
+  return true;
+}
+
 /** What a node:tls server passes to `tlsClientError` listeners, as far as knp reads it. */
 interface FailedTlsSocket {
   remoteAddress?: string | undefined;
@@ -133,11 +163,7 @@ export function watchTlsClientErrors(
     const emitter = http2Server as {
       on(event: "tlsClientError", fn: (err: Error, socket: FailedTlsSocket) => void): void;
     };
-    emitter.on("tlsClientError", (err, socket) => {
-      const address = socket._parent?.remoteAddress ?? socket.remoteAddress;
-      const port = socket._parent?.remotePort ?? socket.remotePort;
-      listener(err, address === undefined ? "unknown" : `${address}:${port}`);
-    });
+    emitter.on("tlsClientError", (err, socket) => listener(err, peerOf(socket)));
   }
   return true;
 }

@@ -19,7 +19,7 @@ import { payloadBytes } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import type { PacketHandler, PacketStream } from "./packet_stream.ts";
 import { DoneSignal, SendAccounting } from "./packet_stream.ts";
-import { grpcError } from "./grpc_internal.ts";
+import { grpcError, retryTrailers } from "./grpc_internal.ts";
 import type { TlsMaterial, TlsSource } from "./tls_files.ts";
 import type { TlsPolicy } from "./tls_policy.ts";
 
@@ -78,8 +78,13 @@ function statusFor(error: Error): grpc.status {
       case "PROTOCOL":
         return grpc.status.INVALID_ARGUMENT;
       case "HANDSHAKE":
+      case "UNAUTHENTICATED":
         return grpc.status.UNAUTHENTICATED;
+      case "PERMISSION_DENIED":
+      case "POLICY_DENIED":
+        return grpc.status.PERMISSION_DENIED;
       case "BUFFER_OVERFLOW":
+      case "OVERLOADED":
         return grpc.status.RESOURCE_EXHAUSTED;
       case "TIMEOUT":
         return grpc.status.DEADLINE_EXCEEDED;
@@ -176,8 +181,10 @@ export class GrpcPacketStream implements PacketStream {
     this.#closed = true;
     if (this.#side === "server") {
       const call = this.#call as grpc.ServerDuplexStream<Buffer, Packet>;
-      if (error) call.emit("error", { code: statusFor(error), details: error.message });
-      else call.end();
+      if (error) {
+        const metadata = retryTrailers(error);
+        call.emit("error", { code: statusFor(error), details: error.message, metadata });
+      } else call.end();
     } else {
       const call = this.#call as grpc.ClientDuplexStream<Packet, Buffer>;
       if (error) call.cancel();
@@ -229,4 +236,24 @@ export interface IncomingStream {
   reject(error: Error): void;
   /** Peer address. */
   peer: string;
+  /**
+   * A stable key of the connection (HTTP/2 session) the call came on: the same object for every
+   * call on one connection, distinct across connections; undefined when unknown.
+   */
+  session?: object | undefined;
+  /**
+   * The client's TLS facts, when the server only requested client certificates
+   * (`clientCertificates: "requested"`) and leaves verifying them to the caller.
+   */
+  peerTls?: PeerTls | undefined;
+}
+
+/** What a TLS handshake showed of the client. */
+export interface PeerTls {
+  /** Whether the TLS stack verified the client's chain against the server's CA. */
+  authorized: boolean;
+  /** The TLS stack's reason when it did not. */
+  authorizationError?: string | undefined;
+  /** The client's certificates as PEM, leaf first (empty when it sent none). */
+  chain: string[];
 }

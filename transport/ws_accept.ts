@@ -134,15 +134,25 @@ export async function acceptResponse(key: string): Promise<Uint8Array> {
 const REASONS: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
+  403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
   426: "Upgrade Required",
+  503: "Service Unavailable",
 };
 
-/** A plain-text refusal that closes the connection. */
-export function refusalResponse(status: number, message: string): Uint8Array {
+/**
+ * A plain-text refusal that closes the connection; `retryAfterSeconds` adds a `Retry-After`
+ * header (a refusal over the connect rate).
+ */
+export function refusalResponse(
+  status: number,
+  message: string,
+  retryAfterSeconds?: number,
+): Uint8Array {
   const body = encoder.encode(message + "\n");
-  const extra = status === 426 ? "Upgrade: websocket\r\n" : "";
+  let extra = status === 426 ? "Upgrade: websocket\r\n" : "";
+  if (retryAfterSeconds !== undefined) extra += `Retry-After: ${retryAfterSeconds}\r\n`;
   return new Uint8Array([
     ...encoder.encode(
       `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n${extra}` +

@@ -25,6 +25,8 @@ export class WebSocketHandshakeError extends Error {
   readonly statusLine: string;
   /** The response body as text (trimmed, at most 16 KiB), empty when there was none. */
   readonly body: string;
+  /** The server's `Retry-After` (e.g. with a 503) in milliseconds, when it sent a valid one. */
+  retryAfterMs?: number;
   /** An error for an answer with this status, status line and body. */
   constructor(message: string, status = 0, statusLine = "", body = "") {
     super(message);
@@ -262,12 +264,26 @@ export async function refusalError(
   { head, rest }: UpgradeResponse,
 ): Promise<WebSocketHandshakeError> {
   const body = await readRefusalBody(conn, head, rest);
-  return new WebSocketHandshakeError(
+  const error = new WebSocketHandshakeError(
     `the server refused the WebSocket upgrade: ${head.statusLine}${body ? `: ${body}` : ""}`,
     head.status,
     head.statusLine,
     body,
   );
+  const retryAfterMs = parseRetryAfter(head.headers.get("retry-after"), Date.now());
+  if (retryAfterMs !== undefined) error.retryAfterMs = retryAfterMs;
+  return error;
+}
+
+/**
+ * A `Retry-After` value (delay-seconds or an HTTP-date, RFC 9110 §10.2.3) as milliseconds from
+ * `now`; undefined when absent or invalid.
+ */
+export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /**

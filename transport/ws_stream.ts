@@ -88,6 +88,8 @@ export interface WebSocketPacketStreamOptions {
   keepalive?: KeepaliveOptions | undefined;
   /** The clock of the keepalive. @default realTimers */
   timers?: Timers | undefined;
+  /** Largest message accepted, in bytes (`--knp-max-message-size`). @default MAX_MESSAGE */
+  maxMessageBytes?: number | undefined;
 }
 
 /** A socket that can ping, like the agent's `ClientWebSocket`. */
@@ -119,11 +121,13 @@ export class WebSocketPacketStream implements PacketStream {
   #handed = 0;
   #done = new DoneSignal();
   #keepalive: Keepalive | undefined;
+  #maxMessage: number;
 
   /** Carries packets over the open WebSocket `ws`; `peer` names the other side in errors. */
   constructor(ws: WebSocket, peer: string, options: WebSocketPacketStreamOptions = {}) {
     this.#ws = ws;
     this.peer = peer;
+    this.#maxMessage = options.maxMessageBytes ?? MAX_MESSAGE;
     if (options.keepalive) this.#startKeepalive(options.keepalive, options.timers);
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => this.#onMessage(event.data);
@@ -267,7 +271,7 @@ export class WebSocketPacketStream implements PacketStream {
     if (!(data instanceof ArrayBuffer)) {
       return this.close(new KnpError("PROTOCOL", "unexpected text message on the agent link"));
     }
-    if (data.byteLength > MAX_MESSAGE) {
+    if (data.byteLength > this.#maxMessage) {
       return this.close(new KnpError("PACKET_DECODE", "message too large"));
     }
     try {
