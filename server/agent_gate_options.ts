@@ -1,5 +1,6 @@
 /**
- * Who may be an agent, from the command line: `--knp-agent-binding`, the authenticator the flags
+ * Who may be an agent, from the command line: `--knp-agent-binding`, the agent connect rate
+ * (`--knp-agent-connect-rate`/`-burst`), the authenticator the flags
  * select (service-account tokens with `--agent-namespace` and friends, client certificates with
  * `--cluster-ca-cert`, else none) and the start-up WARN when the agent port authenticates nobody.
  *
@@ -16,6 +17,8 @@ import { certificateAuthenticator } from "./agent_auth.ts";
 import { AGENT_BINDING_MODES, AgentBinding, type AgentBindingMode } from "./agent_binding.ts";
 import type { AgentGate } from "./agent_handshake.ts";
 import { tokenAuthenticatorFromOptions, type TokenAuthFlags } from "./token_review.ts";
+import { ConnectRateLimiter } from "./overload.ts";
+import type { OverloadOptions } from "./overload_flags.ts";
 
 /** The flags of this module, merged into the server's flag table. */
 export const AGENT_GATE_FLAGS: readonly FlagSpec[] = [
@@ -70,10 +73,15 @@ export function openAgentPortWarning(
  * @throws {KnpError} `CONFIG` naming the flag when token authentication cannot work
  */
 export async function agentGateFromOptions(
-  o: AgentGateOptions & TokenAuthFlags & { clusterCaCert: string },
+  o: AgentGateOptions & TokenAuthFlags & OverloadOptions & { clusterCaCert: string },
   log: Logger,
 ): Promise<AgentGate> {
   const binding = new AgentBinding(o.knpAgentBinding as AgentBindingMode);
+  const limiter = new ConnectRateLimiter(
+    { ratePerSecond: o.knpAgentConnectRate, burst: o.knpAgentConnectBurst },
+    performance.now(),
+  );
+  const admit = () => limiter.admit(performance.now());
   const tokens = await tokenAuthenticatorFromOptions(o, log.with({ component: "token-review" }));
   if (tokens) {
     await tokens.checkKubeApiReachable();
@@ -83,13 +91,13 @@ export async function agentGateFromOptions(
       audience: o.authenticationAudience,
       binding: binding.mode,
     });
-    return { authenticator: tokens, binding };
+    return { authenticator: tokens, binding, admit };
   }
   const warning = openAgentPortWarning(o);
   if (warning !== undefined) {
     log.warn(warning);
-    return { binding };
+    return { binding, admit };
   }
   log.info("agents authenticate with client certificates", { binding: binding.mode });
-  return { authenticator: certificateAuthenticator, binding };
+  return { authenticator: certificateAuthenticator, binding, admit };
 }

@@ -170,14 +170,14 @@ async function admitAgent(
   claimed: { agentId?: string },
 ): Promise<AgentAdmission> {
   const gate = options.gate ?? {};
-  const admit = gate.admit?.();
-  if (admit && !admit.ok) throw throttled(admit.retryAfterMs);
   const meta = validateAgentMetadata(
     core,
     link.metadata("agentid"),
     link.metadata("agentidentifiers"),
   );
   claimed.agentId = meta.agentId;
+  const admit = gate.admit?.();
+  if (admit && !admit.ok) throw throttled(admit.retryAfterMs);
   // knp agents offer per-connection flow control; upstream agents send no such metadata.
   const agentWindow = options.flowWindow > 0
     ? parseFlowControl(link.metadata(FLOW_CONTROL_KEY))

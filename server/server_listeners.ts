@@ -195,6 +195,7 @@ export async function serveAgentLinks(
       keepalive,
       logger: log,
       gate: config.agentGate,
+      maxMessageBytes: config.maxMessageBytes,
     }).catch((err) => {
       throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);
     });

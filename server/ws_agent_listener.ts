@@ -71,6 +71,8 @@ export interface AgentWebSocketOptions {
   logger?: Logger;
   /** Authentication, claim binding and connect rate of agents. */
   gate?: AgentGate | undefined;
+  /** Largest packet an agent may send (and a frame's payload). @default 4 MiB + 1 KiB */
+  maxMessageBytes?: number | undefined;
 }
 
 /** A running agent-link listener. */
@@ -188,7 +190,7 @@ class AgentLinkHandler {
     const leaf = facts.certificate;
     if (!admission) return refuse(socket, ...refusalStatus(refusal)), false;
     socket.write(await acceptResponse(req.headers.get("sec-websocket-key") ?? ""));
-    const ws = new ServerWebSocket(socket, req.leftover);
+    const ws = new ServerWebSocket(socket, req.leftover, this.#options.maxMessageBytes);
     this.sockets.add(ws);
     socket.once("close", () => this.sockets.delete(ws));
     await this.#prove(ws, peer, admission, leaf);
@@ -228,7 +230,10 @@ class AgentLinkHandler {
       ws.send(JSON.stringify({ ready: true }));
       const keepalive = this.#options.keepalive;
       admission.register(
-        new WebSocketPacketStream(ws as unknown as WebSocket, `ws:${peer}`, { keepalive }),
+        new WebSocketPacketStream(ws as unknown as WebSocket, `ws:${peer}`, {
+          keepalive,
+          maxMessageBytes: this.#options.maxMessageBytes,
+        }),
       );
     } catch (err) {
       this.#log.warn("agent link handshake failed", {

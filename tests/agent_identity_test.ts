@@ -251,3 +251,25 @@ Deno.test("agent identity: an agent port without client authentication is named 
     "a server with --cluster-ca-cert warned about an open agent port",
   );
 });
+
+for (const link of AGENT_LINKS) {
+  Deno.test(`agent connect rate (${link}): an agent over it is refused with a retry hint it honours`, async () => {
+    // One handshake per 1000 s, burst 1: the first agent is admitted, the next one is not.
+    await using server = await startServer({
+      link,
+      extraArgs: ["--knp-agent-connect-rate=0.001", "--knp-agent-connect-burst=1"],
+    });
+    await using _first = await startAgent(server, { agentId: "first" });
+    await server.agents(1);
+    const from = server.process.mark();
+    await using second = await startAgent(server, { agentId: "second", waitReady: false });
+    const refused = await refusal(server, from, (r) => r.agentID === "second");
+    assert.equal(refused.reason, "throttled");
+    assert.match(String(refused.error), /too many agents connecting; retry after \d+ms/);
+    const told = await second.process.waitForLog((r) => r.msg === "cannot connect to proxy server");
+    const hint = Number(told.serverRetryAfterMs);
+    assert.ok(hint > 900_000, `retry hint ${hint} ms, expected about 1000 s`);
+    assert.ok(Number(told.retryInMs) >= hint * 0.5, `the agent retries in ${told.retryInMs} ms`);
+    assert.equal(registrations(server), 1);
+  });
+}
