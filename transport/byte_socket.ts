@@ -19,8 +19,41 @@ export interface ByteSocket {
   close(): void;
 }
 
-/** Adapts a node:net or node:tls socket (a Duplex of Buffers) to {@linkcode ByteSocket}. */
+/** The read switch of a node socket's native handle. */
+interface ReadHandle {
+  readStop(): unknown;
+  readStart(): unknown;
+}
+
+/**
+ * Adapts a node:net or node:tls socket (a Duplex of Buffers) to {@linkcode ByteSocket}.
+ *
+ * Reading stops while `maxBuffered` bytes wait unread. Under Deno 2.9, pausing a node:tls socket
+ * stops its `data` events but not its reads from the network: a peer that keeps sending grows the
+ * process without bound (measured: 24 GB). Pausing the TCP socket beneath (`_parent`) stops the
+ * reads for good (`resume()` does not restart them), so reading is stopped and restarted on that
+ * socket's handle (`readStop`/`readStart`), which bounds what a stalled peer can queue to the
+ * kernel's buffers and keeps every byte (checked: 20 MiB through 320 stops, byte-exact).
+ *
+ * A zero-byte write resolves at once without touching the socket: node:tls under Deno fails it
+ * with EPERM on a healthy connection, so it cannot serve as a liveness probe here.
+ */
 export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSocket {
+  // Under node:tls, the TCP handle beneath the TLS layer; reading is stopped and started there.
+  const inner = (socket as Duplex & { _parent?: { _handle?: ReadHandle | null } | null })
+    ._parent?._handle ?? undefined;
+  const handle = inner && typeof inner.readStop === "function" ? inner : undefined;
+  let paused = false;
+  const pause = () => {
+    paused = true;
+    if (handle) handle.readStop();
+    else socket.pause();
+  };
+  const resume = () => {
+    paused = false;
+    if (handle) handle.readStart();
+    else socket.resume();
+  };
   const chunks: Uint8Array[] = [];
   let buffered = 0;
   let ended = false;
@@ -34,7 +67,7 @@ export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSo
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk);
     buffered += chunk.byteLength;
-    if (buffered > maxBuffered) socket.pause();
+    if (buffered > maxBuffered) pause();
     notify();
   });
   socket.on("end", () => {
@@ -62,12 +95,13 @@ export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSo
       if (n === head.byteLength) chunks.shift();
       else chunks[0] = head.subarray(n);
       buffered -= n;
-      if (buffered <= maxBuffered / 2 && socket.isPaused()) socket.resume();
+      if (buffered <= maxBuffered / 2 && paused) resume();
       return n;
     },
     write(data) {
       return new Promise((resolve, reject) => {
         if (failure) return reject(failure);
+        if (data.byteLength === 0) return resolve(0);
         socket.write(data, (err?: Error | null) => err ? reject(err) : resolve(data.byteLength));
       });
     },

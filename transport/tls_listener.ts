@@ -30,6 +30,9 @@ import { KnpError } from "@knp/core/errors";
 import type { TlsMaterial } from "./tls_files.ts";
 
 /** Options of {@linkcode TlsListener.listen}. */
+
+/** Idle time before TCP keepalive probes start on an accepted connection. */
+export const TCP_KEEPALIVE_IDLE_MS = 15_000;
 export interface TlsListenerOptions {
   /** Address to bind. @default "0.0.0.0" */
   hostname?: string | undefined;
@@ -121,6 +124,10 @@ export class TlsListener {
 
   #accepted(raw: Socket): void {
     raw.setNoDelay(true);
+    // A client that closed cleanly while its bytes wait unread behind a paused reader shows no
+    // EOF; TCP keepalive turns its vanished socket into a reset (one probe after this long idle
+    // is answered by the closing peer, a later one by its kernel's reset).
+    raw.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
     this.#sockets.add(raw);
     raw.once("close", () => this.#sockets.delete(raw));
   }
