@@ -300,16 +300,15 @@ export class HttpConnectFrontend implements PacketStream {
 
   /** Waits for `resume()` while probing whether the client is still there. */
   async #waitPaused(): Promise<void> {
-    let first = true;
+    let probes = 0;
     const probe = setInterval(() => {
       if (this.#writer.bufferedBytes > 0 || this.closed) return;
-      if (first) {
-        first = false;
-        this.#log.debug("http-connect client paused; probing whether it is still there", {
-          peer: this.peer,
-          connectID: this.#connectId,
-        });
-      }
+      this.#log.debug(
+        probes++ === 0
+          ? "http-connect client paused; probing whether it is still there"
+          : "http-connect client still paused",
+        { peer: this.peer, connectID: this.#connectId, probes },
+      );
       this.#socket.write(new Uint8Array(0)).catch((err) => {
         if (this.closed) return;
         this.#end(new KnpError("TUNNEL_CLOSED", `client went away: ${errorMessage(err)}`));

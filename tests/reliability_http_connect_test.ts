@@ -266,3 +266,52 @@ Deno.test("item 12: an agent SIGKILLed mid-download resets the HTTP-CONNECT clie
     conn.close();
   }
 });
+
+Deno.test("HTTP-CONNECT over TCP: a client paused behind a slow backend is kept, then every byte arrives", async () => {
+  await using server = await startServer({ frontend: "tcp", extraArgs: HTTP_CONNECT });
+  await using _agent = await startAgent(server, { extraArgs: [DEBUG] });
+  await server.agents(1);
+  using backend = startStuckBackend();
+  const conn = await tunnel(await endpointOf(server), backend.address);
+  const held = await backend.accepted(0);
+  const mark = server.process.mark();
+  // The client uploads 48 MiB while the backend reads nothing: the frontend stops reading and
+  // probes the client. Two probes later (the second a second after the first), the backend reads.
+  const total = 48 * 1024 * 1024;
+  const uploading = (async () => {
+    const chunk = new Uint8Array(256 * 1024);
+    for (let sent = 0; sent < total; sent += chunk.length) {
+      chunk.fill((sent / chunk.length) & 0xff);
+      for (let off = 0; off < chunk.length;) off += await conn.conn.write(chunk.subarray(off));
+    }
+  })();
+  await server.process.waitForLog(
+    (r) => r.msg === "http-connect client still paused" && Number(r["probes"]) >= 2,
+    { from: mark },
+  );
+  const seen = await readSomeBytes(held, total);
+  await uploading;
+  assert.equal(seen.bytes, total, "every uploaded byte reached the backend");
+  assert.ok(seen.ordered, "the bytes arrived in order");
+  assert.ok(
+    !server.process.records.slice(mark).some((r) => r.msg === "http-connect connection closed"),
+    "the paused client's tunnel was closed",
+  );
+  conn.close();
+});
+
+/** Reads exactly `total` bytes of the pattern the upload above writes; checks their order. */
+async function readSomeBytes(conn: Deno.Conn, total: number) {
+  const buf = new Uint8Array(256 * 1024);
+  let bytes = 0;
+  let ordered = true;
+  while (bytes < total) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    for (let i = 0; i < n; i += 4096) {
+      if (buf[i] !== (Math.floor((bytes + i) / (256 * 1024)) & 0xff)) ordered = false;
+    }
+    bytes += n;
+  }
+  return { bytes, ordered };
+}
