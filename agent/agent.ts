@@ -11,19 +11,26 @@ import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
 import { webSocketConnector } from "./ws_connector.ts";
-import { agentAdminHandler, agentHealthHandler } from "./health.ts";
+import type { EgressProxy } from "./egress_proxy.ts";
+import { agentAdminHandler, agentHealthHandler, type HealthDetails } from "./health.ts";
 import { explainingTlsFailures } from "./tls_explain.ts";
+import { serverAddressesOf } from "./server_addresses.ts";
 import { type BoundedHttpServer, serveBoundedHttp } from "@knp/cli/http_server";
 
 /** Configuration of {@linkcode startAgent}. */
 export interface AgentConfig
   extends Omit<ClientSetOptions, "connect" | "dialer" | "logger" | "timers"> {
-  /** Host name or address of the proxy server (or its load balancer). */
+  /**
+   * Host name or address of the proxy server (or its load balancer); a comma list or a name with
+   * several DNS records makes the agent connect to each address directly.
+   */
   proxyServerHost: string;
   /** The server's agent port. */
   proxyServerPort: number;
   /** Use the knp WebSocket agent link on this server port instead of gRPC (knp servers only). */
   websocketPort?: number;
+  /** The egress proxy the WebSocket link tunnels through (not the gRPC link: grpc-js's own). */
+  egressProxy?: EgressProxy | undefined;
   /** This agent's id, sent to servers as `agentID`. */
   agentId: string;
   /** Identifiers advertised to servers, as the `--agent-identifiers` flag takes them. */
@@ -46,6 +53,8 @@ export interface AgentConfig
   httpTimeoutMs?: number;
   /** Where the agent logs. */
   logger?: Logger;
+  /** Extra lines of `/readyz?verbose` (the Lease count's state). */
+  healthDetails?: HealthDetails;
   /** Dials endpoints; defaults to TCP. */
   dialer?: ClientSetOptions["dialer"];
 }
@@ -78,6 +87,7 @@ function connectorFor(config: AgentConfig): ClientSetOptions["connect"] {
     ? webSocketConnector({
       ...common,
       port: config.websocketPort,
+      proxy: config.egressProxy,
       tls: config.tls ?? {},
       keepaliveTimeMs: config.keepaliveTimeMs,
     })
@@ -123,6 +133,7 @@ export function startAgent(config: AgentConfig): AgentHandle {
     logger: log,
     dialer: config.dialer ?? denoDialer,
     connect: connectorFor(config),
+    ...serverAddressesOf(config.proxyServerHost, log),
   });
   const servers: BoundedHttpServer[] = [];
   let healthPort: number;
@@ -132,7 +143,7 @@ export function startAgent(config: AgentConfig): AgentHandle {
       "--health-server-port",
       config.healthServerHost || "0.0.0.0",
       config.healthServerPort,
-      agentHealthHandler(clients),
+      agentHealthHandler(clients, config.healthDetails),
       config,
       servers,
     );

@@ -15,9 +15,11 @@ import {
 } from "@knp/cli/common_flags";
 import { labelSelectorProblem } from "./label_selector.ts";
 import { AGENT_DESTINATION_FLAGS } from "./destination_flags.ts";
+import { AGENT_SERVER_SET_FLAGS } from "./server_set_flags.ts";
+import { AGENT_EGRESS_FLAGS } from "./egress_proxy.ts";
+import { AGENT_DRAIN_FLAGS } from "./drain.ts";
 
 const HOUR_MS = 3_600_000;
-const NOT_IMPLEMENTED = "not implemented yet";
 
 function checkSelector(value: FlagValue): string | undefined {
   return labelSelectorProblem(value as string);
@@ -29,7 +31,9 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     name: "proxy-server-host",
     type: "string",
     default: "127.0.0.1",
-    help: "Host of the proxy server (also the TLS server name when --agent-cert is set).",
+    help: "Host of the proxy server (also the TLS server name when --agent-cert is set). knp: " +
+      "a comma list, or a DNS name with several A/AAAA records, makes the agent connect to " +
+      "each address directly (TLS still verifies the name).",
     implemented: true,
   },
   {
@@ -97,7 +101,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     default: "",
     help:
       "URL-encoded identifiers servers route by, e.g. host=node1&ipv4=10.0.0.1&default-route=true " +
-      "(keys: ipv4, ipv6, host, cidr, default-route).",
+      "(keys: ipv4, ipv6, host, cidr, default-route; knp adds zone, e.g. zone=us-east-1a).",
     implemented: true,
   },
   {
@@ -118,8 +122,9 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     name: "probe-interval",
     type: "duration",
     default: 1_000,
-    help: "Interval at which each server connection's readiness is checked.",
-    implemented: "not needed (knp notices a broken server stream from the transport itself)",
+    help: "Interval at which each server connection's liveness is checked (see " +
+      "--knp-server-ping-interval).",
+    implemented: true,
   },
   {
     name: "sync-forever",
@@ -133,21 +138,21 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "bool",
     default: false,
     help: "Count server Leases to learn how many servers to connect to.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "lease-namespace",
     type: "string",
     default: "kube-system",
     help: "Namespace of server Leases.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "lease-label-selector",
     type: "string",
     default: "k8s-app=konnectivity-server",
     help: "Label selector of the server Leases to count.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
     check: checkSelector,
   },
   {
@@ -155,7 +160,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "string",
     default: "k8s-app=konnectivity-server",
     help: "Old name of --lease-label-selector.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
     alias: "lease-label-selector",
     hidden: true,
     deprecated: "use --lease-label-selector instead",
@@ -164,8 +169,8 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     name: "server-count-source",
     type: "string",
     default: "default",
-    help: "How lease and server-reported counts combine: default (one source) or max " +
-      "(max not implemented yet).",
+    help: "How lease and server-reported counts combine: default (leases when counted, else " +
+      "the servers' count) or max (the larger of both).",
     implemented: true,
   },
   {
@@ -173,14 +178,14 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     type: "string",
     default: "",
     help: "Kubeconfig file for listing Leases; empty means in-cluster config.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "kube-api-content-type",
     type: "string",
     default: "application/vnd.kubernetes.protobuf",
-    help: "Content type of requests to the Kubernetes API server.",
-    implemented: NOT_IMPLEMENTED,
+    help: "Content type of requests to the Kubernetes API server (knp's client sends JSON).",
+    implemented: "not supported (the Kubernetes client, @kubernetes/client-node, speaks JSON only)",
   },
   {
     name: "xfr-channel-size",
@@ -236,6 +241,9 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     implemented: true,
   },
   ...AGENT_DESTINATION_FLAGS,
+  ...AGENT_SERVER_SET_FLAGS,
+  ...AGENT_EGRESS_FLAGS,
+  ...AGENT_DRAIN_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,
 ];

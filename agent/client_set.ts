@@ -3,6 +3,13 @@
  * opening new connections (each lands on some server behind the address) until it holds
  * `servercount` distinct server IDs, and reconnects with jittered backoff when servers go away.
  *
+ * Beyond upstream: every server stream is watched ({@linkcode LivenessStream}), so a server that
+ * vanished without closing its connections is dropped within seconds; a new connection to a
+ * server ID already held replaces the held one when that one fails a probe (upstream keeps the
+ * dead one and rejects the new as a duplicate); and when the configured host names several
+ * addresses (a list, or a DNS name with several records; see `server_addresses.ts`) the set
+ * connects to each address directly instead of re-dialing one address until it is lucky.
+ *
  * @module
  */
 
@@ -11,6 +18,11 @@ import { type Logger, nullLogger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
+import { DEFAULT_LIVENESS, type LivenessOptions, LivenessStream } from "./server_liveness.ts";
+import type { ServerAddress } from "./server_addresses.ts";
+import type { ServerCounter } from "./server_count.ts";
+
+export type { ServerAddress };
 
 /** One freshly connected server stream, after its response headers. */
 export interface ServerConnection {
@@ -27,10 +39,11 @@ export interface ServerConnection {
 }
 
 /**
- * Opens a new connection to the server address. A refusal may carry the server's retry hint as
- * a `retryAfterMs` property (on the error or its `cause`); the set waits at least that long.
+ * Opens a new connection to the server address, or to `address` (one of several the configured
+ * host names). A refusal may carry the server's retry hint as a `retryAfterMs` property (on the
+ * error or its `cause`); the set waits at least that long.
  */
-export type ServerConnector = () => Promise<ServerConnection>;
+export type ServerConnector = (address?: ServerAddress) => Promise<ServerConnection>;
 
 /** The server's retry hint on a connect error (`retryAfterMs` on it or a cause), if any. */
 export function retryAfterOf(err: unknown): number | undefined {
@@ -54,12 +67,45 @@ export interface ClientSetOptions extends Omit<AgentClientOptions, "stream" | "s
   syncForever?: boolean;
   /** Random source for the retry jitter. */
   random?: () => number;
+  /** Liveness probes of server streams ({@linkcode DEFAULT_LIVENESS}); "off" disables them. */
+  liveness?: LivenessOptions | "off";
+  /**
+   * The addresses to connect to directly, resolved again at every sync round that needs a
+   * connection. One address or none: every attempt goes to the connector's own address.
+   */
+  addresses?: () => Promise<ServerAddress[]>;
+  /**
+   * Where the count of servers to hold comes from besides the `servercount` headers (the server
+   * Leases, see `server_count.ts`); a change runs a sync round at once.
+   */
+  serverCounter?: ServerCounter;
+}
+
+/** One held server: its client, connection, watched stream and the address it was reached at. */
+interface Held {
+  client: AgentClient;
+  connection: ServerConnection;
+  stream: LivenessStream;
+  address: ServerAddress | undefined;
+}
+
+/**
+ * Ends a connection the set does not keep: its stream first (closing a gRPC channel lets the
+ * calls on it go on, so the server would keep a stream of this agent), then the connection.
+ */
+function discard(connection: ServerConnection): void {
+  connection.stream.close();
+  connection.close();
+}
+
+function isDuplicate(err: unknown): boolean {
+  return err instanceof KnpError && err.code === "PROTOCOL" && err.message.startsWith("duplicate");
 }
 
 /** The agent's set of server connections. */
 export class ClientSet {
   #options: ClientSetOptions;
-  #clients = new Map<string, { client: AgentClient; connection: ServerConnection }>();
+  #clients = new Map<string, Held>();
   #timers: Timers;
   #log: Logger;
   #random: () => number;
@@ -92,9 +138,9 @@ export class ClientSet {
     return [...this.#clients.keys()];
   }
 
-  /** Servers the agent is trying to hold (last `servercount` received, at least 1). */
+  /** Servers to hold: the `serverCounter`'s, else the last `servercount` (at least 1). */
   get serverCount(): number {
-    return Math.max(1, this.#serverCount);
+    return this.#options.serverCounter?.count(this.#serverCount) ?? Math.max(1, this.#serverCount);
   }
 
   /** Ready iff at least one server stream is up. */
@@ -114,8 +160,19 @@ export class ClientSet {
     return n;
   }
 
+  /** Endpoint dials in progress over all servers. */
+  get pendingDials(): number {
+    let n = 0;
+    for (const { client } of this.#clients.values()) n += client.pendingDials;
+    return n;
+  }
+
   /** Starts the sync loop; the first attempt is immediate. */
   start(): void {
+    this.#options.serverCounter?.onChange(() => {
+      if (this.#syncing) this.#again = true;
+      else if (!this.#stopped && this.#clients.size < this.serverCount) this.#schedule(0);
+    });
     this.#schedule(0);
   }
 
@@ -183,9 +240,7 @@ export class ClientSet {
       this.#delay = base;
       next = this.#jitter(base);
     } catch (err) {
-      if (
-        err instanceof KnpError && err.code === "PROTOCOL" && err.message.startsWith("duplicate")
-      ) {
+      if (isDuplicate(err)) {
         this.#delay = base;
         next = this.#jitter(base);
       } else {
@@ -207,43 +262,131 @@ export class ClientSet {
     this.#schedule(next);
   }
 
+  #liveness(): LivenessOptions | undefined {
+    const liveness = this.#options.liveness ?? DEFAULT_LIVENESS;
+    return liveness === "off" ? undefined : liveness;
+  }
+
   async #connectOnce(): Promise<void> {
     if (this.#draining || this.#stopped) return;
     if (!this.#options.syncForever && this.#clients.size >= this.serverCount) return;
-    const connection = await this.#options.connect();
-    if (this.#stopped) return connection.close();
-    if (this.#clients.has(connection.serverId)) {
-      connection.close();
-      throw new KnpError("PROTOCOL", `duplicate server: ${connection.serverId}`);
+    const addresses = (await this.#options.addresses?.()) ?? [];
+    if (addresses.length > 1) return await this.#connectEach(addresses);
+    const address = addresses[0];
+    await this.#adopt(await this.#options.connect(address), address);
+  }
+
+  /**
+   * Direct mode: connects at once to every address no held server was reached at, and adopts
+   * what answered. Fails (backoff) only when every attempt failed.
+   */
+  async #connectEach(addresses: ServerAddress[]): Promise<void> {
+    const held = new Set([...this.#clients.values()].map((h) => h.address?.host));
+    const targets = addresses.filter((a) => !held.has(a.host));
+    const results = await Promise.allSettled(targets.map((a) => this.#options.connect(a)));
+    let failure: unknown;
+    let adopted = false;
+    for (const [i, result] of results.entries()) {
+      if (result.status === "rejected") {
+        failure ??= result.reason;
+        this.#log.info("cannot connect to proxy server address", {
+          address: targets[i]!.host,
+          error: errorMessage(result.reason),
+        });
+        continue;
+      }
+      adopted = true;
+      try {
+        await this.#adopt(result.value, targets[i]);
+      } catch (err) {
+        if (!isDuplicate(err)) throw err;
+      }
     }
+    if (!adopted && failure !== undefined) throw failure;
+  }
+
+  /**
+   * Takes a fresh connection: a new server is added; one already held is a duplicate unless the
+   * held connection fails a probe, then the fresh one replaces it.
+   */
+  async #adopt(connection: ServerConnection, address: ServerAddress | undefined): Promise<void> {
+    if (this.#stopped) return discard(connection);
     this.#serverCount = connection.serverCount;
+    const held = this.#clients.get(connection.serverId);
+    if (held) {
+      const timeoutMs = (this.#liveness() ?? DEFAULT_LIVENESS).timeoutMs;
+      const alive = await held.stream.probe(timeoutMs);
+      if (this.#stopped) return discard(connection);
+      const now = this.#clients.get(connection.serverId);
+      if (alive || (now !== undefined && now !== held)) {
+        discard(connection);
+        throw new KnpError("PROTOCOL", `duplicate server: ${connection.serverId}`);
+      }
+      if (now === held) this.#replaceStale(held);
+    }
+    this.#add(connection, address);
+  }
+
+  /** Drops a held connection that failed its probe, logging its loss. */
+  #replaceStale(held: Held): void {
+    const serverId = held.client.serverId;
+    this.#clients.delete(serverId);
+    this.#log.warn("replacing stale connection to proxy server", {
+      serverID: serverId,
+      reason: "a new connection reached the same server ID and the held one failed a probe",
+    });
+    held.client.close();
+    held.connection.close();
+    this.#log.warn("lost connection to proxy server", {
+      serverID: serverId,
+      error: "stale: answered no liveness probe",
+    });
+  }
+
+  #add(connection: ServerConnection, address: ServerAddress | undefined): void {
+    const log = this.#log;
+    const stream = new LivenessStream(
+      connection.stream,
+      this.#liveness(),
+      (error) => {
+        log.warn("proxy server answered no liveness probe; dropping the connection", {
+          serverID: connection.serverId,
+          error: error.message,
+        });
+      },
+      this.#timers,
+      log.with({ serverID: connection.serverId }),
+    );
     const client = new AgentClient({
       ...this.#options,
-      stream: connection.stream,
+      stream,
       serverId: connection.serverId,
       flow: connection.flow,
-      logger: this.#log,
+      logger: log,
       timers: this.#timers,
     });
-    this.#clients.set(connection.serverId, { client, connection });
-    this.#log.info("connected to proxy server", {
+    this.#clients.set(connection.serverId, { client, connection, stream, address });
+    log.info("connected to proxy server", {
       serverID: connection.serverId,
       serverCount: connection.serverCount,
       flowControl: connection.flow !== undefined,
+      ...(address ? { address: address.host } : {}),
     });
     client.start();
     if (this.#draining) client.drain();
-    client.done.then((error) => {
-      if (this.#clients.get(connection.serverId)?.client !== client) return;
-      this.#clients.delete(connection.serverId);
-      connection.close();
-      this.#log.warn("lost connection to proxy server", {
-        serverID: connection.serverId,
-        error: error ? errorMessage(error) : undefined,
-      });
-      if (this.#syncing) this.#again = true;
-      else if (this.#timer === undefined) this.#schedule(0);
-      else this.#schedule(this.#jitter(this.#options.syncIntervalMs ?? 1000) * this.#random());
+    client.done.then((error) => this.#lost(client, connection, error));
+  }
+
+  #lost(client: AgentClient, connection: ServerConnection, error: Error | undefined): void {
+    if (this.#clients.get(connection.serverId)?.client !== client) return;
+    this.#clients.delete(connection.serverId);
+    connection.close();
+    this.#log.warn("lost connection to proxy server", {
+      serverID: connection.serverId,
+      error: error ? errorMessage(error) : undefined,
     });
+    if (this.#syncing) this.#again = true;
+    else if (this.#timer === undefined) this.#schedule(0);
+    else this.#schedule(this.#jitter(this.#options.syncIntervalMs ?? 1000) * this.#random());
   }
 }

@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import type { DecodedPacket } from "@knp/proto";
+import { closeRequest, type DecodedPacket } from "@knp/proto";
 import { memoryPipe, type PacketStream } from "@knp/transport/packet_stream";
 import type { Timers } from "@knp/core/timers";
-import { ClientSet, type ClientSetOptions, type ServerConnection } from "./client_set.ts";
+import {
+  ClientSet,
+  type ClientSetOptions,
+  type ServerAddress,
+  type ServerConnection,
+} from "./client_set.ts";
 import { fakeDialer } from "./_test_socket.ts";
+import { PROBE_CONNECT_ID } from "./server_liveness.ts";
 
 /** Lets every queued microtask (and the pipes' pumps) run. */
 const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
@@ -24,9 +30,16 @@ interface FakeServer {
   ends: (Error | undefined)[];
   /** Whether the ClientSet called `close()` on the connection. */
   closedByAgent: boolean;
+  /** Liveness probes received (not in `packets`). */
+  probes: number;
+  /** Whether the server answers probes (a live server does; a vanished one does not). */
+  answers: boolean;
 }
 
-function harness(script: (n: number) => Answer, options: Partial<ClientSetOptions> = {}) {
+function harness(
+  script: (n: number, address?: ServerAddress) => Answer,
+  options: Partial<ClientSetOptions> = {},
+) {
   const clock = FakeTimers.createClock();
   const timers: Timers = {
     now: () => clock.now,
@@ -34,6 +47,7 @@ function harness(script: (n: number) => Answer, options: Partial<ClientSetOption
     clearTimeout: (h) => clock.clearTimeout(h),
   };
   const attempts: number[] = [];
+  const asked: (ServerAddress | undefined)[] = [];
   const servers: FakeServer[] = [];
   const pending: { resolve(a: Answer): void }[] = [];
 
@@ -46,9 +60,18 @@ function harness(script: (n: number) => Answer, options: Partial<ClientSetOption
       packets: [],
       ends: [],
       closedByAgent: false,
+      probes: 0,
+      answers: true,
     };
     serverEnd.start({
-      onPacket: (p) => server.packets.push(p),
+      onPacket: (p) => {
+        if (p.type !== "DATA" || p.data.connectId !== PROBE_CONNECT_ID) {
+          return void server.packets.push(p);
+        }
+        server.probes++;
+        // What knp and upstream servers answer for a connectID they do not know.
+        if (server.answers) serverEnd.send(closeRequest(PROBE_CONNECT_ID));
+      },
       onEnd: (e) => server.ends.push(e),
     });
     servers.push(server);
@@ -69,9 +92,10 @@ function harness(script: (n: number) => Answer, options: Partial<ClientSetOption
     random: () => 0, // no jitter
     syncIntervalMs: 1_000,
     syncIntervalCapMs: 5_000,
-    connect: () => {
+    connect: (address) => {
       attempts.push(clock.now);
-      const answer = script(attempts.length);
+      asked.push(address);
+      const answer = script(attempts.length, address);
       if (answer instanceof Error) return Promise.reject(answer);
       if (answer !== "pending") return Promise.resolve(open(answer));
       const { promise, resolve, reject } = Promise.withResolvers<ServerConnection>();
@@ -87,6 +111,7 @@ function harness(script: (n: number) => Answer, options: Partial<ClientSetOption
     clock,
     set,
     attempts,
+    asked,
     servers,
     pending,
     /** Runs the next timer (if any) and lets the async work it starts finish. */
@@ -192,13 +217,14 @@ Deno.test("ClientSet closes a connection to an already connected server and does
   await h.advance(0);
   assert.equal(h.set.size, 1);
   assert.equal(h.set.serverCount, 2);
-  await h.next();
+  await h.advance(1_000);
   assert.equal(h.attempts.length, 2);
   assert.equal(h.set.size, 1, "the duplicate is not counted");
+  assert.equal(h.servers[0]!.probes, 1, "the held connection to s1 was probed");
   assert.equal(h.servers[1]!.closedByAgent, true);
   assert.equal(h.servers[1]!.ends.length, 1);
-  assert.equal(h.servers[0]!.ends.length, 0, "the first connection to s1 stays");
-  await h.next();
+  assert.equal(h.servers[0]!.ends.length, 0, "the first connection to s1 stays: it answered");
+  await h.advance(1_000);
   assert.equal(h.attempts[2]! - h.attempts[1]!, 1_000, "a duplicate does not grow the backoff");
   assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2"]);
   await h.stop();
@@ -246,7 +272,9 @@ Deno.test("ClientSet drain sends DRAIN on every stream and opens no new connecti
 });
 
 Deno.test("ClientSet keeps a single sync loop when a stream ends during a connect", async () => {
-  const h = harness((n) => n === 2 ? "pending" : { serverId: `s${n}`, serverCount: 2 });
+  const h = harness((n) => n === 2 ? "pending" : { serverId: `s${n}`, serverCount: 2 }, {
+    liveness: "off", // counts the sync timer alone
+  });
   h.set.start();
   await h.advance(0);
   await h.next(); // attempt 2 starts and stays pending
@@ -264,4 +292,140 @@ Deno.test("ClientSet keeps a single sync loop when a stream ends during a connec
   await h.advance(60_000);
   assert.equal(h.attempts.length, before, "nothing runs after stop");
   assert.equal(h.clock.countTimers(), 0);
+});
+
+Deno.test("ClientSet probes a silent server and drops it when the probe goes unanswered", async () => {
+  const h = harness((n) => ({ serverId: n === 1 ? "s1" : "s2" }), {
+    liveness: { idleMs: 10_000, timeoutMs: 5_000, checkMs: 1_000 },
+  });
+  h.set.start();
+  await h.advance(0);
+  await h.advance(9_000);
+  assert.equal(h.servers[0]!.probes, 0, "not probed before 10 s of silence");
+  await h.advance(1_000);
+  assert.equal(h.servers[0]!.probes, 1, "probed after 10 s of silence");
+  await h.advance(20_000);
+  assert.equal(h.servers[0]!.probes, 3, "an answered probe restarts the 10 s");
+  assert.deepEqual(h.set.serverIds, ["s1"]);
+  assert.equal(h.servers[0]!.packets.length, 0, "the agent never answers the probe's answer");
+
+  h.servers[0]!.answers = false; // vanished: the connection stays open, nothing answers
+  await h.advance(10_000); // the probe goes out
+  assert.equal(h.servers[0]!.probes, 4);
+  await h.advance(4_000);
+  assert.deepEqual(h.set.serverIds, ["s1"], "still within the timeout");
+  await h.advance(1_000);
+  assert.equal(h.servers[0]!.closedByAgent, true, "dropped 5 s after the unanswered probe");
+  await h.advance(1);
+  assert.deepEqual(h.set.serverIds, ["s2"], "and the set connects again at once");
+  await h.stop();
+});
+
+Deno.test("ClientSet: a new connection to a held server ID replaces the held one when it fails a probe", async () => {
+  // s1 vanishes without closing; its replacement (same ID) answers a later attempt.
+  const ids = ["s1", "s2", "s1"];
+  const h = harness((n) => ({ serverId: ids[n - 1] ?? "s2", serverCount: 2 }), {
+    syncForever: true,
+    liveness: { idleMs: 60_000, timeoutMs: 5_000, checkMs: 1_000 },
+  });
+  h.set.start();
+  await h.advance(0);
+  await h.advance(1_000);
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2"]);
+  h.servers[0]!.answers = false;
+  await h.advance(1_000); // attempt 3 reaches the new s1; the held s1 is probed
+  assert.equal(h.servers[0]!.probes, 1);
+  assert.equal(h.servers[2]!.closedByAgent, false, "the new s1 waits for the probe");
+  await h.advance(5_000);
+  assert.equal(h.servers[0]!.closedByAgent, true, "the stale s1 is dropped");
+  assert.equal(h.servers[2]!.closedByAgent, false, "the new s1 is kept");
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2"]);
+  assert.equal(h.set.size, 2);
+  // Traffic goes to the new connection: its server sees DRAIN when the agent drains.
+  h.set.drain();
+  await settle();
+  assert.deepEqual(h.servers[2]!.packets.map((p) => p.type), ["DRAIN"]);
+  await h.stop();
+});
+
+Deno.test("ClientSet learns a new servercount from any handshake, a duplicate's too", async () => {
+  // Scale-up: servers restarted with --server-count=3 announce it on a duplicate too.
+  const ids = ["s1", "s2", "s1", "s3"];
+  const counts = [2, 2, 3, 3];
+  const h = harness((n) => ({ serverId: ids[n - 1] ?? "s9", serverCount: counts[n - 1] ?? 3 }), {
+    syncForever: true,
+  });
+  h.set.start();
+  await h.advance(0);
+  await h.advance(1_000);
+  assert.equal(h.set.serverCount, 2);
+  await h.advance(1_000);
+  assert.equal(h.set.size, 2, "the duplicate is closed");
+  assert.equal(h.set.serverCount, 3, "but its count is learnt");
+  await h.advance(1_000);
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2", "s3"]);
+  await h.stop();
+});
+
+Deno.test("ClientSet scales down and up without restart: holds what the servers announce", async () => {
+  // Three servers; s3 goes away (scale-down to 2), later a new s4 appears with count 3 again.
+  const answers: Answer[] = [
+    { serverId: "s1", serverCount: 3 },
+    { serverId: "s2", serverCount: 3 },
+    { serverId: "s3", serverCount: 3 },
+    refused(), // s3's address is gone
+    { serverId: "s1", serverCount: 2 }, // restarted servers announce 2
+    { serverId: "s4", serverCount: 3 }, // scaled up again
+    { serverId: "s2", serverCount: 3 }, // s2 is back
+  ];
+  const h = harness((n) => answers[n - 1] ?? { serverId: "s1", serverCount: 3 });
+  h.set.start();
+  await h.advance(0);
+  await h.advance(2_000);
+  assert.equal(h.set.size, 3);
+  h.servers[2]!.end.close(); // s3 scaled down
+  await settle();
+  await h.advance(1); // refused
+  await h.advance(1_000); // a duplicate of s1 says 2
+  assert.equal(h.set.serverCount, 2);
+  assert.equal(h.set.size, 2);
+  await h.advance(10_000);
+  assert.equal(h.attempts.length, 5, "count reached: no more attempts");
+  h.servers[1]!.end.close(); // s2 restarts for the scale-up
+  await settle();
+  await h.advance(1);
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s4"]);
+  assert.equal(h.set.serverCount, 3);
+  await h.advance(1_000);
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2", "s4"], "three again, no restart");
+  await h.stop();
+});
+
+Deno.test("ClientSet connects to each resolved address directly, re-resolving every round", async () => {
+  const byHost: Record<string, string> = { "10.0.0.1": "s1", "10.0.0.2": "s2", "10.0.0.3": "s3" };
+  let hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.9"];
+  let resolves = 0;
+  const h = harness((_n, address) => {
+    const serverId = byHost[address?.host ?? ""];
+    return serverId === undefined ? refused() : { serverId, serverCount: 3 };
+  }, {
+    addresses: () => {
+      resolves++;
+      return Promise.resolve(hosts.map((host) => ({ host, serverName: "konnectivity" })));
+    },
+  });
+  h.set.start();
+  await h.advance(0);
+  assert.deepEqual(h.asked.map((a) => a?.host), ["10.0.0.1", "10.0.0.2", "10.0.0.9"]);
+  assert.ok(h.asked.every((a) => a?.serverName === "konnectivity"), "TLS verifies the name");
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2"]);
+  await h.advance(1_000); // one address refused, two held: not a failed round
+  assert.deepEqual(h.asked.slice(3).map((a) => a?.host), ["10.0.0.9"], "held ones not redialed");
+  hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]; // DNS now lists the third server
+  await h.advance(1_000);
+  assert.deepEqual(h.set.serverIds.sort(), ["s1", "s2", "s3"]);
+  assert.equal(resolves, 3);
+  await h.advance(10_000);
+  assert.equal(resolves, 3, "count reached: no more lookups");
+  await h.stop();
 });

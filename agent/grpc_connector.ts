@@ -20,7 +20,7 @@ import { KnpError } from "@knp/core/errors";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { isTlsSource } from "@knp/transport/tls_files";
-import type { ServerConnection, ServerConnector } from "./client_set.ts";
+import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
 
 /** Default per-connection flow-control window offered to knp servers. */
 export const DEFAULT_FLOW_WINDOW = 1 << 20;
@@ -52,10 +52,12 @@ export interface GrpcConnectorOptions {
 
 /** Builds a {@linkcode ServerConnector} that opens a new gRPC connection per attempt. */
 export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
-  return async (): Promise<ServerConnection> => {
-    const target = options.host.includes(":") && !options.host.startsWith("[")
-      ? `[${options.host}]:${options.port}`
-      : `${options.host}:${options.port}`;
+  return async (address?: ServerAddress): Promise<ServerConnection> => {
+    // One of several addresses the host names: connect there, verify the configured name.
+    const host = address?.host ?? options.host;
+    const target = host.includes(":") && !host.startsWith("[")
+      ? `[${host}]:${options.port}`
+      : `${host}:${options.port}`;
     let tls = options.tls;
     if (tls && isTlsSource(tls)) {
       await tls.refresh?.();
@@ -63,7 +65,7 @@ export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
     }
     const channel = new GrpcChannel({
       target,
-      tls,
+      tls: tls && address ? { ...tls, serverName: address.serverName } : tls,
       // A silent server is dropped within keepalive time + min(time, 20 s) (grpc-js pings).
       keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
     });

@@ -11,8 +11,14 @@ export interface AgentHealthSource {
   metrics?: () => string;
 }
 
+/** Extra informational lines of `/readyz?verbose` (e.g. `[+]server-leases degraded: ...`). */
+export type HealthDetails = () => string[];
+
 /** Builds the agent's health handler. */
-export function agentHealthHandler(source: AgentHealthSource): (req: Request) => Response {
+export function agentHealthHandler(
+  source: AgentHealthSource,
+  details: HealthDetails = () => [],
+): (req: Request) => Response {
   return (req) => {
     const url = new URL(req.url);
     switch (url.pathname) {
@@ -20,11 +26,15 @@ export function agentHealthHandler(source: AgentHealthSource): (req: Request) =>
         return text(200, "ok");
       case "/readyz":
       case "/ready": {
+        const extra = details().map((line) => `${line}\n`).join("");
         if (!source.ready) {
-          return text(503, "[+]ping ok\n[-]server-connected failed: no servers connected\n");
+          return text(
+            503,
+            `[+]ping ok\n[-]server-connected failed: no servers connected\n${extra}`,
+          );
         }
         if (url.searchParams.has("verbose")) {
-          return text(200, "[+]ping ok\n[+]server-connected ok\ncheck passed\n");
+          return text(200, `[+]ping ok\n[+]server-connected ok\n${extra}check passed\n`);
         }
         return text(200, "ok");
       }

@@ -19,7 +19,7 @@ import {
 } from "./options.ts";
 import { agentPermissionPlan } from "./permissions.ts";
 
-/** Runs the agent: first signal drains, second stops gracefully, third exits at once. */
+/** Runs the agent: the first signal drains (then exits), the second exits at once. */
 export async function main(args: string[]): Promise<void> {
   const needs = checkPermissionsOrExit("proxy-agent", agentPermissionPlan(args));
   const { options, log } = parseOrExit<AgentOptions>(

@@ -23,4 +23,8 @@ export type {
 export type { AgentClientOptions } from "./agent_client.ts";
 export type { DialOptions, EndpointSocket } from "./dialer.ts";
 export type { AgentDestinationOptions } from "./destination_flags.ts";
+export type { AgentEgressOptions, EgressProxy } from "./egress_proxy.ts";
+export type { AgentServerSetOptions } from "./server_set_flags.ts";
+export type { LivenessOptions } from "./server_liveness.ts";
+export type { ServerAddress } from "./server_addresses.ts";
 export type { ParsedAgentOptions } from "./options.ts";

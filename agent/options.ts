@@ -2,8 +2,8 @@
  * Command-line options of `proxy-agent`: every upstream flag with upstream's spelling and default,
  * plus klog's flags and knp's `--knp-log-format`, and upstream's validation rules.
  *
- * Lease counting (`--count-server-leases` and friends), `--kubeconfig` and profiling are accepted
- * for compatibility but have no effect yet (their help text says so).
+ * Lease counting (`--count-server-leases` and friends) is in `lease_count_flags.ts`; profiling is
+ * accepted for compatibility but has no effect yet (its help text says so).
  *
  * @module
  */
@@ -20,16 +20,26 @@ import {
 } from "@knp/cli/flag_checks";
 import { type IdentifierType, identifierValueProblem } from "@knp/proto";
 import { AGENT_FLAGS } from "./agent_flags.ts";
+import { validateLeaseCountOptions } from "./lease_count_flags.ts";
 import { labelSelectorProblem } from "./label_selector.ts";
 import {
   type AgentDestinationOptions,
   validateAgentDestinationOptions,
 } from "./destination_flags.ts";
+import { type AgentServerSetOptions, validateAgentServerSetOptions } from "./server_set_flags.ts";
+import { type AgentEgressOptions, validateAgentEgressOptions } from "./egress_proxy.ts";
+import { type AgentDrainOptions, validateAgentDrainOptions } from "./drain.ts";
 
 export { AGENT_FLAGS, labelSelectorProblem };
 
 /** Options of the proxy agent. Durations are in milliseconds. */
-export interface AgentOptions extends KlogOptions, AgentDestinationOptions {
+export interface AgentOptions
+  extends
+    KlogOptions,
+    AgentDestinationOptions,
+    AgentServerSetOptions,
+    AgentDrainOptions,
+    AgentEgressOptions {
   /** `--proxy-server-host`: server host; also the TLS server name with a client cert. @default "127.0.0.1" */
   proxyServerHost: string;
   /** `--proxy-server-port`: the server's agent port; > 0. @default 8091 */
@@ -54,21 +64,19 @@ export interface AgentOptions extends KlogOptions, AgentDestinationOptions {
   syncInterval: number;
   /** `--sync-interval-cap`: maximum backoff of the connect loop, in ms. @default 10000 */
   syncIntervalCap: number;
-  /** `--probe-interval`: connection readiness probe interval, in ms. @default 1000 */
-  probeInterval: number;
   /** `--sync-forever`: keep dialing to discover servers after the count is reached. @default false */
   syncForever: boolean;
-  /** `--count-server-leases`: not implemented yet. @default false */
+  /** `--count-server-leases`: count server Leases (`lease_count_flags.ts`). @default false */
   countServerLeases: boolean;
-  /** `--lease-namespace`: not implemented yet. @default "kube-system" */
+  /** `--lease-namespace`: namespace of server Leases. @default "kube-system" */
   leaseNamespace: string;
-  /** `--lease-label-selector` (alias `--lease-label`): not implemented yet. @default "k8s-app=konnectivity-server" */
+  /** `--lease-label-selector` (alias `--lease-label`). @default "k8s-app=konnectivity-server" */
   leaseLabelSelector: string;
-  /** `--server-count-source`: `''`, `default` or `max` (max not implemented yet). @default "default" */
+  /** `--server-count-source`: `''`, `default` or `max`. @default "default" */
   serverCountSource: string;
-  /** `--kubeconfig`: not implemented yet. @default "" */
+  /** `--kubeconfig`: for the Lease count; empty means in-cluster. @default "" */
   kubeconfig: string;
-  /** `--kube-api-content-type`: not implemented yet. @default "application/vnd.kubernetes.protobuf" */
+  /** `--kube-api-content-type`: accepted, no effect (JSON). @default "application/vnd.kubernetes.protobuf" */
   kubeApiContentType: string;
   /** `--xfr-channel-size`: per-connection buffer size; > 0. @default 150 */
   xfrChannelSize: number;
@@ -98,12 +106,12 @@ export interface AgentOptions extends KlogOptions, AgentDestinationOptions {
 
 // --- Agent identifiers ---
 
-const IDENTIFIER_TYPES = new Set(["ipv4", "ipv6", "host", "cidr", "default-route"]);
+const IDENTIFIER_TYPES = new Set(["ipv4", "ipv6", "host", "cidr", "default-route", "zone"]);
 
 /**
  * Checks `--agent-identifiers` the way Go's `url.ParseQuery` plus upstream's key check would:
- * no `;` separators, valid `%XX` escapes, and only the keys ipv4, ipv6, host, cidr, default-route;
- * and, beyond upstream, each value (see `identifierValueProblem`).
+ * no `;` separators, valid `%XX` escapes, and only the keys ipv4, ipv6, host, cidr, default-route
+ * (and knp's zone); and, beyond upstream, each value (see `identifierValueProblem`).
  *
  * @param text The URL-encoded identifiers, e.g. `"host=node1&ipv4=10.0.0.1"`.
  * @returns The problem, or `undefined` if valid.
@@ -149,12 +157,7 @@ export function parseAgentOptions(
   args: readonly string[],
   env: Record<string, string | undefined>,
 ): ParsedAgentOptions | { help: true } {
-  return parseOptions<AgentOptions>(AGENT_FLAGS, args, env, (o) =>
-    o.serverCountSource === "max"
-      ? [
-        "--server-count-source=max is accepted but not implemented yet; the server-reported count is used",
-      ]
-      : []);
+  return parseOptions<AgentOptions>(AGENT_FLAGS, args, env);
 }
 
 /** Help text of `proxy-agent`. */
@@ -210,7 +213,11 @@ export function validateAgentOptions(o: AgentOptions): void {
     throw invalidFlag(`--agent-identifiers: agent address is invalid: ${identifiersProblem}`);
   }
   validateAgentDestinationOptions(o);
+  validateAgentServerSetOptions(o);
+  validateAgentEgressOptions(o);
+  validateAgentDrainOptions(o);
   if (o.kubeconfig !== "") requireExistingFile("kubeconfig", o.kubeconfig);
+  validateLeaseCountOptions(o);
   if (
     o.serverCountSource !== "" && o.serverCountSource !== "default" && o.serverCountSource !== "max"
   ) {

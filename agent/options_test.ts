@@ -65,6 +65,11 @@ Deno.test("parseAgentOptions() pins every upstream default", () => {
     knpServiceCidr: [],
     knpNodeAddresses: [],
     knpKubeletPort: 10250,
+    knpServerPingInterval: 10_000,
+    knpServerPingTimeout: 5_000,
+    knpEgressProxy: "",
+    knpEgressNoProxy: [],
+    knpDrainTimeout: 25_000,
     knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
@@ -130,6 +135,11 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
     "knp-service-cidr",
     "knp-node-addresses",
     "knp-kubelet-port",
+    "knp-server-ping-interval",
+    "knp-server-ping-timeout",
+    "knp-egress-proxy",
+    "knp-egress-no-proxy",
+    "knp-drain-timeout",
     "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
@@ -140,12 +150,6 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
     ),
     [
       "alpn-proto",
-      "probe-interval",
-      "count-server-leases",
-      "lease-namespace",
-      "lease-label-selector",
-      "lease-label",
-      "kubeconfig",
       "kube-api-content-type",
       "xfr-channel-size",
       "enable-profiling",
@@ -174,7 +178,7 @@ Deno.test("parseAgentOptions() accepts the upstream external-agent harness argum
   assert.equal(options.probeInterval, 100);
   assert.equal(options.v, 1);
   assert.equal(options.logtostderr, true);
-  assert.deepEqual(result.notImplemented.map((n) => n.split(" ")[1]), ["--probe-interval"]);
+  assert.deepEqual(result.notImplemented, []);
   assert.deepEqual(result.deprecated, [
     "flag --lease-label has been deprecated: use --lease-label-selector instead",
   ]);
@@ -221,18 +225,22 @@ Deno.test("parseAgentOptions() accepts a full upstream-style command line", () =
   validateAgentOptions(options);
 });
 
-Deno.test("parseAgentOptions() reports given unimplemented flags and server-count-source=max", () => {
-  const { notImplemented } = parse([
+Deno.test("parseAgentOptions(): the lease-count flags are implemented", () => {
+  const { options, notImplemented } = parse([
     "--count-server-leases",
     "--lease-label-selector=app=other",
     "--server-count-source=max",
     "--enable-profiling=false",
   ]);
-  assert.deepEqual(notImplemented, [
-    "flag --count-server-leases is accepted but not implemented yet; it has no effect",
-    "flag --lease-label-selector is accepted but not implemented yet; it has no effect",
-    "--server-count-source=max is accepted but not implemented yet; the server-reported count is used",
-  ]);
+  assert.deepEqual(notImplemented, []);
+  assert.equal(options.countServerLeases, true);
+  assert.equal(options.leaseLabelSelector, "app=other");
+  assert.equal(options.serverCountSource, "max");
+  assertInvalid(
+    ["--count-server-leases", "--lease-namespace="],
+    "lease-namespace",
+    /must not be empty/,
+  );
 });
 
 Deno.test("parseAgentOptions() validates label selectors at parse time, naming the flag", () => {
@@ -302,10 +310,7 @@ Deno.test("parseAgentOptions() returns { help: true } and agentHelp() lists the 
   assert.match(help, /--keepalive-time duration .*\(default 1h0m0s\)/);
   assert.match(help, /--alpn-proto strings /);
   assert.match(help, /--agent-id string .*\(default \$PROXY_AGENT_ID, else a random UUID\)/);
-  assert.match(
-    help,
-    /--count-server-leases .*\[knp: accepted but not implemented yet; no effect\]/,
-  );
+  assert.doesNotMatch(help, /--count-server-leases .*not implemented/);
   assert.doesNotMatch(help, /--lease-label /);
 });
 
@@ -381,11 +386,13 @@ Deno.test("validateAgentOptions() checks --agent-identifiers keys", () => {
     "--agent-identifiers=host=localhost&host=node1.mydomain.com&cidr=127.0.0.1/16&ipv4=1.2.3.4" +
     "&ipv4=5.6.7.8&ipv6=fd00::1&default-route=true",
   ]));
+  validateAgentOptions(options(["--agent-identifiers=zone=us-east-1a&cidr=10.0.0.0/16"]));
   assertInvalid(
-    ["--agent-identifiers=zone=a"],
+    ["--agent-identifiers=region=a"],
     "agent-identifiers",
-    /agent address is invalid: unknown address type: zone$/,
+    /agent address is invalid: unknown address type: region$/,
   );
+  assertInvalid(["--agent-identifiers=zone=a%20b"], "agent-identifiers", /zone "a b" is not/);
   assertInvalid(["--agent-identifiers=uid=x"], "agent-identifiers", /unknown address type: uid/);
   assertInvalid(["--agent-identifiers=host=a;ipv4=b"], "agent-identifiers", /semicolon/);
   assertInvalid(["--agent-identifiers=host=%zz"], "agent-identifiers", /invalid URL escape "%zz"/);

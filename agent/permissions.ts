@@ -3,12 +3,16 @@
  *
  * - net: all of it (plain `--allow-net`). The agent dials whatever backend address a server asks
  *   for, so no list of hosts can be known in advance; this also covers the connection to
- *   `--proxy-server-host` and the health and admin listeners.
+ *   `--proxy-server-host`, an egress proxy and the health and admin listeners.
  * - read: `--ca-cert`, `--agent-cert`, `--agent-key`, `--service-account-token-path` and
  *   `--kubeconfig` when given;
  * - write: none;
- * - env: the 14 variables grpc-js reads when it loads, and `PROXY_AGENT_ID` unless `--agent-id` is
- *   given.
+ * - env: the 14 variables grpc-js reads when it loads, `PROXY_AGENT_ID` unless `--agent-id` is
+ *   given, and unless `--knp-egress-proxy` is set, the proxy variables (`HTTPS_PROXY`,
+ *   `https_proxy`, `HTTP_PROXY`, `http_proxy`, `NO_PROXY`, `no_proxy`).
+ * - `--count-server-leases`: the Kubernetes client's needs (`@knp/cli/kube_client`): all of env
+ *   (its dependencies list the environment when they load), read on `--kubeconfig` and the files
+ *   it references (or the in-cluster service-account directory); net is already all of it.
  *
  * `deno run jsr:@knp/agent --knp-print-permissions <flags>` (or `agent/main.ts`) prints them.
  *
@@ -25,12 +29,15 @@ import {
 } from "@knp/cli/permissions";
 import type { AgentOptions } from "./options.ts";
 import { AGENT_FLAGS } from "./agent_flags.ts";
+import { kubeClientNeeds } from "@knp/cli/kube_client";
+import { egressProxyNeeds } from "./egress_proxy.ts";
 
 /** The needs of parsed (not necessarily validated) agent options. */
 export function agentOptionNeeds(o: AgentOptions): PermissionNeed[] {
   return [
     ...grpcJsNeeds(),
     { kind: "net", reason: "dialing backends (any address a server asks for)" },
+    ...(o.countServerLeases ? kubeClientNeeds(o.kubeconfig, "--count-server-leases") : []),
     ...fileNeeds({
       "ca-cert": o.caCert,
       "agent-cert": o.agentCert,
@@ -38,6 +45,7 @@ export function agentOptionNeeds(o: AgentOptions): PermissionNeed[] {
       "service-account-token-path": o.serviceAccountTokenPath,
       "kubeconfig": o.kubeconfig,
     }),
+    ...egressProxyNeeds(o),
   ];
 }
 

@@ -13,12 +13,13 @@ import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
 import { TlsFiles } from "@knp/transport/tls_files";
 import { type AgentHandle, startAgent } from "./agent.ts";
 import type { AgentOptions } from "./options.ts";
-import { agentDialer } from "./destination_flags.ts";
+import { egressDialer, egressProxyOf } from "./egress_proxy.ts";
+import { livenessOf } from "./server_set_flags.ts";
+import { leaseCounterFromOptions, leaseServerCounter } from "./lease_count_flags.ts";
+import type { LeaseCounter } from "./lease_counter.ts";
+import { drainAgent } from "./drain.ts";
 
-/** How long a stopping agent lets open connections finish. */
-const SHUTDOWN_GRACE_MS = 10_000;
-
-function start(o: AgentOptions, log: Logger): AgentHandle {
+function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): AgentHandle {
   // Watched, and re-read at every connection attempt: a rotated client certificate or server CA
   // is used by the next connection; established ones keep theirs.
   const tls = new TlsFiles({
@@ -27,30 +28,38 @@ function start(o: AgentOptions, log: Logger): AgentHandle {
     key: o.agentKey,
     logger: log.with({ tls: "agent" }),
   });
+  const egress = egressProxyOf(o, log);
   return startAgent({
     proxyServerHost: o.proxyServerHost,
     proxyServerPort: o.proxyServerPort,
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
-    dialer: agentDialer(o, log),
+    dialer: egressDialer(o, egress, log),
+    egressProxy: egress,
     tls,
     ...(o.serviceAccountTokenPath ? { serviceAccountTokenPath: o.serviceAccountTokenPath } : {}),
     keepaliveTimeMs: o.keepaliveTime,
     syncIntervalMs: o.syncInterval,
     syncIntervalCapMs: o.syncIntervalCap,
     syncForever: o.syncForever,
+    liveness: livenessOf(o),
     healthServerHost: o.healthServerHost,
     healthServerPort: o.healthServerPort,
     adminBindAddress: o.adminBindAddress,
     adminServerPort: o.adminServerPort,
     httpTimeoutMs: o.knpHttpTimeout,
     logger: log,
+    ...(leases === undefined ? {} : {
+      serverCounter: leaseServerCounter(leases, o),
+      healthDetails: () => [leases.healthLine()],
+    }),
   });
 }
 
 /**
- * Runs the agent: the first signal drains, the second stops gracefully, the third exits at once.
+ * Runs the agent: the first signal drains (DRAIN, keep serving, exit once the connections have
+ * finished or at `--knp-drain-timeout`), the second exits at once.
  *
  * @param o Validated options.
  * @param log The binary's logger.
@@ -59,11 +68,15 @@ function start(o: AgentOptions, log: Logger): AgentHandle {
 export function runAgent(o: AgentOptions, log: Logger, needs: readonly PermissionNeed[]): void {
   silenceGrpcLogs();
   let agent: AgentHandle;
+  const leases = leaseCounterFromOptions(o, log);
   try {
-    agent = start(o, log);
+    agent = start(o, log, leases);
   } catch (err) {
     exitOnStartError("proxy-agent", err, needs, log, "proxy agent failed to start");
   }
+  leases?.start().catch((err) =>
+    exitOnStartError("proxy-agent", err, needs, log, "proxy agent failed to start")
+  );
   log.info("agent link", {
     link: o.knpWebsocketPort ? "websocket" : "grpc",
     port: o.knpWebsocketPort || o.proxyServerPort,
@@ -71,17 +84,17 @@ export function runAgent(o: AgentOptions, log: Logger, needs: readonly Permissio
     listening: { healthPort: agent.healthPort, adminPort: agent.adminPort },
   });
   keepRunningOnStrayErrors(log);
-  let stopping = false;
-  onSignals(() => {
-    log.info("draining: no new server connections; existing tunnels keep working");
-    agent.drain();
-  }, async () => {
-    if (stopping) Deno.exit(1); // third signal: at once
-    stopping = true;
-    log.info("stopping: refusing new dials; open connections get up to 10s to finish", {
-      connections: agent.clients.connections,
-    });
-    await agent.shutdown(SHUTDOWN_GRACE_MS);
-    Deno.exit(0);
+  onSignals(() => void drainThenExit(agent, o, log), () => {
+    // Exit 1, as the server's second signal: open connections are cut.
+    log.warn("second signal: exiting at once", { connections: agent.clients.connections });
+    Deno.exit(1);
   });
+}
+
+/** The first signal: drain (see `drain.ts`), then end the server streams and exit 0. */
+async function drainThenExit(agent: AgentHandle, o: AgentOptions, log: Logger): Promise<void> {
+  await drainAgent(agent.clients, { timeoutMs: o.knpDrainTimeout, logger: log });
+  // Any dial that still arrives is refused with the draining error rather than cut.
+  await agent.shutdown(0);
+  Deno.exit(0);
 }

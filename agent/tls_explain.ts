@@ -96,11 +96,11 @@ export function explainingTlsFailures(
   connect: ServerConnector,
   target: TlsExplainTarget,
 ): ServerConnector {
-  return async () => {
+  return async (address) => {
     try {
-      return await connect();
+      return await connect(address);
     } catch (err) {
-      throw await explainTlsFailure(err, target);
+      throw await explainTlsFailure(err, address ? { ...target, host: address.host } : target);
     }
   };
 }

@@ -35,7 +35,9 @@ import {
 } from "@knp/transport/ws_client";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
-import type { ServerConnection, ServerConnector } from "./client_set.ts";
+import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
+import type { HttpProxy } from "@knp/transport/http_proxy";
+import { type EgressProxy, proxyFor } from "./egress_proxy.ts";
 
 /** Path of the agent link (as the server serves it). */
 const AGENT_LINK_PATH = "/knp/v1/agent";
@@ -58,6 +60,8 @@ export interface WebSocketConnectorOptions {
    * `min(time, 20 s)` of a ping (see transport/keepalive.ts). Off when absent.
    */
   keepaliveTimeMs?: number | undefined;
+  /** The egress proxy; the link tunnels through it unless its bypass list names the server. */
+  proxy?: EgressProxy | undefined;
 }
 
 function base64(text: string): string {
@@ -92,10 +96,12 @@ async function openLink(
   headers: Record<string, string>,
   deadline: AbortSignal,
   timeoutMs: number,
+  proxy?: HttpProxy,
 ): Promise<ClientWebSocket> {
   try {
     return await connectWebSocket(url, {
       ...(ca ? { caCerts: [ca] } : {}),
+      ...(proxy ? { proxy } : {}),
       headers,
       signal: deadline,
       // The caller's deadline is the bound; this one only has to be later.
@@ -155,7 +161,9 @@ async function exchangeHello(
 /** Builds a {@linkcode ServerConnector} for the WebSocket link. */
 export function webSocketConnector(options: WebSocketConnectorOptions): ServerConnector {
   const window = options.flowWindow ?? 1 << 20;
-  return async (): Promise<ServerConnection> => {
+  // `address`: one of several the host names (the certificate must name it: wss verifies the
+  // host it connects to).
+  return async (address?: ServerAddress): Promise<ServerConnection> => {
     if (isTlsSource(options.tls)) await options.tls.refresh?.();
     const material = currentTlsMaterial(options.tls);
     const decoder = new TextDecoder();
@@ -166,7 +174,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
       material.cert && decoder.decode(material.cert),
       window,
     );
-    const host = options.host.includes(":") ? `[${options.host}]` : options.host;
+    const to = address?.host ?? options.host;
+    const host = to.includes(":") ? `[${to}]` : to;
     const url = `wss://${host}:${options.port}${AGENT_LINK_PATH}`;
     // One deadline bounds the whole handshake: connect, TLS, upgrade and the three messages.
     const timeoutMs = options.handshakeTimeoutMs ?? 15_000;
@@ -181,7 +190,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
       } catch { /* closed */ }
     };
     try {
-      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs);
+      const proxy = proxyFor(options.proxy, `${host}:${options.port}`);
+      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs, proxy);
       const hello = await exchangeHello(ws, deadline.signal, options.agentId, key);
       clearTimeout(timer);
       // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;

@@ -54,10 +54,14 @@ async function source(conn: Deno.Conn): Promise<void> {
   while (true) {
     const n = await readHeader(conn, header);
     if (n === null) return;
+    // The payload repeated from its start, also across partial writes (the ha-load case
+    // hashes every byte).
     let left = n;
+    let at = 0;
     while (left > 0) {
-      const written = await conn.write(left >= CHUNK ? PAYLOAD : PAYLOAD.subarray(0, left));
+      const written = await conn.write(PAYLOAD.subarray(at, Math.min(CHUNK, at + left)));
       left -= written;
+      at = (at + written) % CHUNK;
     }
   }
 }

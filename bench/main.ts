@@ -22,6 +22,7 @@ import { BackendProcess, ClientProcess, type Stack, startStack } from "./childre
 import type { Target as ConnTarget } from "./conns.ts";
 import { idleCase } from "./idle_case.ts";
 import { webhookCase } from "./webhook_case.ts";
+import { haLoadCase } from "./ha_load_case.ts";
 import { detectLinks, type Link, LINKS } from "./links.ts";
 import { print, progress } from "./output.ts";
 import { type CaseContext, runPathCase } from "./path_cases.ts";
@@ -29,6 +30,7 @@ import { type Row, table } from "./report.ts";
 import {
   type CaseName,
   CASES,
+  DEFAULT_CASES,
   type Frontend,
   FRONTENDS,
   FULL,
@@ -84,6 +86,8 @@ function parseOptions() {
       frontends: { type: "string" },
       "idle-conns": { type: "string" },
       "window-ms": { type: "string" },
+      "ha-sessions": { type: "string" },
+      "ha-mib": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -92,10 +96,12 @@ function parseOptions() {
   const settings: Settings = { ...(values.smoke ? SMOKE : FULL) };
   if (values["idle-conns"]) settings.idleConns = Number(values["idle-conns"]);
   if (values["window-ms"]) settings.isolationWindowMs = Number(values["window-ms"]);
+  if (values["ha-sessions"]) settings.haLoadSessions = Number(values["ha-sessions"]);
+  if (values["ha-mib"]) settings.haLoadBytesEach = Math.round(Number(values["ha-mib"]) * 2 ** 20);
   return {
     values,
     settings,
-    cases: new Set<CaseName>(list(values.cases, CASES, "case")),
+    cases: new Set<CaseName>(list(values.cases ?? DEFAULT_CASES.join(","), CASES, "case")),
     frontends: list(values.frontends, FRONTENDS, "frontend"),
     linkNames: list(values.links, LINKS.map((l) => l.name), "link"),
   };
@@ -235,6 +241,33 @@ async function availableLinks(names: string[]) {
   return linkStatus;
 }
 
+/** The cases that start processes of their own: idle, webhook and the opt-in ha-load. */
+async function runOwnCases(
+  run: Run,
+  cases: Set<CaseName>,
+  links: Link[],
+  settings: Settings,
+): Promise<void> {
+  if (cases.has("idle") && links.length > 0) {
+    await run.attempt({ case: "idle", frontend: "http-connect", link: "*" }, async () => {
+      await idleCase(links, settings, run.add);
+    });
+  }
+  if (cases.has("webhook") && settings.webhookCalls > 0) {
+    await run.attempt({ case: "webhook", frontend: "*", link: "grpc" }, async () => {
+      await webhookCase(settings.webhookCalls, run.add);
+    });
+  }
+  if (cases.has("ha-load")) {
+    await run.attempt({ case: "ha-load", frontend: "http-connect", link: "grpc" }, async () => {
+      await haLoadCase(
+        { sessions: settings.haLoadSessions, bytesEach: settings.haLoadBytesEach },
+        run.add,
+      );
+    });
+  }
+}
+
 async function main(): Promise<number> {
   const { values, settings, cases, frontends, linkNames } = parseOptions();
   if (values.help) {
@@ -250,8 +283,8 @@ async function main(): Promise<number> {
   const linkStatus = await availableLinks(linkNames);
   const links = linkStatus.filter((s) => s.available).map((s) => s.link);
   const idleWanted = capIdle(settings);
-  const pathCases = CASES.filter((c): c is Exclude<CaseName, "idle" | "webhook"> =>
-    c !== "idle" && c !== "webhook" && cases.has(c)
+  const pathCases = CASES.filter((c): c is Exclude<CaseName, "idle" | "webhook" | "ha-load"> =>
+    c !== "idle" && c !== "webhook" && c !== "ha-load" && cases.has(c)
   );
   if (pathCases.length > 0) {
     await using backend = await BackendProcess.start();
@@ -268,17 +301,7 @@ async function main(): Promise<number> {
       for (const frontend of frontends) await runStack(link, frontend, env);
     }
   }
-  if (cases.has("idle") && links.length > 0) {
-    await run.attempt({ case: "idle", frontend: "http-connect", link: "*" }, async () => {
-      await idleCase(links, settings, run.add);
-    });
-  }
-
-  if (cases.has("webhook") && settings.webhookCalls > 0) {
-    await run.attempt({ case: "webhook", frontend: "*", link: "grpc" }, async () => {
-      await webhookCase(settings.webhookCalls, run.add);
-    });
-  }
+  await runOwnCases(run, cases, links, settings);
 
   const skipped = linkStatus.filter((s) => !s.available);
   const document = reportDocument({

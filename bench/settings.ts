@@ -30,6 +30,10 @@ export interface Settings {
   warmupBytes: number;
   /** Measured webhook calls per mode and style through a real kube-apiserver (0: skip). */
   webhookCalls: number;
+  /** Concurrent sessions of the opt-in `ha-load` case. */
+  haLoadSessions: number;
+  /** Bytes each `ha-load` session downloads. */
+  haLoadBytesEach: number;
 }
 
 export const FULL: Settings = {
@@ -48,6 +52,8 @@ export const FULL: Settings = {
   isolationDrainMs: 1_000,
   warmupBytes: 64 * MiB,
   webhookCalls: 500,
+  haLoadSessions: 2_000,
+  haLoadBytesEach: 5 * MiB,
 };
 
 export const SMOKE: Settings = {
@@ -66,6 +72,8 @@ export const SMOKE: Settings = {
   isolationDrainMs: 100,
   warmupBytes: 1 * MiB,
   webhookCalls: 0,
+  haLoadSessions: 30,
+  haLoadBytesEach: 256 * 1024,
 };
 
 /** Case families, in run order. */
@@ -78,8 +86,13 @@ export const CASES = [
   "isolation",
   "idle",
   "webhook",
+  "ha-load",
 ] as const;
 export type CaseName = typeof CASES[number];
+/** Cases run only when named in `--cases` (heavy). */
+export const OPT_IN_CASES: readonly CaseName[] = ["ha-load"];
+/** The cases of a run without `--cases`. */
+export const DEFAULT_CASES: readonly CaseName[] = CASES.filter((c) => !OPT_IN_CASES.includes(c));
 export const FRONTENDS = ["http-connect", "grpc"] as const;
 export type Frontend = typeof FRONTENDS[number];
 
@@ -88,12 +101,15 @@ export const HELP = `Usage: deno run -A bench/main.ts [options]
   --smoke              tiny sizes and few iterations (a CI check that the suite works; ~30 s)
   --json FILE          write the JSON document to FILE instead of stdout
   --cases a,b          only these cases: ${CASES.join(", ")}
+                       (default: all but the opt-in ${OPT_IN_CASES.join(", ")})
   --links a,b          only these agent links (bench/links.ts): ${
   LINKS.map((l) => l.name).join(", ")
 }
   --frontends a,b      only these frontends: ${FRONTENDS.join(", ")}
   --idle-conns N       idle connections of the idle case (default 10000, smoke 200)
   --window-ms MS       each measuring window of the isolation case (default 5000, smoke 200)
+  --ha-sessions N      concurrent sessions of ha-load (default 2000, smoke 30)
+  --ha-mib N           MiB each ha-load session downloads (default 5, smoke 0.25)
   -h, --help           this text
 `;
 

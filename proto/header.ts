@@ -35,8 +35,11 @@ export const USER_AGENT_KEY = "user-agent";
 /** Scheme prefix of the `authorization` value. */
 export const BEARER_PREFIX = "Bearer ";
 
-/** Identifier types an agent may advertise in `agentidentifiers`. */
-export const IDENTIFIER_TYPES = ["ipv4", "ipv6", "host", "cidr", "default-route"] as const;
+/**
+ * Identifier types an agent may advertise in `agentidentifiers`: upstream's five, and knp's
+ * `zone` (upstream servers ignore it; upstream agents reject it).
+ */
+export const IDENTIFIER_TYPES = ["ipv4", "ipv6", "host", "cidr", "default-route", "zone"] as const;
 
 /** One of {@linkcode IDENTIFIER_TYPES}. */
 export type IdentifierType = typeof IDENTIFIER_TYPES[number];
@@ -53,6 +56,8 @@ export interface AgentIdentifiers {
   cidr: string[];
   /** Whether the agent accepts dials to any destination (`defaultRoute` proxy strategy). */
   defaultRoute: boolean;
+  /** knp: the agent's zone (its first `zone` value); absent when not given. */
+  zone?: string;
 }
 
 const TRUE_TEXTS = new Set(["1", "t", "T", "TRUE", "true", "True"]);
@@ -61,7 +66,8 @@ const TRUE_TEXTS = new Set(["1", "t", "T", "TRUE", "true", "True"]);
  * Parses an `agentidentifiers` value the way the server does.
  *
  * Unknown keys (including `uid`) are ignored, so newer agents can add types. `default-route` is
- * true only when its first value is one of `1 t T TRUE true True`.
+ * true only when its first value is one of `1 t T TRUE true True`. knp's `zone` takes its first
+ * value; without one the field is absent.
  *
  * @example Parse identifiers
  * ```ts
@@ -94,6 +100,9 @@ export function parseAgentIdentifiers(text: string): AgentIdentifiers {
       case "default-route":
         if (!sawDefaultRoute) ids.defaultRoute = TRUE_TEXTS.has(value);
         sawDefaultRoute = true;
+        break;
+      case "zone":
+        ids.zone ??= value;
         break;
     }
   }
@@ -187,8 +196,9 @@ const BOOL_TEXTS = new Set([...TRUE_TEXTS, "", "0", "f", "F", "FALSE", "false", 
 /**
  * Why an identifier value is unusable, or `undefined` when it is fine: `ipv4` must be an IPv4
  * address, `ipv6` an IPv6 address, `cidr` an address with a fitting prefix length, `host` a
- * non-empty name without spaces, slashes or colons, `default-route` a Go boolean. (Upstream checks
- * only the types; a bad value there is accepted and never matches.)
+ * non-empty name without spaces, slashes or colons, `default-route` a Go boolean, `zone` a
+ * Kubernetes label value (1-63 letters, digits, `-`, `_`, `.`; letter or digit at both ends).
+ * (Upstream checks only the types; a bad value there is accepted and never matches.)
  *
  * @example
  * ```ts
@@ -217,6 +227,10 @@ export function identifierValueProblem(type: IdentifierType, value: string): str
       return /^[^\s/:]{1,253}$/.test(value) ? undefined : bad("a host name");
     case "default-route":
       return BOOL_TEXTS.has(value) ? undefined : bad("a boolean (true or false)");
+    case "zone":
+      return /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/.test(value)
+        ? undefined
+        : bad("a zone name (1-63 letters, digits, -, _ or ., a letter or digit at both ends)");
   }
 }
 

@@ -25,7 +25,14 @@ Deno.test("header constants match the wire", () => {
   );
   assert.equal(USER_AGENT_KEY, "user-agent");
   assert.equal(BEARER_PREFIX, "Bearer ");
-  assert.deepStrictEqual([...IDENTIFIER_TYPES], ["ipv4", "ipv6", "host", "cidr", "default-route"]);
+  assert.deepStrictEqual([...IDENTIFIER_TYPES], [
+    "ipv4",
+    "ipv6",
+    "host",
+    "cidr",
+    "default-route",
+    "zone",
+  ]);
 });
 
 Deno.test("parseAgentIdentifiers() groups every known type in order", () => {
@@ -51,7 +58,7 @@ Deno.test("parseAgentIdentifiers() returns empty identifiers for an empty value"
 });
 
 Deno.test("parseAgentIdentifiers() ignores uid and unknown types", () => {
-  const ids = parseAgentIdentifiers("uid=abc&zone=a&host=n1&ipv4=");
+  const ids = parseAgentIdentifiers("uid=abc&region=a&host=n1&ipv4=");
   assert.deepStrictEqual(ids, {
     ipv4: [""],
     ipv6: [],
@@ -59,6 +66,23 @@ Deno.test("parseAgentIdentifiers() ignores uid and unknown types", () => {
     cidr: [],
     defaultRoute: false,
   });
+});
+
+Deno.test("parseAgentIdentifiers() reads knp's zone from its first value", () => {
+  assert.equal(parseAgentIdentifiers("host=n1").zone, undefined);
+  assert.equal("zone" in parseAgentIdentifiers("host=n1"), false);
+  assert.equal(parseAgentIdentifiers("zone=us-east-1a&zone=b").zone, "us-east-1a");
+  assert.equal(parseAgentIdentifiers("zone=").zone, "");
+});
+
+Deno.test("validateAgentIdentifiers() accepts a zone that is a label value, and only that", () => {
+  validateAgentIdentifiers("zone=us-east-1a&cidr=10.0.0.0/16");
+  validateAgentIdentifiers("zone=a");
+  for (const bad of ["", "-a", "a-", "a b", "a/b", "x".repeat(64)]) {
+    assert.throws(() => validateAgentIdentifiers(`zone=${encodeURIComponent(bad)}`), {
+      message: new RegExp(`^agent address is invalid: zone ${JSON.stringify(bad)} is not a zone`),
+    }, bad);
+  }
 });
 
 Deno.test("parseAgentIdentifiers() decodes percent escapes and plus signs", () => {
@@ -89,8 +113,8 @@ Deno.test("validateAgentIdentifiers() rejects unknown types, including uid", () 
   assert.throws(() => validateAgentIdentifiers("uid=x"), {
     message: "agent address is invalid: unknown address type: uid",
   });
-  assert.throws(() => validateAgentIdentifiers("host=a&zone=b"), {
-    message: "agent address is invalid: unknown address type: zone",
+  assert.throws(() => validateAgentIdentifiers("host=a&region=b"), {
+    message: "agent address is invalid: unknown address type: region",
   });
 });
 

@@ -36,6 +36,7 @@ export class Backend {
   /** Negotiated flow control; undefined for upstream agents. */
   readonly flow: FlowControl | undefined;
   #draining = false;
+  #open = 0;
 
   /** An agent stream, with flow control when negotiated. */
   constructor(
@@ -59,6 +60,24 @@ export class Backend {
   /** Marks the agent as draining. */
   setDraining(): void {
     this.#draining = true;
+  }
+
+  /**
+   * Connections this server routed to the agent that are still open (pending dials, established
+   * and closing connections): the load the proxy strategies compare.
+   */
+  get openConnections(): number {
+    return this.#open;
+  }
+
+  /** Counts a dial routed to this agent; `closed()` uncounts it when its frontend stream ends. */
+  opened(): void {
+    this.#open++;
+  }
+
+  /** Uncounts a connection of this agent whose frontend stream ended. */
+  closed(): void {
+    if (this.#open > 0) this.#open--;
   }
 
   /** Sends `packet` to the agent; false means the stream is full. */

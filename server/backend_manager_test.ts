@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { parseAgentIdentifiers } from "@knp/proto";
 import { memoryPipe } from "@knp/transport/packet_stream";
 import { Backend } from "./backend.ts";
-import { BackendManager, BackendStorage, parseProxyStrategies } from "./backend_manager.ts";
+import {
+  BackendManager,
+  BackendStorage,
+  CidrStorage,
+  parseProxyStrategies,
+} from "./backend_manager.ts";
+import { ZoneMap } from "./routing.ts";
 
 /** A backend over an unstarted in-memory stream (no packets flow in these tests). */
 function backend(agentId: string, identifiers = ""): Backend {
@@ -20,6 +26,17 @@ Deno.test("parseProxyStrategies returns the strategies in order", () => {
   assert.deepEqual(parseProxyStrategies("default"), ["default"]);
   assert.deepEqual(parseProxyStrategies("destHost,default"), ["destHost", "default"]);
   assert.deepEqual(parseProxyStrategies("destHost,defaultRoute"), ["destHost", "defaultRoute"]);
+});
+
+Deno.test("parseProxyStrategies knows knp's destCIDR", () => {
+  assert.deepEqual(parseProxyStrategies("destHost,destCIDR,default"), [
+    "destHost",
+    "destCIDR",
+    "default",
+  ]);
+  assert.throws(() => parseProxyStrategies("destCidr"), {
+    message: "unknown proxy strategy: destCidr",
+  });
 });
 
 Deno.test("parseProxyStrategies skips empty items", () => {
@@ -151,7 +168,7 @@ Deno.test("BackendStorage remove keeps every other agent reachable", () => {
 });
 
 Deno.test("BackendManager tries strategies in order and falls back to the next one", () => {
-  const manager = new BackendManager(["destHost", "default"], () => 0);
+  const manager = new BackendManager(["destHost", "default"], { random: () => 0 });
   const node1 = backend("n1", "host=node1");
   const other = backend("other");
   manager.add(other);
@@ -163,7 +180,7 @@ Deno.test("BackendManager tries strategies in order and falls back to the next o
 });
 
 Deno.test("BackendManager returns undefined when no strategy has a backend", () => {
-  const manager = new BackendManager(["destHost", "defaultRoute"], () => 0);
+  const manager = new BackendManager(["destHost", "defaultRoute"], { random: () => 0 });
   manager.add(backend("n1", "host=node1"));
   assert.equal(manager.pick("elsewhere:80"), undefined);
   const routed = backend("r", "default-route=true");
@@ -187,11 +204,137 @@ Deno.test("BackendManager is ready iff the first strategy has a backend", () => 
 });
 
 Deno.test("BackendManager removal takes a backend out of every strategy", () => {
-  const manager = new BackendManager(["default", "destHost", "defaultRoute"], () => 0);
+  const manager = new BackendManager(["default", "destHost", "defaultRoute"], { random: () => 0 });
   const b = backend("a", "host=node1&default-route=true");
   manager.add(b);
   assert.deepEqual(manager.storages.map((s) => s.size), [1, 1, 1]);
   manager.remove(b);
   assert.deepEqual(manager.storages.map((s) => s.size), [0, 0, 0]);
   assert.equal(manager.ready, false);
+});
+
+/** Open connections by agent ID, as the core counts them. */
+function loads(table: Record<string, number>): (b: Backend) => number {
+  return (b) => table[b.agentId] ?? 0;
+}
+
+Deno.test("CidrStorage: the longest prefix holding the IP wins; names match nothing", () => {
+  const storage = new CidrStorage(() => 0);
+  const wide = backend("wide", "cidr=10.0.0.0%2F8");
+  const narrow = backend("narrow", "cidr=10.1.0.0%2F16&cidr=fd00%3A%3A%2F64");
+  const bad = backend("bad", "cidr=10.1.2.0%2F99");
+  for (const b of [wide, narrow, bad]) storage.add(b);
+  assert.equal(storage.size, 3, "10/8, 10.1/16, fd00::/64; the bad cidr is ignored");
+  assert.equal(storage.pick("10.1.2.3:443"), narrow);
+  assert.equal(storage.pick("10.2.0.1:443"), wide);
+  assert.equal(storage.pick("10.1:443"), wide, "10.1 is 10.0.0.1, as a resolver reads it");
+  assert.equal(storage.pick("[fd00::9]:443"), narrow);
+  assert.equal(storage.pick("11.0.0.1:443"), undefined);
+  assert.equal(storage.pick("node1:443"), undefined);
+  storage.remove(narrow);
+  assert.equal(storage.pick("10.1.2.3:443"), wide);
+  assert.equal(storage.size, 1);
+});
+
+Deno.test("CidrStorage: a draining or rejected longest prefix gives way to a shorter one", () => {
+  const storage = new CidrStorage(() => 0);
+  const wide = backend("wide", "cidr=10.0.0.0%2F8");
+  const narrow = backend("narrow", "cidr=10.1.0.0%2F16");
+  storage.add(wide);
+  storage.add(narrow);
+  assert.equal(storage.pick("10.1.0.1:1", { accept: (b) => b !== narrow }), wide);
+  narrow.setDraining();
+  assert.equal(storage.pick("10.1.0.1:1"), wide, "non-draining beats a longer prefix");
+  wide.setDraining();
+  assert.equal(storage.pick("10.1.0.1:1"), narrow, "all draining: the longest prefix");
+});
+
+Deno.test("CidrStorage: agents of one prefix are chosen by zone, then load", () => {
+  const storage = new CidrStorage(() => 0);
+  const a = backend("a", "cidr=10.0.0.0%2F8&zone=z1");
+  const b = backend("b", "cidr=10.0.0.0%2F8&zone=z2");
+  const c = backend("c", "cidr=10.0.0.0%2F8&zone=z2");
+  for (const x of [a, b, c]) storage.add(x);
+  const load = loads({ a: 0, b: 5, c: 2 });
+  assert.equal(storage.pick("10.0.0.1:1", { load }), a);
+  assert.equal(storage.pick("10.0.0.1:1", { load, zone: "z2" }), c);
+  assert.equal(storage.pick("10.0.0.1:1", { load, zone: "z9" }), a, "no agent in z9");
+});
+
+Deno.test("BackendManager: destCIDR sits in the strategy order like the others", () => {
+  const manager = new BackendManager(["destHost", "destCIDR", "default"], { random: () => 0 });
+  const host = backend("host", "ipv4=10.1.0.5");
+  const cidr = backend("cidr", "cidr=10.1.0.0%2F16");
+  const other = backend("other");
+  for (const b of [other, host, cidr]) manager.add(b);
+  assert.equal(manager.pick("10.1.0.5:22"), host, "destHost first");
+  assert.equal(manager.pick("10.1.0.6:22"), cidr);
+  assert.equal(manager.pick("10.2.0.6:22"), other);
+  const cidrFirst = new BackendManager(["destCIDR"], {});
+  assert.equal(cidrFirst.ready, false);
+  cidrFirst.add(cidr);
+  assert.equal(cidrFirst.ready, true);
+});
+
+Deno.test("BackendManager prefers agents in the destination's zone, else any agent", () => {
+  const zones = ZoneMap.parse(["east=10.0.0.0/16", "west=10.1.0.0/16"]);
+  const manager = new BackendManager(["default"], { random: () => 0, zones, load: () => 0 });
+  const east = backend("east", "zone=east");
+  const west = backend("west", "zone=west");
+  const plain = backend("plain");
+  for (const b of [plain, east, west]) manager.add(b);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(manager.pick("10.0.3.4:443"), east);
+    assert.equal(manager.pick("10.1.3.4:443"), west);
+  }
+  assert.equal(manager.pick("10.9.0.1:443"), plain, "no zone known: the first draw");
+  manager.remove(west);
+  assert.equal(manager.pick("10.1.3.4:443"), plain, "no agent in west: any agent");
+  east.setDraining();
+  assert.equal(manager.pick("10.0.3.4:443"), plain, "a draining agent loses its zone's preference");
+});
+
+Deno.test("BackendManager destHost: several agents of one host are chosen by zone and load", () => {
+  const zones = ZoneMap.parse(["east=10.0.0.0/16"]);
+  const table = { a: 3, b: 1, c: 0 };
+  const manager = new BackendManager(["destHost"], { zones, load: loads(table) });
+  const a = backend("a", "ipv4=10.0.0.9&zone=east");
+  const b = backend("b", "ipv4=10.0.0.9&zone=east");
+  const c = backend("c", "ipv4=10.0.0.9&zone=west");
+  for (const x of [a, b, c]) manager.add(x);
+  assert.equal(manager.pick("10.0.0.9:10250"), b, "in the zone, less loaded");
+  table.b = 3;
+  assert.equal(manager.pick("10.0.0.9:10250"), a, "a tie keeps upstream's order");
+});
+
+Deno.test("BackendManager picks the less loaded of two draws (power of two choices)", () => {
+  const draws = [0, 0.5];
+  const table = { a: 4, b: 1 };
+  const manager = new BackendManager(["default"], {
+    random: () => draws.shift() ?? 0,
+    load: loads(table),
+  });
+  const a = backend("a"), b = backend("b");
+  manager.add(a);
+  manager.add(b);
+  assert.equal(manager.pick("x:1"), b);
+  table.b = 9;
+  assert.equal(manager.pick("x:1"), a);
+  a.setDraining();
+  assert.equal(manager.pick("x:1"), b, "a draining agent loses whatever its load");
+  b.setDraining();
+  assert.equal(manager.pick("x:1"), a, "all draining: by load again");
+});
+
+Deno.test("BackendManager skips rejected agents, then tries the next strategy", () => {
+  const manager = new BackendManager(["destHost", "default"], { random: () => 0 });
+  const node = backend("node", "host=node1");
+  const others = ["o1", "o2", "o3"].map((id) => backend(id));
+  for (const b of [node, ...others]) manager.add(b);
+  const full = new Set<Backend>([node, others[0]!, others[1]!]);
+  const accept = (b: Backend) => !full.has(b);
+  for (let i = 0; i < 5; i++) assert.equal(manager.pick("node1:10250", accept), others[2]);
+  full.add(others[2]!);
+  assert.equal(manager.pick("node1:10250", accept), undefined);
+  assert.equal(manager.pick("node1:10250"), node, "without the predicate: the strategies' pick");
 });

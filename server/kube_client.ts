@@ -14,23 +14,18 @@
  * @module
  */
 
-import { dirname, isAbsolute, join } from "node:path";
-import { load as loadYaml } from "js-yaml";
-import { KnpError } from "@knp/core/errors";
-import type { PermissionNeed } from "@knp/cli/permissions";
+import type { KnpError } from "@knp/core/errors";
+import { describeError, kubeConfigError, loadKubeConfig, withSignal } from "@knp/cli/kube_client";
 import { realTimers, type Timers } from "@knp/core/timers";
 
-/** Where a pod's service-account credentials are mounted (the in-cluster configuration). */
-export const IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+export { describeError, IN_CLUSTER_DIR, kubeClientNeeds } from "@knp/cli/kube_client";
+
+/** What token authentication is, for the errors about its API (see `@knp/cli/kube_client`). */
+const TOKEN_AUTH = { flag: "--agent-namespace", what: "token authentication" };
 
 /** The flag an error about the API names: `--kubeconfig`, or the flag that enabled token auth. */
 function configError(kubeconfig: string, text: string, cause?: unknown): KnpError {
-  // One line: a YAML error goes on with an excerpt of the file.
-  const detail = text.split("\n")[0]!.trim();
-  const message = kubeconfig !== ""
-    ? `--kubeconfig: ${kubeconfig}: ${detail}`
-    : `--agent-namespace: token authentication needs a Kubernetes API: ${detail}`;
-  return new KnpError("CONFIG", message, cause === undefined ? undefined : { cause });
+  return kubeConfigError(kubeconfig, TOKEN_AUTH, text, cause);
 }
 
 /** What one TokenReview said (`status` of an `authentication.k8s.io/v1` TokenReview). */
@@ -54,56 +49,18 @@ export interface KubeClient {
   version(signal: AbortSignal): Promise<string>;
 }
 
-/** An already-resolved value shaped as client-node's (rxjs-like) `Observable`. */
-function observed<T>(value: T) {
-  return { toPromise: () => Promise.resolve(value) };
-}
-
-/** Per-request options of client-node's object-parameter APIs that add an abort signal. */
-function withSignal(signal: AbortSignal) {
-  return {
-    middleware: [{
-      pre: (ctx: { setSignal(s: AbortSignal): void }) => {
-        ctx.setSignal(signal);
-        return observed(ctx);
-      },
-      post: <T>(ctx: T) => observed(ctx),
-    }],
-    middlewareMergeStrategy: "append" as const,
-  };
-}
-
 /**
  * Loads `--kubeconfig` (in-cluster configuration when empty) into a {@linkcode KubeClient}.
  *
  * @throws {KnpError} `CONFIG` naming the flag when the configuration cannot be loaded
  */
 export async function loadKubeClient(kubeconfig: string): Promise<KubeClient> {
-  const k8s = await import("@kubernetes/client-node");
-  const kc = new k8s.KubeConfig();
-  try {
-    if (kubeconfig !== "") {
-      kc.loadFromFile(kubeconfig);
-    } else {
-      if (!Deno.env.get("KUBERNETES_SERVICE_HOST") || !Deno.env.get("KUBERNETES_SERVICE_PORT")) {
-        throw new Error(
-          "no --kubeconfig, and not in a cluster (KUBERNETES_SERVICE_HOST and " +
-            "KUBERNETES_SERVICE_PORT are not set)",
-        );
-      }
-      kc.loadFromCluster();
-    }
-  } catch (err) {
-    throw configError(kubeconfig, err instanceof Error ? err.message : String(err), err);
-  }
-  const cluster = kc.getCurrentCluster();
-  if (!cluster?.server) throw configError(kubeconfig, "no current cluster with a server URL");
-  // deno-lint-ignore no-explicit-any -- the middleware's structural type matches client-node's
-  const opts = (signal: AbortSignal) => withSignal(signal) as any;
+  const { k8s, kc, server } = await loadKubeConfig(kubeconfig, TOKEN_AUTH);
+  const opts = withSignal;
   const auth = kc.makeApiClient(k8s.AuthenticationV1Api);
   const versions = kc.makeApiClient(k8s.VersionApi);
   return {
-    server: cluster.server,
+    server,
     async reviewToken(token, audiences, signal) {
       const review = await auth.createTokenReview({
         body: {
@@ -145,97 +102,6 @@ export async function checkKubeApiReachable(
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** An error's message with its causes (undici hides the socket error in `cause`). */
-export function describeError(err: Error): string {
-  const parts = [err.message];
-  let cause: unknown = err.cause;
-  for (let i = 0; i < 3 && cause instanceof Error; i++) {
-    if (!parts.includes(cause.message)) parts.push(cause.message);
-    cause = cause.cause;
-  }
-  return parts.join(": ");
-}
-
-/** The `host:port` of an API server URL (default ports filled in). */
-function hostPort(server: string): string | undefined {
-  try {
-    const url = new URL(server);
-    const port = url.port || (url.protocol === "http:" ? "80" : "443");
-    return `${url.hostname}:${port}`;
-  } catch {
-    return undefined;
-  }
-}
-
-/** A kubeconfig's current cluster server and the files it references. */
-function kubeconfigRefs(path: string): { server?: string; files: string[] } {
-  // deno-lint-ignore no-explicit-any -- a kubeconfig is untyped YAML
-  const doc = loadYaml(Deno.readTextFileSync(path)) as any;
-  const root = dirname(path);
-  const abs = (f: unknown) =>
-    typeof f === "string" && f !== "" ? [isAbsolute(f) ? f : join(root, f)] : [];
-  const named = (list: unknown, name: unknown) =>
-    Array.isArray(list) ? list.find((e) => e?.name === name) : undefined;
-  const context = named(doc?.contexts, doc?.["current-context"])?.context;
-  const cluster = named(doc?.clusters, context?.cluster)?.cluster;
-  const user = named(doc?.users, context?.user)?.user;
-  return {
-    ...(typeof cluster?.server === "string" ? { server: cluster.server } : {}),
-    files: [
-      ...abs(cluster?.["certificate-authority"]),
-      ...abs(user?.["client-certificate"]),
-      ...abs(user?.["client-key"]),
-      ...abs(user?.tokenFile),
-      ...abs(user?.["auth-provider"]?.config?.tokenFile),
-    ],
-  };
-}
-
-/** Reads an environment variable the plan needs; undefined when unset or not granted. */
-function envOrUndefined(name: string): string | undefined {
-  try {
-    // Asked first, so that an interactive `deno run` does not prompt for it.
-    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
-      return undefined;
-    }
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The permissions token authentication needs: the whole environment (client-node's dependencies
- * list it when they load), read on `kubeconfig` and the files it references (or the in-cluster
- * service-account directory), and net to the API server's `host:port`. The kubeconfig is read to
- * find those; when it cannot be read yet, only the read on it is listed (granting that reveals
- * the rest).
- */
-export function kubeClientNeeds(kubeconfig: string): PermissionNeed[] {
-  const reason = kubeconfig !== "" ? "--kubeconfig" : "--agent-namespace (in-cluster API)";
-  const needs: PermissionNeed[] = [{ kind: "env", reason: "@kubernetes/client-node" }];
-  let server: string | undefined;
-  if (kubeconfig !== "") {
-    needs.push({ kind: "read", value: kubeconfig, reason });
-    try {
-      if (Deno.permissions.querySync({ name: "read", path: kubeconfig }).state !== "granted") {
-        throw new Error("not readable yet");
-      }
-      const refs = kubeconfigRefs(kubeconfig);
-      server = refs.server;
-      for (const file of refs.files) needs.push({ kind: "read", value: file, reason });
-    } catch { /* unreadable or invalid: the server says so at start */ }
-  } else {
-    needs.push({ kind: "read", value: IN_CLUSTER_DIR, reason });
-    const host = envOrUndefined("KUBERNETES_SERVICE_HOST");
-    const port = envOrUndefined("KUBERNETES_SERVICE_PORT");
-    if (host && port) server = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  }
-  const target = server === undefined ? undefined : hostPort(server);
-  if (target !== undefined) needs.push({ kind: "net", value: target, reason });
-  return needs;
 }
 
 /**

@@ -9,6 +9,7 @@
 export { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from "./server.ts";
 export * from "./proxy_server.ts";
 export * from "./backend_manager.ts";
+export { type PickContext, ZoneMap } from "./routing.ts";
 export {
   parseServerOptions,
   serverHelp,
@@ -56,4 +57,6 @@ export type { ParsedServerOptions } from "./options.ts";
 export type { DialLimitOptions } from "./overload.ts";
 export type { OverloadOptions } from "./overload_flags.ts";
 export type { DestinationServerOptions } from "./destination_flags.ts";
+export type { DirectRoute, DirectRouteOptions } from "./direct_backend.ts";
+export type { DirectDestinationOptions } from "./direct_flags.ts";
 export type { SelfDestinationConfig } from "./destination_guard.ts";

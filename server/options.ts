@@ -25,12 +25,23 @@ import { type OverloadOptions, validateOverloadOptions } from "./overload_flags.
 import { type DestinationServerOptions, validateDestinationOptions } from "./destination_flags.ts";
 import { type AgentGateOptions, validateAgentGateOptions } from "./agent_gate_options.ts";
 import type { TokenAuthFlags } from "./token_review.ts";
+import { type LeaseControllerOptions, validateLeaseOptions } from "./lease_flags.ts";
+import { type DirectDestinationOptions, validateDirectOptions } from "./direct_flags.ts";
+import { type RoutingServerOptions, validateRoutingOptions } from "./routing_flags.ts";
 
 export { SERVER_FLAGS };
 
 /** Options of the proxy server. Durations are in milliseconds. */
 export interface ServerOptions
-  extends KlogOptions, OverloadOptions, DestinationServerOptions, AgentGateOptions, TokenAuthFlags {
+  extends
+    KlogOptions,
+    OverloadOptions,
+    DestinationServerOptions,
+    AgentGateOptions,
+    TokenAuthFlags,
+    LeaseControllerOptions,
+    DirectDestinationOptions,
+    RoutingServerOptions {
   /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
   mode: string;
   /** `--uds-name`: Unix socket path of the frontend; non-empty disables the TCP frontend. @default "" */
@@ -64,17 +75,17 @@ export interface ServerOptions
   cipherSuites: string[];
   /** `--tls-min-version`: `VersionTLS10`..`VersionTLS13` (empty: TLS 1.2). @default "" */
   tlsMinVersion: string;
-  /** `--proxy-strategies`: ordered comma list of default, destHost, defaultRoute. @default "default" */
+  /** `--proxy-strategies`: ordered list of default, destHost, defaultRoute, destCIDR. @default "default" */
   proxyStrategies: string;
   /** `--server-id`: sent to agents as `serverid`. @default env PROXY_SERVER_ID, else a random UUID */
   serverId: string;
   /** `--server-count`: number of server replicas, sent to agents as `servercount`. @default 1 */
   serverCount: number;
-  /** `--enable-lease-controller`: not implemented yet. @default false */
+  /** `--enable-lease-controller`: publish the server's Lease (see `lease_flags.ts`). @default false */
   enableLeaseController: boolean;
-  /** `--lease-namespace`: not implemented yet. @default "kube-system" */
+  /** `--lease-namespace`: namespace of server Leases. @default "kube-system" */
   leaseNamespace: string;
-  /** `--lease-label`: `k=v,...`; not implemented yet. @default "k8s-app=konnectivity-server" */
+  /** `--lease-label`: `k=v,...` on the Lease. @default "k8s-app=konnectivity-server" */
   leaseLabel: string;
   /** `--keepalive-time`: gRPC keepalive time towards agents, in ms. @default 3600000 (1h) */
   keepaliveTime: number;
@@ -338,6 +349,9 @@ export function validateServerOptions(o: ServerOptions): string[] {
   requirePositive("xfr-channel-size", o.xfrChannelSize);
   const warnings = checkTls(o);
   if (o.enableLeaseController) parseLeaseLabels(o.leaseLabel);
+  validateLeaseOptions(o);
+  validateDirectOptions(o);
+  validateRoutingOptions(o);
   checkTimeouts(o);
   requireLogFormat(o.knpLogFormat);
   return warnings;

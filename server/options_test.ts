@@ -87,6 +87,11 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpDestinationDenySelf: true,
     knpDestinationSelfAddresses: [],
     knpAgentBinding: "owner",
+    knpLeaseDuration: 30_000,
+    knpLeaseRenewInterval: 15_000,
+    knpLeaseGcInterval: 15_000,
+    knpDirectDestinations: [],
+    knpZoneCidrs: [],
     knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
@@ -185,6 +190,11 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-destination-deny-self",
     "knp-destination-self-addresses",
     "knp-agent-binding",
+    "knp-lease-duration",
+    "knp-lease-renew-interval",
+    "knp-lease-gc-interval",
+    "knp-direct-destinations",
+    "knp-zone-cidrs",
     "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);
@@ -198,9 +208,6 @@ Deno.test("SERVER_FLAGS marks exactly the planned flags as not implemented", () 
   assert.deepEqual(notImplemented, [
     "cipher-suites",
     "kube-api-content-type",
-    "enable-lease-controller",
-    "lease-namespace",
-    "lease-label",
     "xfr-channel-size",
     "enable-profiling",
     "enable-contention-profiling",
@@ -259,7 +266,6 @@ Deno.test("parseServerOptions() reports given unimplemented flags; http-connect 
     "--server-port=1",
   ]);
   assert.deepEqual(notImplemented, [
-    "flag --enable-lease-controller is accepted but not implemented yet; it has no effect",
     "flag --kube-api-content-type is accepted but not supported (the Kubernetes client, " +
     "@kubernetes/client-node, speaks JSON only); it has no effect",
   ]);
@@ -285,10 +291,9 @@ Deno.test("parseServerOptions() returns { help: true } and serverHelp() lists th
   );
   assert.match(help, /--backend-dial-timeout duration .*knp defaults to 10s.*\(default 10s\)/);
   assert.match(help, /--server-id string .*\(default \$PROXY_SERVER_ID, else a random UUID\)/);
-  assert.match(
-    help,
-    /--enable-lease-controller .*\[knp: accepted but not implemented yet; no effect\]/,
-  );
+  assert.match(help, /--enable-lease-controller +Publish this server's Lease/);
+  assert.doesNotMatch(help, /--enable-lease-controller .*not implemented/);
+  assert.match(help, /--knp-lease-duration duration .*\(default 30s\)/);
   assert.match(help, /--knp-log-format string .*\(default "json"\)/);
   assert.match(help, /-v, --v int /);
   assert.doesNotMatch(help, /warn-on-channel-limit/);

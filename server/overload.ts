@@ -232,9 +232,9 @@ export class DialLimits<B extends object, C extends LimitedDial<B>> {
 
   /**
    * Checks a dial against the limits: its frontend's pending dials, then the open connections of
-   * `picked`; a full agent is replaced by another from `repick` when one has room.
+   * `picked` (the caller picks agents with room first: see {@linkcode DialLimits.isFull}).
    */
-  check(conn: C, picked: B, repick: () => B | undefined): LimitVerdict<B> {
+  check(conn: C, picked: B): LimitVerdict<B> {
     const key = this.#keys.get(conn);
     if (key !== undefined) {
       const n = this.#byFrontend.count(key, this.maxPerFrontend);
@@ -249,19 +249,11 @@ export class DialLimits<B extends object, C extends LimitedDial<B>> {
         };
       }
     }
-    return this.#checkAgent(picked, repick);
+    return this.#checkAgent(picked);
   }
 
-  #checkAgent(picked: B, repick: () => B | undefined): LimitVerdict<B> {
-    if (!this.#agentFull(picked)) return { backend: picked };
-    // The strategy picks at random among its agents: a few more draws find one with room.
-    const seen = new Set<B>([picked]);
-    for (let i = 0; i < 8; i++) {
-      const other = repick();
-      if (other === undefined || seen.has(other)) continue;
-      seen.add(other);
-      if (!this.#agentFull(other)) return { backend: other };
-    }
+  #checkAgent(picked: B): LimitVerdict<B> {
+    if (!this.isFull(picked)) return { backend: picked };
     const agentId = this.#ctx.agentId(picked);
     const open = this.#open(picked);
     return {
@@ -280,7 +272,8 @@ export class DialLimits<B extends object, C extends LimitedDial<B>> {
     return established + this.#byAgent.count(backend, this.maxPerAgent - established);
   }
 
-  #agentFull(backend: B): boolean {
+  /** Whether `backend` carries `maxPerAgent` connections: the proxy strategies skip it. */
+  isFull(backend: B): boolean {
     return this.#open(backend) >= this.maxPerAgent;
   }
 

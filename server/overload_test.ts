@@ -226,9 +226,9 @@ Deno.test("DialLimits counts per key and forgets ended streams", () => {
   for (const c of conns) limits.bind(c, key);
   limits.admitted(conns[0]!);
   limits.admitted(conns[1]!);
-  assert.match(limits.check(conns[2]!, agent, () => undefined).refusal ?? "", /limit 2 per/);
+  assert.match(limits.check(conns[2]!, agent).refusal ?? "", /limit 2 per/);
   conns[0]!.state = "established";
-  assert.equal(limits.check(conns[2]!, agent, () => undefined).refusal, undefined);
+  assert.equal(limits.check(conns[2]!, agent).refusal, undefined);
   for (const c of conns) limits.forget(c);
   assert.equal(limits.trackedKeys, 0, "no key outlives its streams");
 });

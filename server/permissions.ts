@@ -4,12 +4,15 @@
  * - net: each listener's `host:port` — the frontend (`--server-bind-address`:`--server-port`, or
  *   `unix:<--uds-name>`), `--agent-bind-address`:`--agent-port` (and `--knp-websocket-port`),
  *   `--health-bind-address`:`--health-port`, `--admin-bind-address`:`--admin-port`; an empty bind
- *   address means `0.0.0.0` (the admin port: `127.0.0.1`). The server dials nothing.
+ *   address means `0.0.0.0` (the admin port: `127.0.0.1`). The server dials nothing but the
+ *   destinations of `--knp-direct-destinations` (`host:port` each; all of net for a CIDR,
+ *   name-suffix or `*` rule, which Deno cannot name).
  * - read: the certificate, key and CA files given, `--kubeconfig`, and the `--uds-name` socket;
  * - write: only the `--uds-name` socket (it is removed, created and chmod-ed);
  * - env: the 14 variables grpc-js reads when it loads, and `PROXY_SERVER_ID` unless `--server-id`
  *   is given.
- * - token authentication (`--agent-namespace`): the Kubernetes client's needs (see
+ * - token authentication (`--agent-namespace`) or the lease controller
+ *   (`--enable-lease-controller`): the Kubernetes client's needs (see
  *   `kube_client.ts`): all of env (its dependencies list the environment when they load), read on
  *   `--kubeconfig` and the files it references (or the in-cluster service-account directory), and
  *   net to the API server's `host:port` (from the kubeconfig, or `KUBERNETES_SERVICE_HOST`/`_PORT`).
@@ -31,6 +34,7 @@ import {
 import type { ServerOptions } from "./options.ts";
 import { kubeClientNeeds } from "./kube_client.ts";
 import { SERVER_FLAGS } from "./server_flags.ts";
+import { directNeeds } from "./direct_flags.ts";
 
 function frontendNeeds(o: ServerOptions): PermissionNeed[] {
   if (o.udsName === "") {
@@ -57,6 +61,7 @@ export function serverOptionNeeds(o: ServerOptions): PermissionNeed[] {
     ...(o.knpWebsocketPort > 0 ? websocketNeeds(o) : []),
     ...listenNeeds("--health-port", o.healthBindAddress, o.healthPort, "0.0.0.0"),
     ...listenNeeds("--admin-port", o.adminBindAddress, o.adminPort, "127.0.0.1"),
+    ...directNeeds(o),
     ...fileNeeds({
       "server-cert": o.serverCert,
       "server-key": o.serverKey,
@@ -66,7 +71,12 @@ export function serverOptionNeeds(o: ServerOptions): PermissionNeed[] {
       "cluster-ca-cert": o.clusterCaCert,
       "kubeconfig": o.kubeconfig,
     }),
-    ...(o.agentNamespace !== "" ? kubeClientNeeds(o.kubeconfig) : []),
+    ...(o.agentNamespace !== "" || o.enableLeaseController
+      ? kubeClientNeeds(
+        o.kubeconfig,
+        o.agentNamespace !== "" ? "--agent-namespace" : "--enable-lease-controller",
+      )
+      : []),
   ];
 }
 

@@ -138,3 +138,51 @@ Deno.test("server: token authentication needs env, the kubeconfig and its files,
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server: --knp-direct-destinations adds net to each destination (all net for ranges)", () => {
+  const base = ["--uds-name=/run/k.sock", "--server-id=a", "--agent-bind-address=127.0.0.1"];
+  const net = (extra: string[]) =>
+    serverPermissionFlags([...base, ...extra]).find((f) => f.startsWith("--allow-net"));
+  assert.equal(
+    net(["--knp-direct-destinations=10.0.0.1:443,db.internal:5432,[fd00::1]:80,10.9.9.9/32"]),
+    "--allow-net=unix:/run/k.sock,127.0.0.1:8091,0.0.0.0:8092,127.0.0.1:8095," +
+      "10.0.0.1:443,db.internal:5432,[fd00::1]:80,10.9.9.9",
+  );
+  assert.match(net(["--knp-direct-destinations=10.0.0.1:8000-8999"])!, /,10\.0\.0\.1$/);
+  assert.equal(net(["--knp-direct-destinations=10.0.0.0/8:443"]), "--allow-net");
+  assert.equal(net(["--knp-direct-destinations=*.svc:443"]), "--allow-net");
+});
+
+Deno.test("server: the lease controller needs the Kubernetes client without token auth", async () => {
+  const { dir, files, uds, args } = await setup();
+  try {
+    const kubeconfig = `${dir}/kubeconfig`;
+    await Deno.writeTextFile(
+      kubeconfig,
+      "clusters:\n- name: c\n  cluster:\n    server: https://10.0.0.2:6443\n" +
+        "    certificate-authority: ca.crt\nusers:\n- name: u\n  user: {token: t}\n" +
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+    );
+    // In-cluster: the service-account directory; the API's address comes from the environment.
+    assert.deepEqual(serverPermissionFlags([...args, "--enable-lease-controller"]), [
+      "--allow-env",
+      `--allow-net=unix:${uds},127.0.0.1:0`,
+      `--allow-read=${uds},${files.serverCert},${files.serverKey},${files.caCert},` +
+      "/var/run/secrets/kubernetes.io/serviceaccount",
+      `--allow-write=${uds}`,
+    ]);
+    assert.deepEqual(
+      serverPermissionFlags([...args, "--enable-lease-controller", `--kubeconfig=${kubeconfig}`]),
+      [
+        "--allow-env",
+        `--allow-net=unix:${uds},127.0.0.1:0,10.0.0.2:6443`,
+        `--allow-read=${uds},${files.serverCert},${files.serverKey},${files.caCert},${kubeconfig}`,
+        `--allow-write=${uds}`,
+      ],
+    );
+    // Off: no Kubernetes client, no --allow-env.
+    assert.notEqual(serverPermissionFlags(args)[0], "--allow-env");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

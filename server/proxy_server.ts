@@ -27,12 +27,17 @@ import { type Logger, nullLogger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
 import { Backend, type FlowControl } from "./backend.ts";
-import { BackendManager, type ProxyStrategy } from "./backend_manager.ts";
+import {
+  type BackendManager,
+  coreBackendManager,
+  type CoreRoutingOptions,
+} from "./backend_manager.ts";
 import { type AgentMetadata, validateAgentMetadata } from "./agent_handshake.ts";
 import { backendGone, fromBackend } from "./agent_packets.ts";
 import { ConnectionTables } from "./connection_tables.ts";
 import { FrontendConnection } from "./frontend_connection.ts";
 import { destinationRefusal } from "./destination_guard.ts";
+import { attachDirectRoute, type DirectRouteOptions } from "./direct_backend.ts";
 import { type DialLimitOptions, DialLimits } from "./overload.ts";
 import { closeIdleTunnel, IdleSweeper } from "./tunnel_idle.ts";
 import { type ServerEvent, ServerEvents } from "./server_events.ts";
@@ -52,13 +57,12 @@ export const NO_AGENT_AVAILABLE = "No agent available";
 export const DIAL_TIMEOUT_TEXT = "timed out waiting for backend dial";
 
 /** Options of {@linkcode ProxyServer}. */
-export interface ProxyServerOptions extends DialLimitOptions {
+export interface ProxyServerOptions
+  extends DialLimitOptions, DirectRouteOptions, CoreRoutingOptions {
   /** This server's id, sent to agents and frontends. */
   serverId: string;
   /** Sent to agents as `servercount`. @default 1 */
   serverCount?: number;
-  /** Proxy strategies, tried in order. @default ["default"] */
-  strategies?: ProxyStrategy[];
   /** Deadline for an agent's DIAL_RSP; 0 disables. @default 10000 */
   backendDialTimeoutMs?: number;
   /** Deadline for an agent's CLOSE_RSP after a CLOSE_REQ. @default 10000 */
@@ -73,8 +77,6 @@ export interface ProxyServerOptions extends DialLimitOptions {
   logger?: Logger;
   /** Subscribed to {@linkcode ProxyServer.events} first. */
   onEvent?: (event: ServerEvent) => void;
-  /** Random source for picking agents. */
-  random?: () => number;
   /** Which destinations frontends may dial; checked before an agent is picked. @default open */
   destinationPolicy?: DestinationPolicy;
 }
@@ -99,12 +101,13 @@ export class ProxyServer {
   #t: ConnectionTables;
   #limits: DialLimits<Backend, FrontendConnection>;
   #idle: IdleSweeper<FrontendConnection> | undefined;
+  #direct: ReturnType<typeof attachDirectRoute> | undefined;
 
   /** A core with no agents and no frontends yet. */
   constructor(options: ProxyServerOptions) {
     this.serverId = options.serverId;
     this.serverCount = options.serverCount ?? 1;
-    this.backends = new BackendManager(options.strategies ?? ["default"], options.random);
+    this.backends = coreBackendManager(options);
     this.#dialTimeoutMs = options.backendDialTimeoutMs ?? 10_000;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
     this.#maxPendingDials = options.maxPendingDials ?? 10_000;
@@ -120,6 +123,7 @@ export class ProxyServer {
       log: this.#log,
       events: this.events,
     });
+    this.#direct = options.direct && attachDirectRoute(this.#t, options.direct);
     this.#limits = new DialLimits(options, {
       established: (b) => this.#t.established.get(b)?.size ?? 0,
       agentId: (b) => b.agentId,
@@ -146,7 +150,7 @@ export class ProxyServer {
 
   /** Number of connected agent streams. */
   get backendStreams(): number {
-    return this.#t.established.size;
+    return this.#t.established.size - (this.#direct ? 1 : 0);
   }
 
   /** Number of open frontend streams. */
@@ -293,10 +297,11 @@ export class ProxyServer {
       conn.stream.send(dialResponse(random, 0n, denied));
       return this.#t.teardown(conn);
     }
-    let backend = this.backends.pick(address);
+    let backend = this.#direct?.pick(address) ??
+      this.backends.pickWithRoom(address, (b) => this.#limits.isFull(b));
     let refusal = backend ? this.#overloaded() : this.#noAgent(address);
     if (backend && refusal === undefined) {
-      ({ backend, refusal } = this.#limits.check(conn, backend, () => this.backends.pick(address)));
+      ({ backend, refusal } = this.#limits.check(conn, backend));
     }
     if (refusal !== undefined) {
       if (backend) this.#limits.warnRefused(log, refusal);
@@ -311,6 +316,7 @@ export class ProxyServer {
     conn.dialStart = this.#timers.now();
     this.#t.pending.set(random, conn);
     this.#limits.admitted(conn);
+    backend!.opened();
     this.#t.logTables("dial pending", { dialID: random });
     log.debug("forwarding DIAL_REQ", { agentID: backend!.agentId });
     backend!.send(packet);
@@ -322,7 +328,7 @@ export class ProxyServer {
   /** The refusal text when no agent can carry a dial to `address`. */
   #noAgent(address: string): string {
     // Upstream's exact text when no agent is connected at all.
-    if (this.#t.established.size === 0) return NO_AGENT_AVAILABLE;
+    if (this.backendStreams === 0) return NO_AGENT_AVAILABLE;
     const strategies = this.backends.storages.map((s) => s.strategy).join(",");
     return this.#t.dialError(
       `${NO_AGENT_AVAILABLE}: no agent serves ${
@@ -375,6 +381,7 @@ export class ProxyServer {
     this.#t.teardown(conn);
     this.#t.frontends.delete(conn);
     this.#limits.forget(conn);
+    conn.backend?.closed();
     conn.markEnded();
   }
 

@@ -17,6 +17,10 @@ import type { ServerOptions } from "./options.ts";
 import { destinationConfig } from "./destination_flags.ts";
 import { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from "./server.ts";
 import { agentGateFromOptions } from "./agent_gate_options.ts";
+import { directConfig } from "./direct_flags.ts";
+import { routingConfig } from "./routing_flags.ts";
+import { closingLeases, leaseControllerFromOptions } from "./lease_flags.ts";
+import { parseLeaseLabels } from "./options.ts";
 
 /** The server's configuration from validated options (opens the TLS files). */
 function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
@@ -42,6 +46,8 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     backendDialTimeoutMs: o.backendDialTimeout,
     maxPendingDials: o.knpMaxPendingDials,
     ...destinationConfig(o),
+    ...directConfig(o, log),
+    ...routingConfig(o),
     maxPendingDialsPerFrontend: o.knpMaxPendingDialsPerFrontend,
     maxConnectionsPerAgent: o.knpMaxConnectionsPerAgent,
     maxMessageBytes: o.knpMaxMessageSize,
@@ -85,7 +91,11 @@ export async function runServer(
   let server: ProxyServerHandle;
   try {
     const agentGate = await agentGateFromOptions(o, log);
-    server = await startProxyServer({ ...serverConfig(o, log), agentGate });
+    const leases = o.enableLeaseController
+      ? await leaseControllerFromOptions(o, parseLeaseLabels(o.leaseLabel), log)
+      : undefined;
+    server = closingLeases(await startProxyServer({ ...serverConfig(o, log), agentGate }), leases);
+    leases?.start();
   } catch (err) {
     exitOnStartError("proxy-server", err, needs, log, "proxy server failed to start");
   }

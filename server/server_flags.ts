@@ -16,9 +16,11 @@ import {
 import { OVERLOAD_FLAGS } from "./overload_flags.ts";
 import { DESTINATION_FLAGS } from "./destination_flags.ts";
 import { AGENT_GATE_FLAGS } from "./agent_gate_options.ts";
+import { LEASE_FLAGS } from "./lease_flags.ts";
+import { DIRECT_FLAGS } from "./direct_flags.ts";
+import { ROUTING_FLAGS } from "./routing_flags.ts";
 
 const HOUR_MS = 3_600_000;
-const NOT_IMPLEMENTED = "not implemented yet";
 
 /** Every flag `proxy-server` accepts. */
 export const SERVER_FLAGS: readonly FlagSpec[] = [
@@ -155,8 +157,8 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     name: "kubeconfig",
     type: "string",
     default: "",
-    help:
-      "Kubeconfig file of the Kubernetes client (token reviews); empty means in-cluster config.",
+    help: "Kubeconfig file of the Kubernetes client (token reviews, leases); empty means " +
+      "in-cluster config.",
     implemented: true,
   },
   {
@@ -185,7 +187,8 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     type: "string",
     default: "default",
     help:
-      "Ordered comma-separated strategies for picking an agent: default, destHost, defaultRoute.",
+      "Ordered comma-separated strategies for picking an agent: default, destHost, defaultRoute " +
+      "(knp adds destCIDR: the agent whose cidr identifier holds the IP, longest prefix wins).",
     implemented: true,
   },
   {
@@ -209,21 +212,21 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
     type: "bool",
     default: false,
     help: "Publish this server's Lease and remove expired ones.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "lease-namespace",
     type: "string",
     default: "kube-system",
     help: "Namespace of server Leases.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "lease-label",
     type: "string",
     default: "k8s-app=konnectivity-server",
     help: "Labels (k=v,k2=v2) put on server Leases and used to find them.",
-    implemented: NOT_IMPLEMENTED,
+    implemented: true,
   },
   {
     name: "keepalive-time",
@@ -328,6 +331,9 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   ...OVERLOAD_FLAGS,
   ...DESTINATION_FLAGS,
   ...AGENT_GATE_FLAGS,
+  ...LEASE_FLAGS,
+  ...DIRECT_FLAGS,
+  ...ROUTING_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,
 ];

@@ -12,13 +12,9 @@ import { type DialErrorKind, HTTP_STATUS } from "../core/dial_errors.ts";
 import { readSample } from "../server/metrics.ts";
 import { connect, endpointOf, havePython, startBlackhole, tunnel } from "./connect_client.ts";
 import { startEchoBackend } from "./backends.ts";
-import {
-  type AgentProcess,
-  CLOSED_PORT,
-  type ServerProcess,
-  startAgent,
-  startServer,
-} from "./framework.ts";
+import { startAgent as startAgentLib } from "@knp/agent/lib";
+import type { LogFields, Logger } from "@knp/core/log";
+import { CLOSED_PORT, type ServerProcess, startAgent, startServer, testPki } from "./framework.ts";
 
 /** Server verbosity that logs "forwarding DIAL_REQ" once a dial is pending (debug level). */
 const DEBUG = "--v=5";
@@ -281,19 +277,31 @@ Deno.test({
 });
 
 Deno.test(
-  "agent-draining (503): an agent that got two SIGTERMs refuses new dials",
+  "agent-draining (503): a stopping agent (AgentHandle.shutdown) refuses new dials",
   async () => {
     await using echo = startEchoBackend();
+    const { files } = await testPki();
+    const tls = {
+      ca: await Deno.readFile(files.caCert),
+      cert: await Deno.readFile(files.clientCert),
+      key: await Deno.readFile(files.clientKey),
+    };
     await bothModes(async (mode) => {
       await using server = await startSide(mode, "drain");
       const serverId = serverIdOf(mode, "drain");
       const agentId = `draining-${mode}`;
-      // Debug level: the agent logs how many connections were still open when it stopped.
-      const agent: AgentProcess = await startAgent(server.agentPort, {
+      // The binary's signals drain and exit (tests/agent_drain_test.ts); the refusal of a
+      // stopping agent is the library's shutdown, run in this process.
+      const log = recordingLogger();
+      const connected = log.next("connected to proxy server");
+      await using agent = startAgentLib({
+        proxyServerHost: "127.0.0.1",
+        proxyServerPort: server.agentPort,
         agentId,
-        extraArgs: ["--v=5"],
+        tls,
+        logger: log,
       });
-      await using _agent = agent;
+      await connected;
 
       // A long-lived connection through the agent.
       let roundTrip: (text: string) => Promise<void>;
@@ -328,12 +336,7 @@ Deno.test(
       }
       await roundTrip("before the signals");
 
-      agent.process.kill("SIGTERM");
-      await agent.process.waitForLog((r) => r.msg?.startsWith("draining:") ?? false);
-      agent.process.kill("SIGTERM");
-      await agent.process.waitForLog((r) =>
-        r.msg?.startsWith("stopping: refusing new dials") ?? false
-      );
+      const stopping = agent.shutdown(10_000);
 
       check(mode, await failedDial(mode, server, echo.address), {
         kind: "agent-draining",
@@ -346,12 +349,11 @@ Deno.test(
       await roundTrip("the open connection still works");
       await closeOpen();
       // Its 10 s grace bounds the wait; it stops once it sees the last connection close.
-      const exited = await agent.process.status;
-      assert.equal(exited.code, 0, agent.process.log);
-      const stopped = agent.process.records.find((r) => r.msg === "shutdown: stopping");
-      assert.ok(stopped !== undefined, `${mode}: no "shutdown: stopping"\n${agent.process.log}`);
+      await stopping;
+      const stopped = log.records.find((r) => r.msg === "shutdown: stopping");
+      assert.ok(stopped !== undefined, `${mode}: no "shutdown: stopping"`);
       assert.equal(
-        stopped["openConnections"],
+        stopped.fields["openConnections"],
         0,
         `${mode}: the grace ran out with a connection still open, not its close`,
       );
@@ -407,3 +409,30 @@ Deno.test({
     }
   },
 });
+
+/** A logger that keeps every record (all levels) and resolves `next(msg)` at the first match. */
+function recordingLogger(): Logger & {
+  records: { msg: string; fields: LogFields }[];
+  next(msg: string): Promise<void>;
+} {
+  const records: { msg: string; fields: LogFields }[] = [];
+  const waiters: { msg: string; resolve: () => void }[] = [];
+  const add = (msg: string, fields: LogFields = {}) => {
+    records.push({ msg, fields });
+    for (const w of waiters.filter((w) => w.msg === msg)) w.resolve();
+  };
+  const logger = {
+    records,
+    next(msg: string) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiters.push({ msg, resolve });
+      return promise;
+    },
+    debug: add,
+    info: add,
+    warn: add,
+    error: add,
+    with: () => logger,
+  };
+  return logger;
+}

@@ -780,7 +780,11 @@ Deno.test({
       return s;
     };
     const newAgent = async (port = agentPort) => {
-      const a = await startAgent(port, { agentId: "knp-agent-1" });
+      // B10 drains this agent and B11 still uses it: stay up after DRAIN, as upstream's agent.
+      const a = await startAgent(port, {
+        agentId: "knp-agent-1",
+        extraArgs: ["--knp-drain-timeout=0"],
+      });
       ourAgents.push(a.process);
       return a;
     };

@@ -4,7 +4,8 @@
  * Deno's `WebSocket` client leaves Nagle's algorithm on (it clears `TCP_NODELAY`) and offers no way
  * to change that, so a small write that follows another small write waits for the peer's delayed
  * ACK (~40 ms on Linux). This client connects with `Deno.connect`, sets `TCP_NODELAY`, then starts
- * TLS on that socket with `Deno.startTls`.
+ * TLS on that socket with `Deno.startTls`. With `proxy`, the TCP connection goes to an HTTP proxy,
+ * which is asked for a `CONNECT` tunnel to the server; TLS then runs inside the tunnel.
  *
  * `Deno.startTls` cannot present a client certificate. With `cert` and `key` in the options the
  * client uses `Deno.connectTls` instead, which can, but whose socket keeps Nagle's algorithm on
@@ -28,6 +29,7 @@
 
 import { ClientWebSocket } from "./client_websocket.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./ws_frame.ts";
+import { connectTarget, type HttpProxy, openProxyTunnel } from "./http_proxy.ts";
 import {
   checkedHeaders,
   checkUpgrade,
@@ -71,6 +73,34 @@ export interface ConnectWebSocketOptions {
   timeoutMs?: number;
   /** Largest message (after reassembly) accepted; a larger one closes with 1009. */
   maxMessageBytes?: number;
+  /**
+   * An HTTP proxy to reach the server through (`CONNECT host:port`, then TLS inside the tunnel).
+   * Not with `cert`/`key` (`Deno.connectTls` cannot run on a tunnel).
+   */
+  proxy?: HttpProxy | undefined;
+}
+
+/** The TCP connection to the server: direct, or a tunnel through `proxy`. */
+async function openTcp(
+  hostname: string,
+  port: number,
+  proxy: HttpProxy | undefined,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
+  const to = proxy ?? { hostname, port };
+  const tcp = await Deno.connect({ hostname: to.hostname, port: to.port, signal });
+  tcp.setNoDelay(true);
+  if (!proxy) return tcp;
+  try {
+    const early = await openProxyTunnel(tcp, connectTarget(hostname, port), proxy, signal);
+    if (early.length > 0) throw new Error("the server spoke before the client through the proxy");
+    return tcp;
+  } catch (err) {
+    try {
+      tcp.close();
+    } catch { /* closed */ }
+    throw err;
+  }
 }
 
 async function openConnection(
@@ -81,7 +111,11 @@ async function openConnection(
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   const secure = url.protocol === "wss:";
   const port = url.port ? Number(url.port) : secure ? 443 : 80;
-  if (secure && options.cert !== undefined && options.key !== undefined) {
+  const withCert = options.cert !== undefined && options.key !== undefined;
+  if (secure && withCert && options.proxy) {
+    throw new SyntaxError("a client certificate in the TLS handshake cannot go through a proxy");
+  }
+  if (secure && withCert) {
     // The only way to present a client certificate; Nagle stays on (see the module doc).
     const conn = await Deno.connectTls({
       hostname,
@@ -93,8 +127,7 @@ async function openConnection(
     });
     return conn;
   }
-  const tcp = await Deno.connect({ hostname, port, signal });
-  tcp.setNoDelay(true);
+  const tcp = await openTcp(hostname, port, options.proxy, signal);
   if (!secure) return tcp;
   try {
     return await Deno.startTls(tcp, {

@@ -200,14 +200,17 @@ function apiserverArgs(pki: E2ePki, etcdUrl: string, port: number, egress: strin
   ];
 }
 
-/** Starts kube-apiserver and resolves once it reports itself ready. */
+/**
+ * Starts kube-apiserver and resolves once it reports itself ready; `port` lets a restart keep
+ * the port its clients know.
+ */
 export async function startApiServer(
   bins: KubeBinaries,
   pki: E2ePki,
   etcdUrl: string,
   egress: string,
+  port: number = foundFreePort(),
 ): Promise<ApiServer> {
-  const port = foundFreePort();
   const proc = new E2eProcess(
     "kube-apiserver",
     bins.kubeApiserver,
