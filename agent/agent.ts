@@ -14,6 +14,7 @@ import { webSocketConnector } from "./ws_connector.ts";
 import type { EgressProxy } from "./egress_proxy.ts";
 import { agentAdminHandler, agentHealthHandler, type HealthDetails } from "./health.ts";
 import { explainingTlsFailures } from "./tls_explain.ts";
+import { AgentMetrics } from "./metrics.ts";
 import { serverAddressesOf } from "./server_addresses.ts";
 import { type BoundedHttpServer, serveBoundedHttp } from "@knp/cli/http_server";
 
@@ -63,6 +64,8 @@ export interface AgentConfig
 export interface AgentHandle extends AsyncDisposable {
   /** The agent's server connections. */
   clients: ClientSet;
+  /** The agent's Prometheus metrics (served on the health port's `/metrics`). */
+  metrics: AgentMetrics;
   /** Bound health port (0 when off). */
   healthPort: number;
   /** Bound admin port (0 when off). */
@@ -128,11 +131,16 @@ function serveHttp(
 /** Starts an agent. @throws {KnpError} `CONFIG` when the health or admin port cannot be bound */
 export function startAgent(config: AgentConfig): AgentHandle {
   const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
+  const metrics = new AgentMetrics();
   const clients = new ClientSet({
     ...config,
+    onDial: (event) => {
+      metrics.onDial(event);
+      config.onDial?.(event);
+    },
     logger: log,
     dialer: config.dialer ?? denoDialer,
-    connect: connectorFor(config),
+    connect: metrics.connector(connectorFor(config)),
     ...serverAddressesOf(config.proxyServerHost, log),
   });
   const servers: BoundedHttpServer[] = [];
@@ -143,7 +151,12 @@ export function startAgent(config: AgentConfig): AgentHandle {
       "--health-server-port",
       config.healthServerHost || "0.0.0.0",
       config.healthServerPort,
-      agentHealthHandler(clients, config.healthDetails),
+      agentHealthHandler({
+        get ready() {
+          return clients.ready;
+        },
+        metrics: () => metrics.render(),
+      }, config.healthDetails),
       config,
       servers,
     );
@@ -171,8 +184,10 @@ export function startAgent(config: AgentConfig): AgentHandle {
     clients.stop();
     await Promise.all(servers.map((s) => s.close()));
   };
+  metrics.watch(clients);
   return {
     clients,
+    metrics,
     healthPort,
     adminPort,
     drain: () => clients.drain(),

@@ -15,7 +15,7 @@ import { errorMessage, KnpError } from "@knp/core/errors";
 import { type Logger, nullLogger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
-import { tagDialError } from "@knp/core/dial_errors";
+import { type DialErrorKind, tagDialError } from "@knp/core/dial_errors";
 import {
   classifyConnectError,
   DEFAULT_DIAL_TIMEOUT_MS,
@@ -43,7 +43,9 @@ export interface AgentClientOptions {
   /** Per-connection flow control negotiated for this stream (knp servers only). */
   flow?: { sendWindow: number; recvWindow: number } | undefined;
   /** Dial outcomes, for logs and metrics. */
-  onDial?: (event: { ok: boolean; address: string; error?: string; ms: number }) => void;
+  onDial?: (
+    event: { ok: boolean; address: string; error?: string; ms: number; kind?: DialErrorKind },
+  ) => void;
 }
 
 /** The agent's handler of one server stream. */
@@ -203,7 +205,8 @@ export class AgentClient {
       this.#dials.delete(random);
       const error = err instanceof KnpError ? err.message : describeDialError(address, err);
       log.info("dial failed", { error });
-      this.#onDial({ ok: false, address, error, ms: this.#timers.now() - started });
+      const ms = this.#timers.now() - started;
+      this.#onDial({ ok: false, address, error, ms, kind: classifyConnectError(err) });
       if (!abort.signal.aborted && !this.#ended) {
         this.#send(dialResponse(random, 0n, this.#dialErrorText(error, err)));
       }

@@ -8,7 +8,8 @@
 /** What the handler needs to know. */
 export interface AgentHealthSource {
   readonly ready: boolean;
-  metrics?: () => string;
+  /** The Prometheus text exposition of `/metrics`. */
+  metrics?: () => string | Promise<string>;
 }
 
 /** Extra informational lines of `/readyz?verbose` (e.g. `[+]server-leases degraded: ...`). */
@@ -39,7 +40,7 @@ export function agentHealthHandler(
         return text(200, "ok");
       }
       case "/metrics":
-        return new Response(source.metrics?.() ?? "", {
+        return new Response(exposition(source.metrics?.() ?? ""), {
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
         });
       default:
@@ -58,6 +59,14 @@ export function agentAdminHandler(healthPort: number): (req: Request) => Respons
     }
     return text(404, "404 page not found\n");
   };
+}
+
+/** A body for `text`, streamed once a pending exposition is ready. */
+function exposition(text: string | Promise<string>): string | ReadableStream<Uint8Array> {
+  if (typeof text === "string") return text;
+  return ReadableStream.from((async function* () {
+    yield new TextEncoder().encode(await text);
+  })());
 }
 
 function text(status: number, body: string): Response {

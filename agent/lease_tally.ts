@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type LeaseRecord, leaseExpiresAt } from "@knp/cli/kube_leases";
+import { leaseExpiresAt, type LeaseRecord } from "@knp/cli/kube_leases";
 
 interface Entry {
   /** ms since the epoch; undefined: invalid (no time or duration). */

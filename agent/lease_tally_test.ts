@@ -18,7 +18,12 @@ function lease(name: string, renewTime: number | undefined, durationSeconds = 30
 
 Deno.test("LeaseTally counts valid Leases and names the next expiry", () => {
   const tally = new LeaseTally();
-  tally.reset([lease("a", T), lease("b", T + 5_000), lease("c", T - 40_000), lease("d", undefined)]);
+  tally.reset([
+    lease("a", T),
+    lease("b", T + 5_000),
+    lease("c", T - 40_000),
+    lease("d", undefined),
+  ]);
   assert.equal(tally.size, 4);
   assert.equal(tally.valid(T), 2);
   assert.deepEqual(tally.validNames(T), ["a", "b"]);
@@ -57,17 +62,17 @@ Deno.test("aggregateServerCount(): default, max, no leases, zero and unknown", (
   assert.equal(aggregateServerCount("default", 0, 2), 1);
   assert.equal(aggregateServerCount("default", undefined, 2), 2); // never known: the servers'
   assert.equal(aggregateServerCount("default", undefined, 0), 1);
-  let count: number | undefined;
+  const leases: { count?: number } = {};
   const listeners: (() => void)[] = [];
   const counter = serverCounter({
-    serverCount: () => count,
+    serverCount: () => leases.count,
     onChange: (l) => {
       listeners.push(l);
       return () => {};
     },
   }, "max");
   assert.equal(counter.count(2), 2);
-  count = 3;
+  leases.count = 3;
   assert.equal(counter.count(2), 3);
   let called = 0;
   counter.onChange(() => called++);

@@ -28,3 +28,5 @@ export type { AgentServerSetOptions } from "./server_set_flags.ts";
 export type { LivenessOptions } from "./server_liveness.ts";
 export type { ServerAddress } from "./server_addresses.ts";
 export type { ParsedAgentOptions } from "./options.ts";
+export type { ServerCounter, ServerCountSource } from "./server_count.ts";
+export type { HealthDetails } from "./health.ts";

@@ -97,11 +97,13 @@ async function openLink(
   deadline: AbortSignal,
   timeoutMs: number,
   proxy?: HttpProxy,
+  serverName?: string,
 ): Promise<ClientWebSocket> {
   try {
     return await connectWebSocket(url, {
       ...(ca ? { caCerts: [ca] } : {}),
       ...(proxy ? { proxy } : {}),
+      ...(serverName ? { serverName } : {}),
       headers,
       signal: deadline,
       // The caller's deadline is the bound; this one only has to be later.
@@ -161,8 +163,7 @@ async function exchangeHello(
 /** Builds a {@linkcode ServerConnector} for the WebSocket link. */
 export function webSocketConnector(options: WebSocketConnectorOptions): ServerConnector {
   const window = options.flowWindow ?? 1 << 20;
-  // `address`: one of several the host names (the certificate must name it: wss verifies the
-  // host it connects to).
+  // `address`: one of several the host names; the certificate is verified against its name.
   return async (address?: ServerAddress): Promise<ServerConnection> => {
     if (isTlsSource(options.tls)) await options.tls.refresh?.();
     const material = currentTlsMaterial(options.tls);
@@ -191,7 +192,7 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     };
     try {
       const proxy = proxyFor(options.proxy, `${host}:${options.port}`);
-      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs, proxy);
+      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs, proxy, address?.serverName);
       const hello = await exchangeHello(ws, deadline.signal, options.agentId, key);
       clearTimeout(timer);
       // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;

@@ -33,7 +33,9 @@ export interface KubePurpose {
 
 /** A loaded configuration: the library, its `KubeConfig` and the API server's URL. */
 export interface LoadedKubeConfig {
+  /** The library. */
   k8s: KubeModule;
+  /** The loaded configuration. */
   kc: InstanceType<KubeModule["KubeConfig"]>;
   /** The current cluster's server URL. */
   server: string;

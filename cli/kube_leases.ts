@@ -17,12 +17,19 @@ export function leaseName(serverId: string): string {
 
 /** What knp reads of a Lease; times in ms since the epoch. */
 export interface LeaseRecord {
+  /** `metadata.name`. */
   name: string;
+  /** `metadata.resourceVersion` (empty when absent). */
   resourceVersion: string;
+  /** `metadata.labels`. */
   labels: Record<string, string>;
+  /** `spec.holderIdentity`. */
   holderIdentity?: string | undefined;
+  /** `spec.leaseDurationSeconds`. */
   durationSeconds?: number | undefined;
+  /** `spec.renewTime`, ms since the epoch. */
   renewTime?: number | undefined;
+  /** `spec.acquireTime`, ms since the epoch. */
   acquireTime?: number | undefined;
 }
 

@@ -283,10 +283,10 @@ export class LeaseController {
 
   #scheduleGc(): void {
     if (this.#stopped) return;
-    this.#gcTimer = this.#timers.setTimeout(async () => {
+    this.#gcTimer = this.#timers.setTimeout(() => {
       this.#gcTimer = undefined;
-      await this.#gc();
-      this.#scheduleGc();
+      if (!this.#settled()) return this.#scheduleGc();
+      void this.#gc().finally(() => this.#scheduleGc());
     }, this.#gcInterval());
   }
 
@@ -297,7 +297,7 @@ export class LeaseController {
   }
 
   async #gc(): Promise<void> {
-    if (this.#stopped || !this.#settled()) return;
+    if (this.#stopped) return;
     const selector = formatLabels(this.#o.labels);
     let leases: LeaseRecord[];
     try {

@@ -1,97 +1,255 @@
 /**
- * The server's Prometheus exposition, with upstream's metric names and HELP strings. This is the
- * first slice (table gauges and dial failures); the metrics issue completes the set.
+ * The server's Prometheus metrics: upstream's names, labels, HELP texts and buckets
+ * (`konnectivity_network_proxy_server_*`) in a per-server prom-client `Registry` (several servers
+ * share a test process), with the process metrics (`process_*`, `nodejs_*`) as upstream has Go's,
+ * plus knp's own (`knp_server_*`: agent refusals, policy denials, proxied bytes, close reasons).
+ * Counters and histograms are fed by the core's events ({@linkcode ServerEvent}) and by its packet
+ * streams (tapped, see {@linkcode ProxyServer.tap}); gauges read the core when scraped.
+ *
+ * ```ts
+ * import { ProxyServer } from "./proxy_server.ts";
+ *
+ * const core = new ProxyServer({ serverId: "s1" });
+ * const metrics = new ServerMetrics(core, { processMetrics: false });
+ * const text = await metrics.render();
+ * console.log(readSample(text, "konnectivity_network_proxy_server_pending_backend_dials")); // 0
+ * metrics.dispose();
+ * ```
  *
  * @module
  */
 
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { PacketStream } from "@knp/transport/packet_stream";
+import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
 import type { ProxyServer } from "./proxy_server.ts";
-import type { DialFailureLabel, ServerEvent } from "./server_events.ts";
+import type { ServerEvent } from "./server_events.ts";
+import { newRegistry, serverLeaseMetrics } from "./metrics_registry.ts";
 
 const NS = "konnectivity_network_proxy_server";
+/** Upstream's dial and frontend-write latency buckets (seconds). */
+const LATENCY_BUCKETS = [0.000001, 0.00001, 0.0001, 0.005, 0.025, 0.1, 0.5, 2.5, 12.5];
+/** Upstream's connection duration buckets (seconds). */
+const DURATION_BUCKETS = [1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14400, 43200, 86400];
 
 /** Options of {@linkcode ServerMetrics}. */
 export interface ServerMetricsOptions {
   /** Open HTTP-CONNECT client connections (upstream's `http_connections`). @default () => 0 */
   httpConnections?: () => number;
+  /** The frontend mode: HTTP-CONNECT tunnels are not `grpc_connections{Proxy}`. @default grpc */
+  mode?: "grpc" | "http-connect";
+  /** Include the process metrics (`process_*`, `nodejs_*`). @default true */
+  processMetrics?: boolean;
 }
 
-/** Counters fed by the core's events; gauges read from the core when scraped. */
-export class ServerMetrics {
-  readonly #core: ProxyServer;
-  readonly #httpConnections: () => number;
-  readonly #dialFailures = new Map<DialFailureLabel, number>();
-  readonly #refusals = new Map<string, number>();
-  readonly #unsubscribe: () => void;
+type Tally = Counter<string>;
 
-  /** Subscribes to `core`'s events; the gauges read `core` when rendered. */
+/** The server's metric set, bound to one core. */
+export class ServerMetrics {
+  /** The registry `/metrics` renders. */
+  readonly registry: Registry;
+  readonly #core: ProxyServer;
+  readonly #unsubscribe: () => void;
+  readonly #c: Record<string, Tally> = {};
+  readonly #h: Record<string, Histogram> = {};
+  /** Establishment time of open connections, for `connection_duration_seconds`. */
+  readonly #opened = new Map<string, number>();
+
+  /** Subscribes to `core`'s events and taps its streams; the gauges read `core` when rendered. */
   constructor(core: ProxyServer, options: ServerMetricsOptions = {}) {
     this.#core = core;
-    this.#httpConnections = options.httpConnections ?? (() => 0);
+    this.registry = newRegistry(options.processMetrics ?? true);
+    this.#histograms();
+    this.#gauges(options);
+    this.#counters();
+    serverLeaseMetrics(this.registry, NS);
     this.#unsubscribe = core.events.on((event) => this.#onEvent(event));
+    core.tap = (stream, side) => this.#tap(stream, side);
   }
 
-  #onEvent(event: ServerEvent): void {
-    if (event.kind === "dial-failure") {
-      this.#dialFailures.set(event.reason, (this.#dialFailures.get(event.reason) ?? 0) + 1);
-    } else if (event.kind === "agent-refused") {
-      const labels = `{reason="${event.reason}",link="${event.link}"}`;
-      this.#refusals.set(labels, (this.#refusals.get(labels) ?? 0) + 1);
-    }
-  }
-
-  /** Stops counting the core's events. */
-  dispose(): void {
-    this.#unsubscribe();
-  }
-
-  /** Prometheus text exposition. */
-  render(): string {
-    const core = this.#core;
-    const lines: string[] = [];
-    const gauge = (name: string, help: string, samples: [string, number][]) => {
-      lines.push(`# HELP ${NS}_${name} ${help}`, `# TYPE ${NS}_${name} gauge`);
-      for (const [labels, v] of samples) lines.push(`${NS}_${name}${labels} ${v}`);
+  #histograms(): void {
+    const registers = [this.registry];
+    const histogram = (key: string, name: string, help: string, buckets: number[]) => {
+      this.#h[key] = new Histogram({ name: `${NS}_${name}`, help, buckets, registers });
     };
-    gauge("pending_backend_dials", "Current number of pending backend dial requests", [
-      ["", core.pendingDials],
-    ]);
+    histogram(
+      "dial",
+      "dial_duration_seconds",
+      "Latency of dial to the remote endpoint in seconds",
+      LATENCY_BUCKETS,
+    );
+    histogram(
+      "write",
+      "frontend_write_duration_seconds",
+      "Latency of write to the frontend in seconds",
+      LATENCY_BUCKETS,
+    );
+    histogram(
+      "duration",
+      "connection_duration_seconds",
+      "Duration in seconds a proxied end-to-end connection was established (post-dial) before being closed.",
+      DURATION_BUCKETS,
+    );
+  }
+
+  #gauges(options: ServerMetricsOptions): void {
+    const core = this.#core;
+    const registers = [this.registry];
+    const http = options.httpConnections ?? (() => 0);
+    const grpcFrontends = (options.mode ?? "grpc") === "grpc";
+    const gauge = (name: string, help: string, read?: (g: Gauge) => void, labels?: string[]) => {
+      new Gauge({
+        name: `${NS}_${name}`,
+        help,
+        registers,
+        ...(labels ? { labelNames: labels } : {}),
+        ...(read ? { collect() { read(this); } } : {}),
+      });
+    };
     gauge(
-      "established_connections",
-      "Current number of established end-to-end connections (post-dial).",
-      [["", core.establishedConnections]],
+      "grpc_connections",
+      "Number of current grpc connections, partitioned by service method.",
+      (g) => {
+        g.set({ service_method: "Connect" }, core.backendStreams);
+        g.set({ service_method: "Proxy" }, grpcFrontends ? core.frontendStreams : 0);
+      },
+      ["service_method"],
+    );
+    gauge("http_connections", "Number of current HTTP CONNECT connections", (g) => g.set(http()));
+    gauge(
+      "ready_backend_connections",
+      "Number of konnectivity agent connected to the proxy server. DEPRECATED, please use ready_backends",
+      (g) => g.set(core.backends.storages[0]?.size ?? 0),
     );
     gauge(
       "ready_backends",
       "Number of konnectivity agent connected to the proxy server",
-      core.backends.storages.map((s) => [`{proxy_strategy="${s.strategy}"}`, s.size]),
+      (g) => {
+        for (const s of core.backends.storages) g.set({ proxy_strategy: s.strategy }, s.size);
+      },
+      ["proxy_strategy"],
     );
     gauge(
-      "grpc_connections",
-      "Number of current grpc connections, partitioned by service method.",
-      [
-        ['{service_method="Connect"}', core.backendStreams],
-        ['{service_method="Proxy"}', core.frontendStreams],
-      ],
+      "pending_backend_dials",
+      "Current number of pending backend dial requests",
+      (g) => g.set(core.pendingDials),
     );
-    gauge("http_connections", "Number of current HTTP CONNECT connections", [
-      ["", this.#httpConnections()],
-    ]);
-    lines.push(
-      `# HELP ${NS}_dial_failure_count Number of dial failures observed. Multiple failures can occur for a single dial request.`,
-      `# TYPE ${NS}_dial_failure_count counter`,
+    gauge(
+      "established_connections",
+      "Current number of established end-to-end connections (post-dial).",
+      (g) => g.set(core.establishedConnections),
     );
-    for (const [reason, n] of this.#dialFailures) {
-      lines.push(`${NS}_dial_failure_count{reason="${reason}"} ${n}`);
+    gauge(
+      "full_receive_channels",
+      "Number of current connections blocked by a full receive channel, partitioned by service method.",
+      undefined,
+      ["service_method"],
+    );
+  }
+
+  #counters(): void {
+    const registers = [this.registry];
+    const counter = (key: string, name: string, help: string, labelNames: string[] = []) => {
+      this.#c[key] = new Counter({ name, help, labelNames, registers });
+    };
+    counter(
+      "dialFailures",
+      `${NS}_dial_failure_count`,
+      "Number of dial failures observed. Multiple failures can occur for a single dial request.",
+      ["reason"],
+    );
+    counter(
+      "packets",
+      `${NS}_stream_packets_total`,
+      "Count of packets processed, by segment and packet type (example: from_client, DIAL_REQ)",
+      ["segment", "packet_type"],
+    );
+    counter(
+      "streamErrors",
+      `${NS}_stream_errors_total`,
+      "Count of gRPC stream errors, by segment, grpc Code, packet type. (example: from_agent, Code.Unavailable, DIAL_RSP)",
+      ["segment", "code", "packet_type"],
+    );
+    counter(
+      "refusals",
+      "knp_server_agent_refusals_total",
+      "Agents refused at their handshake (knp only), by reason and link.",
+      ["reason", "link"],
+    );
+    counter(
+      "denials",
+      "knp_server_policy_denials_total",
+      "Dials denied by the destination policy (knp only), by the deciding rule's source.",
+      ["source"],
+    );
+    counter(
+      "bytes",
+      "knp_server_proxied_bytes_total",
+      "Payload bytes of DATA packets proxied (knp only), by direction (client_to_agent, agent_to_client).",
+      ["direction"],
+    );
+    counter(
+      "closed",
+      "knp_server_connections_closed_total",
+      "End-to-end connections closed (knp only), by reason.",
+      ["reason"],
+    );
+  }
+
+  #onEvent(event: ServerEvent): void {
+    switch (event.kind) {
+      case "dial-failure":
+        return this.#c.dialFailures!.inc({ reason: event.reason });
+      case "agent-refused":
+        return this.#c.refusals!.inc({ reason: event.reason, link: event.link });
+      case "dial-denied":
+        return this.#c.denials!.inc({ source: event.source });
+      case "dial-success":
+        this.#h.dial!.observe(event.ms / 1000);
+        this.#opened.set(`${event.agentId}/${event.connectId}`, performance.now());
+        return;
+      case "connection-closed": {
+        const key = `${event.agentId}/${event.connectId}`;
+        const opened = this.#opened.get(key);
+        this.#opened.delete(key);
+        if (opened !== undefined) this.#h.duration!.observe((performance.now() - opened) / 1000);
+        this.#c.closed!.inc({ reason: event.reason ?? "unknown" });
+        return;
+      }
     }
-    lines.push(
-      "# HELP knp_server_agent_refusals_total Agents refused at their handshake (knp only), by reason and link.",
-      "# TYPE knp_server_agent_refusals_total counter",
-    );
-    for (const [labels, n] of this.#refusals) {
-      lines.push(`knp_server_agent_refusals_total${labels} ${n}`);
-    }
-    return lines.join("\n") + "\n";
+  }
+
+  /** Counts a core stream's packets, bytes and end error (upstream's segments). */
+  #tap(stream: PacketStream, side: "frontend" | "agent"): PacketStream {
+    const [out, inn] = side === "frontend" ? ["to_client", "from_client"] : ["to_agent", "from_agent"];
+    const direction = side === "frontend" ? "client_to_agent" : "agent_to_client";
+    const packets = this.#c.packets!;
+    return tapPacketStream(stream, {
+      sent: (type) => packets.inc({ segment: out!, packet_type: type }),
+      received: (type, bytes) => {
+        packets.inc({ segment: inn!, packet_type: type });
+        if (bytes > 0) this.#c.bytes!.inc({ direction }, bytes);
+      },
+      ended: (error) => {
+        if (error === undefined) return;
+        this.#c.streamErrors!.inc({
+          segment: inn!,
+          code: grpcCodeName(error),
+          packet_type: "Unknown",
+        });
+      },
+    });
+  }
+
+  /** Stops counting the core's events and tapping its new streams. */
+  dispose(): void {
+    this.#unsubscribe();
+    if (this.#core.tap !== undefined) this.#core.tap = undefined;
+  }
+
+  /** Prometheus text exposition. */
+  render(): Promise<string> {
+    return this.registry.metrics();
   }
 }
 

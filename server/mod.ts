@@ -60,3 +60,4 @@ export type { DestinationServerOptions } from "./destination_flags.ts";
 export type { DirectRoute, DirectRouteOptions } from "./direct_backend.ts";
 export type { DirectDestinationOptions } from "./direct_flags.ts";
 export type { SelfDestinationConfig } from "./destination_guard.ts";
+export type { LeaseControllerOptions } from "./lease_flags.ts";

@@ -27,6 +27,7 @@ import {
   type ServerProcess,
   startAgent,
   startServer,
+  testPki,
 } from "./framework.ts";
 import {
   awaitHeld,
@@ -38,6 +39,8 @@ import {
   UPSTREAM,
 } from "./ha/fleet.ts";
 import { haveHaproxy, startHaproxy } from "./ha/haproxy.ts";
+import { grpcConnector } from "../agent/grpc_connector.ts";
+import { webSocketConnector } from "../agent/ws_connector.ts";
 
 const HAPROXY = await haveHaproxy();
 const REQUIRED = Deno.env.get("KNP_E2E_REQUIRED") === "1";
@@ -74,7 +77,7 @@ for (const link of AGENT_LINKS) {
       await using backend = startHttpBackend();
       await using s1 = await startFleetServer("s1", { link });
       await using s2 = await startFleetServer("s2", { link });
-      const s3 = await startFleetServer("s3", { link });
+      await using s3 = await startFleetServer("s3", { link }); // disposed early; twice is safe
       await using lb = await startHaproxy(
         [s1, s2, s3].map((s, i) => ({ name: `s${i + 1}`, port: portOf(s, link) })),
       );
@@ -245,6 +248,29 @@ for (const link of AGENT_LINKS) {
       for (const s of servers) await s[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
+  });
+}
+
+for (const link of AGENT_LINKS) {
+  Deno.test(`ha (${link}): a resolved address is verified as the configured name, not the address`, async () => {
+    // What `--proxy-server-host=<name with several records>` hands the connector: an address
+    // and the name. The test certificate names localhost and 127.0.0.1, not "elsewhere.test".
+    await using server = await startServer({ link });
+    const { files } = await testPki();
+    const tls = {
+      ca: await Deno.readFile(files.caCert),
+      cert: await Deno.readFile(files.clientCert),
+      key: await Deno.readFile(files.clientKey),
+    };
+    const common = { host: "unused.invalid", agentId: "tls-name", agentIdentifiers: "", tls };
+    const connect = link === "websocket"
+      ? webSocketConnector({ ...common, port: server.websocketPort })
+      : grpcConnector({ ...common, port: server.agentPort });
+    const good = await connect({ host: "127.0.0.1", serverName: "localhost" });
+    assert.equal(good.serverId, "test-server");
+    good.stream.close();
+    good.close();
+    await assert.rejects(connect({ host: "127.0.0.1", serverName: "elsewhere.test" }));
   });
 }
 

@@ -74,6 +74,11 @@ export interface ConnectWebSocketOptions {
   /** Largest message (after reassembly) accepted; a larger one closes with 1009. */
   maxMessageBytes?: number;
   /**
+   * The name the server's certificate is verified against (and sent as SNI) when it differs from
+   * the URL's host: an address found by resolving that name. Not with `cert`/`key`.
+   */
+  serverName?: string | undefined;
+  /**
    * An HTTP proxy to reach the server through (`CONNECT host:port`, then TLS inside the tunnel).
    * Not with `cert`/`key` (`Deno.connectTls` cannot run on a tunnel).
    */
@@ -131,7 +136,7 @@ async function openConnection(
   if (!secure) return tcp;
   try {
     return await Deno.startTls(tcp, {
-      hostname,
+      hostname: options.serverName ?? hostname,
       ...(options.caCerts !== undefined ? { caCerts: options.caCerts } : {}),
       alpnProtocols: ["http/1.1"],
     });

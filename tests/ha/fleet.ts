@@ -54,7 +54,10 @@ export function heldServers(records: readonly LogRecord[]): Set<string> {
   return held;
 }
 
-/** Resolves once `agent` holds exactly `ids` (and, with `newSince`, connected to `fresh` anew). */
+/**
+ * Resolves once `agent` holds exactly `ids` and, with `fresh`, has connected to server `fresh`
+ * at or after record `since` (a new connection, not the one it held before).
+ */
 export async function awaitHeld(
   agent: ManagedProcess,
   ids: string[],

@@ -1,0 +1,105 @@
+/**
+ * `tapPacketStream`: a {@linkcode PacketStream} that reports every packet sent and received, and
+ * the error a stream ends with, to a {@linkcode PacketTap} — what the metrics of the server and
+ * the agent count (upstream's `stream_packets_total{segment,packet_type}` and
+ * `stream_errors_total{segment,code,packet_type}`). It adds nothing on the wire.
+ *
+ * ```ts
+ * import { dataPacket } from "@knp/proto";
+ * import { memoryPipe } from "@knp/transport/packet_stream";
+ *
+ * const [a, b] = memoryPipe();
+ * let sent = 0;
+ * const tapped = tapPacketStream(a, { sent: () => sent++, received: () => {}, ended: () => {} });
+ * b.start({ onPacket: () => {}, onEnd: () => {} });
+ * tapped.send(dataPacket(1n, new Uint8Array([1])));
+ * console.log(sent); // 1
+ * ```
+ *
+ * @module
+ */
+
+import { type DecodedPacket, type Packet, payloadBytes } from "@knp/proto";
+import type { PacketStream } from "./packet_stream.ts";
+
+/** What a tapped stream reports. Must not throw and must not block. */
+export interface PacketTap {
+  /** A packet handed to `send` (counted even when the stream drops it as closed). */
+  sent(type: string, bytes: number): void;
+  /** A packet delivered by the stream. */
+  received(type: string, bytes: number): void;
+  /** The stream ended; `error` is undefined for a clean end. */
+  ended(error: Error | undefined): void;
+}
+
+/** gRPC status names by number (upstream labels stream errors with these). */
+const GRPC_CODES = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+];
+
+/**
+ * The gRPC status name of a stream error: its numeric `code` (grpc-js errors, or a `cause`'s),
+ * else `Unknown`.
+ */
+export function grpcCodeName(error: unknown): string {
+  for (let e = error, depth = 0; typeof e === "object" && e !== null && depth < 4; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "number") return GRPC_CODES[code] ?? "Unknown";
+    e = (e as { cause?: unknown }).cause;
+  }
+  return "Unknown";
+}
+
+/** Wraps `stream` so that `tap` sees its packets; every other member is the stream's own. */
+export function tapPacketStream(stream: PacketStream, tap: PacketTap): PacketStream {
+  return {
+    start(handler) {
+      stream.start({
+        onPacket(packet: DecodedPacket) {
+          tap.received(packet.type, payloadBytes(packet));
+          handler.onPacket(packet);
+        },
+        onEnd(error) {
+          tap.ended(error);
+          handler.onEnd(error);
+        },
+      });
+    },
+    send(packet: Packet, onSent?: () => void) {
+      tap.sent(packet.type, payloadBytes(packet));
+      return stream.send(packet, onSent);
+    },
+    get bufferedBytes() {
+      return stream.bufferedBytes;
+    },
+    onDrain: (callback) => stream.onDrain(callback),
+    pause: () => stream.pause(),
+    resume: () => stream.resume(),
+    close: (error) => stream.close(error),
+    get closed() {
+      return stream.closed;
+    },
+    get done() {
+      return stream.done;
+    },
+    get peer() {
+      return stream.peer;
+    },
+  };
+}
