@@ -6,13 +6,18 @@
  */
 
 import type { TlsMaterial, TlsSource } from "@knp/transport/grpc_stream";
-import { type Logger, nullLogger } from "@knp/core/log";
+import { childLogger, type Logger, nullLogger } from "@knp/core/log";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
 import { webSocketConnector } from "./ws_connector.ts";
 import type { EgressProxy } from "./egress_proxy.ts";
-import { agentAdminHandler, agentHealthHandler, type HealthDetails } from "./health.ts";
+import {
+  agentAdminHandler,
+  agentHealthHandler,
+  type AgentHealthSource,
+  type HealthDetails,
+} from "./health.ts";
 import { explainingTlsFailures } from "./tls_explain.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { serverAddressesOf } from "./server_addresses.ts";
@@ -128,11 +133,9 @@ function serveHttp(
   return server.port;
 }
 
-/** Starts an agent. @throws {KnpError} `CONFIG` when the health or admin port cannot be bound */
-export function startAgent(config: AgentConfig): AgentHandle {
-  const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
-  const metrics = new AgentMetrics();
-  const clients = new ClientSet({
+/** The agent's server connections, counted by `metrics`. */
+function newClientSet(config: AgentConfig, log: Logger, metrics: AgentMetrics): ClientSet {
+  return new ClientSet({
     ...config,
     onDial: (event) => {
       metrics.onDial(event);
@@ -143,6 +146,23 @@ export function startAgent(config: AgentConfig): AgentHandle {
     connect: metrics.connector(connectorFor(config)),
     ...serverAddressesOf(config.proxyServerHost, log),
   });
+}
+
+/** What the health port reports: readiness from `clients`, `/metrics` from `metrics`. */
+function healthSource(clients: ClientSet, metrics: AgentMetrics): AgentHealthSource {
+  return {
+    get ready() {
+      return clients.ready;
+    },
+    metrics: () => metrics.render(),
+  };
+}
+
+/** Starts an agent. @throws {KnpError} `CONFIG` when the health or admin port cannot be bound */
+export function startAgent(config: AgentConfig): AgentHandle {
+  const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
+  const metrics = new AgentMetrics();
+  const clients = newClientSet(config, childLogger(log, "client"), metrics);
   const servers: BoundedHttpServer[] = [];
   let healthPort: number;
   let adminPort: number;
@@ -151,12 +171,7 @@ export function startAgent(config: AgentConfig): AgentHandle {
       "--health-server-port",
       config.healthServerHost || "0.0.0.0",
       config.healthServerPort,
-      agentHealthHandler({
-        get ready() {
-          return clients.ready;
-        },
-        metrics: () => metrics.render(),
-      }, config.healthDetails),
+      agentHealthHandler(healthSource(clients, metrics), config.healthDetails),
       config,
       servers,
     );

@@ -9,10 +9,19 @@
  * @module
  */
 
-import { closeResponse, type DecodedPacket, dialResponse, drain, type Packet } from "@knp/proto";
+import {
+  closeResponse,
+  type DecodedPacket,
+  type DialRequest,
+  dialResponse,
+  drain,
+  type Packet,
+} from "@knp/proto";
 import { DEFAULT_GUARD_LIMITS, type GuardLimits, SharedPause } from "@knp/core/backpressure";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import { type Logger, nullLogger } from "@knp/core/log";
+import { childLogger, type Logger, nullLogger } from "@knp/core/log";
+import { type DialSpan, startDialSpan } from "@knp/transport/dial_trace";
+import { logPackets } from "@knp/transport/packet_log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { realTimers, type Timers } from "@knp/core/timers";
 import { type DialErrorKind, tagDialError } from "@knp/core/dial_errors";
@@ -57,6 +66,9 @@ export class AgentClient {
   #guard: GuardLimits;
   #timers: Timers;
   #log: Logger;
+  /** Categories `dialer` (endpoint dials) and `endpoint` (endpoint connections). */
+  #dialLog: Logger;
+  #endpointLog: Logger;
   #onDial: NonNullable<AgentClientOptions["onDial"]>;
   #shared: SharedPause;
   #nextConnectId = 0n;
@@ -70,15 +82,18 @@ export class AgentClient {
   #resolveDone: (error: Error | undefined) => void;
 
   constructor(options: AgentClientOptions) {
-    this.stream = options.stream;
     this.serverId = options.serverId;
     this.#dialer = options.dialer;
     this.#dialTimeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
     this.#guard = options.guard ?? DEFAULT_GUARD_LIMITS;
     this.#timers = options.timers ?? realTimers;
     this.#log = (options.logger ?? nullLogger).with({ serverID: options.serverId });
+    this.#dialLog = childLogger(this.#log, "dialer");
+    this.#endpointLog = childLogger(this.#log, "endpoint");
+    // Per-packet trace records (klog -v=5 and above); the stream itself otherwise.
+    this.stream = logPackets(options.stream, this.#log);
     this.#onDial = options.onDial ?? (() => {});
-    this.#shared = new SharedPause(options.stream);
+    this.#shared = new SharedPause(this.stream);
     this.#flow = options.flow;
     const { promise, resolve } = Promise.withResolvers<Error | undefined>();
     this.done = promise;
@@ -129,11 +144,7 @@ export class AgentClient {
   #onPacket(packet: DecodedPacket): void {
     switch (packet.type) {
       case "DIAL_REQ":
-        this.#dial(
-          packet.dialRequest.protocol,
-          packet.dialRequest.address,
-          packet.dialRequest.random,
-        );
+        this.#dial(packet.dialRequest);
         return;
       case "DATA": {
         const id = packet.data.connectId;
@@ -178,17 +189,35 @@ export class AgentClient {
     return this.#flow && kind !== "unknown" ? tagDialError(text, { kind }) : text;
   }
 
-  async #dial(protocol: string, address: string, random: bigint): Promise<void> {
-    const log = this.#log.with({ dialID: random, address });
-    if (this.#refusal !== undefined) {
-      log.info("dial refused: agent is stopping");
-      this.#send(dialResponse(random, 0n, this.#refusal));
-      return;
-    }
-    if (this.#dials.has(random)) {
-      this.#send(dialResponse(random, 0n, `dial ID ${random} is already being dialed`));
-      return;
-    }
+  /** The agent's dial span, the child of the server's (the DIAL_REQ's `traceparent`). */
+  #span(request: DialRequest): DialSpan {
+    return startDialSpan("knp.agent.dial", {
+      parent: request.traceparent,
+      kind: "client",
+      attributes: {
+        "knp.dial_id": request.random,
+        "knp.address": request.address,
+        "knp.server_id": this.serverId,
+      },
+    });
+  }
+
+  /** Answers a DIAL_REQ the agent does not dial (stopping, or its dial ID in use); true if so. */
+  #refused(random: bigint, log: Logger, span: DialSpan): boolean {
+    const refusal = this.#refusal ??
+      (this.#dials.has(random) ? `dial ID ${random} is already being dialed` : undefined);
+    if (refusal === undefined) return false;
+    if (this.#refusal !== undefined) log.info("dial refused: agent is stopping");
+    span.end(refusal);
+    this.#send(dialResponse(random, 0n, refusal));
+    return true;
+  }
+
+  async #dial(request: DialRequest): Promise<void> {
+    const { protocol, address, random } = request;
+    const log = this.#dialLog.with({ dialID: random, address });
+    const span = this.#span(request);
+    if (this.#refused(random, log, span)) return;
     const connectId = ++this.#nextConnectId;
     const abort = new AbortController();
     this.#dials.set(random, abort);
@@ -205,6 +234,7 @@ export class AgentClient {
       this.#dials.delete(random);
       const error = err instanceof KnpError ? err.message : describeDialError(address, err);
       log.info("dial failed", { error });
+      span.end(error);
       const ms = this.#timers.now() - started;
       this.#onDial({ ok: false, address, error, ms, kind: classifyConnectError(err) });
       if (!abort.signal.aborted && !this.#ended) {
@@ -215,6 +245,7 @@ export class AgentClient {
     this.#dials.delete(random);
     if (abort.signal.aborted || this.#ended) {
       // Cancelled (DIAL_CLS) or the stream went away while dialing.
+      span.end("cancelled");
       socket.close();
       return;
     }
@@ -225,13 +256,15 @@ export class AgentClient {
       shared: this.#shared,
       guard: this.#guard,
       timers: this.#timers,
-      logger: this.#log,
+      logger: this.#endpointLog,
       onClosed: (c) => this.#conns.delete(c.connectId),
       flow: this.#flow,
     });
     this.#conns.set(connectId, conn);
     this.#onDial({ ok: true, address, ms: this.#timers.now() - started });
     log.debug("dial succeeded", { connectID: connectId });
+    span.set({ "knp.connect_id": connectId });
+    span.end();
     this.#send(dialResponse(random, connectId));
     conn.start();
   }

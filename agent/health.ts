@@ -7,6 +7,7 @@
 
 /** What the handler needs to know. */
 export interface AgentHealthSource {
+  /** Whether a server stream is up. */
   readonly ready: boolean;
   /** The Prometheus text exposition of `/metrics`. */
   metrics?: () => string | Promise<string>;

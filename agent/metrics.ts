@@ -1,9 +1,9 @@
 /**
  * The agent's Prometheus metrics: upstream's names, labels, HELP texts and buckets
  * (`konnectivity_network_proxy_agent_*`) in a per-agent prom-client `Registry`, with the process
- * metrics (`process_*`, `nodejs_*`) as upstream has Go's. Gauges read the {@linkcode ClientSet}
- * when scraped; counters and the dial histogram are fed by the agent's dial events and by its
- * server streams, which {@linkcode AgentMetrics.connector} taps.
+ * metrics (`process_*`, `nodejs_*`, see `@knp/cli/process_metrics`) as upstream has Go's. Gauges
+ * read the {@linkcode ClientSet} when scraped; counters and the dial histogram are fed by the
+ * agent's dial events and by its server streams, which {@linkcode AgentMetrics.connector} taps.
  *
  * ```ts
  * const metrics = new AgentMetrics({ processMetrics: false });
@@ -15,14 +15,8 @@
  * @module
  */
 
-import {
-  collectDefaultMetrics,
-  Counter,
-  Gauge,
-  Histogram,
-  type Metric,
-  Registry,
-} from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { newRegistry } from "@knp/cli/process_metrics";
 import type { DialErrorKind } from "@knp/core/dial_errors";
 import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
 import type { ServerConnector } from "./client_set.ts";
@@ -30,24 +24,6 @@ import type { ServerConnector } from "./client_set.ts";
 const NS = "konnectivity_network_proxy_agent";
 /** Upstream's agent latency buckets (seconds). */
 const LATENCY_BUCKETS = [0.005, 0.025, 0.1, 0.5, 2.5, 10, 30];
-
-/** The process metrics, collected once per process and shared by every registry. */
-let processMetrics: Registry | undefined;
-
-/** A registry, holding the process metrics when `withProcess`. */
-function newRegistry(withProcess: boolean): Registry {
-  const registry = new Registry();
-  if (!withProcess) return registry;
-  if (processMetrics === undefined) {
-    processMetrics = new Registry();
-    collectDefaultMetrics({ register: processMetrics });
-  }
-  // getMetricsAsArray() returns the metric objects themselves (typed as their JSON shape).
-  for (const metric of processMetrics.getMetricsAsArray()) {
-    registry.registerMetric(metric as unknown as Metric);
-  }
-  return registry;
-}
 
 /** What the gauges read at scrape time (a `ClientSet`). */
 export interface AgentMetricsSource {
@@ -81,8 +57,7 @@ export interface AgentMetricsOptions {
 
 /** The agent's metric set. */
 export class AgentMetrics {
-  /** The registry the agent's `/metrics` renders. */
-  readonly registry: Registry;
+  readonly #registry: Registry;
   #source: AgentMetricsSource | undefined;
   #dialDuration: Histogram;
   #dialFailures: Counter<"reason">;
@@ -92,7 +67,7 @@ export class AgentMetrics {
 
   /** A fresh registry with every upstream agent metric. */
   constructor(options: AgentMetricsOptions = {}) {
-    const registers = [this.registry = newRegistry(options.processMetrics ?? true)];
+    const registers = [this.#registry = newRegistry(options.processMetrics ?? true)];
     this.#dialDuration = new Histogram({
       name: `${NS}_dial_duration_seconds`,
       help: "Latency of dial to the remote endpoint in seconds",
@@ -132,19 +107,15 @@ export class AgentMetrics {
 
   /** The gauges, read from the source when scraped. */
   #gauges(registers: Registry[]): void {
-    const read = (pick: (s: AgentMetricsSource) => number) =>
-      function (this: Gauge, source: AgentMetricsSource | undefined) {
-        this.set(source === undefined ? 0 : pick(source));
-      };
+    const source = () => this.#source;
     const gauge = (name: string, help: string, pick: (s: AgentMetricsSource) => number) => {
-      const collect = read(pick);
-      const self = this;
       new Gauge({
         name: `${NS}_${name}`,
         help,
         registers,
         collect() {
-          collect.call(this, self.#source);
+          const from = source();
+          this.set(from === undefined ? 0 : pick(from));
         },
       });
     };
@@ -224,6 +195,6 @@ export class AgentMetrics {
 
   /** The Prometheus text exposition. */
   render(): Promise<string> {
-    return this.registry.metrics();
+    return this.#registry.metrics();
   }
 }

@@ -29,4 +29,10 @@ export type { LivenessOptions } from "./server_liveness.ts";
 export type { ServerAddress } from "./server_addresses.ts";
 export type { ParsedAgentOptions } from "./options.ts";
 export type { ServerCounter, ServerCountSource } from "./server_count.ts";
-export type { HealthDetails } from "./health.ts";
+export type { AgentHealthSource, HealthDetails } from "./health.ts";
+export {
+  type AgentDialEvent,
+  AgentMetrics,
+  type AgentMetricsOptions,
+  type AgentMetricsSource,
+} from "./metrics.ts";

@@ -8,7 +8,7 @@
 
 import { exitOnStartError, keepRunningOnStrayErrors, onSignals } from "@knp/cli/binary";
 import type { PermissionNeed } from "@knp/cli/permissions";
-import type { Logger } from "@knp/core/log";
+import { childLogger, type Logger } from "@knp/core/log";
 import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
 import { TlsFiles } from "@knp/transport/tls_files";
 import { type AgentHandle, startAgent } from "./agent.ts";
@@ -26,16 +26,16 @@ function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): 
     ca: o.caCert,
     cert: o.agentCert,
     key: o.agentKey,
-    logger: log.with({ tls: "agent" }),
+    logger: childLogger(log, "tls").with({ tls: "agent" }),
   });
-  const egress = egressProxyOf(o, log);
+  const egress = egressProxyOf(o, childLogger(log, "egress"));
   return startAgent({
     proxyServerHost: o.proxyServerHost,
     proxyServerPort: o.proxyServerPort,
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
-    dialer: egressDialer(o, egress, log),
+    dialer: egressDialer(o, egress, childLogger(log, "egress")),
     egressProxy: egress,
     tls,
     ...(o.serviceAccountTokenPath ? { serviceAccountTokenPath: o.serviceAccountTokenPath } : {}),
@@ -68,7 +68,7 @@ function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): 
 export function runAgent(o: AgentOptions, log: Logger, needs: readonly PermissionNeed[]): void {
   silenceGrpcLogs();
   let agent: AgentHandle;
-  const leases = leaseCounterFromOptions(o, log);
+  const leases = leaseCounterFromOptions(o, childLogger(log, "lease"));
   try {
     agent = start(o, log, leases);
   } catch (err) {
@@ -93,7 +93,10 @@ export function runAgent(o: AgentOptions, log: Logger, needs: readonly Permissio
 
 /** The first signal: drain (see `drain.ts`), then end the server streams and exit 0. */
 async function drainThenExit(agent: AgentHandle, o: AgentOptions, log: Logger): Promise<void> {
-  await drainAgent(agent.clients, { timeoutMs: o.knpDrainTimeout, logger: log });
+  await drainAgent(agent.clients, {
+    timeoutMs: o.knpDrainTimeout,
+    logger: childLogger(log, "drain"),
+  });
   // Any dial that still arrives is refused with the draining error rather than cut.
   await agent.shutdown(0);
   Deno.exit(0);

@@ -16,7 +16,13 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { type AgentProcess, foundFreePort, startAgent, startServer } from "../tests/framework.ts";
+import {
+  type AgentLink,
+  type AgentProcess,
+  foundFreePort,
+  startAgent,
+  startServer,
+} from "../tests/framework.ts";
 import type { LogRecord, ServerProcess } from "../tests/framework.ts";
 import { E2eProcess } from "../tests/e2e/process.ts";
 import { upstreamBinaries } from "../tests/e2e/upstream.ts";
@@ -66,25 +72,29 @@ async function disposeAll(parts: AsyncDisposable[]): Promise<void> {
   }
 }
 
-async function knpFleet(): Promise<Fleet> {
+async function knpFleet(link: AgentLink): Promise<Fleet> {
   const parts: AsyncDisposable[] = [];
   try {
     const servers: ServerProcess[] = [];
     for (let i = 0; i < FLEET; i++) {
       const s = await startServer({
         frontend: "uds",
+        link,
         extraArgs: ["--mode=http-connect", `--server-count=${FLEET}`, `--server-id=ha-s${i}`],
       });
       parts.push(s);
       servers.push(s);
     }
+    // The load balancer forwards the link's port: gRPC's agent port or the WebSocket port.
+    const port = (s: ServerProcess) => link === "websocket" ? s.websocketPort : s.agentPort;
     const lb: Haproxy = await startHaproxy(
-      servers.map((s, i) => ({ name: `s${i}`, port: s.agentPort })),
+      servers.map((s, i) => ({ name: `s${i}`, port: port(s) })),
     );
     parts.push(lb);
+    const linkArgs = link === "websocket" ? [`--knp-websocket-port=${lb.ports[0]}`] : [];
     const agents: AgentProcess[] = [];
     for (let i = 0; i < FLEET; i++) {
-      const a = await startAgent(lb.ports[0]!, { agentId: `ha-a${i}` });
+      const a = await startAgent(lb.ports[0]!, { agentId: `ha-a${i}`, extraArgs: linkArgs });
       parts.push(a);
       agents.push(a);
     }
@@ -245,9 +255,15 @@ function report(label: string, r: FleetRun): void {
 }
 
 /** The rows of one fleet's run against the direct floor. */
-function rows(label: string, size: HaLoadSize, direct: FleetRun, r: FleetRun): Row[] {
+function rows(
+  label: string,
+  link: string,
+  size: HaLoadSize,
+  direct: FleetRun,
+  r: FleetRun,
+): Row[] {
   const what = `${size.sessions} × ${round(size.bytesEach / MiB, 1)} MiB sessions`;
-  const common = { case: "ha-load", frontend: label, link: "grpc (haproxy, 3 servers)" };
+  const common = { case: "ha-load", frontend: label, link: `${link} (haproxy, 3 servers)` };
   const details = { ...r, result: { ...r.result, errors: r.result.errors.slice(0, 5) } };
   const max = (xs: number[]) => Math.max(...xs);
   const backendIs = "client process (direct run)";
@@ -293,47 +309,59 @@ function rows(label: string, size: HaLoadSize, direct: FleetRun, r: FleetRun): R
   ];
 }
 
-/**
- * Runs the case: direct, knp's fleet, and upstream's fleet when its binaries are given. Throws
- * (the run records a failure) when a knp session failed.
- */
-export async function haLoadCase(size: HaLoadSize, add: (r: Row) => void): Promise<void> {
-  await using backend = await BackendProcess.start();
-  const port = backend.ports.source;
+/** The direct run: the client straight to the backend (the floor). */
+async function directRun(port: number, size: HaLoadSize): Promise<FleetRun> {
   progress(`ha-load: ${size.sessions} sessions × ${size.bytesEach} bytes, direct`);
-  const directResult = await runClient({
+  const result = await runClient({
     udsPaths: [],
     port,
     sessions: size.sessions,
     bytes: size.bytesEach,
     direct: true,
   });
-  const direct: FleetRun = {
-    result: directResult,
-    seconds: round(directResult.openSeconds + directResult.transferSeconds, 2),
+  const run: FleetRun = {
+    result,
+    seconds: round(result.openSeconds + result.transferSeconds, 2),
     serverPeakMiB: [],
     agentPeakMiB: [],
     fullChannelLines: 0,
   };
-  report("direct", direct);
-  progress("ha-load: knp fleet (3 servers, 3 agents through haproxy)");
-  const knp = await (async () => {
-    await using fleet = await knpFleet();
-    return await throughFleet(fleet, port, size);
-  })();
-  report("knp", knp);
-  rows("http-connect", size, direct, knp).forEach(add);
+  report("direct", run);
+  return run;
+}
+
+/**
+ * Runs the case: direct, knp's fleet over each of `links`, and upstream's fleet (gRPC) when its
+ * binaries are given. Throws (the run records a failure) when a knp session failed.
+ */
+export async function haLoadCase(
+  size: HaLoadSize,
+  links: AgentLink[],
+  add: (r: Row) => void,
+): Promise<void> {
+  await using backend = await BackendProcess.start();
+  const port = backend.ports.source;
+  const direct = await directRun(port, size);
+  let failed = 0;
+  for (const link of links) {
+    progress(`ha-load: knp fleet over the ${link} link (3 servers, 3 agents through haproxy)`);
+    const knp = await (async () => {
+      await using fleet = await knpFleet(link);
+      return await throughFleet(fleet, port, size);
+    })();
+    report(`knp (${link})`, knp);
+    rows("http-connect", link, size, direct, knp).forEach(add);
+    failed += knp.result.failed;
+  }
   const bins = upstreamBinaries();
   if (bins) {
     progress("ha-load: upstream fleet (3 servers, 3 agents through haproxy)");
     await using fleet = await upstreamFleet(bins);
     const up = await throughFleet(fleet, port, size);
     report("upstream", up);
-    rows("http-connect (upstream)", size, direct, up).forEach(add);
+    rows("http-connect (upstream)", "grpc", size, direct, up).forEach(add);
   } else {
     progress("ha-load: no upstream run (set KNP_UPSTREAM_SERVER and KNP_UPSTREAM_AGENT)");
   }
-  if (knp.result.failed > 0) {
-    throw new Error(`${knp.result.failed} of ${size.sessions} knp sessions failed`);
-  }
+  if (failed > 0) throw new Error(`${failed} knp sessions failed`);
 }

@@ -259,9 +259,10 @@ async function runOwnCases(
     });
   }
   if (cases.has("ha-load")) {
-    await run.attempt({ case: "ha-load", frontend: "http-connect", link: "grpc" }, async () => {
+    await run.attempt({ case: "ha-load", frontend: "http-connect", link: "*" }, async () => {
       await haLoadCase(
         { sessions: settings.haLoadSessions, bytesEach: settings.haLoadBytesEach },
+        links.map((l) => l.link),
         run.add,
       );
     });

@@ -2,8 +2,8 @@
 /**
  * Shared plumbing of the two binaries' `main.ts`: the permission check (or `--knp-print-permissions`),
  * parse or exit with one line, log notes about accepted-but-unimplemented flags, JSON-lines
- * logging, a last-resort handler so a stray async error is logged instead of killing every tunnel,
- * and upstream's two-signal shutdown.
+ * logging through LogTape (`log_tape.ts`), a last-resort handler so a stray async error is logged
+ * instead of killing every tunnel, and upstream's two-signal shutdown.
  *
  * Nothing here imports grpc-js: it reads environment variables when it loads, so a binary checks
  * its permissions first and imports the rest afterwards.
@@ -12,7 +12,8 @@
  */
 
 import { errorMessage } from "@knp/core/errors";
-import { jsonLogger, levelFromVerbosity, type Logger } from "@knp/core/log";
+import type { Logger } from "@knp/core/log";
+import { configureBinaryLogging } from "./log_tape.ts";
 import {
   missingPermissionLine,
   missingPermissions,
@@ -55,7 +56,11 @@ export function parseOrExit<O extends { v: number; knpLogFormat: "json" | "text"
     Deno.exit(0);
   }
   const { options } = parsed;
-  const log = jsonLogger({ level: levelFromVerbosity(options.v), format: options.knpLogFormat });
+  const log = configureBinaryLogging({
+    binary: name.replace(/^proxy-/, ""),
+    v: options.v,
+    format: options.knpLogFormat,
+  });
   for (const note of parsed.notImplemented) log.warn(note);
   for (const note of parsed.deprecated) log.warn(note);
   return { options, log };
@@ -63,17 +68,18 @@ export function parseOrExit<O extends { v: number; knpLogFormat: "json" | "text"
 
 /**
  * Installs the last-resort handler that logs a stray async error instead of ending the process
- * (which would cut every tunnel). Binaries call it only once they have started: until then an
+ * (which would cut every tunnel). Logged as a warning: the process keeps serving, and there is
+ * nothing for an operator to do but report it (ERROR is kept for what needs an operator). Binaries call it only once they have started: until then an
  * error ends the process with exit code 1, so a start that cannot succeed is never hidden.
  */
 export function keepRunningOnStrayErrors(log: Logger): void {
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
-    log.error("unhandled async error (kept running)", { error: errorMessage(event.reason) });
+    log.warn("unhandled async error (kept running)", { error: errorMessage(event.reason) });
   });
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();
-    log.error("uncaught error (kept running)", { error: errorMessage(event.error) });
+    log.warn("uncaught error (kept running)", { error: errorMessage(event.error) });
   });
 }
 

@@ -27,6 +27,7 @@ import {
 } from "@knp/proto";
 import { DialError, errorMessage, KnpError } from "@knp/core/errors";
 import { parseDialError } from "@knp/core/dial_errors";
+import { startDialSpan } from "@knp/transport/dial_trace";
 import type { PacketStream } from "@knp/transport/packet_stream";
 
 /** Upstream client's hard backstop for a dial. */
@@ -127,9 +128,19 @@ export class TunnelConn implements AsyncDisposable {
       onPacket: (p) => this.#onPacket(p),
       onEnd: (error) => this.#onEnd(error),
     });
-    this.#stream.send(dialRequest(this.address, this.dialId, protocol));
+    // Traced when OpenTelemetry is on (OTEL_DENO=true): the child of the caller's active span.
+    const span = startDialSpan("knp.client.dial", {
+      kind: "client",
+      attributes: { "knp.address": this.address, "knp.dial_id": this.dialId },
+    });
+    this.#stream.send(dialRequest(this.address, this.dialId, protocol, span.traceparent));
     try {
       await this.#dial.promise;
+      span.set({ "knp.connect_id": this.#connectId });
+      span.end();
+    } catch (err) {
+      span.end(errorMessage(err));
+      throw err;
     } finally {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);

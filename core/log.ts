@@ -1,6 +1,7 @@
 /**
- * Structured logging. Library code takes a {@linkcode Logger} and never prints; binaries pass
- * {@linkcode jsonLogger}, which writes one JSON object per line to stderr.
+ * Structured logging. Library code takes a {@linkcode Logger} and never prints. The binaries pass
+ * one backed by LogTape (`@knp/cli/log_tape`); {@linkcode jsonLogger} writes one JSON object per
+ * line without LogTape.
  *
  * @module
  */
@@ -20,6 +21,22 @@ export interface Logger {
   error(message: string, fields?: LogFields): void;
   /** A logger that adds `fields` to every record. */
   with(fields: LogFields): Logger;
+  /**
+   * Logs one packet's passage (klog `-v=5` and above). Optional: a logger without it drops such
+   * records, and `log.trace?.(…)` then does not even build the fields.
+   */
+  trace?(message: string, fields?: LogFields): void;
+  /**
+   * A logger for sub-module `name`, one category below this one (`["knp", "agent"]` →
+   * `["knp", "agent", "dialer"]`), keeping this logger's fields. Optional: see
+   * {@linkcode childLogger}.
+   */
+  child?(name: string): Logger;
+}
+
+/** `log.child(name)`, or `log` itself for a logger without categories. */
+export function childLogger(log: Logger, name: string): Logger {
+  return log.child?.(name) ?? log;
 }
 
 /** A log level name. */
@@ -82,7 +99,7 @@ export function jsonLogger(options: JsonLoggerOptions = {}): Logger {
   };
 }
 
-/** Maps klog's `-v` verbosity to a level: 0–3 info, 4+ debug (upstream's mains default to 4). */
+/** Maps klog's `-v` verbosity to a level: info below 5 (upstream's mains default to 4), debug at 5+. */
 export function levelFromVerbosity(v: number): LogLevel {
   return v >= 5 ? "debug" : "info";
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import type { Packet } from "./packet.ts";
-import { type Fields, I64, type Spec, SPEC_BY_NAME, STR } from "./packet_spec.ts";
+import { type Fields, I64, OPT, type Spec, SPEC_BY_NAME, STR } from "./packet_spec.ts";
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const INT64_MAX = (1n << 63n) - 1n;
@@ -20,7 +20,7 @@ const TWO_56 = 1n << 56n;
 const encoder = new TextEncoder();
 const scratch = new DataView(new ArrayBuffer(8));
 // UTF-8 lengths of the string fields, filled by bodyLength() and used by encodePacket().
-const strLens = [0, 0, 0];
+const strLens = [0, 0, 0, 0];
 
 // ---------------------------------------------------------------------------------- encoding
 
@@ -73,7 +73,8 @@ function bodyLength(spec: Spec, msg: Fields): number {
       continue;
     }
     let len: number;
-    if (spec.kinds[i] === STR) {
+    if (spec.kinds[i] === OPT && v === undefined) continue;
+    if (spec.kinds[i] === STR || spec.kinds[i] === OPT) {
       if (typeof v !== "string") throw new TypeError(`Field "${name}" must be a string`);
       len = strLens[i] = utf8Length(v);
     } else {
@@ -180,12 +181,13 @@ export function encodePacketInto(p: Packet, out: Uint8Array, offset: number): nu
   if (msg === undefined) return pos;
   for (let i = 0; i < spec.kinds.length; i++) {
     const v = msg[spec.names[i]!]; // names and kinds have the same length
-    const tag = ((i + 1) << 3) | (spec.kinds[i] === I64 ? 0 : 2);
+    const tag = (spec.numbers[i]! << 3) | (spec.kinds[i] === I64 ? 0 : 2);
     if (spec.kinds[i] === I64) {
       if (v === 0n) continue;
       out[pos++] = tag;
       pos = writeInt64(out, pos, v as bigint);
-    } else if (spec.kinds[i] === STR) {
+    } else if (spec.kinds[i] === STR || spec.kinds[i] === OPT) {
+      if (v === undefined) continue; // an absent optional string
       const len = strLens[i]!; // bodyLength() set it for this string field
       if (len === 0) continue;
       out[pos++] = tag;

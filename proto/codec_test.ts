@@ -204,11 +204,53 @@ Deno.test("decodePacket() skips unknown fields inside payloads", () => {
   assert.deepStrictEqual(decodePacket(bytes), dataPacket(1n, utf8.encode("hi")));
   // Drain: anything inside is unknown.
   assert.deepStrictEqual(decodePacket(hex(`08 06 42 05 08 01 12 01 00`)), drain());
-  // DialRequest with unknown fields 4 and 15.
+  // DialRequest with unknown fields 4 and 14 (15 is knp's traceparent, tested below).
   assert.deepStrictEqual(
-    decodePacket(hex("12 0c 20 01 7a 01 00 0a 03 74 63 70 18 02")),
+    decodePacket(hex("12 0c 20 01 72 01 00 0a 03 74 63 70 18 02")),
     dialRequest("", 2n, "tcp"),
   );
+});
+
+const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+Deno.test("DIAL_REQ carries knp's traceparent as field 15 after upstream's fields", () => {
+  const packet: Packet = {
+    type: "DIAL_REQ",
+    dialRequest: { protocol: "tcp", address: "a:1", random: 1n, traceparent: TRACEPARENT },
+  };
+  // Upstream's bytes (12 0c 0a 03 "tcp" 12 03 "a:1" 18 01 with a longer body), then 7a 37 <55>.
+  const golden = concat(
+    hex("12 45 0a 03 74 63 70 12 03 61 3a 31 18 01 7a 37"),
+    utf8.encode(TRACEPARENT),
+  );
+  assert.equal(toHex(encodePacket(packet)), toHex(golden));
+  assert.equal(encodedLength(packet), golden.length);
+  assert.deepStrictEqual(decodePacket(golden), packet);
+  // Without a traceparent the bytes are upstream's, and the decoded request has no such member.
+  const plain = encodePacket(dialRequest("a:1", 1n));
+  assert.equal(toHex(plain), "12 0c 0a 03 74 63 70 12 03 61 3a 31 18 01");
+  assert.deepStrictEqual(decodePacket(plain), dialRequest("a:1", 1n));
+  assert.equal(
+    "traceparent" in (decodePacket(plain) as { dialRequest: object }).dialRequest,
+    false,
+  );
+  const empty: Packet = {
+    type: "DIAL_REQ",
+    dialRequest: { protocol: "tcp", address: "a:1", random: 1n, traceparent: "" },
+  };
+  assert.deepStrictEqual(encodePacket(empty), plain);
+});
+
+Deno.test("decodePacket() skips field 15 of a DIAL_REQ sent with another wire type", () => {
+  assert.deepStrictEqual(
+    decodePacket(hex("12 09 0a 03 74 63 70 78 05 18 02")),
+    dialRequest("", 2n, "tcp"),
+  );
+});
+
+Deno.test("field 15 of other payloads stays unknown", () => {
+  // CloseRequest { connectID: 1, 15: "x" }: skipped, as before.
+  assert.deepStrictEqual(decodePacket(hex("08 02 2a 05 08 01 7a 01 78")), closeRequest(1n));
 });
 
 Deno.test("decodePacket() skips a known field number sent with another wire type", () => {

@@ -11,6 +11,7 @@ import {
   BYTES,
   type Fields,
   I64,
+  OPT,
   type Spec,
   SPEC_BY_FIELD,
   SPEC_BY_TYPE,
@@ -131,13 +132,14 @@ function decodePayload(r: Reader, end: number, spec: Spec, msg: Fields): Fields 
   while (r.pos < end) {
     const tagAt = r.pos;
     const tag = r.tag(end);
-    const i = (tag >>> 3) - 1;
-    const kind = i < spec.kinds.length ? spec.kinds[i] : -1;
+    const i = spec.index[tag >>> 3] ?? -1;
+    const kind = i >= 0 ? spec.kinds[i] : -1;
     const wireType = tag & 7;
     // Past this point a known kind means 0 <= i < kinds.length === names.length.
     if (kind === I64 && wireType === 0) msg[spec.names[i]!] = r.int64(end);
-    else if (kind === STR && wireType === 2) msg[spec.names[i]!] = r.string(r.length(end));
-    else if (kind === BYTES && wireType === 2) {
+    else if ((kind === STR || kind === OPT) && wireType === 2) {
+      msg[spec.names[i]!] = r.string(r.length(end));
+    } else if (kind === BYTES && wireType === 2) {
       const len = r.length(end);
       msg[spec.names[i]!] = r.buf.subarray(r.pos, r.pos += len);
     } else r.skip(wireType, end, tagAt);

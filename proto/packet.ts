@@ -36,6 +36,11 @@ export interface DialRequest {
   address: string;
   /** The dial's id, chosen by the requester; echoed in the DIAL_RSP. */
   random: bigint;
+  /**
+   * knp extension (field 15, which upstream peers skip as unknown): the W3C `traceparent` of the
+   * span that sent the dial, so the next hop's span is its child. Absent unless tracing is on.
+   */
+  traceparent?: string;
 }
 
 /** `DialResponse` (Packet field 3). An empty `error` means success. */
@@ -114,9 +119,16 @@ export interface UnknownPacket {
 /** What the decoder yields. */
 export type DecodedPacket = Packet | UnknownPacket;
 
-/** Builds a DIAL_REQ. */
-export function dialRequest(address: string, random: bigint, protocol = "tcp"): Packet {
-  return { type: "DIAL_REQ", dialRequest: { protocol, address, random } };
+/** Builds a DIAL_REQ; a `traceparent` (knp extension) is included only when given. */
+export function dialRequest(
+  address: string,
+  random: bigint,
+  protocol = "tcp",
+  traceparent?: string,
+): Packet {
+  const request: DialRequest = { protocol, address, random };
+  if (traceparent !== undefined) request.traceparent = traceparent;
+  return { type: "DIAL_REQ", dialRequest: request };
 }
 
 /** Builds a DIAL_RSP; pass an error text for a failed dial (connectId is then 0). */

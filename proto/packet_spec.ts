@@ -10,10 +10,15 @@ import { PacketType, type PacketTypeName } from "./packet.ts";
 export const STR = 0;
 export const I64 = 1;
 export const BYTES = 2;
-export type Kind = typeof STR | typeof I64 | typeof BYTES;
+/** An optional string (a knp extension field): absent when undefined, left out of `create()`. */
+export const OPT = 3;
+export type Kind = typeof STR | typeof I64 | typeof BYTES | typeof OPT;
 export type Fields = Record<string, unknown>;
 
-/** How one packet type maps onto the wire. Payload field `n` is `names[n - 1]`/`kinds[n - 1]`. */
+/**
+ * How one packet type maps onto the wire. Payload member `i` is `names[i]`/`kinds[i]`, field
+ * number `numbers[i]`; `index[n]` is the member of field number `n`.
+ */
 export interface Spec {
   readonly type: PacketTypeName;
   readonly typeNumber: number;
@@ -25,6 +30,8 @@ export interface Spec {
   readonly prop: string | undefined;
   readonly names: readonly string[];
   readonly kinds: readonly Kind[];
+  readonly numbers: readonly number[];
+  readonly index: readonly (number | undefined)[];
   readonly create: () => Fields;
 }
 
@@ -34,21 +41,43 @@ function defineSpec(
   type: PacketTypeName,
   field: number,
   key: string,
-  fields: [string, Kind][],
+  fields: [string, Kind, number?][],
 ): Spec {
   const names = fields.map(([name]) => name);
   const kinds = fields.map(([, kind]) => kind);
+  const numbers = fields.map(([, , n], i) => n ?? i + 1);
+  const index: (number | undefined)[] = [];
+  numbers.forEach((n, i) => index[n] = i);
   const create = () => {
     const msg: Fields = {};
-    for (const [name, kind] of fields) msg[name] = kind === STR ? "" : kind === I64 ? 0n : EMPTY;
+    for (const [name, kind] of fields) {
+      if (kind !== OPT) msg[name] = kind === STR ? "" : kind === I64 ? 0n : EMPTY;
+    }
     return msg;
   };
   const prop = type === "DRAIN" ? undefined : key;
-  return { type, typeNumber: PacketType[type], field, key, prop, names, kinds, create };
+  return {
+    type,
+    typeNumber: PacketType[type],
+    field,
+    key,
+    prop,
+    names,
+    kinds,
+    numbers,
+    index,
+    create,
+  };
 }
 
 export const SPECS: readonly Spec[] = [
-  defineSpec("DIAL_REQ", 2, "dialRequest", [["protocol", STR], ["address", STR], ["random", I64]]),
+  defineSpec("DIAL_REQ", 2, "dialRequest", [
+    ["protocol", STR],
+    ["address", STR],
+    ["random", I64],
+    // knp extension: W3C trace context, field 15; upstream peers skip it as an unknown field.
+    ["traceparent", OPT, 15],
+  ]),
   defineSpec("DIAL_RSP", 3, "dialResponse", [["error", STR], ["connectId", I64], ["random", I64]]),
   defineSpec("CLOSE_REQ", 5, "closeRequest", [["connectId", I64]]),
   defineSpec("CLOSE_RSP", 6, "closeResponse", [["error", STR], ["connectId", I64]]),

@@ -217,10 +217,24 @@ export class CidrStorage implements Storage {
   }
 }
 
+/** Which strategy picked which backend, and the destination's zone (undefined: none known). */
+export interface PickExplanation {
+  /** The backend picked. */
+  readonly backend: Backend;
+  /** The strategy whose storage had it. */
+  readonly strategy: ProxyStrategy;
+  /** The destination's zone from `--knp-zone-cidrs`. */
+  readonly zone: string | undefined;
+}
+
 /** The ordered strategies of a server. */
 export class BackendManager {
   /** One storage per strategy, in order. */
   readonly storages: Storage[];
+  /** Every stored backend (the status page and readiness read it). */
+  readonly agents: Set<Backend> = new Set();
+  /** How the latest successful pick chose (the dial explainer reads it right after a pick). */
+  lastPick: PickExplanation | undefined;
   readonly #options: RoutingOptions;
 
   /** A manager for `strategies`, tried in order. */
@@ -234,11 +248,13 @@ export class BackendManager {
 
   /** Stores `backend` in every strategy's storage. */
   add(backend: Backend): void {
+    this.agents.add(backend);
     for (const s of this.storages) s.add(backend);
   }
 
   /** Removes `backend` from every storage. */
   remove(backend: Backend): void {
+    this.agents.delete(backend);
     for (const s of this.storages) s.remove(backend);
   }
 
@@ -256,7 +272,10 @@ export class BackendManager {
     };
     for (const s of this.storages) {
       const b = s.pick(address, ctx);
-      if (b) return b;
+      if (b) {
+        this.lastPick = { backend: b, strategy: s.strategy, zone: ctx.zone };
+        return b;
+      }
     }
     return undefined;
   }

@@ -13,6 +13,7 @@ import { type DialErrorKind, tagDialError } from "@knp/core/dial_errors";
 import type { Logger } from "@knp/core/log";
 import type { Timers } from "@knp/core/timers";
 import type { Backend } from "./backend.ts";
+import type { PickExplanation } from "./backend_manager.ts";
 import type { FrontendConnection } from "./frontend_connection.ts";
 import type { DialFailureLabel, ServerEvent, ServerEvents } from "./server_events.ts";
 
@@ -57,6 +58,29 @@ export class ConnectionTables {
       this.log.debug("dial failure", { dialID: event.dialId, reason: event.reason });
     }
     this.#events.emit(event);
+  }
+
+  /** A frontend's DIAL_REQ for `address` arrived: records it on `conn` and reports it. */
+  dialRequested(conn: FrontendConnection, dialId: bigint, address: string): void {
+    conn.dialId = dialId;
+    conn.address = address;
+    const { peer } = conn.stream, userAgent = conn.userAgent;
+    this.emit({ kind: "dial-requested", dialId, address, peer, userAgent });
+  }
+
+  /** `conn`'s dial went to its backend, chosen as `pick` says (undefined: the direct route). */
+  dialRouted(conn: FrontendConnection, pick: PickExplanation | undefined): void {
+    const backend = conn.backend!;
+    this.logTables("dial pending", { dialID: conn.dialId });
+    const chose = pick?.backend === backend;
+    this.emit({
+      kind: "dial-routed",
+      dialId: conn.dialId,
+      agentId: backend.agentId,
+      strategy: chose ? pick.strategy : "direct",
+      zone: chose ? pick.zone : undefined,
+      load: backend.openConnections - 1,
+    });
   }
 
   /** Reports a failed dial (upstream's `dial_failure_count{reason}`). */
@@ -117,6 +141,13 @@ export class ConnectionTables {
         kind: "connection-closed",
         connectId: conn.connectId,
         agentId: conn.backend.agentId,
+        reason: error
+          ? "server_error"
+          : was === "closing"
+          ? "close_request"
+          : conn.stream.closed
+          ? "frontend_gone"
+          : "agent_close",
       });
     }
     this.frontends.delete(conn);

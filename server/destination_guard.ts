@@ -53,6 +53,13 @@ export function destinationRefusal(
     userAgent: conn.userAgent,
   });
   t.emit({ kind: "dial-failure", reason: "error_response", dialId: conn.dialId });
+  t.emit({
+    kind: "dial-denied",
+    dialId: conn.dialId,
+    address: conn.address,
+    rule: decision.rule,
+    source: decision.source,
+  });
   return t.dialError(policyDeniedText(conn.address, decision), "policy-denied");
 }
 

@@ -1,35 +1,64 @@
 /**
  * The server's health endpoints as a plain `(Request) => Response` handler: `/healthz` (always
- * ok), `/readyz` and `/ready` (ok once an agent is connected, else 500 as upstream).
+ * ok), `/readyz` and `/ready` (200 once every routing class has an agent, else 500 with the
+ * missing ones; see `readiness.ts`).
  *
  * @module
  */
 
+import type { Readiness } from "./readiness.ts";
+
 /** What the handler needs to know. */
 export interface ServerHealthSource {
   readonly ready: boolean;
-  /** Extra `/metrics` text (Prometheus exposition); empty until the metrics work lands. */
-  metrics?: () => string;
+  /** The routing classes' verdict and check lines (see `readiness.ts`); else `ready` alone. */
+  readiness?: () => Readiness;
+  /** The Prometheus text exposition of `/metrics`. */
+  metrics?: () => string | Promise<string>;
 }
 
 /** Builds the health handler. */
 export function serverHealthHandler(source: ServerHealthSource): (req: Request) => Response {
   return (req) => {
-    const { pathname } = new URL(req.url);
-    switch (pathname) {
+    const url = new URL(req.url);
+    switch (url.pathname) {
       case "/healthz":
         return text(200, "ok");
       case "/readyz":
       case "/ready":
-        return source.ready ? text(200, "ok") : text(500, "no connection to any proxy agent");
+        return readyz(source, url.searchParams.has("verbose"));
       case "/metrics":
-        return new Response(source.metrics?.() ?? "", {
+        return new Response(exposition(source.metrics?.() ?? ""), {
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
         });
       default:
         return text(404, "404 page not found\n");
     }
   };
+}
+
+/**
+ * 200 `ok` when ready (with `?verbose` the check lines and `check passed`); else 500 with the
+ * check lines, after upstream's sentence when no agent is connected at all.
+ */
+function readyz(source: ServerHealthSource, verbose: boolean): Response {
+  const r: Readiness = source.readiness?.() ?? { ready: source.ready, lines: [] };
+  const lines = r.lines.map((line) => `${line}\n`).join("");
+  if (r.ready) return text(200, verbose ? `${lines}check passed\n` : "ok");
+  if (r.lines.length === 0) return text(500, NOT_READY);
+  const none = (r.agents ?? 0) === 0;
+  return text(500, `${none ? `${NOT_READY}\n` : ""}${lines}check failed\n`);
+}
+
+/** upstream's text of a server with no agent. */
+const NOT_READY = "no connection to any proxy agent";
+
+/** A body for `text`, streamed once a pending exposition is ready. */
+function exposition(text: string | Promise<string>): string | ReadableStream<Uint8Array> {
+  if (typeof text === "string") return text;
+  return ReadableStream.from((async function* () {
+    yield new TextEncoder().encode(await text);
+  })());
 }
 
 function text(status: number, body: string): Response {

@@ -65,6 +65,8 @@ export type AbortableSocket = ByteSocket & { abort?: () => void };
 interface ConnectRequest {
   target: string;
   userAgent: string;
+  /** The W3C `traceparent` header, passed on in the DIAL_REQ (see `@knp/transport/dial_trace`). */
+  traceparent: string | undefined;
   rest: Uint8Array;
 }
 
@@ -106,7 +108,8 @@ export function parseConnectHead(head: string, rest: Uint8Array): ConnectRequest
   if (!validConnectTarget(target!)) {
     throw new HttpError(400, "Bad Request", `invalid CONNECT target ${JSON.stringify(target)}`);
   }
-  return { target: target!, userAgent: headers.get("user-agent") ?? "", rest };
+  const traceparent = headers.get("traceparent");
+  return { target: target!, userAgent: headers.get("user-agent") ?? "", traceparent, rest };
 }
 
 type Phase = "head" | "dialing" | "open" | "closed";
@@ -200,6 +203,7 @@ export class HttpConnectFrontend implements PacketStream {
           this.#phase = "dialing";
           if (request.rest.byteLength > 0) this.#keepEarly(request.rest);
           this.#target = request.target;
+          this.#traceparent = request.traceparent;
           return true;
         }
         if (length > this.#limits.maxHeaderBytes) {
@@ -225,6 +229,7 @@ export class HttpConnectFrontend implements PacketStream {
   }
 
   #target = "";
+  #traceparent: string | undefined;
 
   /** The requested "host:port". */
   get target(): string {
@@ -234,7 +239,7 @@ export class HttpConnectFrontend implements PacketStream {
   start(handler: PacketHandler): void {
     this.#handler = handler;
     if (this.#ended) return handler.onEnd();
-    handler.onPacket(dialRequest(this.#target, this.#dialId));
+    handler.onPacket(dialRequest(this.#target, this.#dialId, "tcp", this.#traceparent));
     this.#readLoop();
   }
 

@@ -4,7 +4,7 @@
  * share a test process), with the process metrics (`process_*`, `nodejs_*`) as upstream has Go's,
  * plus knp's own (`knp_server_*`: agent refusals, policy denials, proxied bytes, close reasons).
  * Counters and histograms are fed by the core's events ({@linkcode ServerEvent}) and by its packet
- * streams (tapped, see {@linkcode ProxyServer.tap}); gauges read the core when scraped.
+ * streams (tapped through `ServerEvents.tap`); gauges read the core when scraped.
  *
  * ```ts
  * import { ProxyServer } from "./proxy_server.ts";
@@ -46,8 +46,7 @@ type Tally = Counter<string>;
 
 /** The server's metric set, bound to one core. */
 export class ServerMetrics {
-  /** The registry `/metrics` renders. */
-  readonly registry: Registry;
+  readonly #registry: Registry;
   readonly #core: ProxyServer;
   readonly #unsubscribe: () => void;
   readonly #c: Record<string, Tally> = {};
@@ -58,17 +57,17 @@ export class ServerMetrics {
   /** Subscribes to `core`'s events and taps its streams; the gauges read `core` when rendered. */
   constructor(core: ProxyServer, options: ServerMetricsOptions = {}) {
     this.#core = core;
-    this.registry = newRegistry(options.processMetrics ?? true);
+    this.#registry = newRegistry(options.processMetrics ?? true);
     this.#histograms();
     this.#gauges(options);
     this.#counters();
-    serverLeaseMetrics(this.registry, NS);
+    serverLeaseMetrics(this.#registry, NS);
     this.#unsubscribe = core.events.on((event) => this.#onEvent(event));
-    core.tap = (stream, side) => this.#tap(stream, side);
+    core.events.tap = (stream, side) => this.#tap(stream, side);
   }
 
   #histograms(): void {
-    const registers = [this.registry];
+    const registers = [this.#registry];
     const histogram = (key: string, name: string, help: string, buckets: number[]) => {
       this.#h[key] = new Histogram({ name: `${NS}_${name}`, help, buckets, registers });
     };
@@ -94,7 +93,7 @@ export class ServerMetrics {
 
   #gauges(options: ServerMetricsOptions): void {
     const core = this.#core;
-    const registers = [this.registry];
+    const registers = [this.#registry];
     const http = options.httpConnections ?? (() => 0);
     const grpcFrontends = (options.mode ?? "grpc") === "grpc";
     const gauge = (name: string, help: string, read?: (g: Gauge) => void, labels?: string[]) => {
@@ -103,7 +102,13 @@ export class ServerMetrics {
         help,
         registers,
         ...(labels ? { labelNames: labels } : {}),
-        ...(read ? { collect() { read(this); } } : {}),
+        ...(read
+          ? {
+            collect() {
+              read(this);
+            },
+          }
+          : {}),
       });
     };
     gauge(
@@ -148,7 +153,7 @@ export class ServerMetrics {
   }
 
   #counters(): void {
-    const registers = [this.registry];
+    const registers = [this.#registry];
     const counter = (key: string, name: string, help: string, labelNames: string[] = []) => {
       this.#c[key] = new Counter({ name, help, labelNames, registers });
     };
@@ -221,10 +226,14 @@ export class ServerMetrics {
 
   /** Counts a core stream's packets, bytes and end error (upstream's segments). */
   #tap(stream: PacketStream, side: "frontend" | "agent"): PacketStream {
-    const [out, inn] = side === "frontend" ? ["to_client", "from_client"] : ["to_agent", "from_agent"];
+    const [out, inn] = side === "frontend"
+      ? ["to_client", "from_client"]
+      : ["to_agent", "from_agent"];
     const direction = side === "frontend" ? "client_to_agent" : "agent_to_client";
     const packets = this.#c.packets!;
+    const write = this.#h.write!;
     return tapPacketStream(stream, {
+      ...(side === "frontend" ? { written: (ms: number) => write.observe(ms / 1000) } : {}),
       sent: (type) => packets.inc({ segment: out!, packet_type: type }),
       received: (type, bytes) => {
         packets.inc({ segment: inn!, packet_type: type });
@@ -244,12 +253,12 @@ export class ServerMetrics {
   /** Stops counting the core's events and tapping its new streams. */
   dispose(): void {
     this.#unsubscribe();
-    if (this.#core.tap !== undefined) this.#core.tap = undefined;
+    this.#core.events.tap = undefined;
   }
 
   /** Prometheus text exposition. */
   render(): Promise<string> {
-    return this.registry.metrics();
+    return this.#registry.metrics();
   }
 }
 

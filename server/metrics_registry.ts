@@ -1,6 +1,7 @@
 /**
- * Registry helpers of the server's metrics: a fresh prom-client `Registry` sharing the process
- * metrics (collected once per process), and upstream's lease-controller metrics.
+ * Registry helpers of the server's metrics: `newRegistry` (from `@knp/cli/process_metrics`: a
+ * fresh prom-client `Registry` sharing the process metrics) and upstream's lease-controller
+ * metrics.
  *
  * ```ts
  * const registry = newRegistry(false);
@@ -11,25 +12,9 @@
  * @module
  */
 
-import { collectDefaultMetrics, Counter, Histogram, type Metric, Registry } from "prom-client";
+import { Counter, Histogram, type Registry } from "prom-client";
 
-/** The process metrics, collected once per process and shared by every registry. */
-let processMetrics: Registry | undefined;
-
-/** A registry, holding the process metrics (`process_*`, `nodejs_*`) when `withProcess`. */
-export function newRegistry(withProcess: boolean): Registry {
-  const registry = new Registry();
-  if (!withProcess) return registry;
-  if (processMetrics === undefined) {
-    processMetrics = new Registry();
-    collectDefaultMetrics({ register: processMetrics });
-  }
-  // getMetricsAsArray() returns the metric objects themselves (typed as their JSON shape).
-  for (const metric of processMetrics.getMetricsAsArray()) {
-    registry.registerMetric(metric as unknown as Metric);
-  }
-  return registry;
-}
+export { newRegistry } from "@knp/cli/process_metrics";
 
 /**
  * Registers upstream's lease garbage-collection metrics (names, labels and HELP texts as upstream,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { dialRequest } from "@knp/proto";
 import { memoryPipe } from "@knp/transport/packet_stream";
 import { startPeer } from "@knp/testing/fakes";
+import { parseDestinationRules } from "@knp/core/destination_policy";
 import { ProxyServer } from "./proxy_server.ts";
 import { readSample, ServerMetrics } from "./metrics.ts";
 
@@ -17,7 +18,7 @@ Deno.test("ServerMetrics counts the core's dial failures and reads its tables", 
   core.serveFrontend(server);
   peer.end.send(dialRequest("127.0.0.1:1", 1n));
   await settle();
-  let text = metrics.render();
+  let text = await metrics.render();
   assert.equal(readSample(text, `${NS}_dial_failure_count{reason="no_agent"}`), 1);
   assert.equal(readSample(text, `${NS}_http_connections`), 3);
   assert.equal(readSample(text, `${NS}_pending_backend_dials`), 0);
@@ -31,9 +32,44 @@ Deno.test("ServerMetrics counts the core's dial failures and reads its tables", 
   core.serveFrontend(server2);
   peer2.end.send(dialRequest("127.0.0.1:1", 2n));
   await settle();
-  text = metrics.render();
+  text = await metrics.render();
   assert.equal(readSample(text, `${NS}_dial_failure_count{reason="no_agent"}`), 1);
   assert.equal(readSample(text, `${NS}_http_connections`), 0);
+  core.close();
+  await settle();
+});
+
+Deno.test("ServerMetrics counts policy denials by rule source, apart from upstream's failures", async () => {
+  const core = new ProxyServer({
+    serverId: "s1",
+    destinationPolicy: {
+      allow: [],
+      deny: parseDestinationRules(["10.0.0.0/8"], "--knp-destination-deny"),
+    },
+  });
+  const metrics = new ServerMetrics(core, { processMetrics: false });
+  const [client, server] = memoryPipe();
+  const peer = startPeer(client);
+  core.serveFrontend(server);
+  peer.end.send(dialRequest("10.1.2.3:443", 7n));
+  await settle();
+  const text = await metrics.render();
+  assert.equal(
+    readSample(text, `knp_server_policy_denials_total{source="--knp-destination-deny"}`),
+    1,
+  );
+  assert.equal(readSample(text, `${NS}_dial_failure_count{reason="error_response"}`), 1);
+  // The frontend stream was tapped: its DIAL_REQ in, the refusing DIAL_RSP out.
+  assert.equal(
+    readSample(text, `${NS}_stream_packets_total{segment="from_client",packet_type="DIAL_REQ"}`),
+    1,
+  );
+  assert.equal(
+    readSample(text, `${NS}_stream_packets_total{segment="to_client",packet_type="DIAL_RSP"}`),
+    1,
+  );
+  assert.doesNotMatch(text, /^process_/m);
+  metrics.dispose();
   core.close();
   await settle();
 });

@@ -28,6 +28,10 @@ import type { TokenAuthFlags } from "./token_review.ts";
 import { type LeaseControllerOptions, validateLeaseOptions } from "./lease_flags.ts";
 import { type DirectDestinationOptions, validateDirectOptions } from "./direct_flags.ts";
 import { type RoutingServerOptions, validateRoutingOptions } from "./routing_flags.ts";
+import {
+  type GrpcTransportServerOptions,
+  validateGrpcTransportOptions,
+} from "./grpc_transport_flags.ts";
 
 export { SERVER_FLAGS };
 
@@ -41,7 +45,8 @@ export interface ServerOptions
     TokenAuthFlags,
     LeaseControllerOptions,
     DirectDestinationOptions,
-    RoutingServerOptions {
+    RoutingServerOptions,
+    GrpcTransportServerOptions {
   /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
   mode: string;
   /** `--uds-name`: Unix socket path of the frontend; non-empty disables the TCP frontend. @default "" */
@@ -352,6 +357,7 @@ export function validateServerOptions(o: ServerOptions): string[] {
   validateLeaseOptions(o);
   validateDirectOptions(o);
   validateRoutingOptions(o);
+  validateGrpcTransportOptions(o);
   checkTimeouts(o);
   requireLogFormat(o.knpLogFormat);
   return warnings;

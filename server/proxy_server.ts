@@ -38,12 +38,12 @@ import { ConnectionTables } from "./connection_tables.ts";
 import { FrontendConnection } from "./frontend_connection.ts";
 import { destinationRefusal } from "./destination_guard.ts";
 import { attachDirectRoute, type DirectRouteOptions } from "./direct_backend.ts";
+import { forwardDial, traceDial } from "./dial_trace.ts";
 import { type DialLimitOptions, DialLimits } from "./overload.ts";
 import { closeIdleTunnel, IdleSweeper } from "./tunnel_idle.ts";
 import { type ServerEvent, ServerEvents } from "./server_events.ts";
 
-export { FrontendConnection } from "./frontend_connection.ts";
-export type { FrontendState, HoldReason } from "./frontend_connection.ts";
+export { FrontendConnection, type FrontendState, type HoldReason } from "./frontend_connection.ts";
 export {
   type DialFailureLabel,
   type ServerEvent,
@@ -182,6 +182,7 @@ export class ProxyServer {
     stream: PacketStream,
     flow?: FlowControl,
   ): Backend {
+    stream = this.events.tap?.(stream, "agent") ?? stream;
     const backend = new Backend(agentId, identifiers, stream, flow);
     const log = this.#log.with({ agentID: agentId, peer: stream.peer });
     this.#t.established.set(backend, new Map());
@@ -206,6 +207,7 @@ export class ProxyServer {
    * on (a gRPC stream's HTTP/2 session), for the per-frontend pending-dial limit.
    */
   serveFrontend(stream: PacketStream, userAgent = "", frontendKey?: unknown): FrontendConnection {
+    stream = this.events.tap?.(stream, "frontend") ?? stream;
     const conn = new FrontendConnection(this.#idle?.wrap(stream) ?? stream, userAgent);
     this.#limits.bind(conn, frontendKey);
     this.#t.frontends.add(conn);
@@ -286,8 +288,8 @@ export class ProxyServer {
       return;
     }
     const log = this.#log.with({ dialID: random, address });
-    conn.dialId = random;
-    conn.address = address;
+    this.#t.dialRequested(conn, random, address);
+    traceDial(this.events, packet.dialRequest, conn.stream.peer);
     if (this.#t.pending.has(random)) {
       conn.stream.send(dialResponse(random, 0n, `dial ID ${random} is already in use`));
       return this.#t.teardown(conn);
@@ -317,9 +319,9 @@ export class ProxyServer {
     this.#t.pending.set(random, conn);
     this.#limits.admitted(conn);
     backend!.opened();
-    this.#t.logTables("dial pending", { dialID: random });
+    this.#t.dialRouted(conn, this.backends.lastPick);
     log.debug("forwarding DIAL_REQ", { agentID: backend!.agentId });
-    backend!.send(packet);
+    backend!.send(forwardDial(this.events, packet, backend!.agentId));
     if (this.#dialTimeoutMs > 0) {
       conn.setTimer(this.#timers, this.#dialTimeoutMs, () => this.#dialTimedOut(conn, log));
     }

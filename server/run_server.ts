@@ -8,7 +8,7 @@
 
 import { exitOnStartError, keepRunningOnStrayErrors, onSignals } from "@knp/cli/binary";
 import type { PermissionNeed } from "@knp/cli/permissions";
-import type { Logger } from "@knp/core/log";
+import { childLogger, type Logger } from "@knp/core/log";
 import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
 import { TlsFiles } from "@knp/transport/tls_files";
 import { tlsPolicyFromFlags } from "@knp/transport/tls_policy";
@@ -19,6 +19,7 @@ import { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from
 import { agentGateFromOptions } from "./agent_gate_options.ts";
 import { directConfig } from "./direct_flags.ts";
 import { routingConfig } from "./routing_flags.ts";
+import { grpcTransportConfig } from "./grpc_transport_flags.ts";
 import { closingLeases, leaseControllerFromOptions } from "./lease_flags.ts";
 import { parseLeaseLabels } from "./options.ts";
 
@@ -30,13 +31,13 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     cert: o.serverCert,
     key: o.serverKey,
     ca: o.serverCaCert,
-    logger: log.with({ tls: "server" }),
+    logger: childLogger(log, "tls").with({ tls: "server" }),
   });
   const clusterTls = new TlsFiles({
     cert: o.clusterCert,
     key: o.clusterKey,
     ca: o.clusterCaCert,
-    logger: log.with({ tls: "cluster" }),
+    logger: childLogger(log, "tls").with({ tls: "cluster" }),
   });
   return {
     mode: o.mode === "http-connect" ? "http-connect" : "grpc",
@@ -46,8 +47,9 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     backendDialTimeoutMs: o.backendDialTimeout,
     maxPendingDials: o.knpMaxPendingDials,
     ...destinationConfig(o),
-    ...directConfig(o, log),
+    ...directConfig(o, childLogger(log, "direct")),
     ...routingConfig(o),
+    ...grpcTransportConfig(o),
     maxPendingDialsPerFrontend: o.knpMaxPendingDialsPerFrontend,
     maxConnectionsPerAgent: o.knpMaxConnectionsPerAgent,
     maxMessageBytes: o.knpMaxMessageSize,
@@ -90,9 +92,13 @@ export async function runServer(
   silenceGrpcLogs();
   let server: ProxyServerHandle;
   try {
-    const agentGate = await agentGateFromOptions(o, log);
+    const agentGate = await agentGateFromOptions(o, childLogger(log, "auth"));
     const leases = o.enableLeaseController
-      ? await leaseControllerFromOptions(o, parseLeaseLabels(o.leaseLabel), log)
+      ? await leaseControllerFromOptions(
+        o,
+        parseLeaseLabels(o.leaseLabel),
+        childLogger(log, "lease"),
+      )
       : undefined;
     server = closingLeases(await startProxyServer({ ...serverConfig(o, log), agentGate }), leases);
     leases?.start();

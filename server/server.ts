@@ -7,17 +7,20 @@
  */
 
 import type { TlsMaterial, TlsPolicy, TlsSource } from "@knp/transport/grpc_server";
-import { type Logger, nullLogger } from "@knp/core/log";
+import { childLogger, type Logger, nullLogger } from "@knp/core/log";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { denySelf, type SelfDestinationConfig } from "./destination_guard.ts";
 import type { AgentGate } from "./agent_handshake.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
+import { logCorePackets } from "./dial_trace.ts";
 import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listeners.ts";
 import { serveBoundedHttp } from "@knp/cli/http_server";
+import type { GrpcTransportConfig } from "./grpc_transport_flags.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
-export interface ProxyServerConfig extends ProxyServerOptions, SelfDestinationConfig {
+export interface ProxyServerConfig
+  extends ProxyServerOptions, SelfDestinationConfig, GrpcTransportConfig {
   /** Port of the knp WebSocket agent link; undefined = off, 0 = any free port. */
   websocketPort?: number;
   /**
@@ -185,11 +188,15 @@ function shutdown(
 /** Starts a server. @throws {KnpError} when a listener cannot be bound */
 export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
   const log = config.logger ?? nullLogger;
-  const core = new ProxyServer({ ...config, logger: log });
+  const core = new ProxyServer({ ...config, logger: childLogger(log, "core") });
   const { serverPort, agentPort, websocketPort, healthPort, adminPort } = config;
   denySelf(core, config, [serverPort, agentPort, websocketPort, healthPort, adminPort]);
   let httpConnections = () => 0;
-  const metrics = new ServerMetrics(core, { httpConnections: () => httpConnections() });
+  const metrics = new ServerMetrics(core, {
+    httpConnections: () => httpConnections(),
+    mode: config.mode ?? "grpc",
+  });
+  logCorePackets(core.events, childLogger(log, "core")); // after the metrics' tap: -v=5 and above
   const healthSource = {
     get ready() {
       return core.ready;
@@ -199,9 +206,9 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
   const cleanups: Cleanups = [() => metrics.dispose()];
   const closeAll = () => runCleanups(cleanups);
   try {
-    const frontend = await serveFrontends(config, core, log, cleanups);
+    const frontend = await serveFrontends(config, core, childLogger(log, "frontend"), cleanups);
     if (frontend.connections) httpConnections = frontend.connections;
-    const agents = await serveAgentLinks(config, core, log, cleanups);
+    const agents = await serveAgentLinks(config, core, childLogger(log, "agent-link"), cleanups);
     const { health, admin } = serveHealthAndAdmin(
       config,
       serverHealthHandler(healthSource),

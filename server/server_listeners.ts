@@ -8,7 +8,7 @@
 
 import { USER_AGENT_KEY } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import { serveGrpc } from "@knp/transport/grpc_server";
+import { grpcServeFunction } from "./grpc_transport_flags.ts";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
 import { tlsClientErrorFields } from "@knp/transport/cert_validity";
@@ -85,7 +85,7 @@ export async function serveFrontends(
       close: (graceful) => listener.close(graceful),
     };
   }
-  const frontend = await serveGrpc({
+  const frontend = await grpcServeFunction(config)({
     service: "proxy",
     address,
     tls: config.udsName ? undefined : config.serverTls,
@@ -152,7 +152,7 @@ export async function serveAgentLinks(
   const address = hostPort(config.agentBindAddress, config.agentPort);
   // Dead agents are dropped within keepalive time + timeout; their pending dials fail at once.
   const keepalive = keepaliveFor(config.keepaliveTimeMs ?? 3_600_000);
-  const agents = await serveGrpc({
+  const agents = await grpcServeFunction(config)({
     service: "agent",
     address,
     tls: config.clusterTls,

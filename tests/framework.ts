@@ -442,7 +442,12 @@ const LOST = "lost connection to proxy server";
 /** Starts `agent/main.ts` against a server's agent port; awaits its "agent link" record. */
 export async function startAgent(
   target: number | ServerProcess,
-  options: { agentId?: string; extraArgs?: string[]; waitReady?: boolean } = {},
+  options: {
+    agentId?: string;
+    extraArgs?: string[];
+    waitReady?: boolean;
+    env?: Record<string, string>;
+  } = {},
 ): Promise<AgentProcess> {
   const { files } = await testPki();
   // Given the server handle, the agent uses that server's link.
@@ -454,7 +459,7 @@ export async function startAgent(
     ...(options.extraArgs ?? []),
   ];
   const args = ["run", ...agentPermissionFlags(agentFlags), "agent/main.ts", ...agentFlags];
-  const process = new ManagedProcess("agent", args);
+  const process = new ManagedProcess("agent", args, options.env);
   const state = (ok: (n: number) => boolean, what: string) => async (timeoutMs?: number) => {
     await awaitBalance(process, CONNECTED, LOST, ok, what, timeoutMs);
   };

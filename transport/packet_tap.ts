@@ -30,6 +30,11 @@ export interface PacketTap {
   received(type: string, bytes: number): void;
   /** The stream ended; `error` is undefined for a clean end. */
   ended(error: Error | undefined): void;
+  /**
+   * When set: a sent packet was taken by the transport (its `onSent`), `ms` after `send`. Packets
+   * a transport drops, or sends without an `onSent` (HTTP-CONNECT's DIAL_RSP), are not reported.
+   */
+  written?(ms: number): void;
 }
 
 /** gRPC status names by number (upstream labels stream errors with these). */
@@ -83,7 +88,12 @@ export function tapPacketStream(stream: PacketStream, tap: PacketTap): PacketStr
     },
     send(packet: Packet, onSent?: () => void) {
       tap.sent(packet.type, payloadBytes(packet));
-      return stream.send(packet, onSent);
+      if (tap.written === undefined) return stream.send(packet, onSent);
+      const start = performance.now();
+      return stream.send(packet, () => {
+        tap.written!(performance.now() - start);
+        onSent?.();
+      });
     },
     get bufferedBytes() {
       return stream.bufferedBytes;

@@ -1,0 +1,228 @@
+/**
+ * The native HTTP/2 server against grpc-js clients (a peer nobody here wrote): the agent
+ * service's Connect stream (metadata, response headers, packets both ways, clean end), the
+ * Proxy stream with a bulk transfer through flow control, error statuses and trailers, the
+ * message size limit, an unknown method, a Unix socket, mTLS, and graceful shutdown (GOAWAY).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { KnpError } from "@knp/core/errors";
+import { closeRequest, dataPacket, type DecodedPacket, dialRequest, dialResponse } from "@knp/proto";
+import { generateCa } from "@knp/testing";
+import { GrpcChannel } from "../grpc_channel.ts";
+import type { PacketStream } from "../packet_stream.ts";
+import { type H2IncomingStream, serveH2Grpc, type ServeH2GrpcOptions } from "./serve.ts";
+
+/** Collects what a stream receives; resolves `count(n)` once n packets arrived. */
+function collector(stream: PacketStream) {
+  const packets: DecodedPacket[] = [];
+  let want = Infinity;
+  let reached = () => {};
+  stream.start({
+    onPacket(p) {
+      packets.push(p);
+      if (packets.length >= want) reached();
+    },
+    onEnd() {},
+  });
+  return {
+    packets,
+    count(n: number): Promise<DecodedPacket[]> {
+      if (packets.length >= n) return Promise.resolve(packets);
+      want = n;
+      return new Promise((resolve) => (reached = () => resolve(packets)));
+    },
+  };
+}
+
+/** An echo server: every packet comes back; the first DIAL_REQ gets a DIAL_RSP. */
+function echo(incoming: H2IncomingStream): void {
+  const { stream } = incoming;
+  stream.start({
+    onPacket(p) {
+      if (p.type === "DIAL_REQ") stream.send(dialResponse(p.dialRequest.random, 7n));
+      else if (p.type === "CLOSE_REQ") stream.close();
+      else if (p.type === "DATA") stream.send(dataPacket(p.data.connectId, p.data.data));
+    },
+    onEnd() {},
+  });
+}
+
+async function withServer(
+  options: Partial<ServeH2GrpcOptions> & Pick<ServeH2GrpcOptions, "onStream">,
+  body: (target: string) => Promise<void>,
+) {
+  const server = await serveH2Grpc({ service: "proxy", address: "127.0.0.1:0", ...options });
+  try {
+    await body(options.address?.startsWith("unix:") ? options.address : `127.0.0.1:${server.port}`);
+  } finally {
+    await server.close();
+  }
+}
+
+Deno.test("h2 server: grpc-js Connect stream with metadata, headers and a clean end", async () => {
+  const seen = Promise.withResolvers<H2IncomingStream>();
+  await withServer({
+    service: "agent",
+    onStream(incoming) {
+      incoming.sendHeaders({ serverid: "s-1", servercount: "3" });
+      echo(incoming);
+      seen.resolve(incoming);
+    },
+  }, async (target) => {
+    const channel = new GrpcChannel({ target });
+    try {
+      const { stream, headers } = await channel.openStream(
+        "agent",
+        { agentid: "agent-7", agentidentifiers: "host=a.example" },
+        { awaitHeaders: true },
+      );
+      assert.deepEqual([headers("serverid"), headers("servercount")], [["s-1"], ["3"]]);
+      const incoming = await seen.promise;
+      assert.deepEqual(incoming.metadata("agentid"), ["agent-7"]);
+      assert.deepEqual(incoming.metadata("agentidentifiers"), ["host=a.example"]);
+      assert.match(incoming.metadata("user-agent")[0] ?? "", /grpc-node-js/);
+      const got = collector(stream);
+      for (let i = 1n; i <= 3n; i++) stream.send(dataPacket(i, new Uint8Array([Number(i)])));
+      const packets = await got.count(3);
+      assert.deepEqual(packets.map((p) => p.type === "DATA" && p.data.connectId), [1n, 2n, 3n]);
+      stream.close();
+      assert.equal(await incoming.stream.done, undefined);
+      assert.equal(await stream.done, undefined);
+    } finally {
+      channel.close();
+    }
+  });
+});
+
+Deno.test("h2 server: Proxy stream carries 24 MiB both ways through flow control", async () => {
+  await withServer({ onStream: echo }, async (target) => {
+    const channel = new GrpcChannel({ target });
+    try {
+      const { stream } = await channel.openStream("proxy", {});
+      const got = collector(stream);
+      stream.send(dialRequest("10.0.0.1:80", 42n));
+      const chunk = new Uint8Array(64 * 1024).map((_, i) => i & 0xff);
+      for (let i = 0; i < 384; i++) stream.send(dataPacket(7n, chunk));
+      const packets = await got.count(385);
+      assert.equal(packets[0]!.type, "DIAL_RSP");
+      let bytes = 0;
+      for (const p of packets.slice(1)) {
+        assert.equal(p.type, "DATA");
+        if (p.type === "DATA") {
+          bytes += p.data.data.length;
+          assert.equal(p.data.data[1000], 1000 & 0xff);
+        }
+      }
+      assert.equal(bytes, 384 * 64 * 1024);
+      stream.send(closeRequest(7n));
+      assert.equal(await stream.done, undefined);
+    } finally {
+      channel.close();
+    }
+  });
+});
+
+Deno.test("h2 server: errors reach grpc-js as statuses with their messages", async () => {
+  await withServer({
+    maxMessageBytes: 1024,
+    onStream(incoming) {
+      const mode = incoming.metadata("mode")[0];
+      if (mode === "reject") incoming.reject(new KnpError("PERMISSION_DENIED", "nope: ünïcode"));
+      else echo(incoming);
+    },
+  }, async (target) => {
+    const channel = new GrpcChannel({ target });
+    try {
+      const { stream: rejected } = await channel.openStream("proxy", { mode: "reject" });
+      rejected.start({ onPacket() {}, onEnd() {} });
+      const denied = await rejected.done;
+      assert.match(String(denied?.message), /PERMISSION_DENIED: nope: ünïcode/);
+
+      const { stream: big } = await channel.openStream("proxy", {});
+      big.start({ onPacket() {}, onEnd() {} });
+      big.send(dataPacket(1n, new Uint8Array(4096)));
+      assert.match(String((await big.done)?.message), /RESOURCE_EXHAUSTED/);
+
+      const { stream: wrong } = await channel.openStream("agent", {});
+      wrong.start({ onPacket() {}, onEnd() {} });
+      assert.match(String((await wrong.done)?.message), /UNIMPLEMENTED/);
+    } finally {
+      channel.close();
+    }
+  });
+});
+
+Deno.test("h2 server: over a Unix socket, and a graceful close lets the open call finish", async () => {
+  const dir = await Deno.makeTempDir();
+  const address = `unix:${dir}/h2.sock`;
+  const seen = Promise.withResolvers<H2IncomingStream>();
+  const server = await serveH2Grpc({
+    service: "proxy",
+    address,
+    onStream(incoming) {
+      echo(incoming);
+      seen.resolve(incoming);
+    },
+  });
+  const channel = new GrpcChannel({ target: address });
+  try {
+    const { stream } = await channel.openStream("proxy", {});
+    const got = collector(stream);
+    stream.send(dialRequest("10.0.0.1:80", 1n));
+    await got.count(1);
+    await seen.promise;
+    const closing = server.close(true);
+    stream.send(dataPacket(7n, new Uint8Array([1, 2, 3])));
+    await got.count(2);
+    stream.send(closeRequest(7n));
+    assert.equal(await stream.done, undefined);
+    await closing;
+  } finally {
+    channel.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("h2 server: mTLS with client certificates requested hands over the TLS facts", async () => {
+  const ca = await generateCa({ commonName: "h2-test-ca" });
+  const serverCert = await ca.issue({
+    commonName: "localhost",
+    dnsNames: ["localhost"],
+    ipAddresses: ["127.0.0.1"],
+    usage: "server",
+  });
+  const client = await ca.issue({ commonName: "system:konnectivity-agent", usage: "client" });
+  const enc = new TextEncoder();
+  const seen = Promise.withResolvers<H2IncomingStream>();
+  await withServer({
+    service: "agent",
+    tls: { cert: enc.encode(serverCert.certPem), key: enc.encode(serverCert.keyPem), ca: enc.encode(ca.certPem) },
+    clientCertificates: "requested",
+    onStream(incoming) {
+      echo(incoming);
+      seen.resolve(incoming);
+    },
+  }, async (target) => {
+    const channel = new GrpcChannel({
+      target: target.replace("127.0.0.1", "localhost"),
+      tls: { ca: enc.encode(ca.certPem), cert: enc.encode(client.certPem), key: enc.encode(client.keyPem) },
+    });
+    try {
+      const { stream } = await channel.openStream("agent", {});
+      const got = collector(stream);
+      stream.send(dataPacket(3n, new Uint8Array([9])));
+      await got.count(1);
+      const incoming = await seen.promise;
+      assert.equal(incoming.peerTls?.authorized, true);
+      assert.ok((incoming.peerTls?.chain.length ?? 0) >= 1);
+      stream.close();
+      assert.equal(await stream.done, undefined);
+    } finally {
+      channel.close();
+    }
+  });
+});

@@ -1,0 +1,323 @@
+/**
+ * {@linkcode H2ServerStream}: one gRPC call on a native HTTP/2 server connection, seen as a
+ * {@linkcode PacketStream} — the same contract as grpc-js's `GrpcPacketStream` on the server side:
+ * received messages are decoded and pushed to the handler (held while paused, and the stream's
+ * HTTP/2 window is credited back only as they are delivered); sent packets are queued as
+ * length-prefixed messages that the connection's write scheduler frames within the peer's
+ * windows; `close()` ends with trailers (`grpc-status`, `grpc-message`), and the client's
+ * half-close ends the stream cleanly after what it sent was delivered.
+ *
+ * @module
+ */
+
+import { decodePacket, encodedLength, encodePacketInto, payloadBytes } from "@knp/proto";
+import type { Packet } from "@knp/proto";
+import { errorMessage, KnpError } from "@knp/core/errors";
+import type { PacketHandler, PacketStream } from "../packet_stream.ts";
+import { DoneSignal, SendAccounting } from "../packet_stream.ts";
+import { ErrorCode, H2Error, MAX_WINDOW } from "./frame.ts";
+import type { HeaderField } from "./hpack.ts";
+import type { HeaderMap } from "./request_headers.ts";
+import type { DataSource } from "./write_scheduler.ts";
+import { encodeGrpcMessage, GrpcStatus, MESSAGE_PREFIX_BYTES, MessageDeframer } from "./grpc_message.ts";
+import { MessageError, statusFor, writeMessagePrefix } from "./grpc_message.ts";
+
+/** Trailer key of a retry hint in ms (as `grpc_internal.ts` sends it). */
+const RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms";
+
+/** What a stream needs of its connection. */
+export interface StreamOwner {
+  /** Queues frames before any DATA (response headers). */
+  control(frames: Uint8Array): void;
+  /** Encodes a header list as HEADERS (+CONTINUATION) frames of `streamId`. */
+  headerFrames(streamId: number, fields: HeaderField[], endStream: boolean): Uint8Array;
+  /** A RST_STREAM frame. */
+  resetFrame(streamId: number, code: number): Uint8Array;
+  /** The stream has data or a tail to send. */
+  activate(stream: H2ServerStream): void;
+  /** The stream has nothing more to send (it was reset). */
+  deactivate(stream: H2ServerStream): void;
+  /** The application consumed `bytes` of the stream's flow-controlled data. */
+  credit(stream: H2ServerStream, bytes: number): void;
+  /** The stream is over on both sides; forget it. */
+  finished(stream: H2ServerStream, reset: boolean): void;
+}
+
+/** Options of a {@linkcode H2ServerStream}. */
+export interface H2ServerStreamOptions {
+  /** Largest message accepted. */
+  maxMessageBytes: number;
+  /** Our initial window for the stream (SETTINGS_INITIAL_WINDOW_SIZE we sent). */
+  recvWindow: number;
+  /** The peer's initial window for the stream. */
+  sendWindow: number;
+  /** Peer description. */
+  peer: string;
+}
+
+/** A gRPC call on a native HTTP/2 connection, server side. */
+export class H2ServerStream implements PacketStream, DataSource {
+  readonly id: number;
+  readonly peer: string;
+  readonly headers: HeaderMap;
+  sendWindow: number;
+  #owner: StreamOwner;
+  #recvWindow: number;
+  #deframer: MessageDeframer;
+  #inbox: Uint8Array[] = [];
+  #held = 0;
+  #paused = true;
+  #handler: PacketHandler | undefined;
+  #remoteEnded = false;
+  #out: Uint8Array[] = [];
+  #outDone: ((() => void) | undefined)[] = [];
+  #outOffset = 0;
+  #outBytes = 0;
+  #acct = new SendAccounting();
+  #headersSent = false;
+  #tail: Uint8Array | undefined;
+  #closed = false;
+  #ended = false;
+  #finished = false;
+  #done = new DoneSignal();
+
+  /** Stream `id` of `owner`, opened with request `headers`. */
+  constructor(id: number, headers: HeaderMap, owner: StreamOwner, options: H2ServerStreamOptions) {
+    this.id = id;
+    this.headers = headers;
+    this.#owner = owner;
+    this.peer = options.peer;
+    this.sendWindow = options.sendWindow;
+    this.#recvWindow = options.recvWindow;
+    this.#deframer = new MessageDeframer(options.maxMessageBytes);
+  }
+
+  get bufferedBytes(): number {
+    return this.#acct.buffered;
+  }
+  get closed(): boolean {
+    return this.#closed || this.#ended;
+  }
+  get done(): Promise<Error | undefined> {
+    return this.#done.promise;
+  }
+  /** True once the client half-closed. */
+  get remoteEnded(): boolean {
+    return this.#remoteEnded;
+  }
+
+  start(handler: PacketHandler): void {
+    this.#handler = handler;
+    this.#paused = false;
+    this.#pump();
+  }
+
+  send(packet: Packet, onSent?: () => void): boolean {
+    if (this.closed) return false;
+    const length = encodedLength(packet);
+    const message = new Uint8Array(MESSAGE_PREFIX_BYTES + length);
+    writeMessagePrefix(message, 0, length);
+    encodePacketInto(packet, message, MESSAGE_PREFIX_BYTES);
+    const bytes = payloadBytes(packet);
+    const ok = this.#acct.add(bytes);
+    this.#out.push(message);
+    this.#outDone.push(() => {
+      this.#acct.remove(bytes);
+      onSent?.();
+    });
+    this.#outBytes += message.length;
+    this.sendHeaders({});
+    this.#owner.activate(this);
+    return ok;
+  }
+
+  onDrain(callback: () => void): void {
+    this.#acct.onDrain(callback);
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    if (!this.#handler || this.#ended) return;
+    this.#paused = false;
+    this.#pump();
+  }
+
+  /** Sends the response headers (`:status`, `content-type` and `extra`) unless already sent. */
+  sendHeaders(extra: Record<string, string>): void {
+    if (this.#headersSent || this.#finished) return;
+    this.#headersSent = true;
+    const fields: HeaderField[] = [[":status", "200"], ["content-type", "application/grpc"]];
+    for (const [k, v] of Object.entries(extra)) fields.push([k.toLowerCase(), v]);
+    this.#owner.control(this.#owner.headerFrames(this.id, fields, false));
+  }
+
+  close(error?: Error): void {
+    if (this.closed) return;
+    this.#closed = true;
+    if (error) this.#dropQueue();
+    const fields: HeaderField[] = [];
+    if (!this.#headersSent) {
+      this.#headersSent = true;
+      fields.push([":status", "200"], ["content-type", "application/grpc"]);
+    }
+    const status = error instanceof MessageError ? error.status : error ? statusFor(error) : 0;
+    fields.push(["grpc-status", String(status)]);
+    if (error) fields.push(["grpc-message", encodeGrpcMessage(error.message)]);
+    const retry = (error as Error & { retryAfterMs?: unknown } | undefined)?.retryAfterMs;
+    if (typeof retry === "number" && Number.isFinite(retry) && retry >= 0) {
+      fields.push([RETRY_PUSHBACK_KEY, String(Math.ceil(retry))]);
+    }
+    let tail = this.#owner.headerFrames(this.id, fields, true);
+    if (!this.#remoteEnded) tail = concat(tail, this.#owner.resetFrame(this.id, ErrorCode.NO_ERROR));
+    this.#tail = tail;
+    this.#owner.activate(this);
+    this.#end(error);
+  }
+
+  // --- DataSource (the write scheduler) ---
+
+  pendingBytes(): number {
+    return this.#outBytes;
+  }
+
+  take(limit: number, pieces: Uint8Array[], done: (() => void)[]): number {
+    let taken = 0;
+    while (taken < limit && this.#out.length > 0) {
+      const head = this.#out[0]!;
+      const n = Math.min(limit - taken, head.length - this.#outOffset);
+      pieces.push(head.subarray(this.#outOffset, this.#outOffset + n));
+      taken += n;
+      this.#outOffset += n;
+      if (this.#outOffset === head.length) {
+        this.#out.shift();
+        const cb = this.#outDone.shift();
+        if (cb) done.push(cb);
+        this.#outOffset = 0;
+      }
+    }
+    this.#outBytes -= taken;
+    return taken;
+  }
+
+  takeTail(): Uint8Array | undefined {
+    const tail = this.#tail;
+    if (!tail) return undefined;
+    this.#tail = undefined;
+    this.#finish(false);
+    return tail;
+  }
+
+  // --- events from the connection ---
+
+  /**
+   * DATA arrived: `data` without padding, `flowBytes` as counted by flow control.
+   * @throws {H2Error} a stream FLOW_CONTROL_ERROR when the peer overran the window
+   */
+  onData(data: Uint8Array, flowBytes: number, endStream: boolean): void {
+    this.#recvWindow -= flowBytes;
+    if (this.#recvWindow < 0) {
+      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window exceeded");
+    }
+    this.#held += flowBytes;
+    if (!this.closed) {
+      try {
+        this.#deframer.push(data, (message) => this.#inbox.push(message));
+      } catch (err) {
+        this.close(err as Error);
+      }
+    }
+    if (endStream) this.#remoteEnded = true;
+    this.#pump();
+  }
+
+  /** The client half-closed with trailers (or an empty DATA frame). */
+  onRemoteEnd(): void {
+    this.#remoteEnded = true;
+    this.#pump();
+  }
+
+  /** The peer's WINDOW_UPDATE. @throws {H2Error} when the window would pass 2^31-1 */
+  onWindowUpdate(increment: number): void {
+    this.sendWindow += increment;
+    if (this.sendWindow > MAX_WINDOW) {
+      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window above 2^31-1");
+    }
+    if (this.#outBytes > 0 && this.sendWindow > 0) this.#owner.activate(this);
+  }
+
+  /** The stream was reset (by the peer, or by us for a stream error) or its connection died. */
+  onReset(error: Error): void {
+    this.#dropQueue();
+    this.#tail = undefined;
+    this.#closed = true;
+    this.#owner.deactivate(this);
+    this.#finish(true);
+    this.#end(error);
+  }
+
+  #dropQueue(): void {
+    this.#out = [];
+    this.#outDone = [];
+    this.#outOffset = 0;
+    this.#outBytes = 0;
+    this.#acct.flush();
+  }
+
+  /** Delivers what the inbox holds while not paused; handles the client's half-close. */
+  #pump(): void {
+    const handler = this.#handler;
+    if (!handler) return;
+    while (!this.#paused && this.#inbox.length > 0 && !this.#ended) {
+      const message = this.#inbox.shift()!;
+      let packet;
+      try {
+        packet = decodePacket(message);
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : errorMessage(err);
+        this.close(new KnpError("PACKET_DECODE", `malformed packet: ${reason}`, { cause: err }));
+        break;
+      }
+      handler.onPacket(packet);
+    }
+    if (this.#inbox.length > 0 && !this.#ended) return;
+    this.#inbox = [];
+    if (this.#held > 0) {
+      this.#owner.credit(this, this.#held);
+      this.#recvWindow += this.#held;
+      this.#held = 0;
+    }
+    if (this.#remoteEnded && !this.#ended) this.#remoteDone();
+  }
+
+  #remoteDone(): void {
+    if (!this.#deframer.idle) {
+      this.close(new MessageError(GrpcStatus.INTERNAL, "stream ended inside a message"));
+    } else this.close();
+  }
+
+  #finish(reset: boolean): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#owner.finished(this, reset);
+  }
+
+  #end(error?: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#acct.flush();
+    this.#done.settle(error);
+    const handler = this.#handler;
+    if (handler) handler.onEnd(error);
+    else queueMicrotask(() => this.#handler?.onEnd(error));
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

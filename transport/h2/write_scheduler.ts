@@ -1,0 +1,206 @@
+/**
+ * {@linkcode WriteScheduler}: everything an HTTP/2 connection sends goes out through one write
+ * at a time, and whatever queued while a write was in flight is coalesced into the next one:
+ * control frames first (SETTINGS and PING acks, WINDOW_UPDATE, HEADERS, RST_STREAM, GOAWAY), then
+ * DATA frames taken round robin from the streams with data — at most one frame per stream per
+ * turn, within the peer's connection and stream windows — so a bulk stream cannot keep a small
+ * message waiting for more than one turn. A stream's trailers follow its last DATA frame.
+ *
+ * @module
+ */
+
+import type { ByteSocket } from "../byte_socket.ts";
+import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, FRAME_HEADER_BYTES, FrameType } from "./frame.ts";
+import { writeFrameHeader } from "./frame.ts";
+
+/** A stream with message bytes to send. */
+export interface DataSource {
+  /** Stream id. */
+  readonly id: number;
+  /** The peer's flow-control window of the stream, in bytes (may be negative). */
+  sendWindow: number;
+  /** Message bytes queued, not counting windows. */
+  pendingBytes(): number;
+  /**
+   * Moves up to `limit` queued bytes into `pieces` (views, in order) and pushes into `done` a
+   * callback for each message wholly taken. Returns the bytes taken.
+   */
+  take(limit: number, pieces: Uint8Array[], done: (() => void)[]): number;
+  /** Frames due once the data is out (trailers, RST_STREAM), taken once; else undefined. */
+  takeTail(): Uint8Array | undefined;
+}
+
+/** Default upper bound of one coalesced write, in bytes. */
+export const DEFAULT_BATCH_BYTES = 256 * 1024;
+
+/** Coalesces an HTTP/2 connection's frames into few, large writes. */
+export class WriteScheduler {
+  #socket: ByteSocket;
+  #onError: (err: unknown) => void;
+  #batchBytes: number;
+  #control: Uint8Array[] = [];
+  #controlBytes = 0;
+  #ring: DataSource[] = [];
+  #inRing = new Set<DataSource>();
+  #next = 0;
+  #writing = false;
+  #scheduled = false;
+  #failed = false;
+  #idle: (() => void)[] = [];
+  /** The peer's connection-level flow-control window, in bytes. */
+  connWindow = DEFAULT_WINDOW;
+  /** The peer's SETTINGS_MAX_FRAME_SIZE. */
+  maxFrameSize = DEFAULT_MAX_FRAME_SIZE;
+
+  /** Writes to `socket`; `onError` gets the first write failure. */
+  constructor(socket: ByteSocket, onError: (err: unknown) => void, batchBytes = DEFAULT_BATCH_BYTES) {
+    this.#socket = socket;
+    this.#onError = onError;
+    this.#batchBytes = batchBytes;
+  }
+
+  /** Control bytes queued and not yet written (a peer that never reads grows this). */
+  get controlBytes(): number {
+    return this.#controlBytes;
+  }
+
+  /** True when nothing is queued or being written. */
+  get idle(): boolean {
+    return !this.#writing && this.#control.length === 0 && this.#ring.length === 0;
+  }
+
+  /** Queues a ready-made frame (or frames); `urgent` puts it before the others. */
+  control(frames: Uint8Array, urgent = false): void {
+    if (this.#failed) return;
+    if (urgent) this.#control.unshift(frames);
+    else this.#control.push(frames);
+    this.#controlBytes += frames.length;
+    this.schedule();
+  }
+
+  /** Puts a stream in the round robin (it has data or a tail to send). */
+  activate(source: DataSource): void {
+    if (!this.#inRing.has(source)) {
+      this.#inRing.add(source);
+      this.#ring.push(source);
+    }
+    this.schedule();
+  }
+
+  /** Drops a stream from the round robin (it was reset). */
+  deactivate(source: DataSource): void {
+    if (!this.#inRing.delete(source)) return;
+    const at = this.#ring.indexOf(source);
+    this.#ring.splice(at, 1);
+    if (at < this.#next) this.#next--;
+  }
+
+  /** Arranges a write once the current one (if any) is done. */
+  schedule(): void {
+    if (this.#scheduled || this.#writing || this.#failed) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      if (!this.#writing) void this.#run();
+    });
+  }
+
+  /** Resolves once everything queued has been written (or writing failed). */
+  flushed(): Promise<void> {
+    if (this.idle || this.#failed) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  async #run(): Promise<void> {
+    this.#writing = true;
+    try {
+      for (;;) {
+        const done: (() => void)[] = [];
+        const batch = this.#batch(done);
+        if (!batch) break;
+        let rest = batch;
+        while (rest.length > 0) rest = rest.subarray(await this.#socket.write(rest));
+        for (const d of done) d();
+      }
+    } catch (err) {
+      this.#failed = true;
+      this.#control = [];
+      this.#ring = [];
+      this.#inRing.clear();
+      this.#onError(err);
+    }
+    this.#writing = false;
+    const idle = this.#idle;
+    this.#idle = [];
+    for (const f of idle) f();
+  }
+
+  /** Builds the next write, or undefined when nothing can be sent. */
+  #batch(done: (() => void)[]): Uint8Array | undefined {
+    const pieces: Uint8Array[] = this.#control;
+    let size = this.#controlBytes;
+    this.#control = [];
+    this.#controlBytes = 0;
+    size += this.#takeData(pieces, done, this.#batchBytes - size);
+    if (pieces.length === 0) return undefined;
+    if (pieces.length === 1) return pieces[0]!;
+    const out = new Uint8Array(size);
+    let at = 0;
+    for (const p of pieces) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  /** Takes DATA frames round robin into `pieces`; returns the bytes added. */
+  #takeData(pieces: Uint8Array[], done: (() => void)[], budget: number): number {
+    let added = 0;
+    let progress = true;
+    while (progress && this.#ring.length > 0) {
+      progress = false;
+      for (let turns = this.#ring.length; turns > 0 && this.#ring.length > 0; turns--) {
+        if (this.#next >= this.#ring.length) this.#next = 0;
+        const source = this.#ring[this.#next]!;
+        const bytes = this.#frameFrom(source, pieces, done, budget - added);
+        if (bytes > 0) progress = true;
+        added += bytes;
+        if (source.pendingBytes() === 0) {
+          const tail = source.takeTail();
+          if (tail) {
+            pieces.push(tail);
+            added += tail.length;
+            progress = true;
+          }
+          this.deactivate(source);
+        } else this.#next++;
+        if (added >= budget) return added;
+      }
+    }
+    return added;
+  }
+
+  /** One DATA frame of `source`, as much as windows, frame size and budget allow. */
+  #frameFrom(
+    source: DataSource,
+    pieces: Uint8Array[],
+    done: (() => void)[],
+    budget: number,
+  ): number {
+    const limit = Math.min(
+      source.pendingBytes(),
+      source.sendWindow,
+      this.connWindow,
+      this.maxFrameSize,
+      budget - FRAME_HEADER_BYTES,
+    );
+    if (limit <= 0) return 0;
+    const header = new Uint8Array(FRAME_HEADER_BYTES);
+    pieces.push(header);
+    const n = source.take(limit, pieces, done);
+    writeFrameHeader(header, 0, n, FrameType.DATA, 0, source.id);
+    source.sendWindow -= n;
+    this.connWindow -= n;
+    return FRAME_HEADER_BYTES + n;
+  }
+}
