@@ -6,7 +6,7 @@
  */
 
 import type { TlsMaterial, TlsSource } from "@knp/transport/grpc_stream";
-import { childLogger, type Logger, nullLogger } from "@knp/core/log";
+import { type Logger, nullLogger } from "@knp/core/log";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
@@ -154,6 +154,12 @@ function healthSource(clients: ClientSet, metrics: AgentMetrics): AgentHealthSou
     get ready() {
       return clients.ready;
     },
+    servers: () => ({
+      held: clients.size,
+      wanted: clients.serverCount,
+      ids: clients.serverIds,
+      draining: clients.draining,
+    }),
     metrics: () => metrics.render(),
   };
 }
@@ -162,7 +168,7 @@ function healthSource(clients: ClientSet, metrics: AgentMetrics): AgentHealthSou
 export function startAgent(config: AgentConfig): AgentHandle {
   const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
   const metrics = new AgentMetrics();
-  const clients = newClientSet(config, childLogger(log, "client"), metrics);
+  const clients = newClientSet(config, log, metrics);
   const servers: BoundedHttpServer[] = [];
   let healthPort: number;
   let adminPort: number;

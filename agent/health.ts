@@ -1,6 +1,9 @@
 /**
  * The agent's health endpoints as a plain handler: `/healthz` always ok; `/readyz` and `/ready`
- * check `ping` and `server-connected` in upstream's format (503 when no server is connected).
+ * check `ping` and `server-connected` in upstream's format (503 when no server is connected, 200
+ * with at least one, as upstream). The `?verbose` body (and a 503's) adds how many servers of how
+ * many the agent holds (`[+]servers-held ok: 2 of 2 servers (s1, s2)`, `degraded` while it holds
+ * fewer than the server count), whether it drains, and the caller's detail lines.
  *
  * @module
  */
@@ -9,8 +12,38 @@
 export interface AgentHealthSource {
   /** Whether a server stream is up. */
   readonly ready: boolean;
+  /** The servers held, for the detail lines (cheap: read on every `/readyz`). */
+  servers?: () => ServersHeld;
   /** The Prometheus text exposition of `/metrics`. */
   metrics?: () => string | Promise<string>;
+}
+
+/** The server connections an agent holds, against how many it should. */
+export interface ServersHeld {
+  /** Connected servers. */
+  held: number;
+  /** Servers to hold (server count, or the lease count). */
+  wanted: number;
+  /** IDs of the connected servers. */
+  ids: readonly string[];
+  /** Whether the agent is draining (still ready, as upstream). */
+  draining: boolean;
+}
+
+/** The `/readyz` lines about the servers held (none without `servers`). */
+export function serversHeldLines(s: ServersHeld | undefined): string[] {
+  if (s === undefined) return [];
+  const of = `${s.held} of ${s.wanted} server${s.wanted === 1 ? "" : "s"}`;
+  const ids = s.ids.length > 0 ? ` (${s.ids.join(", ")})` : "";
+  const lines = [
+    s.held === 0
+      ? `[-]servers-held failed: ${of}`
+      : s.held < s.wanted
+      ? `[+]servers-held degraded: ${of}${ids}; connecting to the others`
+      : `[+]servers-held ok: ${of}${ids}`,
+  ];
+  if (s.draining) lines.push("[+]draining ok: draining, no new dials accepted");
+  return lines;
 }
 
 /** Extra informational lines of `/readyz?verbose` (e.g. `[+]server-leases degraded: ...`). */
@@ -28,7 +61,8 @@ export function agentHealthHandler(
         return text(200, "ok");
       case "/readyz":
       case "/ready": {
-        const extra = details().map((line) => `${line}\n`).join("");
+        const lines = [...serversHeldLines(source.servers?.()), ...details()];
+        const extra = lines.map((line) => `${line}\n`).join("");
         if (!source.ready) {
           return text(
             503,

@@ -20,7 +20,11 @@ for (let at = 0; at < stream.length; at += 16_384) {
 const read = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
 frames.reduce((at, f) => (read.set(f, at), at + f.length), 0);
 
-Deno.bench({ name: "parse 256 KiB read into 16 KiB DATA frames", group: "h2-frame", baseline: true }, () => {
+Deno.bench({
+  name: "parse 256 KiB read into 16 KiB DATA frames",
+  group: "h2-frame",
+  baseline: true,
+}, () => {
   const parser = new FrameParser();
   if (parser.push(read).length !== frames.length) throw new Error("bad parse");
 });
@@ -28,7 +32,9 @@ Deno.bench({ name: "parse 256 KiB read into 16 KiB DATA frames", group: "h2-fram
 Deno.bench({ name: "parse the same read in 4 KiB pieces", group: "h2-frame" }, () => {
   const parser = new FrameParser();
   let n = 0;
-  for (let at = 0; at < read.length; at += 4096) n += parser.push(read.subarray(at, at + 4096)).length;
+  for (let at = 0; at < read.length; at += 4096) {
+    n += parser.push(read.subarray(at, at + 4096)).length;
+  }
   if (n !== frames.length) throw new Error("bad parse");
 });
 

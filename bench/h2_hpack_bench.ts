@@ -35,7 +35,11 @@ const first = requestBlock();
 /** The same request again: every field now a dynamic-table index. */
 const repeat = Uint8Array.from([0x83, 0x86, 0xc2, 0xc1, 0xc0, 0xbf, 0xbe]);
 
-Deno.bench({ name: "decode a grpc-go request block (Huffman, new entries)", group: "h2-hpack", baseline: true }, () => {
+Deno.bench({
+  name: "decode a grpc-go request block (Huffman, new entries)",
+  group: "h2-hpack",
+  baseline: true,
+}, () => {
   new HpackDecoder().decode(first);
 });
 
@@ -47,7 +51,10 @@ Deno.bench({ name: "decode a repeated request (dynamic-table indexes)", group: "
 
 const encoder = new HpackEncoder();
 Deno.bench({ name: "encode response headers + trailers", group: "h2-hpack" }, () => {
-  encoder.encode([[":status", "200"], ["content-type", "application/grpc"], ["serverid", "1f2e3d4c"], [
+  encoder.encode([[":status", "200"], ["content-type", "application/grpc"], [
+    "serverid",
+    "1f2e3d4c",
+  ], [
     "servercount",
     "3",
   ]]);

@@ -157,6 +157,7 @@ async function runStack(link: Link, frontend: Frontend, env: PathEnv): Promise<v
     direct: (port: number): ConnTarget => ({ via: "direct", port }),
     via: (port: number): ConnTarget => ({ via: frontend, udsPath: stack.server.udsPath, port }),
     add: run.add,
+    health: { server: stack.server.healthPort, agent: stack.agent.healthPort },
   };
   progress(`${frontend} frontend over the ${link.name} link: warming up`);
   await run.attempt({ case: "warmup", ...where }, async () => {

@@ -14,6 +14,7 @@ import { type Row, row, type Target } from "./report.ts";
 import { type CaseName, type Frontend, GiB, type Settings } from "./settings.ts";
 import type { BackendPorts, LatencySummary } from "./wire.ts";
 import { cpuSeconds, round } from "./wire.ts";
+import { type HealthPorts, withReadyzProbe } from "./readyz_probe.ts";
 
 /** What a case needs: the client, the targets of both paths and where its rows go. */
 export interface CaseContext {
@@ -29,6 +30,8 @@ export interface CaseContext {
   direct(port: number): ConnTarget;
   via(port: number): ConnTarget;
   add(r: Row): void;
+  /** Health ports of the stack's server and agent (their `/readyz` is probed under load). */
+  health?: HealthPorts;
 }
 
 /** Runs one case (not "idle", which needs stacks of its own). */
@@ -108,7 +111,13 @@ async function aggregateCase(ctx: CaseContext): Promise<void> {
   } as const;
   const d = await client.call<TransferResult>({ ...cmd, target: ctx.direct(ports.source) });
   const c1 = cpuNow(pids);
-  const t = await client.call<TransferResult>({ ...cmd, target: ctx.via(ports.source) });
+  // /readyz of the server and the agent is asked back to back while the tunnel is loaded.
+  const { result: t, rows } = await withReadyzProbe(
+    ctx.health ?? {},
+    ctx.where,
+    () => client.call<TransferResult>({ ...cmd, target: ctx.via(ports.source) }),
+  );
+  for (const r of rows) ctx.add(r);
   ctx.add(row({
     case: "aggregate",
     title: `${cmd.conns} conns download (aggregate)`,

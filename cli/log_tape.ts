@@ -29,15 +29,34 @@
 import {
   configureSync,
   getLogger,
-  type Logger as LogTapeLogger,
   type LogLevel as LogTapeLevel,
   type LogRecord as LogTapeRecord,
   type Sink,
 } from "@logtape/logtape";
 import type { LogFields, Logger } from "@knp/core/log";
 
-/** LogTape's logger, as {@linkcode logTapeLogger} takes it. */
-export type { LogTapeLogger };
+/** Properties of a LogTape record. */
+export type LogTapeProperties = Record<string, unknown>;
+
+/** What {@linkcode logTapeLogger} uses of a LogTape logger (LogTape's `Logger` has all of it). */
+export interface LogTapeLike {
+  /** Logs at trace level. */
+  trace(message: string, properties: LogTapeProperties): void;
+  /** Logs at debug level. */
+  debug(message: string, properties: LogTapeProperties): void;
+  /** Logs at info level. */
+  info(message: string, properties: LogTapeProperties): void;
+  /** Logs at warning level. */
+  warning(message: string, properties: LogTapeProperties): void;
+  /** Logs at error level. */
+  error(message: string, properties: LogTapeProperties): void;
+  /** A logger adding `properties` to every record. */
+  with(properties: LogTapeProperties): LogTapeLike;
+  /** The logger of a subcategory. */
+  getChild(subcategory: string): LogTapeLike;
+  /** Whether records at `level` would be logged. */
+  isEnabledFor(level: "trace"): boolean;
+}
 
 /** How the binaries write records: JSON lines (default) or text lines. */
 export type LogFormat = "json" | "text";
@@ -65,7 +84,7 @@ export function levelForVerbosity(v: number): "trace" | "info" {
  * is LogTape's `getChild`. `trace` (per-packet records) is present only when the LogTape logger
  * has trace enabled when this is called, so `log.trace?.(…)` costs nothing otherwise.
  */
-export function logTapeLogger(lt: LogTapeLogger): Logger {
+export function logTapeLogger(lt: LogTapeLike): Logger {
   const logger: Logger = {
     debug: (message, fields) => lt.debug(message, fields ?? {}),
     info: (message, fields) => lt.info(message, fields ?? {}),
@@ -93,16 +112,16 @@ function messageOf(record: LogTapeRecord): string {
 }
 
 /**
- * Formats a record as one JSON line: `time`, `level`, `msg`, `logger` (the category, dotted),
- * then the fields; bigints as decimal strings, errors as their message.
+ * Formats a record as one JSON line: `time`, `level`, `msg`, the fields, then `logger` (the
+ * category, dotted); bigints as decimal strings, errors as their message.
  */
 function jsonLine(record: LogTapeRecord): string {
   return JSON.stringify({
     time: new Date(record.timestamp).toISOString(),
     level: LEVEL_NAMES[record.level],
     msg: messageOf(record),
-    logger: record.category.join("."),
     ...record.properties,
+    logger: record.category.join("."),
   }, replacer) + "\n";
 }
 

@@ -79,7 +79,11 @@ export class DialExplainer {
     if (event.kind === "dial-requested") return this.#requested(event);
     if (event.kind === "agent-refused") {
       const agent = event.agentId === undefined ? {} : { agentId: event.agentId };
-      return this.#error("agent-refused", `${event.reason} on ${event.link} from ${event.peer}`, agent);
+      return this.#error(
+        "agent-refused",
+        `${event.reason} on ${event.link} from ${event.peer}`,
+        agent,
+      );
     }
     if (event.kind === "connection-closed") return this.#closed(event);
     const rec = this.#byDial.get(event.dialId);
@@ -248,7 +252,9 @@ export class DialExplainer {
       ...(ok ? { connectId: String(rsp.connectId) } : { error: message, kind: kind ?? null }),
     };
     r.step(now, "dial-response", r.response);
-    if (!ok) this.#error("dial-failed", `${r.address}: ${message}`, { dialId: r.dialId, ...agentOf(r) });
+    if (!ok) {
+      this.#error("dial-failed", `${r.address}: ${message}`, { dialId: r.dialId, ...agentOf(r) });
+    }
   }
 
   /** The kept dials, newest first, as JSON (at most `limit`). */

@@ -139,7 +139,10 @@ export function dialJson(r: DialRecord): Record<string, unknown> {
     connectId: r.connectId === undefined ? null : String(r.connectId),
     failure: r.failure ?? null,
     dialResponse: r.response ?? null,
-    firstByte: { toAgentMs: r.firstByteToAgentMs ?? null, toFrontendMs: r.firstByteToFrontendMs ?? null },
+    firstByte: {
+      toAgentMs: r.firstByteToAgentMs ?? null,
+      toFrontendMs: r.firstByteToFrontendMs ?? null,
+    },
     bytes: { toAgent: r.bytesToAgent, toFrontend: r.bytesToFrontend },
     close: r.closeReason === undefined ? null : { reason: r.closeReason },
     durations: {

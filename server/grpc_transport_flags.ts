@@ -1,15 +1,20 @@
 /**
  * The server's gRPC transport flag (knp only): `--knp-grpc-transport` picks what serves the gRPC
  * frontend and the gRPC agent port — grpc-js (`grpc-js`, the default) or knp's native HTTP/2
- * transport (`native`, `@knp/transport/h2/serve`) — with its option field, validation, core
- * configuration and the serve function it selects.
+ * transport (`native`, `@knp/transport/h2/serve`) — with its option field, validation and core
+ * configuration. The serve function it selects is in `grpc_serve.ts` (this module is loaded with
+ * the flag table, before permissions are narrowed, so it must not load grpc-js).
  *
  * @module
  */
 
 import type { FlagSpec } from "@knp/cli/flags";
 import { invalidFlag } from "@knp/cli/flags";
-import { type GrpcServerHandle, serveGrpc, type ServeGrpcOptions } from "@knp/transport/grpc_server";
+import {
+  type GrpcServerHandle,
+  serveGrpc,
+  type ServeGrpcOptions,
+} from "@knp/transport/grpc_server";
 import { serveH2Grpc } from "@knp/transport/h2/serve";
 
 /** The values `--knp-grpc-transport` accepts. */
@@ -46,7 +51,9 @@ export interface GrpcTransportConfig {
 export function validateGrpcTransportOptions(o: GrpcTransportServerOptions): void {
   if (!(GRPC_TRANSPORTS as readonly string[]).includes(o.knpGrpcTransport)) {
     throw invalidFlag(
-      `--knp-grpc-transport: must be one of ${GRPC_TRANSPORTS.join(", ")}, got "${o.knpGrpcTransport}"`,
+      `--knp-grpc-transport: must be one of ${
+        GRPC_TRANSPORTS.join(", ")
+      }, got "${o.knpGrpcTransport}"`,
     );
   }
 }
@@ -55,11 +62,4 @@ export function validateGrpcTransportOptions(o: GrpcTransportServerOptions): voi
 export function grpcTransportConfig(o: GrpcTransportServerOptions): GrpcTransportConfig {
   validateGrpcTransportOptions(o);
   return { grpcTransport: o.knpGrpcTransport as GrpcTransport };
-}
-
-/** The function that serves a gRPC listener under `config`. */
-export function grpcServeFunction(
-  config: GrpcTransportConfig,
-): (options: ServeGrpcOptions) => Promise<GrpcServerHandle> {
-  return config.grpcTransport === "native" ? serveH2Grpc : serveGrpc;
 }

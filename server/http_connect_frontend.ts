@@ -39,6 +39,13 @@ export interface HttpConnectLimits {
   headerTimeoutMs?: number;
   /** Bytes kept from a client that sends data before the tunnel is up. @default 262144 */
   maxEarlyBytes?: number;
+  /**
+   * An open tunnel whose reading stays paused (the far end takes none of the client's bytes) this
+   * long is closed with an error; 0 = never. Over TCP it is also what ends a tunnel whose client
+   * closed cleanly behind its unsent upload: that FIN waits behind the unread bytes, and the
+   * client's kernel keeps the orphaned socket alive while our window stays shut. @default 300000
+   */
+  pausedTimeoutMs?: number;
   /** Where the frontend logs (debug records only). */
   logger?: Logger | undefined;
 }
@@ -150,6 +157,7 @@ export class HttpConnectFrontend implements PacketStream {
       maxHeaderBytes: limits.maxHeaderBytes ?? 64 * 1024,
       headerTimeoutMs: limits.headerTimeoutMs ?? 10_000,
       maxEarlyBytes: limits.maxEarlyBytes ?? 256 * 1024,
+      pausedTimeoutMs: limits.pausedTimeoutMs ?? 300_000,
     };
     this.#log = limits.logger ?? nullLogger;
     this.#writer = new SocketWriter(socket, (err) => this.#end(asError(err)));
@@ -306,6 +314,19 @@ export class HttpConnectFrontend implements PacketStream {
   /** Waits for `resume()` while probing whether the client is still there. */
   async #waitPaused(): Promise<void> {
     let probes = 0;
+    const limit = this.#phase === "open" ? this.#limits.pausedTimeoutMs : 0;
+    const cut = limit > 0
+      ? setTimeout(() => {
+        if (this.closed) return;
+        this.#end(
+          new KnpError(
+            "STALLED",
+            `tunnel stalled: the far end took none of the client's bytes for ${limit} ms`,
+          ),
+          true,
+        );
+      }, limit)
+      : undefined;
     const probe = setInterval(() => {
       if (this.#writer.bufferedBytes > 0 || this.closed) return;
       this.#log.debug(
@@ -323,6 +344,7 @@ export class HttpConnectFrontend implements PacketStream {
       await new Promise<void>((resolve) => (this.#resume = resolve));
     } finally {
       clearInterval(probe);
+      clearTimeout(cut);
       this.#resume = undefined;
     }
   }

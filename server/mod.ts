@@ -61,3 +61,9 @@ export type { DirectRoute, DirectRouteOptions } from "./direct_backend.ts";
 export type { DirectDestinationOptions } from "./direct_flags.ts";
 export type { SelfDestinationConfig } from "./destination_guard.ts";
 export type { LeaseControllerOptions } from "./lease_flags.ts";
+export {
+  GRPC_TRANSPORTS,
+  type GrpcTransport,
+  type GrpcTransportConfig,
+  type GrpcTransportServerOptions,
+} from "./grpc_transport_flags.ts";

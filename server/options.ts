@@ -28,6 +28,7 @@ import type { TokenAuthFlags } from "./token_review.ts";
 import { type LeaseControllerOptions, validateLeaseOptions } from "./lease_flags.ts";
 import { type DirectDestinationOptions, validateDirectOptions } from "./direct_flags.ts";
 import { type RoutingServerOptions, validateRoutingOptions } from "./routing_flags.ts";
+import { type ExplainServerOptions, validateExplainOptions } from "./explain_flags.ts";
 import {
   type GrpcTransportServerOptions,
   validateGrpcTransportOptions,
@@ -46,6 +47,7 @@ export interface ServerOptions
     LeaseControllerOptions,
     DirectDestinationOptions,
     RoutingServerOptions,
+    ExplainServerOptions,
     GrpcTransportServerOptions {
   /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
   mode: string;
@@ -357,6 +359,7 @@ export function validateServerOptions(o: ServerOptions): string[] {
   validateLeaseOptions(o);
   validateDirectOptions(o);
   validateRoutingOptions(o);
+  validateExplainOptions(o);
   validateGrpcTransportOptions(o);
   checkTimeouts(o);
   requireLogFormat(o.knpLogFormat);

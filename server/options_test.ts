@@ -74,6 +74,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpLogFormat: "json",
     knpHttpTimeout: 10_000,
     knpFrontendIdleTimeout: 60_000,
+    knpGrpcTransport: "grpc-js",
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
     knpMaxPendingDialsPerFrontend: 1_000,
@@ -82,6 +83,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpAgentConnectBurst: 200,
     knpMaxMessageSize: 4 * 1024 * 1024 + 1024,
     knpTunnelIdleTimeout: 0,
+    knpPausedTunnelTimeout: 300_000,
     knpDestinationAllow: [],
     knpDestinationDeny: [],
     knpDestinationDenySelf: true,
@@ -92,6 +94,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpLeaseGcInterval: 15_000,
     knpDirectDestinations: [],
     knpZoneCidrs: [],
+    knpExplainDials: 1000,
     knpPrintPermissions: false,
     // klog
     ...KLOG_DEFAULTS,
@@ -184,6 +187,7 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-agent-connect-rate",
     "knp-agent-connect-burst",
     "knp-tunnel-idle-timeout",
+    "knp-paused-tunnel-timeout",
     "knp-max-message-size",
     "knp-destination-allow",
     "knp-destination-deny",
@@ -195,6 +199,8 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-lease-gc-interval",
     "knp-direct-destinations",
     "knp-zone-cidrs",
+    "knp-explain-dials",
+    "knp-grpc-transport",
     "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);

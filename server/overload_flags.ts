@@ -64,6 +64,15 @@ export const OVERLOAD_FLAGS: readonly FlagSpec[] = [
     implemented: true,
   },
   {
+    name: "knp-paused-tunnel-timeout",
+    type: "duration",
+    default: 300_000,
+    help: "knp only: closes an HTTP-CONNECT tunnel whose client has sent bytes the far end has " +
+      "not taken for this long (the backend stopped reading, or the client left cleanly behind " +
+      "its unsent upload, which TCP cannot show); 0 = off.",
+    implemented: true,
+  },
+  {
     name: "knp-max-message-size",
     type: "int",
     default: DEFAULT_MAX_MESSAGE_SIZE,
@@ -86,6 +95,8 @@ export interface OverloadOptions {
   knpMaxMessageSize: number;
   /** `--knp-tunnel-idle-timeout` (knp only), ms; 0 = off. @default 0 */
   knpTunnelIdleTimeout: number;
+  /** `--knp-paused-tunnel-timeout` (knp only), ms; 0 = off. @default 300000 */
+  knpPausedTunnelTimeout: number;
 }
 
 function requireCount(flag: string, value: number): void {
@@ -107,6 +118,13 @@ export function validateOverloadOptions(o: OverloadOptions): void {
   if (!(o.knpAgentConnectRate >= 0) || !Number.isFinite(o.knpAgentConnectRate)) {
     throw invalidFlag(
       `--knp-agent-connect-rate: must be >= 0 (0 = no limit), got ${o.knpAgentConnectRate}`,
+    );
+  }
+  if (!(o.knpPausedTunnelTimeout >= 0)) {
+    throw invalidFlag(
+      `--knp-paused-tunnel-timeout: must be >= 0 (0 = off), got ${
+        showDuration(o.knpPausedTunnelTimeout)
+      }`,
     );
   }
   if (!(o.knpTunnelIdleTimeout >= 0)) {

@@ -287,7 +287,7 @@ export class ProxyServer {
       conn.stream.send(dialResponse(random, 0n, "this stream already carries a dial"));
       return;
     }
-    const log = this.#log.with({ dialID: random, address });
+    const log = this.#log.with({ dialID: random, address, frontend: conn.stream.peer });
     this.#t.dialRequested(conn, random, address);
     traceDial(this.events, packet.dialRequest, conn.stream.peer);
     if (this.#t.pending.has(random)) {

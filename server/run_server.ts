@@ -19,6 +19,7 @@ import { type ProxyServerConfig, type ProxyServerHandle, startProxyServer } from
 import { agentGateFromOptions } from "./agent_gate_options.ts";
 import { directConfig } from "./direct_flags.ts";
 import { routingConfig } from "./routing_flags.ts";
+import { explainConfig } from "./explain_flags.ts";
 import { grpcTransportConfig } from "./grpc_transport_flags.ts";
 import { closingLeases, leaseControllerFromOptions } from "./lease_flags.ts";
 import { parseLeaseLabels } from "./options.ts";
@@ -49,11 +50,13 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     ...destinationConfig(o),
     ...directConfig(o, childLogger(log, "direct")),
     ...routingConfig(o),
+    ...explainConfig(o),
     ...grpcTransportConfig(o),
     maxPendingDialsPerFrontend: o.knpMaxPendingDialsPerFrontend,
     maxConnectionsPerAgent: o.knpMaxConnectionsPerAgent,
     maxMessageBytes: o.knpMaxMessageSize,
     tunnelIdleTimeoutMs: o.knpTunnelIdleTimeout,
+    pausedTunnelTimeoutMs: o.knpPausedTunnelTimeout,
     httpTimeoutMs: o.knpHttpTimeout,
     frontendIdleTimeoutMs: o.knpFrontendIdleTimeout,
     ...(o.knpWebsocketPort > 0 ? { websocketPort: o.knpWebsocketPort } : {}),

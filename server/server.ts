@@ -17,10 +17,12 @@ import { logCorePackets } from "./dial_trace.ts";
 import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listeners.ts";
 import { serveBoundedHttp } from "@knp/cli/http_server";
 import type { GrpcTransportConfig } from "./grpc_transport_flags.ts";
+import { AdminPages, type AdminPagesConfig } from "./status.ts";
+import { serverReadiness } from "./readiness.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig
-  extends ProxyServerOptions, SelfDestinationConfig, GrpcTransportConfig {
+  extends ProxyServerOptions, SelfDestinationConfig, GrpcTransportConfig, AdminPagesConfig {
   /** Port of the knp WebSocket agent link; undefined = off, 0 = any free port. */
   websocketPort?: number;
   /**
@@ -71,6 +73,11 @@ export interface ProxyServerConfig
   httpTimeoutMs?: number;
   /** Where the server logs. */
   logger?: Logger;
+  /**
+   * HTTP-CONNECT: an open tunnel whose client's bytes the far end has not taken for this long is
+   * closed with an error; 0 = never. @default 300000
+   */
+  pausedTunnelTimeoutMs?: number;
   /**
    * Who may be an agent (authentication, claim binding, connect rate). @default certificates
    * verified against the cluster CA when it has one, else anonymous; `owner` binding.
@@ -135,6 +142,7 @@ function serveHealthAndAdmin(
   config: ProxyServerConfig,
   handler: (req: Request) => Response,
   cleanups: Cleanups,
+  adminHandler = handler,
 ): { health: number; admin: number } {
   const health = serveHttp(
     "--health-port",
@@ -148,7 +156,7 @@ function serveHealthAndAdmin(
     "--admin-port",
     config.adminBindAddress || "127.0.0.1",
     config.adminPort,
-    handler,
+    adminHandler,
     config,
     cleanups,
   );
@@ -197,22 +205,31 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
     mode: config.mode ?? "grpc",
   });
   logCorePackets(core.events, childLogger(log, "core")); // after the metrics' tap: -v=5 and above
+  // The last tap: the status page reads its own tap's counts through `Backend.stream`.
+  const pages = new AdminPages(core, {
+    ...config,
+    ...(config.adminPort === undefined ? { explainDials: 0 } : {}), // nobody could read them
+    logger: childLogger(log, "status"),
+  });
   const healthSource = {
     get ready() {
       return core.ready;
     },
+    readiness: () => serverReadiness(core.backends, config.zones),
     metrics: () => metrics.render(),
   };
-  const cleanups: Cleanups = [() => metrics.dispose()];
+  const cleanups: Cleanups = [() => metrics.dispose(), () => pages.dispose()];
   const closeAll = () => runCleanups(cleanups);
   try {
     const frontend = await serveFrontends(config, core, childLogger(log, "frontend"), cleanups);
     if (frontend.connections) httpConnections = frontend.connections;
     const agents = await serveAgentLinks(config, core, childLogger(log, "agent-link"), cleanups);
+    const healthHandler = serverHealthHandler(healthSource);
     const { health, admin } = serveHealthAndAdmin(
       config,
-      serverHealthHandler(healthSource),
+      healthHandler,
       cleanups,
+      pages.handler(healthHandler),
     );
     const ports = {
       serverPort: frontend.port,

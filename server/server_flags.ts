@@ -19,6 +19,7 @@ import { AGENT_GATE_FLAGS } from "./agent_gate_options.ts";
 import { LEASE_FLAGS } from "./lease_flags.ts";
 import { DIRECT_FLAGS } from "./direct_flags.ts";
 import { ROUTING_FLAGS } from "./routing_flags.ts";
+import { EXPLAIN_FLAGS } from "./explain_flags.ts";
 import { GRPC_TRANSPORT_FLAGS } from "./grpc_transport_flags.ts";
 
 const HOUR_MS = 3_600_000;
@@ -335,6 +336,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   ...LEASE_FLAGS,
   ...DIRECT_FLAGS,
   ...ROUTING_FLAGS,
+  ...EXPLAIN_FLAGS,
   ...GRPC_TRANSPORT_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,

@@ -8,7 +8,7 @@
 
 import { USER_AGENT_KEY } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
-import { grpcServeFunction } from "./grpc_transport_flags.ts";
+import { grpcServeFunction } from "./grpc_serve.ts";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { currentTlsMaterial, isTlsSource } from "@knp/transport/tls_files";
 import { tlsClientErrorFields } from "@knp/transport/cert_validity";
@@ -71,6 +71,9 @@ export async function serveFrontends(
       tls: config.serverTls && currentTlsMaterial(config.serverTls),
       tlsOptions: config.tlsPolicy,
       logger: log,
+      ...(config.pausedTunnelTimeoutMs !== undefined
+        ? { pausedTimeoutMs: config.pausedTunnelTimeoutMs }
+        : {}),
     }).catch((err) => {
       throw bindError(`HTTP-CONNECT frontends on ${address}`, err);
     });

@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { createSingleUseTunnel, KnpError } from "@knp/client";
 import { readSample } from "../server/metrics.ts";
 import { startEchoBackend } from "./backends.ts";
-import { endpointOf, openProxy, type RawConn, tunnel } from "./connect_client.ts";
+import { endpointOf, havePython, openProxy, type RawConn, tunnel } from "./connect_client.ts";
 import { type ServerProcess, startAgent, startServer } from "./framework.ts";
 
 const NS = "konnectivity_network_proxy_server";
@@ -315,3 +315,69 @@ async function readSomeBytes(conn: Deno.Conn, total: number) {
   }
   return { bytes, ordered };
 }
+
+/** A python3 client: CONNECT over TLS, upload until the proxy stops taking bytes, close, exit. */
+const PY_UPLOADER = `
+import socket, ssl, sys
+port, ca, cert, key, target = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca); ctx.load_cert_chain(cert, key); ctx.check_hostname = False
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+s.sendall(("CONNECT %s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % target).encode())
+head = b""
+while b"\\r\\n\\r\\n" not in head: head += s.recv(1024)
+s.settimeout(2)
+try:
+    while True: s.send(b"x" * 65536)
+except socket.timeout:
+    pass
+s.close()
+`;
+
+Deno.test({
+  name:
+    "HTTP-CONNECT over TCP: a client that leaves cleanly behind its stuck upload is cut at --knp-paused-tunnel-timeout",
+  ignore: !havePython,
+  async fn() {
+    await using server = await startServer({
+      frontend: "tcp",
+      extraArgs: [...HTTP_CONNECT, "--knp-paused-tunnel-timeout=3s"],
+    });
+    await using agent = await startAgent(server, { extraArgs: [DEBUG] });
+    await server.agents(1);
+    using backend = startStuckBackend();
+    const mark = server.process.mark();
+    const agentMark = agent.process.mark();
+    // The client's FIN waits behind its unsent bytes (the server's window is shut), so only the
+    // paused-tunnel timeout can end this tunnel.
+    const py = new Deno.Command("python3", {
+      args: [
+        "-c",
+        PY_UPLOADER,
+        String(server.serverPort),
+        server.pki.caCert,
+        server.pki.clientCert,
+        server.pki.clientKey,
+        backend.address,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const { success, stderr } = await py.output();
+    assert.ok(success, new TextDecoder().decode(stderr));
+    const closed = await server.process.waitForLog(
+      (r) => r.msg === "http-connect connection closed",
+      { from: mark },
+    );
+    assert.match(
+      String(closed["error"]),
+      /tunnel stalled: the far end took none of the client's bytes for 3000 ms/,
+    );
+    assert.equal(closed["connections"], 0, "http_connections back to 0");
+    await server.process.waitForLog("tables empty", { from: mark });
+    assert.equal(await metric(server, "established_connections"), 0);
+    await agent.process.waitForLog(
+      (r) => r.msg === "endpoint connection closed" && r["by"] === "server",
+      { from: agentMark },
+    );
+  },
+});

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { startAgent, startServer } from "./framework.ts";
+import { foundFreePort, startAgent, startServer, testPki } from "./framework.ts";
 import { startEchoBackend } from "./backends.ts";
 import { connect, endpointOf } from "./connect_client.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./otlp_receiver.ts";
@@ -144,7 +144,113 @@ Deno.test("without OTEL_DENO no trace context is added; a received one is passed
       { from },
     );
     assert.equal(record.level, "trace");
-    assert.equal(record["logger"], "knp.agent.client");
+    assert.equal(record["logger"], "knp.agent");
     assert.equal(record["traceparent"], traceparent);
   }
+  // Per-module categories on the lifecycle records too.
+  const dialed = await agent.process.waitForLog("dial succeeded");
+  assert.equal(dialed["logger"], "knp.agent.dialer");
+  assert.equal(typeof dialed["agentID"], "string");
+  const fromFrontend = await server.process.waitForLog((r) =>
+    r.msg === "packet received" && r["side"] === "frontend" && r["type"] === "DIAL_REQ"
+  );
+  assert.equal(fromFrontend.level, "trace");
+  assert.equal(fromFrontend["logger"], "knp.server.core");
+  const forwarded = await server.process.waitForLog("forwarding DIAL_REQ");
+  assert.equal(forwarded["logger"], "knp.server.core");
+  assert.equal(forwarded["serverID"], "test-server");
+});
+
+const UPSTREAM_AGENT = Deno.env.get("KNP_UPSTREAM_AGENT");
+
+Deno.test({
+  name: "upstream's Go agent skips the trace context and dials (KNP_UPSTREAM_AGENT)",
+  ignore: !UPSTREAM_AGENT,
+  async fn() {
+    await using receiver = startOtlpReceiver();
+    await using echo = startEchoBackend();
+    await using server = await startServer({ env: receiver.env("knp-server") });
+    const { files } = await testPki();
+    const agent = new Deno.Command(UPSTREAM_AGENT!, {
+      args: [
+        "--proxy-server-host=127.0.0.1",
+        `--proxy-server-port=${server.agentPort}`,
+        `--ca-cert=${files.caCert}`,
+        `--agent-cert=${files.clientCert}`,
+        `--agent-key=${files.clientKey}`,
+        "--health-server-host=127.0.0.1",
+        `--health-server-port=${foundFreePort()}`,
+        "--admin-bind-address=127.0.0.1",
+        `--admin-server-port=${foundFreePort()}`,
+        "--agent-id=upstream-agent",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await server.agents(1);
+      const root = await tracedClientDial(receiver, server.udsPath, echo.address);
+      const client = await spanIn(receiver, "knp.client.dial", root.traceId);
+      const hop = await spanIn(receiver, "knp.server.dial", root.traceId);
+      assert.equal(hop.parentSpanId, client.spanId);
+      assert.equal(hop.attributes["knp.agent_id"], "upstream-agent");
+      assert.notEqual(hop.status, ERROR);
+      assert.ok(hop.attributes["knp.connect_id"] !== undefined);
+    } finally {
+      try {
+        agent.kill("SIGKILL");
+      } catch { /* exited already; server.agents(1) failed then */ }
+      await agent.status;
+    }
+  },
+});
+
+const UPSTREAM_SERVER = Deno.env.get("KNP_UPSTREAM_SERVER");
+
+Deno.test({
+  name:
+    "upstream's Go server passes the client's trace context on to our agent (KNP_UPSTREAM_SERVER)",
+  ignore: !UPSTREAM_SERVER,
+  async fn() {
+    await using receiver = startOtlpReceiver();
+    await using echo = startEchoBackend();
+    const { files } = await testPki();
+    const dir = await Deno.makeTempDir({ prefix: "knp-trace-upstream-" });
+    const agentPort = foundFreePort();
+    const server = new Deno.Command(UPSTREAM_SERVER!, {
+      args: [
+        "--mode=grpc",
+        `--uds-name=${dir}/s.sock`,
+        "--server-port=0",
+        `--agent-port=${agentPort}`,
+        "--agent-bind-address=127.0.0.1",
+        `--health-port=${foundFreePort()}`,
+        "--health-bind-address=127.0.0.1",
+        `--admin-port=${foundFreePort()}`,
+        "--admin-bind-address=127.0.0.1",
+        `--cluster-cert=${files.serverCert}`,
+        `--cluster-key=${files.serverKey}`,
+        `--cluster-ca-cert=${files.caCert}`,
+        "--server-id=upstream-server",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      // Upstream serves its frontend before it accepts agents: a connected agent means both.
+      await using _agent = await startAgent(agentPort, { env: receiver.env("knp-agent") });
+      const root = await tracedClientDial(receiver, `${dir}/s.sock`, echo.address);
+      const client = await spanIn(receiver, "knp.client.dial", root.traceId);
+      const dial = await spanIn(receiver, "knp.agent.dial", root.traceId);
+      assert.equal(dial.parentSpanId, client.spanId, "the agent span is the client span's child");
+      assert.equal(dial.attributes["knp.server_id"], "upstream-server");
+      assert.notEqual(dial.status, ERROR);
+    } finally {
+      try {
+        server.kill("SIGKILL");
+      } catch { /* exited already */ }
+      await server.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
 });

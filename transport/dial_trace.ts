@@ -9,7 +9,11 @@
  * built-in OpenTelemetry (`OTEL_DENO=true`, OTLP export set by the `OTEL_EXPORTER_OTLP_*`
  * variables), which registers itself with the API. Otherwise every span is a no-op and an
  * incoming `traceparent` is passed on unchanged, so a process without tracing does not break
- * the chain of those around it.
+ * the chain of those around it. Deno's exporter reads the `OTEL_*` variables and posts to the
+ * collector from the runtime itself, outside the permission checks: the binaries' computed
+ * permission sets need nothing more (the tracing test runs them with exactly those). Deno also
+ * makes a span of every `node:http2` stream when it is on, one more reason it is off by default
+ * (`OTEL_TRACES_SAMPLER` can thin it).
  *
  * ```ts
  * const span = startDialSpan("knp.agent.dial", {
@@ -75,7 +79,7 @@ export interface DialSpanOptions {
    * context (the client library's caller's span).
    */
   parent?: string | undefined;
-  /** @default "internal" */
+  /** The span's role. @default "internal" */
   kind?: DialSpanKind;
   /** Initial attributes. */
   attributes?: DialAttributes;

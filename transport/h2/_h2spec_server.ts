@@ -14,7 +14,12 @@ const useTls = Deno.args.includes("--tls");
 let tls;
 if (useTls) {
   const ca = await generateCa({ commonName: "h2spec-ca" });
-  const cert = await ca.issue({ commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], usage: "server" });
+  const cert = await ca.issue({
+    commonName: "localhost",
+    dnsNames: ["localhost"],
+    ipAddresses: ["127.0.0.1"],
+    usage: "server",
+  });
   const enc = new TextEncoder();
   tls = { cert: enc.encode(cert.certPem), key: enc.encode(cert.keyPem) };
 }
@@ -31,4 +36,5 @@ const server = await serveH2Grpc({
     });
   },
 });
+// deno-lint-ignore no-console -- a manual tool: says where it listens
 console.log(`h2 test server on 127.0.0.1:${server.port}${useTls ? " (TLS)" : ""}`);

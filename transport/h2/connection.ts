@@ -236,7 +236,12 @@ export class H2ServerConnection {
 
   /** Encodes header frames within the peer's frame size. */
   headerFrames(streamId: number, fields: HeaderField[], endStream: boolean): Uint8Array {
-    return headersFrames(streamId, this.#encoder.encode(fields), endStream, this.writer.maxFrameSize);
+    return headersFrames(
+      streamId,
+      this.#encoder.encode(fields),
+      endStream,
+      this.writer.maxFrameSize,
+    );
   }
 
   /** A RST_STREAM frame. */

@@ -11,7 +11,15 @@ import { KnpError } from "@knp/core/errors";
 import { dataPacket, encodePacket } from "@knp/proto";
 import { keepaliveFor } from "../keepalive.ts";
 import type { PacketStream } from "../packet_stream.ts";
-import { encodeFrame, ErrorCode, Flag, type Frame, FrameParser, FrameType, PREFACE } from "./frame.ts";
+import {
+  encodeFrame,
+  ErrorCode,
+  Flag,
+  type Frame,
+  FrameParser,
+  FrameType,
+  PREFACE,
+} from "./frame.ts";
 import { parseSettings, pingFrame, readU32, rstStreamFrame, settingsFrame } from "./frame.ts";
 import { windowUpdateFrame } from "./frame.ts";
 import { HpackDecoder, HpackEncoder } from "./hpack.ts";
@@ -48,7 +56,12 @@ class RawClient {
       ["content-type", "application/grpc"],
       ["te", "trailers"],
     ]);
-    return encodeFrame(FrameType.HEADERS, Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0), id, block);
+    return encodeFrame(
+      FrameType.HEADERS,
+      Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0),
+      id,
+      block,
+    );
   }
 
   /** The next frame matching `match` (others are dropped); undefined at EOF. */
@@ -127,7 +140,9 @@ Deno.test("h2 connection: a call gets headers, data within the window, then trai
     await client.write(windowUpdateFrame(1, 1000));
     let received = first!.payload.length;
     while (received < 5 + 100 + 6) {
-      const more = await client.next((f) => f.type === FrameType.DATA || f.type === FrameType.HEADERS);
+      const more = await client.next((f) =>
+        f.type === FrameType.DATA || f.type === FrameType.HEADERS
+      );
       assert.equal(more!.type, FrameType.DATA, "trailers come after all data");
       received += more!.payload.length;
     }

@@ -297,10 +297,11 @@ export function headersFrames(
 
 /**
  * Splits a byte stream into frames. Payloads of frames that lie within one pushed chunk are views
- * of it (no copy); only a frame split across chunks is copied together.
+ * of it (no copy); the bytes of a frame split across chunks are gathered once it is complete.
  */
 export class FrameParser {
-  #pending: Uint8Array = new Uint8Array(0);
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
   /** Largest payload accepted (our SETTINGS_MAX_FRAME_SIZE). */
   maxFrameSize: number;
 
@@ -311,7 +312,7 @@ export class FrameParser {
 
   /** Bytes held that do not yet make a whole frame. */
   get pendingBytes(): number {
-    return this.#pending.length;
+    return this.#pendingBytes;
   }
 
   /**
@@ -320,18 +321,18 @@ export class FrameParser {
    */
   push(chunk: Uint8Array): Frame[] {
     let buf = chunk;
-    if (this.#pending.length > 0) {
-      buf = new Uint8Array(this.#pending.length + chunk.length);
-      buf.set(this.#pending);
-      buf.set(chunk, this.#pending.length);
+    if (this.#pendingBytes > 0) {
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+      if (this.#pendingBytes < this.#needed()) return [];
+      buf = gather(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      this.#pendingBytes = 0;
     }
     const frames: Frame[] = [];
     let at = 0;
     while (buf.length - at >= FRAME_HEADER_BYTES) {
-      const length = (buf[at]! << 16) | (buf[at + 1]! << 8) | buf[at + 2]!;
-      if (length > this.maxFrameSize) {
-        throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, 0, `frame of ${length} bytes`);
-      }
+      const length = this.#length(buf[at]!, buf[at + 1]!, buf[at + 2]!);
       if (buf.length - at < FRAME_HEADER_BYTES + length) break;
       const start = at + FRAME_HEADER_BYTES;
       frames.push({
@@ -342,7 +343,39 @@ export class FrameParser {
       });
       at = start + length;
     }
-    this.#pending = at === buf.length ? new Uint8Array(0) : buf.slice(at);
+    if (at < buf.length) {
+      this.#pending = [buf.subarray(at)];
+      this.#pendingBytes = buf.length - at;
+    }
     return frames;
   }
+
+  /** Bytes the pending frame needs in all (its header's length once 3 bytes are in). */
+  #needed(): number {
+    if (this.#pendingBytes < 3) return FRAME_HEADER_BYTES;
+    const head = gather(this.#pending, 3);
+    return FRAME_HEADER_BYTES + this.#length(head[0]!, head[1]!, head[2]!);
+  }
+
+  #length(b0: number, b1: number, b2: number): number {
+    const length = (b0 << 16) | (b1 << 8) | b2;
+    if (length > this.maxFrameSize) {
+      throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, 0, `frame of ${length} bytes`);
+    }
+    return length;
+  }
+}
+
+/** The first `bytes` bytes of `chunks`, as one array (the only chunk itself when it suffices). */
+function gather(chunks: Uint8Array[], bytes: number): Uint8Array {
+  if (chunks[0]!.length >= bytes) return chunks[0]!.subarray(0, bytes);
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    if (at >= bytes) break;
+    const n = Math.min(c.length, bytes - at);
+    out.set(c.subarray(0, n), at);
+    at += n;
+  }
+  return out;
 }

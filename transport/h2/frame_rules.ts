@@ -80,7 +80,9 @@ export class FrameRules {
       case FrameType.CONTINUATION:
         return this.#onContinuation(frame);
       case FrameType.PRIORITY:
-        if (dependencyOf(frame) === frame.streamId) throw streamError(frame.streamId, "self-dependency");
+        if (dependencyOf(frame) === frame.streamId) {
+          throw streamError(frame.streamId, "self-dependency");
+        }
         return;
       case FrameType.RST_STREAM:
         return this.#onReset(frame);
@@ -89,7 +91,9 @@ export class FrameRules {
       case FrameType.PUSH_PROMISE:
         throw connError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       case FrameType.PING:
-        if (!(frame.flags & Flag.ACK)) this.#conn.writer.control(pingFrame(frame.payload, true), true);
+        if (!(frame.flags & Flag.ACK)) {
+          this.#conn.writer.control(pingFrame(frame.payload, true), true);
+        }
         return;
       case FrameType.GOAWAY:
         this.#conn.peerGoaway = true;
@@ -136,13 +140,17 @@ export class FrameRules {
       writer.schedule();
       return;
     }
-    if (id > this.#conn.lastStreamId) throw connError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
+    if (id > this.#conn.lastStreamId) {
+      throw connError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
+    }
     this.#conn.streams.get(id)?.onWindowUpdate(increment);
   }
 
   #onReset(frame: Frame): void {
     const id = frame.streamId;
-    if (id > this.#conn.lastStreamId) throw connError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+    if (id > this.#conn.lastStreamId) {
+      throw connError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+    }
     const code = readU32(frame.payload, 0);
     this.#conn.streams.get(id)?.onReset(
       new KnpError("TUNNEL_CLOSED", `stream cancelled by peer (HTTP/2 error ${code})`),
@@ -160,7 +168,9 @@ export class FrameRules {
     const endStream = (frame.flags & Flag.END_STREAM) !== 0;
     const stream = conn.streams.get(id);
     if (!stream) {
-      if (id > conn.lastStreamId) throw connError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      if (id > conn.lastStreamId) {
+        throw connError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      }
       if (conn.wasReset(id)) return;
       throw new H2Error(ErrorCode.STREAM_CLOSED, id, "DATA on a closed stream");
     }
@@ -217,7 +227,9 @@ export class FrameRules {
     const conn = this.#conn;
     const stream = conn.streams.get(id);
     if (stream) {
-      if (stream.remoteEnded) throw new H2Error(ErrorCode.STREAM_CLOSED, id, "HEADERS after END_STREAM");
+      if (stream.remoteEnded) {
+        throw new H2Error(ErrorCode.STREAM_CLOSED, id, "HEADERS after END_STREAM");
+      }
       if (!block.endStream) throw streamError(id, "trailers without END_STREAM");
       mergeTrailers(id, fields, new Map());
       this.#countBody(id, 0, true);
@@ -246,7 +258,14 @@ export class FrameRules {
     }
     const plain = plainAnswer(headers, conn.options.path);
     if (plain) {
-      const answer = new PlainResponse(id, conn, conn.peerInitialWindow, plain[0], plain[1], endStream);
+      const answer = new PlainResponse(
+        id,
+        conn,
+        conn.peerInitialWindow,
+        plain[0],
+        plain[1],
+        endStream,
+      );
       if (!answer.over) conn.opened(answer);
       return;
     }

@@ -24,7 +24,12 @@ import {
   validateFrame,
   windowUpdateFrame,
 } from "./frame.ts";
-import { decodeGrpcMessage, encodeGrpcMessage, MessageDeframer, MessageError } from "./grpc_message.ts";
+import {
+  decodeGrpcMessage,
+  encodeGrpcMessage,
+  MessageDeframer,
+  MessageError,
+} from "./grpc_message.ts";
 
 const hex = (text: string) => Uint8Array.fromHex(text.replace(/\s+/g, ""));
 
@@ -34,11 +39,20 @@ Deno.test("frame encoders: golden bytes", () => {
     hex("00000c 04 00 00000000  0004 00800000  0006 00010000"),
   );
   assert.deepEqual(settingsFrame(), hex("000000 04 01 00000000"));
-  assert.deepEqual(pingFrame(hex("0102030405060708"), true), hex("000008 06 01 00000000 0102030405060708"));
-  assert.deepEqual(goawayFrame(5, ErrorCode.PROTOCOL_ERROR, "x"), hex("000009 07 00 00000000 00000005 00000001 78"));
+  assert.deepEqual(
+    pingFrame(hex("0102030405060708"), true),
+    hex("000008 06 01 00000000 0102030405060708"),
+  );
+  assert.deepEqual(
+    goawayFrame(5, ErrorCode.PROTOCOL_ERROR, "x"),
+    hex("000009 07 00 00000000 00000005 00000001 78"),
+  );
   assert.deepEqual(rstStreamFrame(3, ErrorCode.CANCEL), hex("000004 03 00 00000003 00000008"));
   assert.deepEqual(windowUpdateFrame(0, 0x7fffffff), hex("000004 08 00 00000000 7fffffff"));
-  assert.deepEqual(encodeFrame(FrameType.DATA, Flag.END_STREAM, 0x7fffffff, hex("aa")), hex("000001 00 01 7fffffff aa"));
+  assert.deepEqual(
+    encodeFrame(FrameType.DATA, Flag.END_STREAM, 0x7fffffff, hex("aa")),
+    hex("000001 00 01 7fffffff aa"),
+  );
 });
 
 Deno.test("headersFrames splits a block into HEADERS and CONTINUATION at the frame size", () => {
@@ -50,7 +64,11 @@ Deno.test("headersFrames splits a block into HEADERS and CONTINUATION at the fra
     [FrameType.CONTINUATION, Flag.END_HEADERS, 40_000 - 2 * 16_384],
   ]);
   const one = new FrameParser().push(headersFrames(3, new Uint8Array(0), false, 16_384));
-  assert.deepEqual(one.map((f) => [f.type, f.flags, f.streamId]), [[FrameType.HEADERS, Flag.END_HEADERS, 3]]);
+  assert.deepEqual(one.map((f) => [f.type, f.flags, f.streamId]), [[
+    FrameType.HEADERS,
+    Flag.END_HEADERS,
+    3,
+  ]]);
 });
 
 Deno.test("FrameParser: frames split anywhere come out whole; the reserved bit is cleared", () => {
@@ -108,8 +126,14 @@ Deno.test("unpadded strips padding and priority; padding as long as the frame is
   const [headers] = new FrameParser().push(hex("000008 01 2c 00000001 01 00000000 10 82 00"));
   assert.deepEqual(unpadded(headers!), hex("82"));
   const [bad] = new FrameParser().push(hex("000003 00 08 00000001 03 6162"));
-  assert.throws(() => unpadded(bad!), (e: unknown) => e instanceof H2Error && e.h2Code === ErrorCode.PROTOCOL_ERROR);
-  assert.deepEqual(parseSettings(hex("0004 00800000 0005 00004000")), [[4, 8 * 1024 * 1024], [5, 16_384]]);
+  assert.throws(
+    () => unpadded(bad!),
+    (e: unknown) => e instanceof H2Error && e.h2Code === ErrorCode.PROTOCOL_ERROR,
+  );
+  assert.deepEqual(parseSettings(hex("0004 00800000 0005 00004000")), [[4, 8 * 1024 * 1024], [
+    5,
+    16_384,
+  ]]);
 });
 
 Deno.test("MessageDeframer: messages split anywhere, views when whole, limits enforced", () => {
@@ -123,9 +147,12 @@ Deno.test("MessageDeframer: messages split anywhere, views when whole, limits en
     assert.deepEqual(got, ["abc", "", "de"], `cut at ${cut}`);
     assert.ok(d.idle);
   }
-  assert.throws(() => new MessageDeframer(2).push(hex("00 00000003 616263"), () => {}), (e: unknown) => {
-    return e instanceof MessageError && e.status === 8 && /larger than max/.test(e.message);
-  });
+  assert.throws(
+    () => new MessageDeframer(2).push(hex("00 00000003 616263"), () => {}),
+    (e: unknown) => {
+      return e instanceof MessageError && e.status === 8 && /larger than max/.test(e.message);
+    },
+  );
   assert.throws(() => new MessageDeframer(9).push(hex("01 00000001 61"), () => {}), MessageError);
 });
 

@@ -7,7 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { HpackDecoder, HpackEncoder, HpackError, huffmanDecode, huffmanEncode, pushInteger } from "./hpack.ts";
+import {
+  HpackDecoder,
+  HpackEncoder,
+  HpackError,
+  huffmanDecode,
+  huffmanEncode,
+  pushInteger,
+} from "./hpack.ts";
 
 const hex = (text: string) => Uint8Array.fromHex(text.replace(/\s+/g, ""));
 
@@ -21,14 +28,23 @@ Deno.test("hpack integers: RFC 7541 C.1", () => {
 
 Deno.test("hpack literal and indexed fields: RFC 7541 C.2", () => {
   const d = new HpackDecoder();
-  assert.deepEqual(d.decode(hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572")), [[
-    "custom-key",
-    "custom-header",
-  ]]);
+  assert.deepEqual(
+    d.decode(hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572")),
+    [[
+      "custom-key",
+      "custom-header",
+    ]],
+  );
   assert.equal(d.tableSize, 55);
-  assert.deepEqual(new HpackDecoder().decode(hex("040c 2f73 616d 706c 652f 7061 7468")), [[":path", "/sample/path"]]);
+  assert.deepEqual(new HpackDecoder().decode(hex("040c 2f73 616d 706c 652f 7061 7468")), [[
+    ":path",
+    "/sample/path",
+  ]]);
   const never = new HpackDecoder();
-  assert.deepEqual(never.decode(hex("1008 7061 7373 776f 7264 0673 6563 7265 74")), [["password", "secret"]]);
+  assert.deepEqual(never.decode(hex("1008 7061 7373 776f 7264 0673 6563 7265 74")), [[
+    "password",
+    "secret",
+  ]]);
   assert.equal(never.tableSize, 0);
   assert.deepEqual(new HpackDecoder().decode(hex("82")), [[":method", "GET"]]);
 });
@@ -55,7 +71,12 @@ const REQUESTS_EXPECTED = [
   ], ["custom-key", "custom-value"]],
 ];
 
-for (const [name, blocks] of [["C.3 (plain)", REQUESTS_PLAIN], ["C.4 (Huffman)", REQUESTS_HUFFMAN]] as const) {
+for (
+  const [name, blocks] of [["C.3 (plain)", REQUESTS_PLAIN], [
+    "C.4 (Huffman)",
+    REQUESTS_HUFFMAN,
+  ]] as const
+) {
   Deno.test(`hpack requests on one connection: RFC 7541 ${name}`, () => {
     const d = new HpackDecoder();
     blocks.forEach((block, i) => assert.deepEqual(d.decode(hex(block)), REQUESTS_EXPECTED[i]));
@@ -75,10 +96,15 @@ Deno.test("hpack responses with eviction: RFC 7541 C.6 (Huffman, table of 256)",
     ]],
   );
   assert.equal(d.tableSize, 222);
-  assert.deepEqual(d.decode(hex("4883 640e ffc1 c0bf")), [[":status", "307"], [
-    "cache-control",
-    "private",
-  ], ["date", "Mon, 21 Oct 2013 20:13:21 GMT"], ["location", "https://www.example.com"]]);
+  assert.deepEqual(d.decode(hex("4883 640e ffc1 c0bf")), [
+    [":status", "307"],
+    [
+      "cache-control",
+      "private",
+    ],
+    ["date", "Mon, 21 Oct 2013 20:13:21 GMT"],
+    ["location", "https://www.example.com"],
+  ]);
   assert.equal(d.tableSize, 222);
 });
 
@@ -102,7 +128,13 @@ Deno.test("hpack decoder refuses malformed blocks", () => {
   for (const block of bad) {
     assert.throws(() => new HpackDecoder().decode(hex(block)), HpackError, block);
   }
-  assert.throws(() => new HpackDecoder(4096, 40).decode(hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572")), /too large/);
+  assert.throws(
+    () =>
+      new HpackDecoder(4096, 40).decode(
+        hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"),
+      ),
+    /too large/,
+  );
 });
 
 Deno.test("hpack encoder: static references, literals, and what the decoder reads back", () => {

@@ -29,6 +29,8 @@ import type { H2ServerStream } from "./server_stream.ts";
 import type { LocalSettings } from "./settings.ts";
 import { listenTls } from "./serve_tls.ts";
 
+export type { LocalSettings };
+
 /** {@linkcode IncomingStream} with the stream as the {@linkcode PacketStream} it is. */
 export interface H2IncomingStream extends Omit<IncomingStream, "stream"> {
   /** The packet stream of the call. */
@@ -126,7 +128,11 @@ function connectionFor(accepted: Accepted, options: ServeH2GrpcOptions): H2Serve
 }
 
 /** The call as an {@linkcode H2IncomingStream}. */
-function incomingFor(stream: H2ServerStream, accepted: Accepted, session: object): H2IncomingStream {
+function incomingFor(
+  stream: H2ServerStream,
+  accepted: Accepted,
+  session: object,
+): H2IncomingStream {
   return {
     stream,
     peer: accepted.peer,
@@ -171,7 +177,9 @@ function listenPlain(listener: Deno.Listener, serve: (a: Accepted) => void): Acc
 
 function peerOf(addr: Deno.Addr): string {
   if (addr.transport === "tcp" || addr.transport === "udp") {
-    return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
+    return addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`;
   }
   return `unix:${"path" in addr ? addr.path || "" : ""}`;
 }

@@ -9,7 +9,13 @@
 
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
-import { closeRequest, dataPacket, type DecodedPacket, dialRequest, dialResponse } from "@knp/proto";
+import {
+  closeRequest,
+  dataPacket,
+  type DecodedPacket,
+  dialRequest,
+  dialResponse,
+} from "@knp/proto";
 import { generateCa } from "@knp/testing";
 import { GrpcChannel } from "../grpc_channel.ts";
 import type { PacketStream } from "../packet_stream.ts";
@@ -200,7 +206,11 @@ Deno.test("h2 server: mTLS with client certificates requested hands over the TLS
   const seen = Promise.withResolvers<H2IncomingStream>();
   await withServer({
     service: "agent",
-    tls: { cert: enc.encode(serverCert.certPem), key: enc.encode(serverCert.keyPem), ca: enc.encode(ca.certPem) },
+    tls: {
+      cert: enc.encode(serverCert.certPem),
+      key: enc.encode(serverCert.keyPem),
+      ca: enc.encode(ca.certPem),
+    },
     clientCertificates: "requested",
     onStream(incoming) {
       echo(incoming);
@@ -209,7 +219,11 @@ Deno.test("h2 server: mTLS with client certificates requested hands over the TLS
   }, async (target) => {
     const channel = new GrpcChannel({
       target: target.replace("127.0.0.1", "localhost"),
-      tls: { ca: enc.encode(ca.certPem), cert: enc.encode(client.certPem), key: enc.encode(client.keyPem) },
+      tls: {
+        ca: enc.encode(ca.certPem),
+        cert: enc.encode(client.certPem),
+        key: enc.encode(client.keyPem),
+      },
     });
     try {
       const { stream } = await channel.openStream("agent", {});

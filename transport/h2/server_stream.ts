@@ -19,7 +19,12 @@ import { ErrorCode, H2Error, MAX_WINDOW } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import type { HeaderMap } from "./request_headers.ts";
 import type { DataSource } from "./write_scheduler.ts";
-import { encodeGrpcMessage, GrpcStatus, MESSAGE_PREFIX_BYTES, MessageDeframer } from "./grpc_message.ts";
+import {
+  encodeGrpcMessage,
+  GrpcStatus,
+  MESSAGE_PREFIX_BYTES,
+  MessageDeframer,
+} from "./grpc_message.ts";
 import { MessageError, statusFor, writeMessagePrefix } from "./grpc_message.ts";
 
 /** Trailer key of a retry hint in ms (as `grpc_internal.ts` sends it). */
@@ -171,7 +176,9 @@ export class H2ServerStream implements PacketStream, DataSource {
       fields.push([RETRY_PUSHBACK_KEY, String(Math.ceil(retry))]);
     }
     let tail = this.#owner.headerFrames(this.id, fields, true);
-    if (!this.#remoteEnded) tail = concat(tail, this.#owner.resetFrame(this.id, ErrorCode.NO_ERROR));
+    if (!this.#remoteEnded) {
+      tail = concat(tail, this.#owner.resetFrame(this.id, ErrorCode.NO_ERROR));
+    }
     this.#tail = tail;
     this.#owner.activate(this);
     this.#end(error);

@@ -47,13 +47,18 @@ export class WriteScheduler {
   #scheduled = false;
   #failed = false;
   #idle: (() => void)[] = [];
+  #scratch = new Uint8Array(0);
   /** The peer's connection-level flow-control window, in bytes. */
   connWindow = DEFAULT_WINDOW;
   /** The peer's SETTINGS_MAX_FRAME_SIZE. */
   maxFrameSize = DEFAULT_MAX_FRAME_SIZE;
 
   /** Writes to `socket`; `onError` gets the first write failure. */
-  constructor(socket: ByteSocket, onError: (err: unknown) => void, batchBytes = DEFAULT_BATCH_BYTES) {
+  constructor(
+    socket: ByteSocket,
+    onError: (err: unknown) => void,
+    batchBytes = DEFAULT_BATCH_BYTES,
+  ) {
     this.#socket = socket;
     this.#onError = onError;
     this.#batchBytes = batchBytes;
@@ -144,7 +149,9 @@ export class WriteScheduler {
     size += this.#takeData(pieces, done, this.#batchBytes - size);
     if (pieces.length === 0) return undefined;
     if (pieces.length === 1) return pieces[0]!;
-    const out = new Uint8Array(size);
+    // One buffer serves every write: the socket is done with it once its write resolved.
+    if (this.#scratch.length < size) this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
+    const out = this.#scratch.subarray(0, size);
     let at = 0;
     for (const p of pieces) {
       out.set(p, at);
