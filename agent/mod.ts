@@ -29,7 +29,7 @@ export type { LivenessOptions } from "./server_liveness.ts";
 export type { ServerAddress } from "./server_addresses.ts";
 export type { ParsedAgentOptions } from "./options.ts";
 export type { ServerCounter, ServerCountSource } from "./server_count.ts";
-export type { AgentHealthSource, HealthDetails } from "./health.ts";
+export type { AgentHealthSource, HealthDetails, ServersHeld } from "./health.ts";
 export {
   type AgentDialEvent,
   AgentMetrics,

@@ -27,7 +27,7 @@ function setup() {
   const server = new ProxyServer({
     serverId: "s1",
     logger: jsonLogger({ write: (line) => lines.push(JSON.parse(line)) }),
-    onEvent: (e) => events.push(e),
+    onEvent: (e) => e.kind === "dial-requested" || events.push(e),
     destinationPolicy: {
       allow: [],
       deny: parseDestinationRules(["10.0.0.0/8:22"], "--knp-destination-deny"),
@@ -58,7 +58,16 @@ Deno.test("a denied dial is answered policy-denied, audited and never reaches th
   assert.equal(info.serverId, "s1");
   assert.match(info.message, /^dial tcp 10\.1\.2\.3:22: denied by destination policy/);
   assert.deepEqual(agent.of("DIAL_REQ"), []);
-  assert.deepEqual(events, [{ kind: "dial-failure", reason: "error_response", dialId: 7n }]);
+  assert.deepEqual(events, [
+    { kind: "dial-failure", reason: "error_response", dialId: 7n },
+    {
+      kind: "dial-denied",
+      dialId: 7n,
+      address: "10.1.2.3:22",
+      rule: "10.0.0.0/8:22",
+      source: "--knp-destination-deny",
+    },
+  ]);
   const audit = lines.filter((l) => l["msg"] === DENIED_AUDIT_MESSAGE);
   assert.equal(audit.length, 1);
   assert.equal(audit[0]!["address"], "10.1.2.3:22");

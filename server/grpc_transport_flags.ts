@@ -10,12 +10,6 @@
 
 import type { FlagSpec } from "@knp/cli/flags";
 import { invalidFlag } from "@knp/cli/flags";
-import {
-  type GrpcServerHandle,
-  serveGrpc,
-  type ServeGrpcOptions,
-} from "@knp/transport/grpc_server";
-import { serveH2Grpc } from "@knp/transport/h2/serve";
 
 /** The values `--knp-grpc-transport` accepts. */
 export const GRPC_TRANSPORTS = ["grpc-js", "native"] as const;

@@ -61,6 +61,8 @@ export type { DirectRoute, DirectRouteOptions } from "./direct_backend.ts";
 export type { DirectDestinationOptions } from "./direct_flags.ts";
 export type { SelfDestinationConfig } from "./destination_guard.ts";
 export type { LeaseControllerOptions } from "./lease_flags.ts";
+export type { AdminPagesConfig } from "./status.ts";
+export type { ExplainServerOptions } from "./explain_flags.ts";
 export {
   GRPC_TRANSPORTS,
   type GrpcTransport,

@@ -150,7 +150,9 @@ export class WriteScheduler {
     if (pieces.length === 0) return undefined;
     if (pieces.length === 1) return pieces[0]!;
     // One buffer serves every write: the socket is done with it once its write resolved.
-    if (this.#scratch.length < size) this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
+    if (this.#scratch.length < size) {
+      this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
+    }
     const out = this.#scratch.subarray(0, size);
     let at = 0;
     for (const p of pieces) {
