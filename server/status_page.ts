@@ -2,7 +2,8 @@
  * The HTML of the live status page (`/status` on the admin port): plain HTML and a little script
  * that reads `/status.json` every second (and after a drain) and renders it with `textContent`
  * only (no markup from data). After each render the page sets `data-refreshes` on `<body>` and
- * dispatches a `knp-status` event (what the browser test awaits).
+ * dispatches a `knp-status` event; after a drain and the render that follows it, `knp-drained`
+ * (what the browser test awaits).
  *
  * @module
  */
@@ -34,6 +35,8 @@ async function drain(agentId) {
     method: "POST", headers: { "X-KNP-Action": "drain" } });
   $("message").textContent = JSON.stringify(await r.json());
   await refresh();
+  document.body.dataset.drained = agentId;
+  dispatchEvent(new CustomEvent("knp-drained", { detail: agentId }));
 }
 function renderAgent(row, a) {
   row.dataset.agent = a.agentId;

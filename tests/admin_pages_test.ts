@@ -1,7 +1,8 @@
 /**
  * The admin port's dial explainer and the server's truthful `/readyz`, through real processes:
  * a server (HTTP-CONNECT frontend on a UDS) and real agents; a good dial and a dial to a closed
- * port are explained with the right fields; `/readyz?verbose` names what is missing.
+ * port are explained with the right fields; the server's `/readyz?verbose` names what is missing
+ * and the agent's says how many servers of how many it holds.
  *
  * @module
  */
@@ -34,8 +35,15 @@ Deno.test("dial explainer: a good dial and a dial to a closed port, explained", 
   await using server = await startServer({
     extraArgs: ["--mode=http-connect", "--knp-explain-dials=100", "--v=5"],
   });
-  await using _agent = await startAgent(server, { agentId: "explained-agent" });
+  await using agent = await startAgent(server, { agentId: "explained-agent" });
   await server.agents(1);
+  const agentReady = await fetch(`http://127.0.0.1:${agent.healthPort}/readyz?verbose`);
+  assert.equal(agentReady.status, 200);
+  assert.equal(
+    await agentReady.text(),
+    "[+]ping ok\n[+]server-connected ok\n[+]servers-held ok: 1 of 1 server (test-server)\n" +
+      "check passed\n",
+  );
   const endpoint = await endpointOf(server);
 
   const conn = await tunnel(endpoint, echo.address);

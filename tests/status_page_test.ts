@@ -26,11 +26,20 @@ function sample(text: string, series: string): number {
   return Number(line.slice(series.length + 1));
 }
 
-/** Resolves after the page's next render of `/status.json` (its `knp-status` event). */
-function nextRefresh(page: Page): Promise<unknown> {
+/** Resolves after the page's next `name` event. */
+function pageEvent(page: Page, name: string): Promise<unknown> {
   return page.evaluate(
-    `new Promise((resolve) => addEventListener("knp-status", resolve, { once: true }))`,
+    `new Promise((resolve) => addEventListener(${JSON.stringify(name)}, resolve, { once: true }))`,
   );
+}
+
+/**
+ * Resolves after a render of `/status.json` fetched after this call: the second render from now
+ * (the first may come from a fetch already under way).
+ */
+async function freshRender(page: Page): Promise<void> {
+  await pageEvent(page, "knp-status");
+  await pageEvent(page, "knp-status");
 }
 
 /** Opens a tunnel to the echo backend and echoes `n` bytes through it. */
@@ -70,10 +79,9 @@ Deno.test({
     try {
       const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
       const admin = `http://127.0.0.1:${server.adminPort}`;
-      const first = nextRefresh(page).catch(() => {}); // the page may render before we listen
       await page.goto(`${admin}/status`);
-      await first;
-      await nextRefresh(page); // a render after every tunnel above was established
+      await freshRender(page); // every tunnel above is established
+
       const shown = async (id: string) => Number(await page.textContent(`#${id}`));
       const metrics = await (await fetch(`${admin}/metrics`)).text();
       assert.equal(await shown("established"), sample(metrics, `${NS}_established_connections`));
@@ -98,11 +106,10 @@ Deno.test({
       assert.equal(await page.textContent('tr[data-agent="agent-a"] .zone'), "zone-1");
       assert.equal(await page.textContent("#ready"), "ready");
 
-      const drained = nextRefresh(page);
+      // The page fires knp-drained after the POST's answer and the render that follows it.
+      const drained = pageEvent(page, "knp-drained");
       await page.click('tr[data-agent="agent-a"] button.drain');
       await drained;
-      // The refresh that follows the drain's answer (the event may be an earlier timer's).
-      await nextRefresh(page);
       assert.equal(
         await page.textContent('tr[data-agent="agent-a"] .state'),
         "draining (status-page)",
@@ -110,7 +117,7 @@ Deno.test({
       assert.equal(await page.textContent('tr[data-agent="agent-b"] .state'), "serving");
 
       for (let i = 0; i < 4; i++) conns.push(await echoed(endpoint, echo.address, 10));
-      await nextRefresh(page);
+      await freshRender(page);
       const agents = await page.evaluate(
         `[...document.querySelectorAll("#dials tr .agent")].slice(0, 4).map((c) => c.textContent)`,
       );

@@ -120,7 +120,8 @@ export class H2ServerConnection {
     this.#keepalive?.start();
     this.#armIdle();
     const parser = new FrameParser(this.local.maxFrameSize);
-    const sizes = new AdaptiveReadSize(16 * 1024, 256 * 1024);
+    // Small reads while idle (a pending read holds its buffer), doubling up to 256 KiB in bulk.
+    const sizes = new AdaptiveReadSize(2048, 256 * 1024);
     let preface = 0;
     try {
       while (!this.#torndown) {

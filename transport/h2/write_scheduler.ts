@@ -135,6 +135,8 @@ export class WriteScheduler {
       this.#onError(err);
     }
     this.#writing = false;
+    // An idle connection keeps no write buffer (thousands of idle tunnels are common).
+    this.#scratch = new Uint8Array(0);
     const idle = this.#idle;
     this.#idle = [];
     for (const f of idle) f();
