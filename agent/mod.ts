@@ -36,3 +36,4 @@ export {
   type AgentMetricsOptions,
   type AgentMetricsSource,
 } from "./metrics.ts";
+export type { AgentDrainOptions } from "./drain.ts";

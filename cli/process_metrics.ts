@@ -56,7 +56,11 @@ function processMetrics(): Registry {
   return registry;
 }
 
-/** A fresh registry; with `withProcess`, holding the shared process metrics. */
+/**
+ * A fresh registry; with `withProcess`, holding the shared process metrics.
+ *
+ * @internal For the server and agent packages; the type is prom-client's `Registry`.
+ */
 export function newRegistry(withProcess: boolean): Registry {
   const registry = new Registry();
   if (!withProcess) return registry;

@@ -69,3 +69,5 @@ export {
   type GrpcTransportConfig,
   type GrpcTransportServerOptions,
 } from "./grpc_transport_flags.ts";
+export type { IpPrefix } from "./prefix_table.ts";
+export type { RoutingServerOptions } from "./routing_flags.ts";

@@ -29,10 +29,10 @@ import { createServer, type SecureContextOptions, type Server, type TLSSocket } 
 import { KnpError } from "@knp/core/errors";
 import type { TlsMaterial } from "./tls_files.ts";
 
-/** Options of {@linkcode TlsListener.listen}. */
-
 /** Idle time before TCP keepalive probes start on an accepted connection. */
 export const TCP_KEEPALIVE_IDLE_MS = 15_000;
+
+/** Options of {@linkcode TlsListener.listen}. */
 export interface TlsListenerOptions {
   /** Address to bind. @default "0.0.0.0" */
   hostname?: string | undefined;

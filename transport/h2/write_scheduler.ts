@@ -30,6 +30,9 @@ export interface DataSource {
   takeTail(): Uint8Array | undefined;
 }
 
+/** Writes up to this size get a buffer of their own (no shared buffer for chatty traffic). */
+const SMALL_WRITE = 32 * 1024;
+
 /** Default upper bound of one coalesced write, in bytes. */
 export const DEFAULT_BATCH_BYTES = 256 * 1024;
 
@@ -151,17 +154,25 @@ export class WriteScheduler {
     size += this.#takeData(pieces, done, this.#batchBytes - size);
     if (pieces.length === 0) return undefined;
     if (pieces.length === 1) return pieces[0]!;
-    // One buffer serves every write: the socket is done with it once its write resolved.
-    if (this.#scratch.length < size) {
-      this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
-    }
-    const out = this.#scratch.subarray(0, size);
+    const out = this.#buffer(size);
     let at = 0;
     for (const p of pieces) {
       out.set(p, at);
       at += p.length;
     }
     return out;
+  }
+
+  /**
+   * A buffer for a write of `size` bytes. Bulk writes share one buffer while the scheduler is busy
+   * (the socket is done with it once its write resolved); small ones get their own.
+   */
+  #buffer(size: number): Uint8Array {
+    if (size <= SMALL_WRITE) return new Uint8Array(size);
+    if (this.#scratch.length < size) {
+      this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
+    }
+    return this.#scratch.subarray(0, size);
   }
 
   /** Takes DATA frames round robin into `pieces`; returns the bytes added. */
