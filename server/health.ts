@@ -38,8 +38,9 @@ export function serverHealthHandler(source: ServerHealthSource): (req: Request) 
 }
 
 /**
- * 200 `ok` when ready (with `?verbose` the check lines and `check passed`); else 500 with the
- * check lines, after upstream's sentence when no agent is connected at all.
+ * 200 `ok` when ready (with `?verbose` the check lines and `check passed`); else 500: upstream's
+ * sentence alone when no agent is connected at all (with `?verbose`, followed by the check lines),
+ * otherwise the check lines.
  */
 function readyz(source: ServerHealthSource, verbose: boolean): Response {
   const r: Readiness = source.readiness?.() ?? { ready: source.ready, lines: [] };
@@ -47,6 +48,8 @@ function readyz(source: ServerHealthSource, verbose: boolean): Response {
   if (r.ready) return text(200, verbose ? `${lines}check passed\n` : "ok");
   if (r.lines.length === 0) return text(500, NOT_READY);
   const none = (r.agents ?? 0) === 0;
+  // Exactly upstream's body when no agent is connected (scripts match it); the lines on ?verbose.
+  if (none && !verbose) return text(500, NOT_READY);
   return text(500, `${none ? `${NOT_READY}\n` : ""}${lines}check failed\n`);
 }
 

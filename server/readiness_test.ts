@@ -25,6 +25,10 @@ Deno.test("server readiness: default needs any agent; upstream's body when none"
   const m = new BackendManager(["default"]);
   assert.deepEqual(await readyz(m, "/readyz"), {
     status: 500,
+    body: "no connection to any proxy agent",
+  });
+  assert.deepEqual(await readyz(m, "/readyz?verbose"), {
+    status: 500,
     body: "no connection to any proxy agent\n[-]strategy-default failed: no agent connected\n" +
       "check failed\n",
   });

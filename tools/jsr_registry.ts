@@ -157,7 +157,9 @@ export function bareResolver(
 }
 
 // `from "x"`, `import "x"`, `import("x")`, `@ts-types="x"` (also in `export … from`).
-const SPECIFIER = /(\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|@ts-types=)(["'])([^"'\r\n]+)\2/g;
+// A keyword right after a quote is a string's content (`["from", ""]`), not syntax.
+const SPECIFIER =
+  /((?<!["'])\bfrom\s*|(?<!["'])\bimport\s*\(\s*|(?<!["'])\bimport\s+|@ts-types=)(["'])([^"'\r\n]+)\2/g;
 
 /**
  * Rewrites the bare specifiers of `source` with `resolveBare`; returns the new text and the bare

@@ -25,6 +25,26 @@ interface ReadHandle {
   readStart(): unknown;
 }
 
+/** Stops and starts a node socket's reads: on the TCP handle beneath TLS, else on the socket. */
+function readSwitch(socket: Duplex): { paused: boolean; pause(): void; resume(): void } {
+  const inner = (socket as Duplex & { _parent?: { _handle?: ReadHandle | null } | null })
+    ._parent?._handle ?? undefined;
+  const handle = inner && typeof inner.readStop === "function" ? inner : undefined;
+  return {
+    paused: false,
+    pause() {
+      this.paused = true;
+      if (handle) handle.readStop();
+      else socket.pause();
+    },
+    resume() {
+      this.paused = false;
+      if (handle) handle.readStart();
+      else socket.resume();
+    },
+  };
+}
+
 /**
  * Adapts a node:net or node:tls socket (a Duplex of Buffers) to {@linkcode ByteSocket}.
  *
@@ -39,21 +59,7 @@ interface ReadHandle {
  * with EPERM on a healthy connection, so it cannot serve as a liveness probe here.
  */
 export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSocket {
-  // Under node:tls, the TCP handle beneath the TLS layer; reading is stopped and started there.
-  const inner = (socket as Duplex & { _parent?: { _handle?: ReadHandle | null } | null })
-    ._parent?._handle ?? undefined;
-  const handle = inner && typeof inner.readStop === "function" ? inner : undefined;
-  let paused = false;
-  const pause = () => {
-    paused = true;
-    if (handle) handle.readStop();
-    else socket.pause();
-  };
-  const resume = () => {
-    paused = false;
-    if (handle) handle.readStart();
-    else socket.resume();
-  };
+  const reading = readSwitch(socket);
   const chunks: Uint8Array[] = [];
   let buffered = 0;
   let ended = false;
@@ -67,7 +73,7 @@ export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSo
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk);
     buffered += chunk.byteLength;
-    if (buffered > maxBuffered) pause();
+    if (buffered > maxBuffered) reading.pause();
     notify();
   });
   socket.on("end", () => {
@@ -95,7 +101,7 @@ export function fromNodeSocket(socket: Duplex, maxBuffered = 256 * 1024): ByteSo
       if (n === head.byteLength) chunks.shift();
       else chunks[0] = head.subarray(n);
       buffered -= n;
-      if (buffered <= maxBuffered / 2 && paused) resume();
+      if (buffered <= maxBuffered / 2 && reading.paused) reading.resume();
       return n;
     },
     write(data) {
