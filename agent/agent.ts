@@ -22,6 +22,7 @@ import { explainingTlsFailures } from "./tls_explain.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { serverAddressesOf } from "./server_addresses.ts";
 import { type BoundedHttpServer, serveBoundedHttp } from "@knp/cli/http_server";
+import { certificateSources } from "@knp/cli/certificate_metrics";
 
 /** Configuration of {@linkcode startAgent}. */
 export interface AgentConfig
@@ -167,7 +168,7 @@ function healthSource(clients: ClientSet, metrics: AgentMetrics): AgentHealthSou
 /** Starts an agent. @throws {KnpError} `CONFIG` when the health or admin port cannot be bound */
 export function startAgent(config: AgentConfig): AgentHandle {
   const log = (config.logger ?? nullLogger).with({ agentID: config.agentId });
-  const metrics = new AgentMetrics();
+  const metrics = new AgentMetrics({ certificates: certificateSources(config.tls) });
   const clients = newClientSet(config, log, metrics);
   const servers: BoundedHttpServer[] = [];
   let healthPort: number;

@@ -17,6 +17,7 @@
 
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { newRegistry } from "@knp/cli/process_metrics";
+import { certificateExpiryMetrics, type CertificateSource } from "@knp/cli/certificate_metrics";
 import type { DialErrorKind } from "@knp/core/dial_errors";
 import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
 import type { ServerConnector } from "./client_set.ts";
@@ -53,6 +54,8 @@ export interface AgentDialEvent {
 export interface AgentMetricsOptions {
   /** Include the process metrics (`process_*`, `nodejs_*`). @default true */
   processMetrics?: boolean;
+  /** TLS files whose certificates' expiry `knp_certificate_expiry_seconds` reports. */
+  certificates?: readonly CertificateSource[];
 }
 
 /** The agent's metric set. */
@@ -103,6 +106,7 @@ export class AgentMetrics {
       registers,
     });
     this.#leaseMetrics(registers);
+    certificateExpiryMetrics(this.#registry, options.certificates ?? []);
   }
 
   /** The gauges, read from the source when scraped. */
@@ -130,6 +134,28 @@ export class AgentMetrics {
       "Current number of open endpoint connections.",
       (s) => s.connections,
     );
+    this.#knpGauges(registers);
+  }
+
+  /** knp's own server gauges: how many servers the agent aims for, how many it holds. */
+  #knpGauges(registers: Registry[]): void {
+    const source = () => this.#source;
+    new Gauge({
+      name: "knp_agent_servers_known",
+      help: "Servers the agent aims to hold a connection to (the server count it learned).",
+      registers,
+      collect() {
+        this.set(source()?.serverCount ?? 0);
+      },
+    });
+    new Gauge({
+      name: "knp_agent_servers_connected",
+      help: "Servers the agent holds a connection to.",
+      registers,
+      collect() {
+        this.set(source()?.size ?? 0);
+      },
+    });
   }
 
   /** Upstream's lease metrics (registered for their names; knp's Lease counter logs instead). */

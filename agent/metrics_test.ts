@@ -28,6 +28,8 @@ Deno.test("AgentMetrics maps dial outcomes to upstream's reasons and reads its s
   assert.equal(sample(text, `${NS}_open_server_connections`), 2);
   assert.equal(sample(text, `${NS}_known_server_count`), 3);
   assert.equal(sample(text, `${NS}_open_endpoint_connections`), 4);
+  assert.equal(sample(text, "knp_agent_servers_known"), 3);
+  assert.equal(sample(text, "knp_agent_servers_connected"), 2);
   assert.doesNotMatch(text, /^process_/m);
 });
 

@@ -24,6 +24,7 @@ export {
   type TunnelOptions,
 } from "./tunnel.ts";
 export { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
+export type { TunnelMetrics } from "./tunnel_metrics.ts";
 export {
   DialError,
   type DialErrorDetails,

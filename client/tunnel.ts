@@ -12,6 +12,7 @@ import { USER_AGENT_KEY } from "@knp/proto";
 import { DialError, KnpError } from "@knp/core/errors";
 import { GrpcChannel } from "@knp/transport/grpc_channel";
 import { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
+import type { TunnelMetrics } from "./tunnel_metrics.ts";
 
 /** Where the proxy server is and how to reach it. */
 export interface TunnelOptions {
@@ -25,6 +26,8 @@ export interface TunnelOptions {
   serverName?: string;
   /** Sent as `user-agent` metadata. @default "knp-client" */
   userAgent?: string;
+  /** Where dials, connections and bytes are reported (e.g. `clientMetrics()` of `@knp/client/metrics`). */
+  metrics?: TunnelMetrics;
 }
 
 /** A tunnel that dials TCP connections through the proxy. */
@@ -65,6 +68,7 @@ class GrpcTunnel implements Tunnel {
   #channel: GrpcChannel;
   #singleUse: boolean;
   #userAgent: string;
+  #metrics: TunnelMetrics | undefined;
   #conns = new Set<TunnelConn>();
   #dialed = false;
   #closed = false;
@@ -75,6 +79,10 @@ class GrpcTunnel implements Tunnel {
     this.#channel = channelFor(options);
     this.#singleUse = singleUse;
     this.#userAgent = options.userAgent ?? "knp-client";
+    const metrics = this.#metrics = options.metrics;
+    if (metrics === undefined) return;
+    metrics.tunnelOpened();
+    this.done.then(() => metrics.tunnelClosed());
   }
 
   async dial(protocol: "tcp", address: string, options: DialOptions = {}): Promise<TunnelConn> {
@@ -84,13 +92,33 @@ class GrpcTunnel implements Tunnel {
       throw new DialError("single-use dialer already dialed", "tunnelstarted");
     }
     this.#dialed = true;
+    const metrics = this.#metrics;
+    if (metrics === undefined) return await this.#dial(protocol, address, options);
+    const start = performance.now();
+    try {
+      const conn = await this.#dial(protocol, address, options, metrics);
+      metrics.dialEnded(performance.now() - start);
+      conn.closed.then(() => metrics.connectionClosed());
+      return conn;
+    } catch (error) {
+      metrics.dialEnded(performance.now() - start, error ?? new Error("dial failed"));
+      throw error;
+    }
+  }
+
+  async #dial(
+    protocol: "tcp",
+    address: string,
+    options: DialOptions,
+    metrics?: TunnelMetrics,
+  ): Promise<TunnelConn> {
     const { stream } = await this.#channel.openStream("proxy", {
       [USER_AGENT_KEY]: this.#userAgent,
     });
     const conn = new TunnelConn(stream, address, options, () => {
       this.#conns.delete(conn);
       if (this.#singleUse) this.close();
-    });
+    }, metrics === undefined ? undefined : (direction, n) => metrics.bytes(direction, n));
     this.#conns.add(conn);
     await conn.dial(protocol, options);
     return conn;

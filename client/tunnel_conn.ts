@@ -69,6 +69,7 @@ export class TunnelConn implements AsyncDisposable {
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #dial = Promise.withResolvers<void>();
   #closedResolvers = Promise.withResolvers<void>();
+  #onBytes: ((direction: "sent" | "received", count: number) => void) | undefined;
   #closeTimeoutMs: number;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeError = "";
@@ -80,8 +81,10 @@ export class TunnelConn implements AsyncDisposable {
     address: string,
     options: DialOptions,
     onFinished: () => void,
+    onBytes?: (direction: "sent" | "received", count: number) => void,
   ) {
     this.#stream = stream;
+    this.#onBytes = onBytes;
     this.address = address;
     this.dialId = randomDialId();
     this.#closeTimeoutMs = options.closeTimeoutMs ?? CLOSE_TIMEOUT_MS;
@@ -195,6 +198,7 @@ export class TunnelConn implements AsyncDisposable {
         } catch {
           return; // the reader cancelled; bytes are dropped
         }
+        this.#onBytes?.("received", packet.data.data.byteLength);
         if ((this.#controller.desiredSize ?? 1) <= 0) this.#stream.pause();
         return;
       }
@@ -244,9 +248,9 @@ export class TunnelConn implements AsyncDisposable {
       }
       // Copy: the caller may reuse its buffer once write() resolves.
       const piece = chunk.slice(off, off + MAX_WRITE_CHUNK);
-      if (!this.#stream.send(dataPacket(this.#connectId, piece))) {
-        await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
-      }
+      const queued = this.#stream.send(dataPacket(this.#connectId, piece));
+      this.#onBytes?.("sent", piece.byteLength);
+      if (!queued) await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
     }
   }
 

@@ -20,6 +20,7 @@
  */
 
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { certificateExpiryMetrics, type CertificateSource } from "@knp/cli/certificate_metrics";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
 import type { ProxyServer } from "./proxy_server.ts";
@@ -40,6 +41,8 @@ export interface ServerMetricsOptions {
   mode?: "grpc" | "http-connect";
   /** Include the process metrics (`process_*`, `nodejs_*`). @default true */
   processMetrics?: boolean;
+  /** TLS files whose certificates' expiry `knp_certificate_expiry_seconds` reports. */
+  certificates?: readonly CertificateSource[];
 }
 
 type Tally = Counter<string>;
@@ -62,8 +65,37 @@ export class ServerMetrics {
     this.#gauges(options);
     this.#counters();
     serverLeaseMetrics(this.#registry, NS);
+    certificateExpiryMetrics(this.#registry, options.certificates ?? []);
+    this.#pressureGauges();
     this.#unsubscribe = core.events.on((event) => this.#onEvent(event));
     core.events.tap = (stream, side) => this.#tap(stream, side);
+  }
+
+  /** knp's queue pressure, read when scraped: frontend send queues holding agent streams paused. */
+  #pressureGauges(): void {
+    const agents = () => this.#core.backends.agents;
+    const registers = [this.#registry];
+    new Gauge({
+      name: "knp_server_backpressured_connections",
+      help: "Connections whose frontend send queue is over its high-water mark, holding their " +
+        "agent stream paused.",
+      registers,
+      collect() {
+        let n = 0;
+        for (const backend of agents()) n += backend.pause.holders;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: "knp_server_paused_agent_streams",
+      help: "Agent streams paused because a connection's frontend send queue is full.",
+      registers,
+      collect() {
+        let n = 0;
+        for (const backend of agents()) if (backend.pause.holders > 0) n++;
+        this.set(n);
+      },
+    });
   }
 
   #histograms(): void {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dialRequest } from "@knp/proto";
+import { dialRequest, parseAgentIdentifiers } from "@knp/proto";
 import { memoryPipe } from "@knp/transport/packet_stream";
 import { startPeer } from "@knp/testing/fakes";
 import { parseDestinationRules } from "@knp/core/destination_policy";
@@ -70,6 +70,35 @@ Deno.test("ServerMetrics counts policy denials by rule source, apart from upstre
   );
   assert.doesNotMatch(text, /^process_/m);
   metrics.dispose();
+  core.close();
+  await settle();
+});
+
+Deno.test("ServerMetrics reports connections holding their agent stream paused", async () => {
+  const core = new ProxyServer({ serverId: "s1" });
+  const metrics = new ServerMetrics(core, { processMetrics: false });
+  const [agentEnd, serverEnd] = memoryPipe();
+  const peer = startPeer(agentEnd);
+  const backend = core.addBackend("agent-1", parseAgentIdentifiers(""), serverEnd);
+  const [otherAgent, otherServer] = memoryPipe();
+  const otherPeer = startPeer(otherAgent);
+  core.addBackend("agent-2", parseAgentIdentifiers(""), otherServer);
+  let text = await metrics.render();
+  assert.equal(readSample(text, "knp_server_backpressured_connections"), 0);
+  assert.equal(readSample(text, "knp_server_paused_agent_streams"), 0);
+  const [slow1, slow2] = [{}, {}];
+  backend.pause.hold(slow1);
+  backend.pause.hold(slow2);
+  text = await metrics.render();
+  assert.equal(readSample(text, "knp_server_backpressured_connections"), 2);
+  assert.equal(readSample(text, "knp_server_paused_agent_streams"), 1);
+  backend.pause.release(slow1);
+  backend.pause.release(slow2);
+  text = await metrics.render();
+  assert.equal(readSample(text, "knp_server_backpressured_connections"), 0);
+  assert.equal(readSample(text, "knp_server_paused_agent_streams"), 0);
+  peer.end.close();
+  otherPeer.end.close();
   core.close();
   await settle();
 });

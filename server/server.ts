@@ -16,6 +16,7 @@ import { ServerMetrics } from "./metrics.ts";
 import { logCorePackets } from "./dial_trace.ts";
 import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listeners.ts";
 import { serveBoundedHttp } from "@knp/cli/http_server";
+import { certificateSources } from "@knp/cli/certificate_metrics";
 import type { GrpcTransportConfig } from "./grpc_transport_flags.ts";
 import { AdminPages, type AdminPagesConfig } from "./status.ts";
 import { serverReadiness } from "./readiness.ts";
@@ -203,6 +204,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
   const metrics = new ServerMetrics(core, {
     httpConnections: () => httpConnections(),
     mode: config.mode ?? "grpc",
+    certificates: certificateSources(config.serverTls, config.clusterTls),
   });
   logCorePackets(core.events, childLogger(log, "core")); // after the metrics' tap: -v=5 and above
   // The last tap: the status page reads its own tap's counts through `Backend.stream`.

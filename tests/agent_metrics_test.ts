@@ -84,6 +84,17 @@ Deno.test("knp's agent prints upstream's three metrics byte for byte after real 
   assert.match(text, /^process_resident_memory_bytes [1-9]\d*$/m);
   assert.doesNotMatch(text, /^process_open_fds /m);
   assert.match(text, /^process_cpu_seconds_total /m);
+  // knp's own: the one server it learned of, and holds.
+  assert.match(text, /^knp_agent_servers_known 1$/m);
+  assert.match(text, /^knp_agent_servers_connected 1$/m);
+  // knp's certificate expiry, per watched file: the test PKI's certificates are valid 365 days.
+  for (const file of [server.pki.clientCert, server.pki.caCert]) {
+    const line = text.split("\n").find((l) =>
+      l.startsWith(`knp_certificate_expiry_seconds{file="${file}"} `)
+    );
+    const left = Number(line?.split(" ")[1]);
+    assert.ok(left > 364 * 86400 && left <= 365 * 86400, `${file}: ${line}`);
+  }
 });
 
 Deno.test({

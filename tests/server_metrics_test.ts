@@ -95,6 +95,11 @@ Deno.test("server /metrics counts and times real dials (upstream names, knp extr
   // Process metrics, under the names Go's collector uses.
   assert.ok(sample("process_cpu_seconds_total")! > 0);
   assert.ok(sample("process_start_time_seconds")! > 0);
+  // knp's certificate expiry, per watched file: the test PKI's certificates are valid 365 days.
+  for (const file of [server.pki.serverCert, server.pki.caCert]) {
+    const left = sample(`knp_certificate_expiry_seconds{file="${file}"}`);
+    assert.ok(left !== undefined && left > 364 * 86400 && left <= 365 * 86400, `${file}: ${left}`);
+  }
   // The health port serves the same registry.
   const health = await (await server.health("/metrics")).text();
   assert.equal(readSample(health, `${NS}_dial_duration_seconds_count`), DIALS);
