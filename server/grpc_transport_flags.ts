@@ -1,8 +1,11 @@
 /**
  * The server's gRPC transport flag (knp only): `--knp-grpc-transport` picks what serves the gRPC
- * frontend and the gRPC agent port — grpc-js (`grpc-js`, the default) or knp's native HTTP/2
- * transport (`native`, `@knp/transport/h2/serve`) — with its option field, validation and core
- * configuration. The serve function it selects is in `grpc_serve.ts` (this module is loaded with
+ * frontend and the gRPC agent port — knp's native HTTP/2 transport (`native`, the binary's default,
+ * `@knp/transport/h2/serve`) or grpc-js (`grpc-js`, the fallback) — with its option field,
+ * validation and core configuration. The binary defaults to `native`: under Deno 2.9.6, grpc-js's
+ * server runs on node:http2, whose nghttp2 aborted the process (assertion in
+ * `find_stream_on_goaway_func`) under a dial storm, and it is slower. `startProxyServer`'s own
+ * default stays grpc-js. The serve function it selects is in `grpc_serve.ts` (this module is loaded with
  * the flag table, before permissions are narrowed, so it must not load grpc-js).
  *
  * @module
@@ -22,16 +25,17 @@ export const GRPC_TRANSPORT_FLAGS: readonly FlagSpec[] = [
   {
     name: "knp-grpc-transport",
     type: "string",
-    default: "grpc-js",
-    help: "knp only: what serves the gRPC frontend and agent port: grpc-js (@grpc/grpc-js) or " +
-      "native (knp's own HTTP/2 transport: large windows, coalesced writes, fair scheduling).",
+    default: "native",
+    help: "knp only: what serves the gRPC frontend and agent port: native (knp's own HTTP/2 " +
+      "transport: large windows, coalesced writes, fair scheduling) or grpc-js (@grpc/grpc-js, " +
+      "the fallback).",
     implemented: true,
   },
 ];
 
 /** Option fields of {@linkcode GRPC_TRANSPORT_FLAGS}; `ServerOptions` extends it. */
 export interface GrpcTransportServerOptions {
-  /** `--knp-grpc-transport` (knp only): `grpc-js` or `native`. @default "grpc-js" */
+  /** `--knp-grpc-transport` (knp only): `native` or `grpc-js`. @default "native" */
   knpGrpcTransport: string;
 }
 

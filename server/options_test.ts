@@ -74,7 +74,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpLogFormat: "json",
     knpHttpTimeout: 10_000,
     knpFrontendIdleTimeout: 60_000,
-    knpGrpcTransport: "grpc-js",
+    knpGrpcTransport: "native",
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
     knpMaxPendingDialsPerFrontend: 1_000,
