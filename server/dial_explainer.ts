@@ -21,6 +21,7 @@
 import type { DecodedPacket, Packet } from "@knp/proto";
 import { parseDialError } from "@knp/core/dial_errors";
 import type { PacketStream } from "@knp/transport/packet_stream";
+import { observePackets } from "@knp/transport/packet_tap";
 import type { Backend } from "./backend.ts";
 import type { BackendManager } from "./backend_manager.ts";
 import { dialJson, DialRecord, Ring } from "./dial_record.ts";
@@ -191,16 +192,18 @@ export class DialExplainer {
     let dialId: bigint | undefined;
     let rec: DialRecord | undefined;
     const find = () => rec ??= dialId === undefined ? undefined : this.#byDial.get(dialId);
-    return watchPackets(stream, {
-      received: (packet, handle) => {
+    return observePackets(stream, {
+      received: (packet) => {
         if (packet.type === "DIAL_REQ" && dialId === undefined) dialId = packet.dialRequest.random;
-        handle();
+      },
+      delivered: (packet) => {
         const r = find();
         if (r !== undefined) this.#fromFrontend(r, packet);
       },
-      sent: (packet) => {
+      sent: (packet, onSent) => {
         const r = find();
         if (r !== undefined) this.#toFrontend(r, packet);
+        return onSent;
       },
       ended: (error) => {
         const r = find();
@@ -276,46 +279,4 @@ export class DialExplainer {
 
 function agentOf(r: DialRecord): { agentId?: string } {
   return r.agentId === undefined ? {} : { agentId: r.agentId };
-}
-
-/** What {@linkcode watchPackets} reports; `received` must call `handle` to deliver the packet. */
-interface PacketWatcher {
-  received(packet: DecodedPacket, handle: () => void): void;
-  sent(packet: Packet): void;
-  ended(error: Error | undefined): void;
-}
-
-/** Wraps `stream` so that `watcher` sees whole packets; every other member is the stream's own. */
-export function watchPackets(stream: PacketStream, watcher: PacketWatcher): PacketStream {
-  return {
-    start(handler) {
-      stream.start({
-        onPacket: (packet) => watcher.received(packet, () => handler.onPacket(packet)),
-        onEnd(error) {
-          watcher.ended(error);
-          handler.onEnd(error);
-        },
-      });
-    },
-    send(packet: Packet, onSent?: () => void) {
-      watcher.sent(packet);
-      return stream.send(packet, onSent);
-    },
-    get bufferedBytes() {
-      return stream.bufferedBytes;
-    },
-    onDrain: (callback) => stream.onDrain(callback),
-    pause: () => stream.pause(),
-    resume: () => stream.resume(),
-    close: (error) => stream.close(error),
-    get closed() {
-      return stream.closed;
-    },
-    get done() {
-      return stream.done;
-    },
-    get peer() {
-      return stream.peer;
-    },
-  };
 }

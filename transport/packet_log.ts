@@ -15,10 +15,10 @@
  * @module
  */
 
-import type { Packet } from "@knp/proto";
 import type { Logger } from "@knp/core/log";
 import { packetFields } from "@knp/core/packet_log";
 import type { PacketStream } from "./packet_stream.ts";
+import { observePackets } from "./packet_tap.ts";
 
 /**
  * Wraps `stream` so that each packet it carries is logged at trace level as "packet received"
@@ -28,35 +28,11 @@ export function logPackets(stream: PacketStream, log: Logger): PacketStream {
   const trace = log.trace?.bind(log);
   if (trace === undefined) return stream;
   const peer = stream.peer;
-  return {
-    start(handler) {
-      stream.start({
-        onPacket(packet) {
-          trace("packet received", { peer, ...packetFields(packet) });
-          handler.onPacket(packet);
-        },
-        onEnd: (error) => handler.onEnd(error),
-      });
-    },
-    send(packet: Packet, onSent?: () => void) {
+  return observePackets(stream, {
+    received: (packet) => trace("packet received", { peer, ...packetFields(packet) }),
+    sent(packet, onSent) {
       trace("packet sent", { peer, ...packetFields(packet) });
-      return stream.send(packet, onSent);
+      return onSent;
     },
-    get bufferedBytes() {
-      return stream.bufferedBytes;
-    },
-    onDrain: (callback) => stream.onDrain(callback),
-    pause: () => stream.pause(),
-    resume: () => stream.resume(),
-    close: (error) => stream.close(error),
-    get closed() {
-      return stream.closed;
-    },
-    get done() {
-      return stream.done;
-    },
-    get peer() {
-      return stream.peer;
-    },
-  };
+  });
 }

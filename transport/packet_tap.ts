@@ -71,29 +71,47 @@ export function grpcCodeName(error: unknown): string {
   return "Unknown";
 }
 
-/** Wraps `stream` so that `tap` sees its packets; every other member is the stream's own. */
-export function tapPacketStream(stream: PacketStream, tap: PacketTap): PacketStream {
+/**
+ * What {@linkcode observePackets} reports. Each hook must not throw and must not block; every
+ * hook is optional.
+ */
+export interface PacketObserver {
+  /** A packet the stream delivers, before its handler sees it. */
+  received?(packet: DecodedPacket): void;
+  /** The same packet, after its handler took it. */
+  delivered?(packet: DecodedPacket): void;
+  /**
+   * A packet handed to `send`; returns the `onSent` callback to pass on (the given one, or one
+   * wrapping it).
+   */
+  sent?(packet: Packet, onSent: (() => void) | undefined): (() => void) | undefined;
+  /** The stream ended; `error` is undefined for a clean end. */
+  ended?(error: Error | undefined): void;
+}
+
+/**
+ * Wraps `stream` so that `observer` sees its packets and its end; every other member is the
+ * stream's own. The one wrapper behind the packet tap (metrics), the packet log and the dial
+ * explainer.
+ */
+export function observePackets(stream: PacketStream, observer: PacketObserver): PacketStream {
+  const { received, delivered, sent, ended } = observer;
   return {
     start(handler) {
       stream.start({
         onPacket(packet: DecodedPacket) {
-          tap.received(packet.type, payloadBytes(packet));
+          received?.(packet);
           handler.onPacket(packet);
+          delivered?.(packet);
         },
         onEnd(error) {
-          tap.ended(error);
+          ended?.(error);
           handler.onEnd(error);
         },
       });
     },
     send(packet: Packet, onSent?: () => void) {
-      tap.sent(packet.type, payloadBytes(packet));
-      if (tap.written === undefined) return stream.send(packet, onSent);
-      const start = performance.now();
-      return stream.send(packet, () => {
-        tap.written!(performance.now() - start);
-        onSent?.();
-      });
+      return stream.send(packet, sent ? sent(packet, onSent) : onSent);
     },
     get bufferedBytes() {
       return stream.bufferedBytes;
@@ -112,4 +130,22 @@ export function tapPacketStream(stream: PacketStream, tap: PacketTap): PacketStr
       return stream.peer;
     },
   };
+}
+
+/** Wraps `stream` so that `tap` sees its packets; every other member is the stream's own. */
+export function tapPacketStream(stream: PacketStream, tap: PacketTap): PacketStream {
+  const written = tap.written;
+  return observePackets(stream, {
+    received: (packet) => tap.received(packet.type, payloadBytes(packet)),
+    sent(packet, onSent) {
+      tap.sent(packet.type, payloadBytes(packet));
+      if (written === undefined) return onSent;
+      const start = performance.now();
+      return () => {
+        written(performance.now() - start);
+        onSent?.();
+      };
+    },
+    ended: (error) => tap.ended(error),
+  });
 }
