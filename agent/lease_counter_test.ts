@@ -9,39 +9,13 @@
  */
 
 import assert from "node:assert/strict";
+import { fakeTimers } from "@knp/testing/fakes";
 import type { LeaseRecord } from "@knp/cli/kube_leases";
 import type { LogFields, Logger } from "@knp/core/log";
-import type { Timers } from "@knp/core/timers";
 import { LeaseCounter, type LeaseEvent, type LeaseWatchApi } from "./lease_counter.ts";
 import { agentHealthHandler } from "./health.ts";
 
 const T = 1_800_000_000_000;
-
-/** A clock that moves only when told; timers fire in order. */
-class FakeTimers implements Timers {
-  #now = 0;
-  #next = 1;
-  #timers = new Map<number, { at: number; cb: () => void }>();
-  now = () => this.#now;
-  setTimeout = (cb: () => void, ms: number) => {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.#now + ms, cb });
-    return id;
-  };
-  clearTimeout = (id: number) => void this.#timers.delete(id);
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= end)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].cb();
-    }
-    this.#now = end;
-  }
-}
 
 interface ListCall {
   kind: "list";
@@ -143,7 +117,7 @@ function lease(name: string, renewTime: number, rv = "1"): LeaseRecord {
 }
 
 function counter() {
-  const timers = new FakeTimers();
+  const { clock, timers } = fakeTimers();
   const api = new ScriptedApi();
   const logger = recorder();
   const c = new LeaseCounter({
@@ -156,11 +130,11 @@ function counter() {
   });
   let changes = 0;
   c.onChange(() => changes++);
-  return { c, api, timers, logger, changes: () => changes };
+  return { c, api, clock, timers, logger, changes: () => changes };
 }
 
 Deno.test("LeaseCounter: counts valid Leases, follows the watch, re-lists at the expiry", async () => {
-  const { c, api, timers, logger, changes } = counter();
+  const { c, api, clock, logger, changes } = counter();
   await c.start();
   (await api.next("list")).answer([lease("a", T), lease("b", T + 5_000), lease("x", T - 31_000)]);
   const watch = await api.next("watch");
@@ -174,11 +148,11 @@ Deno.test("LeaseCounter: counts valid Leases, follows the watch, re-lists at the
   assert.equal(c.serverCount(), 2);
   watch.emit("MODIFIED", lease("a", T + 20_000, "4")); // renewed
   // b expires first (T + 35 s): at that instant the counter lists again.
-  timers.advance(35_001);
+  clock.tick(35_001);
   (await api.next("list")).answer([lease("a", T + 20_000), lease("b", T + 5_000)], "5");
   assert.equal((await api.next("watch")).from, "5");
   assert.equal(c.serverCount(), 1);
-  timers.advance(20_000); // a expires too
+  clock.tick(20_000); // a expires too
   (await api.next("list")).answer([lease("a", T + 20_000)]);
   await api.next("watch");
   assert.equal(c.serverCount(), 1, "0 valid Leases count as 1, never 0");
@@ -190,14 +164,14 @@ Deno.test("LeaseCounter: counts valid Leases, follows the watch, re-lists at the
 });
 
 Deno.test("LeaseCounter: an unreachable API keeps the last count (or none), then resumes", async () => {
-  const { c, api, timers, logger, changes } = counter();
+  const { c, api, clock, logger, changes } = counter();
   await c.start();
   const first = logger.logged("Kubernetes API unreachable");
   (await api.next("list")).fail(new Error("connect ECONNREFUSED"));
   assert.equal((await first).fields["serverCount"], "servers' count");
   assert.equal(c.serverCount(), undefined); // the agent uses the servers' count
   assert.match(c.healthLine(), /degraded: .*ECONNREFUSED.*using the servers' count/);
-  timers.advance(1_000); // retry: 1 s, then 2 s
+  clock.tick(1_000); // retry: 1 s, then 2 s
   (await api.next("list")).answer([lease("a", T + 1_000), lease("b", T + 1_000)]);
   const watch = await api.next("watch");
   assert.equal(c.serverCount(), 2);
@@ -206,11 +180,11 @@ Deno.test("LeaseCounter: an unreachable API keeps the last count (or none), then
   const lost = logger.logged("Kubernetes API unreachable");
   watch.fail(new Error("connection reset"));
   assert.equal((await lost).fields["serverCount"], 2);
-  timers.advance(1_000);
+  clock.tick(1_000);
   const still = logger.logged("Kubernetes API still unreachable");
   (await api.next("list")).fail(new Error("connect ECONNREFUSED"));
   await still;
-  timers.advance(60_000); // both Leases are long past their renewTime + 30 s
+  clock.tick(60_000); // both Leases are long past their renewTime + 30 s
   const stillAgain = logger.logged("Kubernetes API still unreachable");
   (await api.next("list")).fail(new Error("connect ECONNREFUSED"));
   await stillAgain;
@@ -220,13 +194,13 @@ Deno.test("LeaseCounter: an unreachable API keeps the last count (or none), then
   const before = changes();
 
   // Back: the Leases are stale (their holders could not renew) but were valid at the loss.
-  timers.advance(60_000);
+  clock.tick(60_000);
   (await api.next("list")).answer([lease("a", T + 1_000), lease("b", T + 1_000)]);
   await api.next("watch");
   assert.equal(c.serverCount(), 2);
   assert.equal(changes(), before);
   // Not renewed within one duration after the outage: they are gone.
-  timers.advance(30_001);
+  clock.tick(30_001);
   (await api.next("list")).answer([lease("a", T + 1_000), lease("b", T + 1_000)]);
   await api.next("watch");
   assert.equal(c.serverCount(), 1);

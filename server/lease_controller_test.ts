@@ -10,9 +10,9 @@
  */
 
 import assert from "node:assert/strict";
+import { fakeTimers } from "@knp/testing/fakes";
 import type { LeaseRecord } from "@knp/cli/kube_leases";
 import type { LogFields, Logger } from "@knp/core/log";
-import type { Timers } from "@knp/core/timers";
 import { KnpError } from "@knp/core/errors";
 import {
   expiredLeases,
@@ -27,32 +27,6 @@ import { leaseLabelProblem, validateLeaseOptions } from "./lease_flags.ts";
 const T = 1_800_000_000_000;
 const OWN = "konnectivity-proxy-server-s1";
 const LABELS = { "k8s-app": "konnectivity-server" };
-
-/** A clock that moves only when told; timers fire in order. */
-class FakeTimers implements Timers {
-  #now = 0;
-  #next = 1;
-  #timers = new Map<number, { at: number; cb: () => void }>();
-  now = () => this.#now;
-  setTimeout = (cb: () => void, ms: number) => {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.#now + ms, cb });
-    return id;
-  };
-  clearTimeout = (id: number) => void this.#timers.delete(id);
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= end)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].cb();
-    }
-    this.#now = end;
-  }
-}
 
 const status = (code: number) => Object.assign(new Error(`HTTP ${code}`), { code });
 
@@ -140,7 +114,7 @@ function recorder(): Logger & { logged(msg: string): Promise<LogFields> } {
 }
 
 function controller() {
-  const timers = new FakeTimers();
+  const { clock, timers } = fakeTimers();
   const api = new LeaseStore();
   const logger = recorder();
   const c = new LeaseController({
@@ -153,14 +127,14 @@ function controller() {
     random: () => 0.5,
     logger,
   });
-  return { c, api, timers, logger };
+  return { c, api, clock, timers, logger };
 }
 
 Deno.test("LeaseController creates its Lease at once and renews it every 15 s + jitter", async () => {
-  const { c, api, timers, logger } = controller();
+  const { c, api, clock, logger } = controller();
   const acquired = logger.logged("lease acquired");
   c.start();
-  timers.advance(0);
+  clock.tick(0);
   await acquired;
   const first = api.leases.get(OWN)!;
   assert.deepEqual({ ...first, resourceVersion: undefined }, {
@@ -174,7 +148,7 @@ Deno.test("LeaseController creates its Lease at once and renews it every 15 s + 
   });
   assert.deepEqual(api.calls, ["get", "create"]);
   const renewed = logger.logged("lease renewed");
-  timers.advance(15_300); // 15 s + 4 % × 0.5
+  clock.tick(15_300); // 15 s + 4 % × 0.5
   await renewed;
   assert.equal(api.leases.get(OWN)!.renewTime, T + 15_300);
   assert.equal(api.leases.get(OWN)!.acquireTime, T);
@@ -183,7 +157,7 @@ Deno.test("LeaseController creates its Lease at once and renews it every 15 s + 
   // Another writer changed it: 409, read again, update that version.
   api.put({ ...api.leases.get(OWN)!, holderIdentity: "someone" });
   const again = logger.logged("lease renewed");
-  timers.advance(15_300);
+  clock.tick(15_300);
   await again;
   // (GC's list at 30 s aside.)
   assert.deepEqual(api.calls.slice(3).filter((c) => c !== "list"), ["replace", "get", "replace"]);
@@ -197,13 +171,13 @@ Deno.test("LeaseController creates its Lease at once and renews it every 15 s + 
 });
 
 Deno.test("LeaseController retries failed renewals with backoff and never throws", async () => {
-  const { c, api, timers, logger } = controller();
+  const { c, api, clock, logger } = controller();
   api.down = true;
   const delays: unknown[] = [];
   for (let i = 0; i < 5; i++) {
     const failed = logger.logged("lease renewal failed; retrying");
     if (i === 0) c.start();
-    timers.advance(i === 0 ? 0 : Number(delays[i - 1]));
+    clock.tick(i === 0 ? 0 : Number(delays[i - 1]));
     const fields = await failed;
     assert.equal(fields["failedAttempts"], i + 1);
     assert.match(String(fields["error"]), /ECONNREFUSED/);
@@ -212,7 +186,7 @@ Deno.test("LeaseController retries failed renewals with backoff and never throws
   assert.deepEqual(delays, [100, 200, 400, 800, 1600]);
   api.down = false;
   const back = logger.logged("lease acquired");
-  timers.advance(1600);
+  clock.tick(1600);
   await back;
   assert.equal(api.leases.get(OWN)!.renewTime, T + 3_100);
   const stopped = logger.logged("deleted the server's lease");
@@ -221,19 +195,19 @@ Deno.test("LeaseController retries failed renewals with backoff and never throws
 });
 
 Deno.test("LeaseController garbage-collects expired labelled Leases once settled", async () => {
-  const { c, api, timers, logger } = controller();
+  const { c, api, clock, logger } = controller();
   api.put({ name: "expired", labels: LABELS, durationSeconds: 30, renewTime: T - 31_000 });
   api.put({ name: "valid", labels: LABELS, durationSeconds: 30, renewTime: T + 30_000 });
   api.put({ name: "other", labels: { app: "x" }, durationSeconds: 30, renewTime: T - 99_000 });
   const acquired = logger.logged("lease acquired");
   c.start();
-  timers.advance(0);
+  clock.tick(0);
   await acquired;
-  timers.advance(15_000);
+  clock.tick(15_000);
   // Not settled yet (healthy for less than 30 s): GC lists nothing.
   assert.equal(api.calls.includes("list"), false);
   const culled = logger.logged("garbage-collected an expired lease");
-  timers.advance(15_000); // GC at 30 s: settled now
+  clock.tick(15_000); // GC at 30 s: settled now
   assert.deepEqual(await culled, { lease: "expired" });
   assert.deepEqual([...api.leases.keys()].sort(), [OWN, "other", "valid"]);
   await c.stop();

@@ -8,13 +8,13 @@
  */
 
 import assert from "node:assert/strict";
+import { fakeTimers } from "@knp/testing/fakes";
 import https from "node:https";
 import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { generateTestPki, type TestPkiFiles, writeTestPki } from "@knp/testing/certs";
 import { KnpError } from "@knp/core/errors";
-import type { Timers } from "@knp/core/timers";
 import type { AgentCredentials } from "./agent_auth.ts";
 import { loadKubeClient, type TokenReviewStatus } from "./kube_client.ts";
 import {
@@ -79,32 +79,6 @@ class StandInApiServer {
   close(): Promise<void> {
     this.#server.closeAllConnections();
     return new Promise((r) => this.#server.close(() => r()));
-  }
-}
-
-/** A clock that moves only when told; timers fire in order. */
-class FakeTimers implements Timers {
-  #now = 1_000;
-  #next = 1;
-  #timers = new Map<number, { at: number; cb: () => void }>();
-  now = () => this.#now;
-  setTimeout = (cb: () => void, ms: number) => {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.#now + ms, cb });
-    return id;
-  };
-  clearTimeout = (id: number) => void this.#timers.delete(id);
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= end)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].cb();
-    }
-    this.#now = end;
   }
 }
 
@@ -246,7 +220,7 @@ Deno.test("token review: every refusal keeps upstream's wording", async () => {
 
 Deno.test("token review: one review serves every agent with the token until its exp", async () => {
   await withStandIn(async ({ api, kubeconfig }) => {
-    const timers = new FakeTimers();
+    const { clock, timers } = fakeTimers(1_000);
     let wall = 1_700_000_000_000;
     const auth = await authenticator(kubeconfig, { timers, wallClock: () => wall });
     const token = jwt("shared", wall / 1000 + 60);
@@ -263,11 +237,11 @@ Deno.test("token review: one review serves every agent with the token until its 
     api.hold = undefined;
     await auth.authenticate(creds(`Bearer ${token}`));
     assert.equal(api.reviews.length, 1, "cached");
-    timers.advance(59_000);
+    clock.tick(59_000);
     wall += 59_000;
     await auth.authenticate(creds(`Bearer ${token}`));
     assert.equal(api.reviews.length, 1, "still before exp");
-    timers.advance(1_000);
+    clock.tick(1_000);
     wall += 1_000;
     await auth.authenticate(creds(`Bearer ${token}`));
     assert.equal(api.reviews.length, 2, "reviewed again at exp");
@@ -277,7 +251,7 @@ Deno.test("token review: one review serves every agent with the token until its 
 
 Deno.test("token review: the cache is capped in time and entries (LRU)", async () => {
   await withStandIn(async ({ api, kubeconfig }) => {
-    const timers = new FakeTimers();
+    const { clock, timers } = fakeTimers(1_000);
     const auth = await authenticator(kubeconfig, { timers, maxCacheTtlMs: 5_000, maxEntries: 2 });
     const [a, b, c] = ["a", "b", "c"].map((n) => jwt(n, 4_000_000_000));
     for (const t of [a!, b!, c!]) api.answers.set(t, SA("kube-system", "konnectivity-agent"));
@@ -291,7 +265,7 @@ Deno.test("token review: the cache is capped in time and entries (LRU)", async (
     assert.equal(api.reviews.length, 3, "a stayed");
     await auth.authenticate(creds(`Bearer ${b}`));
     assert.equal(api.reviews.length, 4, "b was evicted");
-    timers.advance(5_000);
+    clock.tick(5_000);
     await auth.authenticate(creds(`Bearer ${b}`));
     assert.equal(api.reviews.length, 5, "the time cap applies to a far exp");
     auth.close();
@@ -300,14 +274,14 @@ Deno.test("token review: the cache is capped in time and entries (LRU)", async (
 
 Deno.test("token review: refusals are cached briefly, API failures not at all", async () => {
   await withStandIn(async ({ api, kubeconfig }) => {
-    const timers = new FakeTimers();
+    const { clock, timers } = fakeTimers(1_000);
     const auth = await authenticator(kubeconfig, { timers, refusalTtlMs: 2_000 });
     const bad = jwt("bad");
     api.answers.set(bad, { authenticated: false });
     await refusal(auth.authenticate(creds(`Bearer ${bad}`)));
     await refusal(auth.authenticate(creds(`Bearer ${bad}`)));
     assert.equal(api.reviews.length, 1);
-    timers.advance(2_000);
+    clock.tick(2_000);
     await refusal(auth.authenticate(creds(`Bearer ${bad}`)));
     assert.equal(api.reviews.length, 2);
     const flaky = jwt("flaky");
@@ -322,7 +296,7 @@ Deno.test("token review: refusals are cached briefly, API failures not at all", 
 
 Deno.test("token review: reviews beyond qps/burst wait their turn, bounded", async () => {
   await withStandIn(async ({ api, kubeconfig }) => {
-    const timers = new FakeTimers();
+    const { clock, timers } = fakeTimers(1_000);
     const auth = await authenticator(kubeconfig, {
       timers,
       qps: 1,
@@ -335,10 +309,10 @@ Deno.test("token review: reviews beyond qps/burst wait their turn, bounded", asy
     const second = auth.authenticate(creds(`Bearer ${b}`));
     const third = auth.authenticate(creds(`Bearer ${c}`));
     assert.equal(api.reviews.length, 1, "b and c wait for tokens");
-    timers.advance(1_000); // one token: b goes
+    clock.tick(1_000); // one token: b goes
     await second;
     assert.equal(api.reviews.length, 2);
-    timers.advance(500); // c waited its bound
+    clock.tick(500); // c waited its bound
     assert.match(await refusal(third), /^token review throttled/);
     assert.equal(api.reviews.length, 2);
     // Agents with cached tokens are not affected by the queue.
@@ -349,16 +323,16 @@ Deno.test("token review: reviews beyond qps/burst wait their turn, bounded", asy
 
 Deno.test("token review: qps 0 means client-go's 5 qps, burst 10", async () => {
   await withStandIn(async ({ api, kubeconfig }) => {
-    const timers = new FakeTimers();
+    const { clock, timers } = fakeTimers(1_000);
     const auth = await authenticator(kubeconfig, { timers, qps: 0, burst: 0 });
     const tokens = Array.from({ length: 11 }, (_, i) => jwt(`t${i}`));
     for (const t of tokens) api.answers.set(t, SA("kube-system", "konnectivity-agent"));
     const all = tokens.map((t) => auth.authenticate(creds(`Bearer ${t}`)));
     await api.reviewed(10);
     assert.equal(api.reviews.length, 10);
-    timers.advance(199);
+    clock.tick(199);
     assert.equal(api.reviews.length, 10);
-    timers.advance(1);
+    clock.tick(1);
     await Promise.all(all);
     assert.equal(api.reviews.length, 11);
     auth.close();

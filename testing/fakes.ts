@@ -10,9 +10,12 @@ import type { DecodedPacket } from "@knp/proto";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import type { Timers } from "@knp/core/timers";
 
-/** A fake clock (advanced by hand with `clock.tick`) and the {@linkcode Timers} seam it drives. */
-export function fakeTimers(): { clock: FakeTimers.Clock; timers: Timers } {
-  const clock = FakeTimers.createClock();
+/**
+ * A fake clock (advanced by hand with `clock.tick`, timers fired in order) and the
+ * {@linkcode Timers} seam it drives; `start` is its first `now()`.
+ */
+export function fakeTimers(start = 0): { clock: FakeTimers.Clock; timers: Timers } {
+  const clock = FakeTimers.createClock(start);
   const timers: Timers = {
     now: () => clock.now,
     setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
