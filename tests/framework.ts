@@ -350,23 +350,40 @@ function serverArgs(options: ServerProcessOptions, files: PkiFiles, udsPath: str
   ];
 }
 
+/**
+ * Runs `server/main.ts` with `flags` and exactly the permissions they compute; resolves with the
+ * process and the ports of its "proxy server started" record. On failure the process is stopped
+ * and the error carries its log.
+ */
+export async function spawnServer(
+  name: string,
+  flags: string[],
+  env?: Record<string, string>,
+): Promise<{ process: ManagedProcess; ports: Record<string, number> }> {
+  const args = ["run", ...serverPermissionFlags(flags), "server/main.ts", ...flags];
+  const process = new ManagedProcess(name, args, env);
+  try {
+    return { process, ports: listening(await process.waitForLog("proxy server started")) };
+  } catch (err) {
+    await process.stop();
+    throw new Error(`${err}\n--- server log ---\n${process.log}`);
+  }
+}
+
 /** Starts `server/main.ts` with upstream flags on port 0 and awaits its "proxy server started". */
 export async function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
   const { files } = await testPki();
   const udsDir = await Deno.makeTempDir({ prefix: "knp-uds-" });
   const udsPath = `${udsDir}/konnectivity-server.socket`;
   const link = options.link ?? "grpc";
-  const serverFlags = serverArgs(options, files, udsPath);
-  const args = ["run", ...serverPermissionFlags(serverFlags), "server/main.ts", ...serverFlags];
-  const process = new ManagedProcess("server", args, options.env);
-  let ports: Record<string, number>;
+  let spawned: Awaited<ReturnType<typeof spawnServer>>;
   try {
-    ports = listening(await process.waitForLog("proxy server started"));
+    spawned = await spawnServer("server", serverArgs(options, files, udsPath), options.env);
   } catch (err) {
-    await process.stop();
     await Deno.remove(udsDir, { recursive: true }).catch(() => {});
-    throw new Error(`${err}\n--- server log ---\n${process.log}`);
+    throw err;
   }
+  const { process, ports } = spawned;
   const healthPort = ports.healthPort ?? 0;
   return {
     process,

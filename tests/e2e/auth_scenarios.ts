@@ -11,13 +11,13 @@ import { sign } from "node:crypto";
 import { join } from "node:path";
 import { createSingleUseTunnel } from "@knp/client";
 import { agentPermissionFlags } from "../../agent/permissions.ts";
-import { serverPermissionFlags } from "../../server/permissions.ts";
 import {
   agentArgs,
   type AgentLink,
   foundFreePort,
   type LogRecord,
   ManagedProcess,
+  spawnServer,
   testPki,
 } from "../framework.ts";
 import { httpRequest } from "../http_client.ts";
@@ -164,26 +164,14 @@ export async function tokenServerArgs(dir: string, kubeconfig: string): Promise<
 /** Starts the server with exactly the permissions its flags compute; awaits "proxy server started". */
 export async function startTokenServer(dir: string, kubeconfig: string): Promise<TokenServer> {
   const args = await tokenServerArgs(dir, kubeconfig);
-  const process = new ManagedProcess("server", [
-    "run",
-    ...serverPermissionFlags(args),
-    "server/main.ts",
-    ...args,
-  ]);
-  try {
-    const started = await process.waitForLog("proxy server started");
-    const ports = started["listening"] as Record<string, number>;
-    return {
-      process,
-      udsPath: join(dir, "konnectivity-server.socket"),
-      agentPort: ports.agentPort ?? 0,
-      websocketPort: ports.websocketPort ?? 0,
-      [Symbol.asyncDispose]: async () => void await process.stop(),
-    };
-  } catch (err) {
-    await process.stop();
-    throw new Error(`${err}\n--- server log ---\n${process.log}`);
-  }
+  const { process, ports } = await spawnServer("server", args);
+  return {
+    process,
+    udsPath: join(dir, "konnectivity-server.socket"),
+    agentPort: ports.agentPort ?? 0,
+    websocketPort: ports.websocketPort ?? 0,
+    [Symbol.asyncDispose]: async () => void await process.stop(),
+  };
 }
 
 /** Starts an agent on `link` that sends the token in `tokenPath` (read at every connect). */

@@ -10,8 +10,7 @@
 import { join } from "node:path";
 import { createSingleUseTunnel } from "@knp/client";
 import { agentPermissionFlags } from "../../agent/permissions.ts";
-import { serverPermissionFlags } from "../../server/permissions.ts";
-import { agentArgs, type LogRecord, ManagedProcess, testPki } from "../framework.ts";
+import { agentArgs, type LogRecord, ManagedProcess, spawnServer, testPki } from "../framework.ts";
 import { httpRequest } from "../http_client.ts";
 import { type ApiServer, startApiServer, startEtcd } from "./cluster.ts";
 import { KubeApi, writeKubeconfig } from "./kube_api.ts";
@@ -144,26 +143,14 @@ export async function startLeaseServer(plane: LeaseControlPlane, id: string): Pr
     "--knp-lease-gc-interval=1s",
     "-v=5",
   ];
-  const process = new ManagedProcess(`server-${id}`, [
-    "run",
-    ...serverPermissionFlags(args),
-    "server/main.ts",
-    ...args,
-  ]);
-  try {
-    const started = await process.waitForLog("proxy server started");
-    const ports = started["listening"] as Record<string, number>;
-    return {
-      id,
-      process,
-      udsPath,
-      agentPort: ports.agentPort ?? 0,
-      [Symbol.asyncDispose]: async () => void await process.stop(),
-    };
-  } catch (err) {
-    await process.stop();
-    throw new Error(`${err}\n--- server log ---\n${process.log}`);
-  }
+  const { process, ports } = await spawnServer(`server-${id}`, args);
+  return {
+    id,
+    process,
+    udsPath,
+    agentPort: ports.agentPort ?? 0,
+    [Symbol.asyncDispose]: async () => void await process.stop(),
+  };
 }
 
 /** An agent of `server` with `--count-server-leases`; awaits its "agent link" record. */
