@@ -10,10 +10,10 @@
  */
 
 import assert from "node:assert/strict";
+import { e2eUnavailable } from "./e2e/availability.ts";
 import { join } from "node:path";
 import { DialError } from "@knp/client";
-import { ensureKubeBinaries, KUBE_VERSION, missingToolchain } from "./e2e/kube_binaries.ts";
-import { ensureEtcd } from "./e2e/etcd.ts";
+import { ensureKubeBinaries, KUBE_VERSION } from "./e2e/kube_binaries.ts";
 import { generateE2ePki } from "./e2e/pki.ts";
 import { startApiServer, startEtcd } from "./e2e/cluster.ts";
 import { KubeApi, writeKubeconfig } from "./e2e/kube_api.ts";
@@ -43,10 +43,7 @@ import {
 import { startHttpBackend } from "./backends.ts";
 import { serverPermissionFlags } from "../server/permissions.ts";
 
-const required = Deno.env.get("KNP_E2E_REQUIRED") === "1";
-const missing = await missingToolchain() ??
-  await ensureEtcd().then(() => undefined, (e) => String(e.message ?? e));
-if (missing && required) throw new Error(`e2e required but cannot run: ${missing}`);
+const missing = await e2eUnavailable("e2e auth (kube-apiserver)");
 
 /** The tokens of the scenarios. */
 interface Tokens {

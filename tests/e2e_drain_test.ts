@@ -16,13 +16,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  ensureKubeBinaries,
-  KUBE_VERSION,
-  type KubeBinaries,
-  missingToolchain,
-} from "./e2e/kube_binaries.ts";
-import { ensureEtcd } from "./e2e/etcd.ts";
+import { e2eUnavailable } from "./e2e/availability.ts";
+import { ensureKubeBinaries, KUBE_VERSION, type KubeBinaries } from "./e2e/kube_binaries.ts";
 import { generateE2ePki } from "./e2e/pki.ts";
 import { E2eCluster } from "./e2e/e2e_cluster.ts";
 import { type EgressMode, startKnpAgent } from "./e2e/cluster.ts";
@@ -35,13 +30,7 @@ import {
   wireWebhook,
 } from "./e2e/webhook_scenarios.ts";
 
-const required = Deno.env.get("KNP_E2E_REQUIRED") === "1";
-const missing = await missingToolchain() ??
-  await ensureEtcd().then(() => undefined, (e) => String(e.message ?? e));
-if (missing) {
-  if (required) throw new Error(`e2e required but cannot run: ${missing}`);
-  console.log(`e2e drain (kube-apiserver) skipped: ${missing}`);
-}
+const missing = await e2eUnavailable("e2e drain (kube-apiserver)");
 
 let bins: Promise<KubeBinaries> | undefined;
 function binaries(): Promise<KubeBinaries> {

@@ -12,8 +12,8 @@
  */
 
 import assert from "node:assert/strict";
-import { ensureKubeBinaries, KUBE_VERSION, missingToolchain } from "./e2e/kube_binaries.ts";
-import { ensureEtcd } from "./e2e/etcd.ts";
+import { e2eUnavailable } from "./e2e/availability.ts";
+import { ensureKubeBinaries, KUBE_VERSION } from "./e2e/kube_binaries.ts";
 import { generateE2ePki } from "./e2e/pki.ts";
 import {
   getThrough,
@@ -26,10 +26,7 @@ import {
 } from "./e2e/lease_scenarios.ts";
 import { startHttpBackend } from "./backends.ts";
 
-const required = Deno.env.get("KNP_E2E_REQUIRED") === "1";
-const missing = await missingToolchain() ??
-  await ensureEtcd().then(() => undefined, (e) => String(e.message ?? e));
-if (missing && required) throw new Error(`e2e required but cannot run: ${missing}`);
+const missing = await e2eUnavailable("e2e leases (kube-apiserver)");
 
 const lease = (id: string) => `konnectivity-proxy-server-${id}`;
 

@@ -13,13 +13,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  ensureKubeBinaries,
-  KUBE_VERSION,
-  type KubeBinaries,
-  missingToolchain,
-} from "./e2e/kube_binaries.ts";
-import { ensureEtcd } from "./e2e/etcd.ts";
+import { e2eUnavailable } from "./e2e/availability.ts";
+import { ensureKubeBinaries, KUBE_VERSION, type KubeBinaries } from "./e2e/kube_binaries.ts";
 import { generateE2ePki } from "./e2e/pki.ts";
 import { E2eCluster } from "./e2e/e2e_cluster.ts";
 import { EGRESS_MODES } from "./e2e/cluster.ts";
@@ -34,13 +29,7 @@ import { kubectl, readExactly, wireKubelet } from "./e2e/logs_scenarios.ts";
 import { wireAggregatedApi } from "./e2e/api_scenarios.ts";
 import { API_GROUP, patternBytes } from "./e2e/backends.ts";
 
-const required = Deno.env.get("KNP_E2E_REQUIRED") === "1";
-const missing = await missingToolchain() ??
-  await ensureEtcd().then(() => undefined, (e) => String(e.message ?? e));
-if (missing) {
-  if (required) throw new Error(`e2e required but cannot run: ${missing}`);
-  console.log(`e2e (kube-apiserver) skipped: ${missing}`);
-}
+const missing = await e2eUnavailable("e2e (kube-apiserver)");
 
 let bins: Promise<KubeBinaries> | undefined;
 function binaries(): Promise<KubeBinaries> {
