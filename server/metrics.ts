@@ -86,6 +86,18 @@ export class ServerMetrics {
         this.set(n);
       },
     });
+    const frontends = () => this.#core.frontends;
+    new Gauge({
+      name: "knp_server_connections_waiting_for_credit",
+      help: "Established connections whose frontend is not read because the agent has granted " +
+        "no flow-control credit (the far end is not taking the bytes).",
+      registers,
+      collect() {
+        let n = 0;
+        for (const conn of frontends()) if (conn.holds.has("credit")) n++;
+        this.set(n);
+      },
+    });
     new Gauge({
       name: "knp_server_paused_agent_streams",
       help: "Agent streams paused because a connection's frontend send queue is full.",
@@ -148,7 +160,7 @@ export class ServerMetrics {
       "Number of current grpc connections, partitioned by service method.",
       (g) => {
         g.set({ service_method: "Connect" }, core.backendStreams);
-        g.set({ service_method: "Proxy" }, grpcFrontends ? core.frontendStreams : 0);
+        g.set({ service_method: "Proxy" }, grpcFrontends ? core.frontends.size : 0);
       },
       ["service_method"],
     );

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { dialRequest, parseAgentIdentifiers } from "@knp/proto";
+import {
+  dataPacket,
+  dialRequest,
+  dialResponse,
+  knpWindow,
+  parseAgentIdentifiers,
+} from "@knp/proto";
 import { memoryPipe } from "@knp/transport/packet_stream";
 import { startPeer } from "@knp/testing/fakes";
 import { parseDestinationRules } from "@knp/core/destination_policy";
@@ -99,6 +105,39 @@ Deno.test("ServerMetrics reports connections holding their agent stream paused",
   assert.equal(readSample(text, "knp_server_paused_agent_streams"), 0);
   peer.end.close();
   otherPeer.end.close();
+  core.close();
+  await settle();
+});
+
+Deno.test("ServerMetrics counts connections waiting for the agent's flow-control credit", async () => {
+  const core = new ProxyServer({ serverId: "s1" });
+  const metrics = new ServerMetrics(core, { processMetrics: false });
+  const [agentEnd, serverEnd] = memoryPipe();
+  const agent = startPeer(agentEnd);
+  const windows = { sendWindow: 1024, recvWindow: 1024 };
+  core.addBackend("agent-1", parseAgentIdentifiers(""), serverEnd, windows);
+  const [client, frontendEnd] = memoryPipe();
+  const frontend = startPeer(client);
+  core.serveFrontend(frontendEnd);
+  frontend.end.send(dialRequest("10.0.0.1:80", 5n));
+  await settle();
+  assert.equal(agent.of("DIAL_REQ").length, 1);
+  agent.end.send(dialResponse(5n, 9n));
+  await settle();
+  const waiting = async () =>
+    readSample(await metrics.render(), "knp_server_connections_waiting_for_credit");
+  assert.equal(await waiting(), 0);
+  // More than the agent's window and no grant back: the frontend is held for credit.
+  frontend.end.send(dataPacket(9n, new Uint8Array(2048)));
+  await settle();
+  assert.equal(agent.of("DATA").length, 1);
+  assert.equal(await waiting(), 1);
+  agent.end.send(knpWindow(9n, 4096));
+  await settle();
+  assert.equal(await waiting(), 0);
+  metrics.dispose();
+  agent.end.close();
+  frontend.end.close();
   core.close();
   await settle();
 });

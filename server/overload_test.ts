@@ -172,7 +172,7 @@ Deno.test("DialLimits: a frontend connection over its pending limit is refused, 
   assert.equal(h.server.pendingDials, 4);
   h.server.close();
   await settle();
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
 });
 
 Deno.test("DialLimits: a full agent's dials go to another agent, then are refused naming it", async () => {

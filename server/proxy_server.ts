@@ -153,9 +153,9 @@ export class ProxyServer {
     return this.#t.established.size - (this.#direct ? 1 : 0);
   }
 
-  /** Number of open frontend streams. */
-  get frontendStreams(): number {
-    return this.#t.frontends.size;
+  /** The open frontend connections (a read-only view: counts and gauges read it). */
+  get frontends(): ReadonlySet<FrontendConnection> {
+    return this.#t.frontends;
   }
 
   /** Ready iff the first strategy has an agent. */

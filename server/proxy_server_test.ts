@@ -119,7 +119,7 @@ Deno.test("ProxyServer relays a dial, data both ways and a close between fronten
   assert.deepEqual(f.ends, [undefined], "the frontend stream closes cleanly");
   assert.equal(h.server.pendingDials, 0);
   assert.equal(h.server.establishedConnections, 0);
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   assert.deepEqual(h.events.map((e) => e.kind), ["dial-success", "connection-closed"]);
   assert.equal(agent.ends.length, 0, "the agent stream stays up");
   await h.close();
@@ -211,7 +211,7 @@ Deno.test("ProxyServer serveFrontend's ended resolves once the frontend stream i
   assert.equal(ended, false);
   f.end.close();
   await done;
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   await h.close();
 });
 
@@ -261,7 +261,7 @@ Deno.test("ProxyServer sends DIAL_CLS to the agent when the frontend stream ends
   await settle();
   assert.deepEqual(agent.packets.at(-1), closeDial(13n));
   assert.equal(h.server.pendingDials, 0);
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   await h.close();
 });
 
@@ -273,7 +273,7 @@ Deno.test("ProxyServer sends CLOSE_REQ to the agent when an established frontend
   await settle();
   assert.deepEqual(agent.packets.at(-1), closeRequest(4n));
   assert.equal(h.server.establishedConnections, 0);
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   await h.close();
 });
 
@@ -341,7 +341,7 @@ Deno.test("ProxyServer fails pending dials and closes established frontends when
 
   assert.equal(h.server.pendingDials, 0);
   assert.equal(h.server.establishedConnections, 0);
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   assert.equal(h.server.ready, false);
   await h.close();
 });
@@ -628,7 +628,7 @@ Deno.test("ProxyServer close ends every frontend and agent stream", async () => 
   assert.equal(f.ends.length, 1);
   assert.equal(idle.ends.length, 1);
   assert.equal(agent.ends.length, 1);
-  assert.equal(h.server.frontendStreams, 0);
+  assert.equal(h.server.frontends.size, 0);
   assert.equal(h.server.establishedConnections, 0);
 });
 
@@ -743,7 +743,7 @@ Deno.test("ProxyServer carries a TunnelConn to an AgentClient endpoint and back"
   await settle();
   assert.equal(socket.closed, true);
   assert.deepEqual(
-    [h.server.pendingDials, h.server.establishedConnections, h.server.frontendStreams],
+    [h.server.pendingDials, h.server.establishedConnections, h.server.frontends.size],
     [0, 0, 0],
   );
   assert.equal(agent.connections, 0);

@@ -140,7 +140,7 @@ export class AdminPages {
         agentStreams: core.backendStreams,
         pendingDials: core.pendingDials,
         establishedConnections: core.establishedConnections,
-        frontendStreams: core.frontendStreams,
+        frontendStreams: core.frontends.size,
       },
       bytes,
       agents,
