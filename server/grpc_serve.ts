@@ -18,5 +18,5 @@ import type { GrpcTransportConfig } from "./grpc_transport_flags.ts";
 export function grpcServeFunction(
   config: GrpcTransportConfig,
 ): (options: ServeGrpcOptions) => Promise<GrpcServerHandle> {
-  return config.grpcTransport === "native" ? serveH2Grpc : serveGrpc;
+  return config.grpcTransport === "grpc-js" ? serveGrpc : serveH2Grpc;
 }

@@ -41,7 +41,7 @@ export interface GrpcTransportServerOptions {
 
 /** The core configuration field; `ProxyServerConfig` extends it. */
 export interface GrpcTransportConfig {
-  /** What serves the gRPC listeners. @default "grpc-js" */
+  /** What serves the gRPC listeners. @default "native" */
   grpcTransport?: GrpcTransport | undefined;
 }
 

@@ -13,7 +13,7 @@ Deno.test("--knp-grpc-transport accepts grpc-js and native and selects the serve
   });
   assert.equal(grpcServeFunction({ grpcTransport: "native" }), serveH2Grpc);
   assert.equal(grpcServeFunction(grpcTransportConfig({ knpGrpcTransport: "grpc-js" })), serveGrpc);
-  assert.equal(grpcServeFunction({}), serveGrpc);
+  assert.equal(grpcServeFunction({}), serveH2Grpc);
   assert.throws(
     () => validateGrpcTransportOptions({ knpGrpcTransport: "nghttp2" }),
     (e: unknown) =>
