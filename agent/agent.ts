@@ -10,6 +10,7 @@ import { type Logger, nullLogger } from "@knp/core/log";
 import { ClientSet, type ClientSetOptions } from "./client_set.ts";
 import { denoDialer } from "./dialer.ts";
 import { grpcConnector } from "./grpc_connector.ts";
+import { fastLinkConnector } from "./fast_link.ts";
 import { webSocketConnector } from "./ws_connector.ts";
 import type { EgressProxy } from "./egress_proxy.ts";
 import {
@@ -36,6 +37,11 @@ export interface AgentConfig
   proxyServerPort: number;
   /** Use the knp WebSocket agent link on this server port instead of gRPC (knp servers only). */
   websocketPort?: number;
+  /**
+   * Without `websocketPort`: offer the WebSocket link over gRPC and switch to it when a knp server
+   * answers (`--knp-fast-link`, see `fast_link.ts`). Needs TLS material. @default false
+   */
+  fastLink?: boolean;
   /** The egress proxy the WebSocket link tunnels through (not the gRPC link: grpc-js's own). */
   egressProxy?: EgressProxy | undefined;
   /** This agent's id, sent to servers as `agentID`. */
@@ -84,28 +90,27 @@ export interface AgentHandle extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/** The connector of the configured link: the knp WebSocket link or upstream's gRPC. */
-function connectorFor(config: AgentConfig): ClientSetOptions["connect"] {
+/**
+ * The connector of the configured link: the knp WebSocket link, upstream's gRPC, or gRPC offering
+ * the WebSocket link (the fast link).
+ */
+function connectorFor(config: AgentConfig, log: Logger): ClientSetOptions["connect"] {
   const common = {
     host: config.proxyServerHost,
     agentId: config.agentId,
     agentIdentifiers: config.agentIdentifiers ?? "",
     ...(config.serviceAccountTokenPath ? { tokenPath: config.serviceAccountTokenPath } : {}),
+    keepaliveTimeMs: config.keepaliveTimeMs,
   };
-  const connect = config.websocketPort
-    ? webSocketConnector({
-      ...common,
-      port: config.websocketPort,
-      proxy: config.egressProxy,
-      tls: config.tls ?? {},
-      keepaliveTimeMs: config.keepaliveTimeMs,
-    })
-    : grpcConnector({
-      ...common,
-      port: config.proxyServerPort,
-      tls: config.tls,
-      keepaliveTimeMs: config.keepaliveTimeMs,
-    });
+  const websocket = { ...common, proxy: config.egressProxy, tls: config.tls ?? {} };
+  const grpc = { ...common, port: config.proxyServerPort, tls: config.tls };
+  // The WebSocket link is TLS only: a plaintext agent (tests) makes no offer.
+  const offer = !config.websocketPort && config.fastLink === true && config.tls !== undefined;
+  let connect: ClientSetOptions["connect"];
+  if (config.websocketPort) {
+    connect = webSocketConnector({ ...websocket, port: config.websocketPort });
+  } else if (offer) connect = fastLinkConnector({ grpc, websocket, logger: log });
+  else connect = grpcConnector(grpc);
   return explainingTlsFailures(connect, {
     host: config.proxyServerHost,
     port: config.websocketPort || config.proxyServerPort,
@@ -144,7 +149,7 @@ function newClientSet(config: AgentConfig, log: Logger, metrics: AgentMetrics): 
     },
     logger: log,
     dialer: config.dialer ?? denoDialer,
-    connect: metrics.connector(connectorFor(config)),
+    connect: metrics.connector(connectorFor(config, log)),
     ...serverAddressesOf(config.proxyServerHost, log),
   });
 }

@@ -240,6 +240,16 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
       "(faster than gRPC under Deno); 0 = gRPC on --proxy-server-port.",
     implemented: true,
   },
+  {
+    name: "knp-fast-link",
+    type: "bool",
+    default: true,
+    help: "knp only: offer the faster WebSocket agent link when connecting over gRPC; a knp " +
+      "server that serves it on its agent port switches the connection to it, upstream servers " +
+      "ignore the offer and stay on gRPC (unaffected). false = plain gRPC. " +
+      "--knp-websocket-port takes precedence.",
+    implemented: true,
+  },
   ...AGENT_DESTINATION_FLAGS,
   ...AGENT_SERVER_SET_FLAGS,
   ...AGENT_EGRESS_FLAGS,

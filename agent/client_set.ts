@@ -34,6 +34,8 @@ export interface ServerConnection {
   serverCount: number;
   /** Per-connection flow control, when the server agreed to it. */
   flow?: { sendWindow: number; recvWindow: number } | undefined;
+  /** The link the connection runs on (logged with it): upstream's gRPC or knp's WebSocket. */
+  link?: "grpc" | "websocket" | undefined;
   /** Closes the underlying connection. */
   close(): void;
 }
@@ -370,6 +372,7 @@ export class ClientSet {
       serverID: connection.serverId,
       serverCount: connection.serverCount,
       flowControl: connection.flow !== undefined,
+      ...(connection.link ? { link: connection.link } : {}),
       ...(address ? { address: address.host } : {}),
     });
     client.start();

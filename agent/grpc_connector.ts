@@ -1,6 +1,7 @@
 /**
  * Connects the agent to a server over gRPC with TLS, sending upstream's metadata and requiring
- * upstream's response headers (`serverid`, `servercount`) within a deadline.
+ * upstream's response headers (`serverid`, `servercount`) within a deadline. An attempt may
+ * offer knp's WebSocket agent link ({@linkcode attemptGrpc}; see `fast_link.ts`).
  *
  * @module
  */
@@ -18,9 +19,17 @@ import {
 } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
+import type { GrpcPacketStream } from "@knp/transport/grpc_stream";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
+import {
+  LINKS_OFFER_KEY,
+  type LinkSwitch,
+  linkSwitchInError,
+  linkSwitchOf,
+  WEBSOCKET_LINK,
+} from "./link_switch.ts";
 
 /** Default per-connection flow-control window offered to knp servers. */
 export const DEFAULT_FLOW_WINDOW = 1 << 20;
@@ -50,64 +59,125 @@ export interface GrpcConnectorOptions {
   flowControlWindow?: number;
 }
 
+/**
+ * One gRPC attempt's outcome: a connection, or (only when the attempt offered the fast link) the
+ * server's answer to continue on the WebSocket agent link at `port`.
+ */
+export type GrpcAttempt =
+  | { connection: ServerConnection; switchTo?: undefined }
+  | { connection?: undefined; switchTo: LinkSwitch };
+
+/** The gRPC target for `host` (an IPv6 literal in brackets). */
+function targetOf(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The request metadata: upstream's, the token, knp's flow-control and link offers. */
+async function requestMetadata(
+  options: GrpcConnectorOptions,
+  window: number,
+  offer: boolean,
+): Promise<Record<string, string>> {
+  const metadata: Record<string, string> = {
+    [AGENT_ID_KEY]: options.agentId,
+    [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
+  };
+  if (options.tokenPath) {
+    metadata[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
+  }
+  if (window > 0) metadata[FLOW_CONTROL_KEY] = formatFlowControl(window);
+  if (offer) metadata[LINKS_OFFER_KEY] = WEBSOCKET_LINK;
+  return metadata;
+}
+
+/** Reads upstream's response headers (`serverid`, `servercount`) into a connection. */
+function connectionOf(
+  stream: GrpcPacketStream,
+  headers: (key: string) => string[],
+  window: number,
+  channel: GrpcChannel,
+): ServerConnection {
+  const ids = headers(SERVER_ID_KEY);
+  const counts = headers(SERVER_COUNT_KEY);
+  if (ids.length !== 1) {
+    stream.close(new KnpError("HANDSHAKE", "bad serverid header"));
+    throw new KnpError("HANDSHAKE", `expected one server ID in the response, got [${ids}]`);
+  }
+  const count = Number(counts[0]);
+  if (counts.length !== 1 || !Number.isInteger(count)) {
+    stream.close(new KnpError("HANDSHAKE", "bad servercount header"));
+    throw new KnpError("HANDSHAKE", `expected one server count in the response, got [${counts}]`);
+  }
+  const serverWindow = window > 0 ? parseFlowControl(headers(FLOW_CONTROL_KEY)) : undefined;
+  return {
+    stream,
+    serverId: ids[0]!,
+    serverCount: count,
+    flow: serverWindow ? { sendWindow: serverWindow, recvWindow: window } : undefined,
+    link: "grpc",
+    close: () => channel.close(),
+  };
+}
+
+/** The channel of one attempt: the current TLS material, keepalive as configured. */
+async function channelFor(
+  options: GrpcConnectorOptions,
+  address: ServerAddress | undefined,
+): Promise<GrpcChannel> {
+  // One of several addresses the host names: connect there, verify the configured name.
+  const host = address?.host ?? options.host;
+  let tls = options.tls;
+  if (tls && isTlsSource(tls)) {
+    await tls.refresh?.();
+    tls = tls.current();
+  }
+  return new GrpcChannel({
+    target: targetOf(host, options.port),
+    tls: tls && address ? { ...tls, serverName: address.serverName } : tls,
+    // A silent server is dropped within keepalive time + min(time, 20 s) (grpc-js pings).
+    keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
+  });
+}
+
+/**
+ * One gRPC attempt. With `offer`, the request carries `knp-links: websocket`; a knp server that
+ * answers with `knp-link: websocket` (in its response headers, or in a trailers-only response)
+ * gets the attempt's channel closed and a `switchTo` back. Other failures are thrown.
+ */
+export async function attemptGrpc(
+  options: GrpcConnectorOptions,
+  address: ServerAddress | undefined,
+  offer: boolean,
+): Promise<GrpcAttempt> {
+  const channel = await channelFor(options, address);
+  const window = options.flowControlWindow ?? DEFAULT_FLOW_WINDOW;
+  const metadata = await requestMetadata(options, window, offer);
+  try {
+    const { stream, headers } = await channel.openStream("agent", metadata, {
+      awaitHeaders: true,
+      signal: AbortSignal.timeout(options.headerTimeoutMs ?? 15_000),
+    });
+    const switchTo = offer ? linkSwitchOf(headers) : undefined;
+    if (switchTo) {
+      stream.close(new KnpError("HANDSHAKE", "continuing on the WebSocket agent link"));
+      channel.close();
+      return { switchTo };
+    }
+    return { connection: connectionOf(stream, headers, window, channel) };
+  } catch (err) {
+    channel.close();
+    const switchTo = offer ? linkSwitchInError(err) : undefined;
+    if (switchTo) return { switchTo };
+    throw err;
+  }
+}
+
 /** Builds a {@linkcode ServerConnector} that opens a new gRPC connection per attempt. */
 export function grpcConnector(options: GrpcConnectorOptions): ServerConnector {
   return async (address?: ServerAddress): Promise<ServerConnection> => {
-    // One of several addresses the host names: connect there, verify the configured name.
-    const host = address?.host ?? options.host;
-    const target = host.includes(":") && !host.startsWith("[")
-      ? `[${host}]:${options.port}`
-      : `${host}:${options.port}`;
-    let tls = options.tls;
-    if (tls && isTlsSource(tls)) {
-      await tls.refresh?.();
-      tls = tls.current();
-    }
-    const channel = new GrpcChannel({
-      target,
-      tls: tls && address ? { ...tls, serverName: address.serverName } : tls,
-      // A silent server is dropped within keepalive time + min(time, 20 s) (grpc-js pings).
-      keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
-    });
-    const metadata: Record<string, string> = {
-      [AGENT_ID_KEY]: options.agentId,
-      [AGENT_IDENTIFIERS_KEY]: options.agentIdentifiers,
-    };
-    if (options.tokenPath) {
-      metadata[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
-    }
-    const window = options.flowControlWindow ?? DEFAULT_FLOW_WINDOW;
-    if (window > 0) metadata[FLOW_CONTROL_KEY] = formatFlowControl(window);
-    try {
-      const { stream, headers } = await channel.openStream("agent", metadata, {
-        awaitHeaders: true,
-        signal: AbortSignal.timeout(options.headerTimeoutMs ?? 15_000),
-      });
-      const ids = headers(SERVER_ID_KEY);
-      const counts = headers(SERVER_COUNT_KEY);
-      if (ids.length !== 1) {
-        stream.close(new KnpError("HANDSHAKE", "bad serverid header"));
-        throw new KnpError("HANDSHAKE", `expected one server ID in the response, got [${ids}]`);
-      }
-      const count = Number(counts[0]);
-      if (counts.length !== 1 || !Number.isInteger(count)) {
-        stream.close(new KnpError("HANDSHAKE", "bad servercount header"));
-        throw new KnpError(
-          "HANDSHAKE",
-          `expected one server count in the response, got [${counts}]`,
-        );
-      }
-      const serverWindow = window > 0 ? parseFlowControl(headers(FLOW_CONTROL_KEY)) : undefined;
-      return {
-        stream,
-        serverId: ids[0]!,
-        serverCount: count,
-        flow: serverWindow ? { sendWindow: serverWindow, recvWindow: window } : undefined,
-        close: () => channel.close(),
-      };
-    } catch (err) {
-      channel.close();
-      throw err;
-    }
+    const { connection } = await attemptGrpc(options, address, false);
+    // Without an offer no switch is read; the attempt always yields a connection.
+    if (!connection) throw new KnpError("HANDSHAKE", "unexpected link switch");
+    return connection;
   };
 }

@@ -100,6 +100,11 @@ export interface AgentOptions
   knpHttpTimeout: number;
   /** `--knp-websocket-port` (knp only): use the WebSocket agent link on this port; 0 = gRPC. */
   knpWebsocketPort: number;
+  /**
+   * `--knp-fast-link` (knp only): offer the WebSocket agent link over gRPC and switch to it when
+   * a knp server answers (see `fast_link.ts`). @default true
+   */
+  knpFastLink: boolean;
   /** `--knp-print-permissions` (knp only): print the needed `deno run` permission flags and exit. */
   knpPrintPermissions: boolean;
 }

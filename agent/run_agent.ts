@@ -33,6 +33,7 @@ function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): 
     proxyServerHost: o.proxyServerHost,
     proxyServerPort: o.proxyServerPort,
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
+    fastLink: o.knpFastLink,
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
     dialer: egressDialer(o, egress, childLogger(log, "egress")),
@@ -78,7 +79,9 @@ export function runAgent(o: AgentOptions, log: Logger, needs: readonly Permissio
     exitOnStartError("proxy-agent", err, needs, log, "proxy agent failed to start")
   );
   log.info("agent link", {
-    link: o.knpWebsocketPort ? "websocket" : "grpc",
+    // Under the fast link each connection's link is negotiated ("connected to proxy server"
+    // says which it got).
+    link: o.knpWebsocketPort ? "websocket" : o.knpFastLink ? "negotiated" : "grpc",
     port: o.knpWebsocketPort || o.proxyServerPort,
     // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
     listening: { healthPort: agent.healthPort, adminPort: agent.adminPort },

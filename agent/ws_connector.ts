@@ -207,6 +207,7 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
         serverId: hello.serverId,
         serverCount: hello.serverCount,
         flow: { sendWindow: hello.window, recvWindow: window },
+        link: "websocket",
         close,
       };
     } catch (err) {

@@ -69,5 +69,6 @@ export {
   type GrpcTransportConfig,
   type GrpcTransportServerOptions,
 } from "./grpc_transport_flags.ts";
+export type { FastLinkConfig, FastLinkServerOptions } from "./fast_link.ts";
 export type { IpPrefix } from "./prefix_table.ts";
 export type { RoutingServerOptions } from "./routing_flags.ts";

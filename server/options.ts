@@ -33,6 +33,7 @@ import {
   type GrpcTransportServerOptions,
   validateGrpcTransportOptions,
 } from "./grpc_transport_flags.ts";
+import type { FastLinkServerOptions } from "./fast_link.ts";
 
 export { SERVER_FLAGS };
 
@@ -48,7 +49,8 @@ export interface ServerOptions
     DirectDestinationOptions,
     RoutingServerOptions,
     ExplainServerOptions,
-    GrpcTransportServerOptions {
+    GrpcTransportServerOptions,
+    FastLinkServerOptions {
   /** `--mode`: frontend protocol, `grpc` or `http-connect`. @default "grpc" */
   mode: string;
   /** `--uds-name`: Unix socket path of the frontend; non-empty disables the TCP frontend. @default "" */

@@ -75,6 +75,7 @@ Deno.test("parseServerOptions() pins every upstream default (knp: backend-dial-t
     knpHttpTimeout: 10_000,
     knpFrontendIdleTimeout: 60_000,
     knpGrpcTransport: "native",
+    knpFastLink: true,
     knpMaxPendingDials: 10_000,
     knpWebsocketPort: 0,
     knpMaxPendingDialsPerFrontend: 1_000,
@@ -201,6 +202,7 @@ Deno.test("SERVER_FLAGS covers every upstream server flag with upstream spelling
     "knp-zone-cidrs",
     "knp-explain-dials",
     "knp-grpc-transport",
+    "knp-fast-link",
     "knp-print-permissions",
   ]);
   assert.deepEqual(upstream.filter((name) => !names.includes(name)), []);

@@ -21,6 +21,7 @@ import { directConfig } from "./direct_flags.ts";
 import { routingConfig } from "./routing_flags.ts";
 import { explainConfig } from "./explain_flags.ts";
 import { grpcTransportConfig } from "./grpc_transport_flags.ts";
+import { fastLinkConfig } from "./fast_link.ts";
 import { closingLeases, leaseControllerFromOptions } from "./lease_flags.ts";
 import { parseLeaseLabels } from "./options.ts";
 
@@ -52,6 +53,7 @@ function serverConfig(o: ServerOptions, log: Logger): ProxyServerConfig {
     ...routingConfig(o),
     ...explainConfig(o),
     ...grpcTransportConfig(o),
+    ...fastLinkConfig(o),
     maxPendingDialsPerFrontend: o.knpMaxPendingDialsPerFrontend,
     maxConnectionsPerAgent: o.knpMaxConnectionsPerAgent,
     maxMessageBytes: o.knpMaxMessageSize,

@@ -18,12 +18,18 @@ import { type Cleanups, serveAgentLinks, serveFrontends } from "./server_listene
 import { serveBoundedHttp } from "@knp/cli/http_server";
 import { certificateSources } from "@knp/cli/certificate_metrics";
 import type { GrpcTransportConfig } from "./grpc_transport_flags.ts";
+import type { FastLinkConfig } from "./fast_link.ts";
 import { AdminPages, type AdminPagesConfig } from "./status.ts";
 import { serverReadiness } from "./readiness.ts";
 
 /** Where and how to listen. Ports may be 0 (pick a free one). */
 export interface ProxyServerConfig
-  extends ProxyServerOptions, SelfDestinationConfig, GrpcTransportConfig, AdminPagesConfig {
+  extends
+    ProxyServerOptions,
+    SelfDestinationConfig,
+    GrpcTransportConfig,
+    FastLinkConfig,
+    AdminPagesConfig {
   /** Port of the knp WebSocket agent link; undefined = off, 0 = any free port. */
   websocketPort?: number;
   /**

@@ -21,6 +21,7 @@ import { DIRECT_FLAGS } from "./direct_flags.ts";
 import { ROUTING_FLAGS } from "./routing_flags.ts";
 import { EXPLAIN_FLAGS } from "./explain_flags.ts";
 import { GRPC_TRANSPORT_FLAGS } from "./grpc_transport_flags.ts";
+import { FAST_LINK_FLAGS } from "./fast_link.ts";
 
 const HOUR_MS = 3_600_000;
 
@@ -338,6 +339,7 @@ export const SERVER_FLAGS: readonly FlagSpec[] = [
   ...ROUTING_FLAGS,
   ...EXPLAIN_FLAGS,
   ...GRPC_TRANSPORT_FLAGS,
+  ...FAST_LINK_FLAGS,
   KNP_PRINT_PERMISSIONS_FLAG,
   ...KLOG_FLAGS,
 ];

@@ -1,6 +1,7 @@
 /**
  * The listeners `startProxyServer` binds around its core: the frontend (gRPC or HTTP-CONNECT, on
- * a UDS or on TCP with mTLS), the agent links (gRPC `Connect` and the optional WebSocket link) and
+ * a UDS or on TCP with mTLS), the agent links (gRPC `Connect` and the optional WebSocket link; with
+ * the fast link, see fast_link.ts, the native agent port serves the WebSocket link too) and
  * the plain HTTP health/admin ports. Each registers its shutdown in `cleanups`.
  *
  * @module
@@ -16,11 +17,19 @@ import type { Logger } from "@knp/core/log";
 import { rm } from "node:fs/promises";
 import { type AgentHandshakeOptions, handshakeAgent, refuseAgent } from "./agent_handshake.ts";
 import { certificateFacts } from "./agent_auth.ts";
-import type { IncomingStream } from "@knp/transport/grpc_stream";
+import type { IncomingStream, PeerTls } from "@knp/transport/grpc_stream";
+import type { ServeGrpcOptions } from "@knp/transport/grpc_server";
+import { serveH2Grpc, type ServeH2GrpcOptions } from "@knp/transport/h2/serve";
+import type { KeepaliveOptions } from "@knp/transport/packet_stream";
 import type { ProxyServer } from "./proxy_server.ts";
 import type { ProxyServerConfig } from "./server.ts";
 import { serveHttpConnect } from "./http_connect_listener.ts";
-import { serveAgentWebSocket } from "./ws_agent_listener.ts";
+import {
+  AgentLinkHandler,
+  type AgentLinkOptions,
+  serveAgentWebSocket,
+} from "./ws_agent_listener.ts";
+import { answerLinkOffer, sharedLinkSockets } from "./fast_link.ts";
 
 /** Shutdown steps, run in reverse order. */
 export type Cleanups = (() => Promise<void> | void)[];
@@ -144,6 +153,60 @@ async function admitGrpcAgent(
   }
 }
 
+/** The agent port's check of a client certificate, before any protocol sees a byte. */
+function agentCertificateCheck(
+  config: ProxyServerConfig,
+  core: ProxyServer,
+  log: Logger,
+  linkName?: string,
+): (tls: PeerTls, peer: string) => boolean {
+  // An agent whose certificate does not verify is logged with the reason and cut; the others'
+  // certificates name them in the handshake.
+  return (tls, peer) => {
+    const { certificateError } = certificateFacts(tls.chain.join(""), clusterCa(config)(), tls);
+    if (!certificateError) return true;
+    const options = { logger: log, ...(linkName ? { linkName } : {}) };
+    refuseAgent(core, { peer, reject: () => {} }, options, certificateError, undefined);
+    return false;
+  };
+}
+
+/** The WebSocket agent link's options (on its own port and on the shared agent port). */
+function agentLinkOptions(
+  config: ProxyServerConfig,
+  core: ProxyServer,
+  log: Logger,
+  keepalive: KeepaliveOptions | undefined,
+): AgentLinkOptions {
+  const flowWindow = config.flowControlWindow ?? 1 << 20;
+  return {
+    core,
+    tls: config.clusterTls,
+    flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
+    keepalive,
+    logger: log,
+    gate: config.agentGate,
+    maxMessageBytes: config.maxMessageBytes,
+  };
+}
+
+/**
+ * With the fast link under the native transport (and a certificate to serve TLS with), the
+ * WebSocket agent link's handler for the agent port's non-HTTP/2 connections; else undefined.
+ */
+function sharedAgentLink(
+  config: ProxyServerConfig,
+  options: AgentLinkOptions,
+  cleanups: Cleanups,
+): AgentLinkHandler | undefined {
+  const material = currentTlsMaterial(config.clusterTls);
+  if (!config.fastLink || grpcServeFunction(config) !== serveH2Grpc) return undefined;
+  if (!material.cert || !material.key) return undefined;
+  const handler = new AgentLinkHandler(options);
+  cleanups.push(() => handler.close());
+  return handler;
+}
+
 /** Binds the gRPC agent service and, when configured, the WebSocket agent link. */
 export async function serveAgentLinks(
   config: ProxyServerConfig,
@@ -155,7 +218,12 @@ export async function serveAgentLinks(
   const address = hostPort(config.agentBindAddress, config.agentPort);
   // Dead agents are dropped within keepalive time + timeout; their pending dials fail at once.
   const keepalive = keepaliveFor(config.keepaliveTimeMs ?? 3_600_000);
-  const agents = await grpcServeFunction(config)({
+  const linkOptions = agentLinkOptions(config, core, log, keepalive);
+  const shared = sharedAgentLink(config, linkOptions, cleanups);
+  const acceptClient = agentCertificateCheck(config, core, log);
+  // The port a knp agent's link offer is answered with (0: none); set once the ports are bound.
+  let switchPort = 0;
+  const options: ServeGrpcOptions & Pick<ServeH2GrpcOptions, "onOtherProtocol"> = {
     service: "agent",
     address,
     tls: config.clusterTls,
@@ -167,45 +235,49 @@ export async function serveAgentLinks(
       log.info("TLS handshake on the agent port failed", { peer, ...tlsClientErrorFields(err) });
     },
     clientCertificates: "requested",
-    // An agent whose certificate does not verify is logged with the reason and cut before
-    // HTTP/2; the others' certificates name them in the handshake.
-    acceptClient(tls, peer) {
-      const { certificateError } = certificateFacts(tls.chain.join(""), clusterCa(config)(), tls);
-      if (!certificateError) return true;
-      refuseAgent(core, { peer, reject: () => {} }, { logger: log }, certificateError, undefined);
-      return false;
-    },
+    acceptClient,
+    ...(shared
+      ? {
+        onOtherProtocol: sharedLinkSockets(
+          shared,
+          agentCertificateCheck(config, core, log, "WebSocket"),
+        ),
+      }
+      : {}),
     onStream(incoming) {
+      if (answerLinkOffer(incoming, switchPort, log)) return;
       void admitGrpcAgent(core, incoming, clusterCa(config), {
         flowWindow,
         logger: log,
         gate: config.agentGate,
       });
     },
-  }).catch((err) => {
+  };
+  const agents = await grpcServeFunction(config)(options).catch((err) => {
     throw bindError(`agents on ${address}`, err);
   });
   cleanups.push(() => agents.close(false));
-  // The knp WebSocket agent link (optional; same Packets, native TLS, always flow-controlled).
-  let websocketPort = 0;
-  if (config.websocketPort !== undefined) {
-    const link = await serveAgentWebSocket({
-      core,
-      hostname: config.agentBindAddress,
-      port: config.websocketPort,
-      tls: config.clusterTls,
-      flowWindow: flowWindow > 0 ? flowWindow : 1 << 20,
-      keepalive,
-      logger: log,
-      gate: config.agentGate,
-      maxMessageBytes: config.maxMessageBytes,
-    }).catch((err) => {
-      throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);
-    });
-    websocketPort = link.port;
-    cleanups.push(() => link.close());
-  }
+  const websocketPort = await serveWebSocketPort(config, linkOptions, cleanups);
+  if (config.fastLink) switchPort = shared ? agents.port : websocketPort;
   return { address, agentPort: agents.port, websocketPort };
+}
+
+/** The knp WebSocket agent link on its own port, when configured; its port or 0. */
+async function serveWebSocketPort(
+  config: ProxyServerConfig,
+  options: AgentLinkOptions,
+  cleanups: Cleanups,
+): Promise<number> {
+  if (config.websocketPort === undefined) return 0;
+  const link = await serveAgentWebSocket({
+    ...options,
+    hostname: config.agentBindAddress,
+    port: config.websocketPort,
+  }).catch((err) => {
+    throw bindError(`WebSocket agent links on port ${config.websocketPort}`, err);
+  });
+  cleanups.push(() => link.close());
+  return link.port;
 }
 
 /** Binds a plain HTTP server (health, admin) when `port` is set; returns its port or 0. */

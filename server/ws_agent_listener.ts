@@ -17,6 +17,8 @@
  * no byte crosses a second socket. Certificates reload without a restart of the process and
  * without closing the listening socket: the TLS context is swapped in place; open links continue.
  * With `keepalive` the server pings each agent and drops a silent one (its dials fail at once).
+ * The per-socket code is the exported {@linkcode AgentLinkHandler}: the gRPC agent port hands it
+ * the connections that did not negotiate ALPN "h2" (the fast link, see fast_link.ts).
  *
  * @module
  */
@@ -55,11 +57,9 @@ import type { ProxyServer } from "./proxy_server.ts";
 /** Path of the agent link. */
 export const AGENT_LINK_PATH = "/knp/v1/agent";
 
-/** Options of {@linkcode serveAgentWebSocket}. */
-export interface AgentWebSocketOptions {
+/** Options of {@linkcode AgentLinkHandler}: the link without its own listening socket. */
+export interface AgentLinkOptions {
   core: ProxyServer;
-  hostname?: string | undefined;
-  port: number;
   /** Server certificate and key; a CA makes the agent's certificate proof mandatory. */
   tls: TlsMaterial | TlsSource;
   /** Per-connection window this server grants. */
@@ -73,6 +73,12 @@ export interface AgentWebSocketOptions {
   gate?: AgentGate | undefined;
   /** Largest packet an agent may send (and a frame's payload). @default 4 MiB + 1 KiB */
   maxMessageBytes?: number | undefined;
+}
+
+/** Options of {@linkcode serveAgentWebSocket}: the link's options and its own port. */
+export interface AgentWebSocketOptions extends AgentLinkOptions {
+  hostname?: string | undefined;
+  port: number;
 }
 
 /** A running agent-link listener. */
@@ -129,13 +135,20 @@ function nextText(ws: ServerWebSocket, ms: number): Promise<Record<string, unkno
   });
 }
 
-/** The agent link's HTTP side: upgrades, handshakes and registers agents. */
-class AgentLinkHandler {
-  readonly #options: AgentWebSocketOptions;
+/**
+ * The agent link's HTTP side on accepted TLS sockets: upgrades, handshakes and registers agents.
+ * {@linkcode serveAgentWebSocket} feeds it from its own port; another listener (the gRPC agent
+ * port's non-HTTP/2 connections, see fast_link.ts) may feed it too.
+ */
+export class AgentLinkHandler {
+  readonly #options: AgentLinkOptions;
   readonly #log: Logger;
+  /** The open links. */
   readonly sockets = new Set<ServerWebSocket>();
+  readonly #accepted = new Set<TLSSocket>();
 
-  constructor(options: AgentWebSocketOptions) {
+  /** A handler serving sockets with `options`. */
+  constructor(options: AgentLinkOptions) {
     this.#options = options;
     this.#log = options.logger ?? nullLogger;
   }
@@ -148,6 +161,8 @@ class AgentLinkHandler {
   async accept(socket: TLSSocket): Promise<void> {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on("error", () => socket.destroy());
+    this.#accepted.add(socket);
+    socket.once("close", () => this.#accepted.delete(socket));
     try {
       for (;;) {
         const req = await readUpgradeRequest(socket, this.#timeoutMs);
@@ -254,6 +269,12 @@ class AgentLinkHandler {
         ws.close(1001, "server shutting down");
       } catch { /* closed */ }
     }
+  }
+
+  /** Closes every link and destroys every socket it was given (a listener it shares closes). */
+  close(): void {
+    this.closeAll();
+    for (const socket of this.#accepted) socket.destroy();
   }
 }
 

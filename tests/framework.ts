@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { generateTestPki, writeTestPki } from "../testing/certs.ts";
 import { serverPermissionFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
+import { AGENT_FLAGS } from "../agent/agent_flags.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -429,12 +430,25 @@ export interface AgentProcess extends AsyncDisposable {
   notReady(timeoutMs?: number): Promise<void>;
 }
 
-/** A test agent's flags: loopback, throwaway PKI, fast sync, ports 0; the WebSocket link when given. */
+/**
+ * Turns the negotiated WebSocket link off, so the "grpc" link is gRPC end to end (when the agent
+ * has `--knp-fast-link`).
+ */
+const FAST_LINK_OFF: readonly string[] = AGENT_FLAGS.some((f) => f.name === "knp-fast-link")
+  ? ["--knp-fast-link=false"]
+  : [];
+
+/**
+ * A test agent's flags: loopback, throwaway PKI, fast sync, ports 0; the WebSocket link when given,
+ * else gRPC (`--knp-fast-link=false`) unless `negotiated` (the default link flags: a knp server
+ * switches the agent to the WebSocket link on its agent port).
+ */
 export function agentArgs(
   agentPort: number,
   websocketPort: number,
   files: PkiFiles,
   agentId: string,
+  negotiated = false,
 ): string[] {
   return [
     "--proxy-server-host=127.0.0.1",
@@ -449,7 +463,11 @@ export function agentArgs(
     "--sync-interval-cap=1s",
     "--probe-interval=100ms",
     `--agent-id=${agentId}`,
-    ...(websocketPort ? [`--knp-websocket-port=${websocketPort}`] : []),
+    ...(websocketPort
+      ? [`--knp-websocket-port=${websocketPort}`]
+      : negotiated
+      ? []
+      : FAST_LINK_OFF),
   ];
 }
 
@@ -464,6 +482,8 @@ export async function startAgent(
     extraArgs?: string[];
     waitReady?: boolean;
     env?: Record<string, string>;
+    /** Default link flags (no `--knp-fast-link=false`): the link is negotiated. */
+    negotiated?: boolean;
   } = {},
 ): Promise<AgentProcess> {
   const { files } = await testPki();
@@ -472,7 +492,7 @@ export async function startAgent(
   const websocketPort = typeof target === "number" ? 0 : target.websocketPort;
   const agentId = options.agentId ?? crypto.randomUUID();
   const agentFlags = [
-    ...agentArgs(agentPort, websocketPort, files, agentId),
+    ...agentArgs(agentPort, websocketPort, files, agentId, options.negotiated),
     ...(options.extraArgs ?? []),
   ];
   const args = ["run", ...agentPermissionFlags(agentFlags), "agent/main.ts", ...agentFlags];

@@ -22,6 +22,7 @@ import type { ServeGrpcOptions } from "../grpc_server.ts";
 import type { IncomingStream, PeerTls } from "../grpc_stream.ts";
 import { METHODS } from "../grpc_stream.ts";
 import type { ByteSocket } from "../byte_socket.ts";
+import type { TLSSocket } from "node:tls";
 import type { PacketStream } from "../packet_stream.ts";
 import { keepaliveFor } from "../keepalive.ts";
 import { H2ServerConnection } from "./connection.ts";
@@ -43,6 +44,15 @@ export interface ServeH2GrpcOptions extends Omit<ServeGrpcOptions, "onStream"> {
   settings?: Partial<LocalSettings> | undefined;
   /** Upper bound of one coalesced write, in bytes. */
   batchBytes?: number | undefined;
+  /**
+   * TLS only: takes every connection that did not negotiate ALPN "h2" (ALPN "http/1.1" or none);
+   * with it the listener offers ALPN `["h2", "http/1.1"]`, without it only "h2". Such a connection
+   * skips `acceptClient` (which judges HTTP/2 clients): the handler gets the client's TLS facts
+   * (when certificates are only requested) and decides itself. @default none
+   */
+  onOtherProtocol?:
+    | ((socket: TLSSocket, peer: string, peerTls: PeerTls | undefined) => void)
+    | undefined;
   /** Called for every new call. */
   onStream(incoming: H2IncomingStream): void;
 }

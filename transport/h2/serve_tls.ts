@@ -1,8 +1,9 @@
 /**
  * The TLS listener of the native HTTP/2 transport: node:tls (Deno's own TLS cannot ask for client
- * certificates), ALPN `h2`, client certificates required or only requested (then each connection
- * carries the client's TLS facts, and `acceptClient` may refuse it before HTTP/2 sees a byte),
- * hot-reloaded material, `TCP_NODELAY`; every accepted socket becomes bytes via
+ * certificates), ALPN `h2` (and `http/1.1` for an `onOtherProtocol` handler, which then gets every
+ * connection that did not negotiate `h2`), client certificates required or only requested (then
+ * each connection carries the client's TLS facts, and `acceptClient` may refuse it before HTTP/2
+ * sees a byte), hot-reloaded material, `TCP_NODELAY`; every accepted h2 socket becomes bytes via
  * `fromNodeSocket`.
  *
  * @module
@@ -62,10 +63,14 @@ export async function listenTls(
     ...secureContextOptions(material, policy),
     requestCert: mtls,
     rejectUnauthorized: mtls && !requested,
-    ALPNProtocols: ["h2"],
+    ALPNProtocols: options.onOtherProtocol ? ["h2", "http/1.1"] : ["h2"],
   }, (socket: TLSSocket) => {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const facts = requested ? factsOf(socket) : undefined;
+    if (options.onOtherProtocol && socket.alpnProtocol !== "h2") {
+      options.onOtherProtocol(socket, peer, facts);
+      return;
+    }
     if (facts && options.acceptClient && !options.acceptClient(facts, peer)) {
       socket.destroy();
       return;
