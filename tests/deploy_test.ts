@@ -30,7 +30,9 @@ Deno.test("deploy: the server manifest's args parse, all implemented", async () 
     result.options.udsName,
     "/etc/kubernetes/konnectivity-server/konnectivity-server.socket",
   );
-  assert.equal(result.options.knpWebsocketPort, 8096);
+  // knp agents reach the WebSocket link on the agent port (negotiated): no port of its own.
+  assert.equal(result.options.knpWebsocketPort, 0);
+  assert.equal(result.options.knpFastLink, true);
 });
 
 Deno.test("deploy: the agent manifest's args parse, all implemented", async () => {
