@@ -132,6 +132,11 @@ export async function startKnpAgent(
   ]);
   let seen = 0;
   await server.waitFor((l) => l.includes('"msg":"agent connected"') && ++seen > before);
+  // Default flags on both sides: the agent negotiated knp's WebSocket link on the agent port.
+  const connected = server.records().filter((r) => r.msg === "agent connected").at(-1);
+  if (!String(connected?.peer).startsWith("ws:")) {
+    throw new Error(`the agent did not move to the WebSocket link: ${JSON.stringify(connected)}`);
+  }
   return agent;
 }
 
