@@ -21,6 +21,8 @@ import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
 import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
+/** With flow control, the link backlog (in windows) above which endpoints stop being read. */
+const FLOW_LINK_CAP_WINDOWS = 64;
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
 /** Read size of an idle or chatty connection (what its pending read holds). */
@@ -172,8 +174,15 @@ export class EndpointConn {
     if (!this.#closing) this.close({ by: "endpoint", error });
   }
 
+  /**
+   * Whether the shared link's backlog lets this connection read its endpoint. Without flow control
+   * the link is the only bound: 1 MiB. With it, each connection is bounded by its window and the
+   * link sends connections fairly, so waiting on the shared backlog would only put a small reply
+   * behind everyone's bulk data; the mark is then a safety cap of 64 windows for the whole link.
+   */
   #streamUnderMark(): boolean {
-    return this.#stream.bufferedBytes <= (1 << 20);
+    const mark = this.#flow ? FLOW_LINK_CAP_WINDOWS * this.#flow.sendWindow : 1 << 20;
+    return this.#stream.bufferedBytes <= mark;
   }
 
   /** Flow control: grant written bytes back to the server in batches of a quarter window. */

@@ -3,6 +3,16 @@
  * `[varint length][Packet]…` inside binary messages. Packets sent in the same turn of the event
  * loop share one message, which saves most of the per-message cost on busy links.
  *
+ * Fair sending: the link is shared by every connection of an agent, so what waits to be sent waits
+ * in a {@linkcode FairQueue} (per-connection deficit round robin, connections that send little
+ * first), and only a bounded amount is handed to the socket ahead of it: at most
+ * {@linkcode IN_FLIGHT_BYTES} the peer has not yet processed. The peer's processing is observed
+ * with WebSocket pings whose payload is the byte count sent so far; a knp peer answers a ping
+ * (with the same payload) after it handled every message before it. So a small message of one
+ * connection waits behind at most that much of other connections' bulk data, not behind
+ * everything the kernel's socket buffers can hold. Over a socket that cannot ping (Deno's own
+ * server-side `WebSocket`) the bound is the socket's `bufferedAmount` instead.
+ *
  * Used only between knp servers and agents, always with per-connection flow control, so the
  * receive side needs no transport-level pause: `pause()` only holds delivery back in order.
  *
@@ -23,9 +33,16 @@ import type { Timers } from "@knp/core/timers";
 import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_stream.ts";
 import { DoneSignal, SendAccounting } from "./packet_stream.ts";
 import { Keepalive } from "./keepalive.ts";
+import { FairQueue, packetFlow } from "./fair_queue.ts";
 
 /** Largest binary message this side builds. */
 const MAX_BATCH = 256 * 1024;
+/** Bytes handed to the socket that the peer may not have processed yet (see the module doc). */
+export const IN_FLIGHT_BYTES: number = 1024 * 1024;
+/** A ping asks for an acknowledgement once at least this many bytes went out since the last. */
+const ACK_EVERY = 256 * 1024;
+/** Framing overhead counted per packet when scheduling (a varint and the packet's fields). */
+const PACKET_OVERHEAD = 32;
 /** Largest message accepted (a 4 MiB DATA, like gRPC's limit, plus framing). */
 export const MAX_MESSAGE: number = 4 * 1024 * 1024 + 1024;
 
@@ -94,8 +111,34 @@ export interface WebSocketPacketStreamOptions {
 
 /** A socket that can ping, like the agent's `ClientWebSocket`. */
 interface PingingSocket {
-  ping(): void;
-  onpong: (() => unknown) | null;
+  ping(payload?: Uint8Array): void;
+  onpong: ((event: { data?: unknown }) => unknown) | null;
+}
+
+/** A packet waiting for its turn. */
+interface Pending {
+  packet: Packet;
+  payload: number;
+  onSent: (() => void) | undefined;
+}
+
+/** The byte count carried by an acknowledgement ping (8 bytes, big-endian float64). */
+function ackPayload(sent: number): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setFloat64(0, sent);
+  return out;
+}
+
+/** The byte count of a pong that answers an acknowledgement ping, else undefined. */
+function ackedBytes(data: unknown): number | undefined {
+  const bytes = data instanceof Uint8Array
+    ? data
+    : data instanceof ArrayBuffer
+    ? new Uint8Array(data)
+    : undefined;
+  if (!bytes || bytes.length !== 8) return undefined;
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getFloat64(0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 function canPing(ws: WebSocket): ws is WebSocket & PingingSocket {
@@ -108,17 +151,21 @@ export class WebSocketPacketStream implements PacketStream {
   #ws: WebSocket;
   #handler: PacketHandler | undefined;
   #acct = new SendAccounting();
-  #batch: Packet[] = [];
-  #batchBytes = 0;
-  #batchPayload = 0;
-  #callbacks: (() => void)[] = [];
-  #flushScheduled = false;
+  #queue = new FairQueue<Pending>();
+  #pumpScheduled = false;
+  /** Whether the peer acknowledges (the socket can ping); else `bufferedAmount` bounds. */
+  #acking: boolean;
+  /** Message bytes handed to the socket, ever. */
+  #sent = 0;
+  /** Of those, the bytes the peer acknowledged. */
+  #acked = 0;
+  /** `#sent` when the last acknowledgement was asked for. */
+  #asked = 0;
+  #polling = false;
   #inbox: DecodedPacket[] = [];
   #paused = false;
   #closed = false;
   #ended = false;
-  #polling = false;
-  #handed = 0;
   #done = new DoneSignal();
   #keepalive: Keepalive | undefined;
   #maxMessage: number;
@@ -128,6 +175,8 @@ export class WebSocketPacketStream implements PacketStream {
     this.#ws = ws;
     this.peer = peer;
     this.#maxMessage = options.maxMessageBytes ?? MAX_MESSAGE;
+    this.#acking = canPing(ws);
+    if (canPing(ws)) ws.onpong = (event) => this.#onPong(event?.data);
     if (options.keepalive) this.#startKeepalive(options.keepalive, options.timers);
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => this.#onMessage(event.data);
@@ -155,15 +204,13 @@ export class WebSocketPacketStream implements PacketStream {
   }
 
   #startKeepalive(options: KeepaliveOptions, timers: Timers | undefined): void {
-    const ws = this.#ws;
-    const pinging = canPing(ws);
     this.#keepalive = new Keepalive(this.peer, options, {
+      // Keepalive pings carry the byte count too (a peer may answer only the latest ping).
       ping: () => {
-        if (pinging) ws.ping();
+        if (this.#acking) this.#ping();
       },
       expired: (error) => this.close(error),
     }, timers);
-    if (pinging) ws.onpong = () => this.#keepalive?.alive();
     this.#keepalive.start();
   }
 
@@ -176,64 +223,99 @@ export class WebSocketPacketStream implements PacketStream {
   send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
     const payload = payloadBytes(packet);
-    this.#batch.push(packet);
-    this.#batchBytes += payload + 32;
-    this.#batchPayload += payload;
-    if (onSent) this.#callbacks.push(onSent);
+    this.#queue.push(packetFlow(packet), { packet, payload, onSent }, payload + PACKET_OVERHEAD);
     const ok = this.#acct.add(payload);
-    if (this.#batchBytes >= MAX_BATCH) this.#flush();
-    else if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
+    if (this.#queue.bytes >= MAX_BATCH) this.#pump(false);
+    else if (!this.#pumpScheduled) {
+      this.#pumpScheduled = true;
+      queueMicrotask(() => this.#pump(false));
     }
     return ok;
   }
 
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#batch.length === 0 || this.#ended) return;
+  /** Room for more bytes ahead of the peer (see the module doc). */
+  #room(): number {
+    const ahead = this.#acking ? this.#sent - this.#acked : this.#ws.bufferedAmount;
+    return IN_FLIGHT_BYTES - ahead;
+  }
+
+  /**
+   * Sends messages of queued packets, in the fair queue's order, while there is room ahead of
+   * the peer (`all`: regardless, at close). Each turn builds at most one message of MAX_BATCH.
+   */
+  #pump(all: boolean): void {
+    this.#pumpScheduled = false;
+    while (this.#queue.length > 0 && !this.#ended && (all || this.#room() > 0)) {
+      if (!this.#sendMessage()) return;
+    }
+    if (this.#queue.length === 0 || this.#ended) return;
+    if (this.#acking) this.#askAck();
+    else this.#pollBuffer();
+  }
+
+  /** Frames the next batch of the queue into one message and hands it over; false on failure. */
+  #sendMessage(): boolean {
+    const packets: Packet[] = [];
+    const callbacks: (() => void)[] = [];
+    let size = 0;
+    let payload = 0;
+    while (size < MAX_BATCH) {
+      const next = this.#queue.shift();
+      if (!next) break;
+      packets.push(next.packet);
+      if (next.onSent) callbacks.push(next.onSent);
+      size += next.payload + PACKET_OVERHEAD;
+      payload += next.payload;
+    }
     let message: Uint8Array;
     try {
-      message = frame(this.#batch);
+      message = frame(packets);
     } catch (err) {
       this.#end(new KnpError("PROTOCOL", `cannot encode a packet: ${errorMessage(err)}`));
-      return;
+      return false;
     }
-    const payload = this.#batchPayload;
-    const callbacks = this.#callbacks;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    this.#batchPayload = 0;
-    this.#callbacks = [];
     try {
       this.#ws.send(message);
     } catch (err) {
       this.#end(new KnpError("TUNNEL_CLOSED", `link send failed: ${errorMessage(err)}`));
-      return;
+      return false;
     }
-    // The WebSocket owns the bytes now; count them until its buffer empties.
-    this.#handed += payload;
+    this.#sent += message.length;
+    // The socket owns the bytes now; what bounds it is the room ahead of the peer.
+    this.#acct.remove(payload);
     for (const cb of callbacks) cb();
-    this.#watchBuffer();
+    if (this.#acking && this.#sent - this.#asked >= ACK_EVERY) this.#askAck();
+    return true;
   }
 
-  /** Moves handed-over bytes out of the account as the WebSocket's own buffer empties. */
-  #watchBuffer(): void {
+  /** Pings with the byte count sent so far; the peer's pong acknowledges them. */
+  #askAck(): void {
+    if (this.#asked !== this.#sent) this.#ping();
+  }
+
+  #ping(): void {
+    this.#asked = this.#sent;
+    try {
+      (this.#ws as unknown as PingingSocket).ping(ackPayload(this.#sent));
+    } catch { /* closing: the end follows */ }
+  }
+
+  #onPong(data: unknown): void {
+    this.#keepalive?.alive();
+    const acked = ackedBytes(data);
+    if (acked === undefined || acked <= this.#acked || acked > this.#sent) return;
+    this.#acked = acked;
+    if (this.#queue.length > 0 && !this.#pumpScheduled) this.#pump(false);
+  }
+
+  /** Without acknowledgements: sends more once the socket's own buffer has room again. */
+  #pollBuffer(): void {
     if (this.#polling) return;
-    const check = () => {
-      if (this.#ended) return;
-      const inSocket = this.#ws.bufferedAmount;
-      if (inSocket <= MAX_BATCH || this.#handed === 0) {
-        this.#acct.remove(this.#handed);
-        this.#handed = 0;
-        this.#polling = false;
-        return;
-      }
-      setTimeout(check, 1);
-    };
     this.#polling = true;
-    if (this.#ws.bufferedAmount <= MAX_BATCH) queueMicrotask(check);
-    else setTimeout(check, 1);
+    setTimeout(() => {
+      this.#polling = false;
+      if (!this.#ended) this.#pump(false);
+    }, 1);
   }
 
   onDrain(callback: () => void): void {
@@ -253,7 +335,7 @@ export class WebSocketPacketStream implements PacketStream {
   close(error?: Error): void {
     if (this.closed) return;
     this.#closed = true;
-    this.#flush();
+    this.#pump(true);
     try {
       if (error) {
         this.#ws.close(
@@ -296,6 +378,7 @@ export class WebSocketPacketStream implements PacketStream {
     if (this.#ended) return;
     this.#ended = true;
     this.#keepalive?.stop();
+    this.#queue.clear();
     this.#acct.flush();
     this.#done.settle(error);
     this.#inbox = [];

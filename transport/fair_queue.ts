@@ -1,0 +1,215 @@
+/**
+ * {@linkcode FairQueue}: the send queue of a link that many connections share, served fairly
+ * across connections instead of first come, first served, so a small message of one connection
+ * never waits behind the bulk backlog of others.
+ *
+ * Scheduling is deficit round robin in bytes (as Linux's fq_codel, without the AQM part): every
+ * flow (a connection) with queued items is in one of two rotations. A flow that becomes active
+ * joins the **new** rotation, which is served before the **old** one, with a credit of one
+ * `quantum`; a flow that spends its credit moves to the end of the old rotation and earns another
+ * quantum each time its turn comes round again. Items are never split, so a flow that sends one
+ * large item owes it back (its credit goes negative) before its next turn. A flow whose queue
+ * empties while it is in the new rotation moves to the old one (so it cannot come back as new at
+ * once); one whose queue is empty when its old turn comes is forgotten. The effect: a connection
+ * that sends little (an echo, a dial, a window update) is served first; bulk connections share
+ * what is left in proportion to bytes.
+ *
+ * {@linkcode packetFlow} names the flow of a knp packet: everything of one connection (dial
+ * answer, data, close) is one flow, so per-connection order is kept.
+ *
+ * @module
+ */
+
+import type { Packet } from "@knp/proto";
+
+/** Default credit a flow earns per turn, in bytes. */
+export const DEFAULT_QUANTUM = 16 * 1024;
+
+/** Flow of the packets that belong to no connection (DRAIN, unknown types). */
+const CONTROL_FLOW = 0n;
+
+/**
+ * The flow a packet belongs to: its connection (`connectId`), or for the dial exchange before a
+ * connection exists its dial ID (`random`). Packets of one connection always share a flow.
+ */
+export function packetFlow(packet: Packet): bigint {
+  switch (packet.type) {
+    case "DATA":
+      return packet.data.connectId;
+    case "DIAL_RSP":
+      return packet.dialResponse.connectId || packet.dialResponse.random;
+    case "CLOSE_REQ":
+      return packet.closeRequest.connectId;
+    case "CLOSE_RSP":
+      return packet.closeResponse.connectId;
+    case "KNP_WINDOW":
+      return packet.knpWindow.connectId;
+    case "DIAL_REQ":
+      return packet.dialRequest.random;
+    case "DIAL_CLS":
+      return packet.closeDial.random;
+    default:
+      return CONTROL_FLOW;
+  }
+}
+
+/** One flow's queue (items with their sizes) and its place in a rotation. */
+class Flow<T> {
+  readonly key: bigint;
+  items: T[] = [];
+  sizes: number[] = [];
+  head = 0;
+  deficit = 0;
+  /** Next flow in the same rotation. */
+  next: Flow<T> | undefined;
+
+  constructor(key: bigint) {
+    this.key = key;
+  }
+
+  get empty(): boolean {
+    return this.head === this.items.length;
+  }
+
+  push(item: T, bytes: number): void {
+    this.items.push(item);
+    this.sizes.push(bytes);
+  }
+
+  shift(): [T, number] {
+    const i = this.head++;
+    const item = this.items[i]!;
+    const size = this.sizes[i]!;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.sizes = [];
+      this.head = 0;
+    } else if (this.head >= 64 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.sizes = this.sizes.slice(this.head);
+      this.head = 0;
+    }
+    return [item, size];
+  }
+}
+
+/** A singly linked rotation of flows. */
+class Rotation<T> {
+  first: Flow<T> | undefined;
+  last: Flow<T> | undefined;
+
+  append(flow: Flow<T>): void {
+    flow.next = undefined;
+    if (this.last) this.last.next = flow;
+    else this.first = flow;
+    this.last = flow;
+  }
+
+  /** Takes the first flow out. */
+  pop(): Flow<T> | undefined {
+    const flow = this.first;
+    if (!flow) return undefined;
+    this.first = flow.next;
+    if (!this.first) this.last = undefined;
+    flow.next = undefined;
+    return flow;
+  }
+}
+
+/** A queue of items of many flows, served by deficit round robin in bytes. */
+export class FairQueue<T> {
+  readonly #quantum: number;
+  readonly #flows = new Map<bigint, Flow<T>>();
+  readonly #new = new Rotation<T>();
+  readonly #old = new Rotation<T>();
+  #bytes = 0;
+  #length = 0;
+
+  /** A queue whose flows earn `quantum` bytes of credit per turn. */
+  constructor(quantum: number = DEFAULT_QUANTUM) {
+    this.#quantum = quantum;
+  }
+
+  /** Bytes queued (the sizes given to {@linkcode push}). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Items queued. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Flows in a rotation (with items queued, or just emptied). */
+  get flows(): number {
+    return this.#flows.size;
+  }
+
+  /** Queues `item` of `bytes` bytes in flow `key` (after the flow's earlier items). */
+  push(key: bigint, item: T, bytes: number): void {
+    let flow = this.#flows.get(key);
+    if (!flow) {
+      flow = new Flow<T>(key);
+      this.#flows.set(key, flow);
+      flow.deficit = this.#quantum;
+      this.#new.append(flow);
+    }
+    flow.push(item, bytes);
+    this.#bytes += bytes;
+    this.#length++;
+  }
+
+  /** The next item by the schedule, or undefined when nothing is queued. */
+  shift(): T | undefined {
+    if (this.#length === 0) return undefined;
+    for (;;) {
+      const fromNew = this.#new.first !== undefined;
+      const flow = fromNew ? this.#new.first! : this.#old.first!;
+      if (flow.deficit <= 0) {
+        // Credit spent: another quantum, at the end of the old rotation.
+        flow.deficit += this.#quantum;
+        this.#rotate(flow, fromNew);
+        continue;
+      }
+      if (flow.empty) {
+        // An emptied new flow waits one old turn before it can come back as new (fq_codel).
+        if (fromNew && this.#old.first !== undefined) this.#rotate(flow, true);
+        else {
+          (fromNew ? this.#new : this.#old).pop();
+          this.#flows.delete(flow.key);
+        }
+        continue;
+      }
+      const [item, size] = flow.shift();
+      flow.deficit -= size;
+      this.#bytes -= size;
+      // Nothing left to be unfair to: forget the (all empty) flows.
+      if (--this.#length === 0) this.#forget();
+      return item;
+    }
+  }
+
+  /** Takes every item out (in no particular order across flows) and forgets every flow. */
+  clear(): T[] {
+    const out: T[] = [];
+    for (const flow of this.#flows.values()) {
+      for (let i = flow.head; i < flow.items.length; i++) out.push(flow.items[i]!);
+    }
+    this.#forget();
+    return out;
+  }
+
+  #forget(): void {
+    this.#flows.clear();
+    this.#new.first = this.#new.last = undefined;
+    this.#old.first = this.#old.last = undefined;
+    this.#bytes = 0;
+    this.#length = 0;
+  }
+
+  /** Moves the first flow of its rotation to the end of the old rotation. */
+  #rotate(flow: Flow<T>, fromNew: boolean): void {
+    (fromNew ? this.#new : this.#old).pop();
+    this.#old.append(flow);
+  }
+}

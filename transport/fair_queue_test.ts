@@ -1,0 +1,111 @@
+/**
+ * The fair queue's schedule: order within a flow, a newly active small flow ahead of bulk
+ * backlogs, byte-fair shares between bulk flows, and the flow of each knp packet type.
+ */
+
+import assert from "node:assert/strict";
+import {
+  closeDial,
+  closeRequest,
+  closeResponse,
+  dataPacket,
+  dialRequest,
+  dialResponse,
+  drain,
+  knpWindow,
+} from "@knp/proto";
+import { FairQueue, packetFlow } from "./fair_queue.ts";
+
+const KiB = 1024;
+
+function drainAll<T>(q: FairQueue<T>): T[] {
+  const out: T[] = [];
+  for (let item = q.shift(); item !== undefined; item = q.shift()) out.push(item);
+  return out;
+}
+
+Deno.test("fair queue: items of one flow leave in order; counts follow", () => {
+  const q = new FairQueue<number>(4 * KiB);
+  for (let i = 0; i < 100; i++) q.push(7n, i, 1 * KiB);
+  assert.equal(q.length, 100);
+  assert.equal(q.bytes, 100 * KiB);
+  assert.deepEqual(drainAll(q), Array.from({ length: 100 }, (_, i) => i));
+  assert.equal(q.length, 0);
+  assert.equal(q.bytes, 0);
+  assert.equal(q.flows, 0);
+});
+
+Deno.test("fair queue: a small flow that arrives behind bulk backlogs leaves within one turn", () => {
+  const q = new FairQueue<string>(16 * KiB);
+  // Ten bulk flows with 4 MiB each, in 256 KiB items; one item of each already sent.
+  for (let f = 1n; f <= 10n; f++) {
+    for (let i = 0; i < 16; i++) q.push(f, `bulk${f}`, 256 * KiB);
+  }
+  for (let i = 0; i < 10; i++) assert.match(q.shift()!, /^bulk/);
+  q.push(99n, "echo", 32);
+  // Every bulk flow now owes credit: the new flow goes first.
+  assert.equal(q.shift(), "echo");
+  // And a flow that keeps sending little keeps going first.
+  q.push(99n, "echo2", 32);
+  let before = 0;
+  for (let item = q.shift(); item !== "echo2"; item = q.shift()) before++;
+  assert.ok(before <= 1, `echo2 waited behind ${before} bulk items`);
+});
+
+Deno.test("fair queue: bulk flows share in proportion to bytes, whatever their item sizes", () => {
+  const q = new FairQueue<[bigint, number]>(16 * KiB);
+  for (let i = 0; i < 64; i++) q.push(1n, [1n, 256 * KiB], 256 * KiB);
+  for (let i = 0; i < 4096; i++) q.push(2n, [2n, 4 * KiB], 4 * KiB);
+  const sent = new Map<bigint, number>([[1n, 0], [2n, 0]]);
+  // Look at the first 8 MiB sent: each flow gets about half.
+  let total = 0;
+  while (total < 8 * 1024 * KiB) {
+    const [flow, size] = q.shift()!;
+    sent.set(flow, sent.get(flow)! + size);
+    total += size;
+  }
+  const share = sent.get(1n)! / total;
+  assert.ok(share > 0.4 && share < 0.6, `flow 1 got ${share} of the bytes`);
+});
+
+Deno.test("fair queue: an emptied flow does not come back ahead of waiting bulk flows at once", () => {
+  const q = new FairQueue<string>(16 * KiB);
+  q.push(1n, "a1", 8 * KiB);
+  q.push(2n, "b1", 64 * KiB);
+  q.push(2n, "b2", 64 * KiB);
+  assert.equal(q.shift(), "a1"); // flow 1 emptied with credit left
+  assert.equal(q.shift(), "b1"); // flow 2 spends its credit
+  q.push(1n, "a2", 8 * KiB); // flow 1 is still in the rotation: no new-flow priority
+  assert.deepEqual(drainAll(q), ["a2", "b2"]);
+});
+
+Deno.test("fair queue: clear hands back every item and forgets every flow", () => {
+  const q = new FairQueue<number>();
+  for (let i = 0; i < 10; i++) q.push(BigInt(i % 3), i, 100);
+  q.shift();
+  assert.deepEqual(q.clear().sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(q.length, 0);
+  assert.equal(q.bytes, 0);
+  assert.equal(q.flows, 0);
+  assert.equal(q.shift(), undefined);
+  q.push(5n, 42, 1);
+  assert.equal(q.shift(), 42);
+});
+
+Deno.test("packetFlow: every packet of a connection shares its flow", () => {
+  const id = 12345n;
+  const random = 987654321n;
+  for (
+    const p of [
+      dataPacket(id, new Uint8Array(1)),
+      dialResponse(random, id),
+      closeRequest(id),
+      closeResponse(id),
+      knpWindow(id, 1),
+    ]
+  ) assert.equal(packetFlow(p), id, p.type);
+  assert.equal(packetFlow(dialRequest("a:1", random)), random);
+  assert.equal(packetFlow(closeDial(random)), random);
+  assert.equal(packetFlow(dialResponse(random, 0n, "refused")), random);
+  assert.equal(packetFlow(drain()), 0n);
+});
