@@ -1,20 +1,17 @@
 /**
  * The bench's own child processes: the backends (`backend.ts`) and the measuring client
  * (`client.ts`), both driven over stdin/stdout with JSON lines, plus the server + agent stack of
- * one link, started through the test framework (real `server/main.ts` and `agent/main.ts`).
+ * one link, started through the test framework (real `server/main.ts` and `agent/main.ts`) or,
+ * for the upstream link, upstream's binaries (`upstream_stack.ts`).
  *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
-import {
-  type AgentProcess,
-  type ServerProcess,
-  startAgent,
-  startServer,
-} from "../tests/framework.ts";
+import { type AgentProcess, startAgent, startServer } from "../tests/framework.ts";
 import type { Command } from "./client.ts";
 import type { Link } from "./links.ts";
+import { type Stack, startUpstreamStack } from "./upstream_stack.ts";
 import { type BackendPorts, jsonLines, writeJsonLine } from "./wire.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -26,9 +23,10 @@ class JsonChild implements AsyncDisposable {
   readonly #lines: AsyncGenerator<unknown>;
   #stderr = "";
 
-  constructor(script: string) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", script],
+  /** `script` is run by deno; `binary` (with no script) is run as it is. */
+  constructor(script: string, binary?: string) {
+    const child = new Deno.Command(binary ?? Deno.execPath(), {
+      args: binary ? [] : ["run", "-A", script],
       cwd: ROOT,
       env: { NO_COLOR: "1" },
       stdin: "piped",
@@ -79,6 +77,11 @@ class JsonChild implements AsyncDisposable {
   }
 }
 
+/** A command the client did not answer in time (its stack is then ended). */
+export class CommandTimeout extends Error {
+  override name = "CommandTimeout";
+}
+
 /** The backends' process. */
 export class BackendProcess extends JsonChild {
   ports!: BackendPorts;
@@ -94,34 +97,54 @@ export class BackendProcess extends JsonChild {
 export class ClientProcess extends JsonChild {
   #id = 0;
 
-  static start(): ClientProcess {
-    return new ClientProcess("bench/client.ts");
+  /** What measures: knp's client library (`bench/client.ts`) or the Go konnectivity-client. */
+  kind: "knp" | "go" = "knp";
+
+  /** `bench/client.ts`, or the Go client's binary when given (`bench/goclient`). */
+  static start(goBinary?: string): ClientProcess {
+    if (!goBinary) return new ClientProcess("bench/client.ts");
+    const p = new ClientProcess("", goBinary);
+    p.kind = "go";
+    return p;
   }
 
-  /** Runs one command; throws the client's error. */
+  /** Longest a command may take (ms) before {@linkcode call} gives up on it. */
+  timeoutMs = 5 * 60_000;
+
+  /**
+   * Runs one command; throws the client's error, or a timeout after {@linkcode timeoutMs} (the
+   * command keeps running in the client: ending the stack it uses makes it answer, and that late
+   * answer is skipped by the next call).
+   */
   async call<T>(command: Command): Promise<T> {
     const id = ++this.#id;
     await this.send({ id, ...command });
-    const answer = (await this.receive()) as {
-      id: number;
-      ok: boolean;
-      result?: T;
-      error?: string;
-    };
+    type Answer = { id: number; ok: boolean; result?: T; error?: string };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new CommandTimeout(`client ${command.op}: no answer in ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+    });
+    let answer: Answer;
+    try {
+      do answer = (await Promise.race([this.receive(), timeout])) as Answer; while (answer.id < id);
+    } finally {
+      clearTimeout(timer);
+    }
     if (answer.id !== id) throw new Error(`client answered ${answer.id} to command ${id}`);
     if (!answer.ok) throw new Error(`client ${command.op}: ${answer.error}`);
     return answer.result as T;
   }
 }
 
-/** A server and an agent connected over one link, the server's frontend on a UDS. */
-export interface Stack extends AsyncDisposable {
-  server: ServerProcess;
-  agent: AgentProcess;
-}
-
-/** Starts a server (frontend `mode`) and an agent over `link`, and waits until they are paired. */
+/**
+ * Starts a server (frontend `mode`) and an agent over `link` and waits until they are paired:
+ * knp's binaries through the test framework, or upstream's for the upstream link.
+ */
 export async function startStack(link: Link, mode: "grpc" | "http-connect"): Promise<Stack> {
+  if (link.upstream) return await startUpstreamStack(link.upstream, mode);
   const server = await startServer({
     frontend: "uds",
     link: link.link,
@@ -129,18 +152,26 @@ export async function startStack(link: Link, mode: "grpc" | "http-connect"): Pro
   });
   let agent: AgentProcess;
   try {
-    agent = await startAgent(server, { extraArgs: link.agentArgs });
+    // The default link: no flag of the framework's either (the framework turns the negotiated
+    // fast link off for its "grpc" link unless told the link is negotiated).
+    agent = await startAgent(server, {
+      extraArgs: link.agentArgs,
+      ...(link.default ? { negotiated: true } : {}),
+    });
     await server.agents(1);
   } catch (err) {
     await server[Symbol.asyncDispose]();
     throw err;
   }
   return {
-    server,
-    agent,
+    udsPath: server.udsPath,
+    pids: { server: server.process.child.pid, agent: agent.process.child.pid },
+    health: { server: server.healthPort, agent: agent.healthPort },
     async [Symbol.asyncDispose]() {
       await agent[Symbol.asyncDispose]();
       await server[Symbol.asyncDispose]();
     },
   };
 }
+
+export type { Stack };

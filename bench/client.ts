@@ -10,7 +10,14 @@
  * @module
  */
 
-import { type BenchConn, open, openMany, readCount, type Target } from "./conns.ts";
+import {
+  type BenchConn,
+  connectDataBeforeAnswer,
+  open,
+  openMany,
+  readCount,
+  type Target,
+} from "./conns.ts";
 import {
   ACK,
   CHUNK,
@@ -24,6 +31,7 @@ import {
 
 const PAYLOAD = new Uint8Array(CHUNK).fill(0x5a);
 const ECHO_SIZE = 32;
+const ONE = new Uint8Array([0x31]);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
@@ -72,7 +80,22 @@ export type Command =
     bytesEach: number;
   }
   | { op: "echo"; target: Target; iterations: number; warmup: number }
-  | { op: "dial"; target: Target; count: number; concurrency: number }
+  | {
+    op: "dial";
+    target: Target;
+    count: number;
+    concurrency: number;
+    /** Send one byte first and wait for its echo (an echo backend) instead of a banner. */
+    send?: boolean;
+  }
+  | {
+    op: "loadedEcho";
+    echoTarget: Target;
+    loadTarget: Target;
+    loaders: number;
+    warmupMs: number;
+    windowMs: number;
+  }
   | { op: "idleOpen"; target: Target; count: number; concurrency: number }
   | { op: "idleClose" }
   | {
@@ -115,11 +138,13 @@ async function aggregate(cmd: Command & { op: "aggregate" }) {
 async function dial(cmd: Command & { op: "dial" }) {
   const samples: number[] = [];
   let next = 0;
+  const early = connectDataBeforeAnswer();
   const worker = async () => {
     while (next < cmd.count) {
       next++;
       const t0 = now();
       const conn = await open(cmd.target);
+      if (cmd.send) await conn.write(ONE);
       const first = await conn.read();
       samples.push(now() - t0);
       conn.close();
@@ -129,7 +154,8 @@ async function dial(cmd: Command & { op: "dial" }) {
   const t0 = now();
   await Promise.all(Array.from({ length: cmd.concurrency }, worker));
   const seconds = (now() - t0) / 1000;
-  return { ...summarize(samples), perSecond: cmd.count / seconds, seconds };
+  const dataBeforeAnswer = connectDataBeforeAnswer() - early;
+  return { ...summarize(samples), perSecond: cmd.count / seconds, seconds, dataBeforeAnswer };
 }
 
 async function run(cmd: Command): Promise<unknown> {
@@ -160,6 +186,8 @@ async function run(cmd: Command): Promise<unknown> {
     }
     case "dial":
       return await dial(cmd);
+    case "loadedEcho":
+      return await loadedEcho(cmd);
     case "idleOpen": {
       const t0 = now();
       const { conns, error } = await openMany(cmd.target, cmd.count, cmd.concurrency);
@@ -174,6 +202,36 @@ async function run(cmd: Command): Promise<unknown> {
     }
     case "isolation":
       return await isolation(cmd);
+  }
+}
+
+/**
+ * Echo round trips on one connection while `loaders` others download endlessly: after a warm-up,
+ * the round trips started within the window.
+ */
+async function loadedEcho(cmd: Command & { op: "loadedEcho" }): Promise<LatencySummary> {
+  const echo = await open(cmd.echoTarget);
+  const { conns, error } = await openMany(cmd.loadTarget, cmd.loaders, 10);
+  let stop = false;
+  try {
+    if (error) throw new Error(`opened ${conns.length} of ${cmd.loaders}: ${error}`);
+    const loads = conns.map(async (conn) => {
+      await conn.write(encodeLength(ENDLESS));
+      while (!stop) if ((await conn.read()) === null) break;
+    }).map((p) => p.catch(() => {}));
+    await sleep(cmd.warmupMs);
+    const payload = new Uint8Array(ECHO_SIZE).fill(0x65);
+    const samples: number[] = [];
+    const end = now() + cmd.windowMs;
+    while (now() < end) samples.push(await echoOnce(echo, payload));
+    stop = true;
+    for (const c of conns) c.close();
+    await Promise.race([Promise.all(loads), sleep(2_000)]);
+    return summarize(samples);
+  } finally {
+    stop = true;
+    echo.close();
+    for (const c of conns) c.close();
   }
 }
 

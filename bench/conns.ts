@@ -92,6 +92,15 @@ class LibraryConn implements BenchConn {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/** One character per byte, so that text offsets are byte offsets. */
+const latin1 = new TextDecoder("latin1");
+
+let dataBeforeAnswer = 0;
+
+/** CONNECTs so far whose tunnel data came before the proxy's `200` (an HTTP framing error). */
+export function connectDataBeforeAnswer(): number {
+  return dataBeforeAnswer;
+}
 
 function headEnd(buf: Uint8Array, length: number): number {
   for (let i = 3; i < length; i++) {
@@ -119,9 +128,17 @@ async function httpConnect(udsPath: string, address: string): Promise<RawConn> {
       length += n;
       const end = headEnd(buf, length);
       if (end >= 0) {
-        const statusLine = decoder.decode(buf.subarray(0, end)).split("\r\n")[0]!;
+        // Bytes before the status line are tunnel data the proxy sent before its answer
+        // (upstream's server races a server-first backend's bytes ahead of its 200): kept as
+        // data, and counted.
+        const at = Math.max(0, latin1.decode(buf.subarray(0, end)).indexOf("HTTP/1."));
+        if (at > 0) dataBeforeAnswer++;
+        const statusLine = decoder.decode(buf.subarray(at, end)).split("\r\n")[0]!;
         if (!/^HTTP\/1\.[01] 200 /.test(statusLine)) throw new Error(`CONNECT: ${statusLine}`);
-        return new RawConn(conn, buf.slice(end, length));
+        const rest = new Uint8Array(at + length - end);
+        rest.set(buf.subarray(0, at));
+        rest.set(buf.subarray(end, length), at);
+        return new RawConn(conn, rest);
       }
       if (length === buf.length) throw new Error("CONNECT response head too large");
     }

@@ -284,7 +284,7 @@ function rows(
       better: "lower",
       direct: 0,
       tunnel: r.result.failed,
-      target: { on: "tunnel", op: "<=", value: 0 },
+      targets: [{ on: "tunnel", op: "<=", value: 0 }],
     }),
     row({
       ...common,

@@ -13,7 +13,8 @@ import type { AgentLink } from "../tests/framework.ts";
 
 /**
  * One agent link: the test framework's link (it passes the link's port flags, with the port the
- * server reports) plus any extra flags.
+ * server reports) plus any extra flags. With `upstream`, the "link" is upstream's own server +
+ * agent pair (gRPC over mTLS), started from those binaries instead of knp's.
  */
 export interface Link {
   /** Short name, used by `--links` and in the report. */
@@ -28,23 +29,44 @@ export interface Link {
   agentArgs: string[];
   /** The link the "fast link" targets apply to. */
   fast?: boolean;
+  /** knp's default configuration: what an operator gets; the knp ÷ upstream ratios use it. */
+  default?: boolean;
+  /** Upstream's binaries (this link is upstream's server + agent, not knp's). */
+  upstream?: UpstreamBinaries;
   description: string;
 }
 
-/** Every link, in report order. */
+/** Paths of upstream's `proxy-server` and `proxy-agent`. */
+export interface UpstreamBinaries {
+  server: string;
+  agent: string;
+}
+
+/** The name of the default link (the knp ÷ upstream comparison's knp side). */
+export const DEFAULT_LINK = "default";
+
+/** Every knp link, in report order. */
 export const LINKS: Link[] = [
   {
-    name: "grpc",
+    name: DEFAULT_LINK,
     link: "grpc",
     requires: [],
     serverArgs: [],
     agentArgs: [],
-    description: "upstream's agent link: gRPC (HTTP/2, grpc-js) over TLS",
+    default: true,
+    description: "knp's default: no knp-only flag (the agent port; knp server and agent " +
+      "negotiate the WebSocket link there once --knp-fast-link exists, else gRPC)",
   },
-  // ---------------------------------------------------------------- WebSocket link
-  // knp's own link: the server listens on --knp-websocket-port, the agent connects there instead
-  // of gRPC (the framework passes the flag to both). A link whose flags the binaries do not list
-  // in --help is skipped (and reported as skipped).
+  {
+    name: "grpc",
+    link: "grpc",
+    requires: ["--knp-fast-link"],
+    serverArgs: ["--knp-fast-link=false"],
+    agentArgs: ["--knp-fast-link=false"],
+    description: "upstream's agent link only: gRPC over TLS (--knp-fast-link=false on both)",
+  },
+  // knp's own link on a dedicated port: the server listens on --knp-websocket-port, the agent
+  // connects there instead of gRPC (the framework passes the flag to both).
   {
     name: "websocket",
     link: "websocket",
@@ -52,9 +74,26 @@ export const LINKS: Link[] = [
     serverArgs: [],
     agentArgs: [],
     fast: true,
-    description: "knp's agent link: WebSocket over TLS (--knp-websocket-port)",
+    description: "knp's agent link on a dedicated port: WebSocket over TLS (--knp-websocket-port)",
   },
 ];
+
+/** The name of upstream's pseudo-link. */
+export const UPSTREAM_LINK = "upstream";
+
+/** Upstream's server + agent as a link of the run (gRPC agent link over mTLS). */
+export function upstreamLink(bins: UpstreamBinaries): Link {
+  return {
+    name: UPSTREAM_LINK,
+    link: "grpc",
+    requires: [],
+    serverArgs: [],
+    agentArgs: [],
+    upstream: bins,
+    description: `upstream's proxy-server (${bins.server}) + proxy-agent (${bins.agent}), ` +
+      "gRPC agent link over mTLS",
+  };
+}
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -96,4 +135,30 @@ export async function detectLinks(
       ? { link, available: true }
       : { link, available: false, reason: `flags not accepted yet: ${missing.join(", ")}` };
   });
+}
+
+/**
+ * Upstream's binaries from the flags, else from the environment (as the mixed-fleet tests and
+ * ha-load take them); both or neither. The environment is set from the flags for ha-load.
+ */
+export function upstreamOption(values: {
+  "upstream-server"?: string;
+  "upstream-agent"?: string;
+  "no-upstream"?: boolean;
+}): UpstreamBinaries | undefined {
+  if (values["no-upstream"]) {
+    Deno.env.delete("KNP_UPSTREAM_SERVER");
+    Deno.env.delete("KNP_UPSTREAM_AGENT");
+    return undefined;
+  }
+  const server = values["upstream-server"] ?? Deno.env.get("KNP_UPSTREAM_SERVER");
+  const agent = values["upstream-agent"] ?? Deno.env.get("KNP_UPSTREAM_AGENT");
+  if (!server && !agent) return undefined;
+  if (!server || !agent) {
+    throw new Error("give both upstream binaries: --upstream-server and --upstream-agent");
+  }
+  for (const bin of [server, agent]) Deno.statSync(bin); // fails early on a wrong path
+  Deno.env.set("KNP_UPSTREAM_SERVER", server);
+  Deno.env.set("KNP_UPSTREAM_AGENT", agent);
+  return { server, agent };
 }

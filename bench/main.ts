@@ -11,22 +11,44 @@
  *   server's frontend on a UDS (`--mode=http-connect` or `--mode=grpc`), the agent over one link
  *   of `bench/links.ts`.
  *
+ * With upstream's binaries (`--upstream-server PATH --upstream-agent PATH`, or env
+ * `KNP_UPSTREAM_SERVER` / `KNP_UPSTREAM_AGENT`) every case also runs through upstream's server +
+ * agent, and each knp row gets upstream's value and knp ÷ upstream (`upstream_stack.ts`). The
+ * gRPC frontend is measured with the Go konnectivity-client when `go` builds `bench/goclient`.
+ *
  * Usage: `deno run -A bench/main.ts [--smoke] [--json FILE] [--cases a,b] [--links a,b]
- * [--frontends http-connect,grpc] [--idle-conns N] [--window-ms MS]`
+ * [--frontends http-connect,grpc] [--upstream-server P --upstream-agent P] [--idle-conns N]
+ * [--window-ms MS]` (`--help` lists all)
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { BackendProcess, ClientProcess, type Stack, startStack } from "./children.ts";
+import {
+  BackendProcess,
+  ClientProcess,
+  CommandTimeout,
+  type Stack,
+  startStack,
+} from "./children.ts";
 import type { Target as ConnTarget } from "./conns.ts";
 import { idleCase } from "./idle_case.ts";
 import { webhookCase } from "./webhook_case.ts";
 import { haLoadCase } from "./ha_load_case.ts";
-import { detectLinks, type Link, LINKS } from "./links.ts";
+import {
+  DEFAULT_LINK,
+  detectLinks,
+  type Link,
+  LINKS,
+  UPSTREAM_LINK,
+  type UpstreamBinaries,
+  upstreamLink,
+  upstreamOption,
+} from "./links.ts";
+import { grpcFrontendClient } from "./go_client.ts";
 import { print, progress } from "./output.ts";
 import { type CaseContext, runPathCase } from "./path_cases.ts";
-import { type Row, table } from "./report.ts";
+import { mergeUpstream, type Row, table } from "./report.ts";
 import {
   type CaseName,
   CASES,
@@ -53,6 +75,8 @@ interface Failure {
 /** What a run collects, and how its cases report into it. */
 class Run {
   readonly rows: Row[] = [];
+  /** Upstream's rows, joined into knp's at the end. */
+  readonly upstreamRows: Row[] = [];
   readonly errors: Failure[] = [];
 
   /** Runs `body`; a failure is recorded and reported, not thrown. */
@@ -67,11 +91,11 @@ class Run {
   }
 
   readonly add = (r: Row): void => {
-    this.rows.push(r);
+    (r.link === UPSTREAM_LINK ? this.upstreamRows : this.rows).push(r);
     progress(
       `${r.title} [${r.frontend}, ${r.link}]: direct ${round(r.direct, 1)} ${r.unit}, ` +
         `tunnel ${round(r.tunnel, 1)} ${r.unit}, ratio ${r.ratio.toFixed(3)}` +
-        (r.met === undefined ? "" : r.met ? " (target met)" : " (target NOT met)"),
+        (r.met === undefined ? "" : r.met ? " (targets met)" : " (target NOT met)"),
     );
   };
 }
@@ -88,6 +112,11 @@ function parseOptions() {
       "window-ms": { type: "string" },
       "ha-sessions": { type: "string" },
       "ha-mib": { type: "string" },
+      "upstream-server": { type: "string" },
+      "upstream-agent": { type: "string" },
+      "no-upstream": { type: "boolean", default: false },
+      "go-client": { type: "boolean", default: false },
+      "knp-client": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -104,6 +133,7 @@ function parseOptions() {
     cases: new Set<CaseName>(list(values.cases ?? DEFAULT_CASES.join(","), CASES, "case")),
     frontends: list(values.frontends, FRONTENDS, "frontend"),
     linkNames: list(values.links, LINKS.map((l) => l.name), "link"),
+    upstream: upstreamOption(values),
   };
 }
 
@@ -121,15 +151,27 @@ function capIdle(settings: Settings): number {
 interface PathEnv {
   run: Run;
   client: ClientProcess;
+  /** The client of the gRPC frontend's rows when not `client` (the Go konnectivity-client). */
+  grpcClient: ClientProcess | undefined;
   backend: BackendProcess;
   settings: Settings;
   cases: Exclude<CaseName, "idle">[];
   fastLink: Link | undefined;
 }
 
-/** Starts one stack (frontend + link), warms it up and runs the path cases on it. */
-async function runStack(link: Link, frontend: Frontend, env: PathEnv): Promise<void> {
-  const { run, client, backend, settings } = env;
+/**
+ * Starts one stack (frontend + link), warms it up and runs `cases` on it; returns the cases left
+ * when one timed out (a hung command holds the client until its stack ends: they run on a fresh
+ * stack).
+ */
+async function runStack(
+  link: Link,
+  frontend: Frontend,
+  env: PathEnv,
+  cases: PathEnv["cases"],
+): Promise<PathEnv["cases"]> {
+  const { run, backend, settings } = env;
+  const client = frontend === "grpc" && env.grpcClient ? env.grpcClient : env.client;
   const where = { frontend, link: link.name };
   let stack: Stack;
   try {
@@ -137,43 +179,58 @@ async function runStack(link: Link, frontend: Frontend, env: PathEnv): Promise<v
   } catch (err) {
     run.errors.push({ case: "stack", ...where, error: String(err) });
     progress(`FAILED to start ${frontend} server + ${link.name} agent: ${err}`);
-    return;
+    return [];
   }
   await using _stack = stack;
   const ports = backend.ports;
   const ctx: CaseContext = {
     client,
     ports,
-    pids: {
-      client: client.pid,
-      server: stack.server.process.child.pid,
-      agent: stack.agent.process.child.pid,
-      backend: backend.pid,
-    },
+    pids: { client: client.pid, ...stack.pids, backend: backend.pid },
     where,
     link,
     fastLink: env.fastLink,
     settings,
     direct: (port: number): ConnTarget => ({ via: "direct", port }),
-    via: (port: number): ConnTarget => ({ via: frontend, udsPath: stack.server.udsPath, port }),
+    via: (port: number): ConnTarget => ({ via: frontend, udsPath: stack.udsPath, port }),
     add: run.add,
-    health: { server: stack.server.healthPort, agent: stack.agent.healthPort },
+    health: stack.health,
   };
   progress(`${frontend} frontend over the ${link.name} link: warming up`);
-  await run.attempt({ case: "warmup", ...where }, async () => {
-    for (const target of [ctx.direct(ports.source), ctx.via(ports.source)]) {
-      await client.call({
-        op: "transfer",
-        target,
-        direction: "download",
-        bytes: settings.warmupBytes,
-      });
+  const steps: [string, () => Promise<void>][] = [
+    ["warmup", () => warmUp(ctx)],
+    ...cases.map((c): [string, () => Promise<void>] => [c, () => runPathCase(c, ctx)]),
+  ];
+  for (const [i, [name, body]] of steps.entries()) {
+    let timedOut = false;
+    await run.attempt({ case: name, ...where }, async () => {
+      try {
+        await body();
+      } catch (err) {
+        timedOut = err instanceof CommandTimeout;
+        throw err;
+      }
+    });
+    if (timedOut) {
+      progress(`${frontend} frontend over the ${link.name} link: timeout; a fresh stack goes on`);
+      return i === 0 ? [] : cases.slice(i); // a hung warm-up gives the stack up
     }
-    await client.call({ op: "echo", target: ctx.via(ports.echo), iterations: 100, warmup: 0 });
-  });
-  for (const c of env.cases) {
-    await run.attempt({ case: c, ...where }, () => runPathCase(c, ctx));
   }
+  return [];
+}
+
+/** Warms a stack up: a download each way (direct and tunnel) and 100 echoes. */
+async function warmUp(ctx: CaseContext): Promise<void> {
+  const { client, ports, settings } = ctx;
+  for (const target of [ctx.direct(ports.source), ctx.via(ports.source)]) {
+    await client.call({
+      op: "transfer",
+      target,
+      direction: "download",
+      bytes: settings.warmupBytes,
+    });
+  }
+  await client.call({ op: "echo", target: ctx.via(ports.echo), iterations: 100, warmup: 0 });
 }
 
 /** Prints the table, the skipped links and failures, and writes or prints the JSON document. */
@@ -192,9 +249,11 @@ async function report(
   print(`${info.note}`);
   print(
     "direct = client straight to the backend; tunnel = client → server frontend (UDS) → agent " +
-      "link → agent → backend; ratio = tunnel ÷ direct.\n",
+      "link → agent → backend; ratio = tunnel ÷ direct; upstream = the tunnel through upstream's " +
+      "server + agent; knp/up = tunnel ÷ upstream; knp's default link is the one with no " +
+      `knp-only flag. gRPC frontend client: ${info.grpcFrontendClient}.\n`,
   );
-  print(table(run.rows));
+  print(table(document.results as Row[]));
   for (const s of skipped) print(`\nlink ${s.link.name} skipped: ${s.reason}`);
   for (const e of run.errors) print(`\nFAILED ${e.case} (${e.frontend}, ${e.link}): ${e.error}`);
   const text = JSON.stringify(document, null, 2);
@@ -211,9 +270,10 @@ function reportDocument(r: {
   idleWanted: number;
   linkStatus: { link: Link; available: boolean; reason?: string }[];
   run: Run;
+  upstream: UpstreamBinaries | undefined;
 }): Record<string, unknown> {
   return {
-    schema: "knp-bench/1",
+    schema: "knp-bench/2",
     started: r.started.toISOString(),
     seconds: round((Date.now() - r.started.getTime()) / 1000, 1),
     smoke: r.smoke,
@@ -228,7 +288,9 @@ function reportDocument(r: {
       available: s.available,
       ...(s.reason ? { reason: s.reason } : {}),
     })),
-    results: r.run.rows,
+    defaultLink: DEFAULT_LINK,
+    upstream: r.upstream ?? null,
+    results: mergeUpstream(r.run.rows, r.run.upstreamRows),
     errors: r.run.errors,
   };
 }
@@ -241,6 +303,9 @@ async function availableLinks(names: string[]) {
   }
   return linkStatus;
 }
+
+/** ha-load runs upstream's fleet itself (from the environment). */
+const knpOnly = (links: Link[]) => links.filter((l) => !l.upstream);
 
 /** The cases that start processes of their own: idle, webhook and the opt-in ha-load. */
 async function runOwnCases(
@@ -263,7 +328,7 @@ async function runOwnCases(
     await run.attempt({ case: "ha-load", frontend: "http-connect", link: "*" }, async () => {
       await haLoadCase(
         { sessions: settings.haLoadSessions, bytesEach: settings.haLoadBytesEach },
-        links.map((l) => l.link),
+        [...new Set(knpOnly(links).map((l) => l.link))],
         run.add,
       );
     });
@@ -271,7 +336,7 @@ async function runOwnCases(
 }
 
 async function main(): Promise<number> {
-  const { values, settings, cases, frontends, linkNames } = parseOptions();
+  const { values, settings, cases, frontends, linkNames, upstream } = parseOptions();
   if (values.help) {
     print(HELP);
     return 0;
@@ -283,7 +348,9 @@ async function main(): Promise<number> {
 
   const run = new Run();
   const linkStatus = await availableLinks(linkNames);
-  const links = linkStatus.filter((s) => s.available).map((s) => s.link);
+  const knpLinks = linkStatus.filter((s) => s.available).map((s) => s.link);
+  const links = upstream ? [...knpLinks, upstreamLink(upstream)] : knpLinks;
+  const goBinary = await grpcFrontendClient(values, frontends, info);
   const idleWanted = capIdle(settings);
   const pathCases = CASES.filter((c): c is Exclude<CaseName, "idle" | "webhook" | "ha-load"> =>
     c !== "idle" && c !== "webhook" && c !== "ha-load" && cases.has(c)
@@ -291,19 +358,26 @@ async function main(): Promise<number> {
   if (pathCases.length > 0) {
     await using backend = await BackendProcess.start();
     await using client = ClientProcess.start();
+    await using grpcClient = goBinary ? ClientProcess.start(goBinary) : undefined;
+    for (const c of [client, grpcClient]) if (c) c.timeoutMs = settings.commandTimeoutMs;
     const env = {
       run,
       client,
+      grpcClient,
       backend,
       settings,
       cases: pathCases,
       fastLink: links.find((l) => l.fast),
     };
     for (const link of links) {
-      for (const frontend of frontends) await runStack(link, frontend, env);
+      for (const frontend of frontends) {
+        let left: PathEnv["cases"] = env.cases;
+        while (left.length > 0) left = await runStack(link, frontend, env, left);
+      }
     }
   }
   await runOwnCases(run, cases, links, settings);
+  if (upstream) progress(`upstream rows: ${run.upstreamRows.length}`);
 
   const skipped = linkStatus.filter((s) => !s.available);
   const document = reportDocument({
@@ -314,10 +388,12 @@ async function main(): Promise<number> {
     idleWanted,
     linkStatus,
     run,
+    upstream,
   });
 
   await report(run, info, values.smoke ?? false, values.json, document, skipped);
-  return run.errors.length === 0 ? 0 : 1;
+  // Upstream's failures are findings about upstream (reported), not failures of the bench.
+  return run.errors.every((e) => e.link === UPSTREAM_LINK) ? 0 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main());

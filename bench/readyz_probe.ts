@@ -72,7 +72,7 @@ export async function withReadyzProbe<T>(
       tunnel: round(percentile(loaded, 99), 2),
       directIs: "idle",
       tunnelIs: "under aggregate load",
-      target: { on: "tunnel", op: "<=", value: 100 },
+      targets: [{ on: "tunnel", op: "<=", value: 100 }],
       details: { samplesUnderLoad: loaded.length, maxMs: round(loaded.at(-1) ?? 0, 2) },
     });
   });

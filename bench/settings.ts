@@ -23,6 +23,10 @@ export interface Settings {
   idleConns: number;
   idleConcurrency: number;
   isolationHealthy: number;
+  /** Connections downloading while the loaded echo is measured. */
+  loadedEchoConns: number;
+  /** The loaded echo's measuring window. */
+  loadedEchoMs: number;
   isolationWarmupMs: number;
   isolationWindowMs: number;
   /** How long the stalled connection is read after the window to see whether it was ended. */
@@ -30,6 +34,8 @@ export interface Settings {
   warmupBytes: number;
   /** Measured webhook calls per mode and style through a real kube-apiserver (0: skip). */
   webhookCalls: number;
+  /** Longest one client command may take before its case (and its stack's others) is failed. */
+  commandTimeoutMs: number;
   /** Concurrent sessions of the opt-in `ha-load` case. */
   haLoadSessions: number;
   /** Bytes each `ha-load` session downloads. */
@@ -47,11 +53,14 @@ export const FULL: Settings = {
   idleConns: 10_000,
   idleConcurrency: 100,
   isolationHealthy: 50,
+  loadedEchoConns: 50,
+  loadedEchoMs: 3_000,
   isolationWarmupMs: 1_000,
   isolationWindowMs: 5_000,
   isolationDrainMs: 1_000,
   warmupBytes: 64 * MiB,
   webhookCalls: 500,
+  commandTimeoutMs: 2 * 60_000,
   haLoadSessions: 2_000,
   haLoadBytesEach: 5 * MiB,
 };
@@ -67,11 +76,14 @@ export const SMOKE: Settings = {
   idleConns: 200,
   idleConcurrency: 50,
   isolationHealthy: 10,
+  loadedEchoConns: 5,
+  loadedEchoMs: 200,
   isolationWarmupMs: 50,
   isolationWindowMs: 200,
   isolationDrainMs: 100,
   warmupBytes: 1 * MiB,
   webhookCalls: 0,
+  commandTimeoutMs: 60_000,
   haLoadSessions: 30,
   haLoadBytesEach: 256 * 1024,
 };
@@ -106,6 +118,12 @@ export const HELP = `Usage: deno run -A bench/main.ts [options]
   LINKS.map((l) => l.name).join(", ")
 }
   --frontends a,b      only these frontends: ${FRONTENDS.join(", ")}
+  --upstream-server P  upstream's proxy-server binary (default: env KNP_UPSTREAM_SERVER)
+  --upstream-agent P   upstream's proxy-agent binary (default: env KNP_UPSTREAM_AGENT); with
+                       both, every case also runs through upstream's server + agent
+  --no-upstream        do not run upstream even when the environment names its binaries
+  --go-client          gRPC-frontend rows with the Go konnectivity-client (default when \`go\` works)
+  --knp-client         gRPC-frontend rows with knp's client library instead
   --idle-conns N       idle connections of the idle case (default 10000, smoke 200)
   --window-ms MS       each measuring window of the isolation case (default 5000, smoke 200)
   --ha-sessions N      concurrent sessions of ha-load (default 2000, smoke 30)

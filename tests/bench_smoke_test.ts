@@ -3,6 +3,9 @@
  * against real server and agent processes and writes its JSON document.
  *
  * No timing assertions: only that the run succeeds and every result is a number with a ratio.
+ * With `KNP_UPSTREAM_SERVER` and `KNP_UPSTREAM_AGENT` set (upstream's Go binaries), the run also
+ * goes through upstream's server + agent, and the knp rows carry upstream's value and knp ÷
+ * upstream.
  *
  * @module
  */
@@ -11,6 +14,23 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+const UPSTREAM = Boolean(
+  Deno.env.get("KNP_UPSTREAM_SERVER") && Deno.env.get("KNP_UPSTREAM_AGENT"),
+);
+
+/** Every case also ran through upstream: default-link rows carry its value and knp ÷ upstream. */
+function checkUpstream(results: Record<string, unknown>[]): void {
+  const defaults = results.filter((r) => r.link === "default");
+  for (const c of ["download", "upload", "aggregate", "echo", "dial", "cpu", "idle", "readyz"]) {
+    const r = defaults.find((r) => r.case === c && typeof r.upstream === "number");
+    assert.ok(r, `no default-link ${c} row with an upstream value`);
+    assert.ok(r.vsUpstream === null || typeof r.vsUpstream === "number", `${r.title}: knp/up`);
+  }
+  const judged = defaults.flatMap((r) => (r.targets ?? []) as { on: string; met?: boolean }[])
+    .filter((t) => t.on === "upstream");
+  assert.ok(judged.some((t) => typeof t.met === "boolean"), "no knp/upstream target judged");
+}
 
 Deno.test("bench: the smoke run measures every case on the direct and the tunnel path", async () => {
   const dir = await Deno.makeTempDir({ prefix: "knp-bench-smoke-" });
@@ -29,9 +49,10 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
 
     const doc = JSON.parse(await Deno.readTextFile(json));
     assert.equal(doc.smoke, true);
-    assert.deepEqual(doc.errors, []);
-    const grpc = doc.links.find((l: { name: string }) => l.name === "grpc");
-    assert.equal(grpc?.available, true, "the grpc link always runs");
+    // Upstream's failures are findings about upstream (reported, not failures of the bench).
+    assert.deepEqual(doc.errors.filter((e: { link: string }) => e.link !== "upstream"), []);
+    const byName = (name: string) => doc.links.find((l: { name: string }) => l.name === name);
+    assert.equal(byName("default")?.available, true, "the default link always runs");
 
     const results: Record<string, unknown>[] = doc.results;
     const families = new Set(results.map((r) => r.case));
@@ -47,8 +68,12 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
         assert.ok(Number.isFinite(r[key]), `${r.title}: ${key} is ${r[key]}`);
       }
     }
-    // The table is printed too.
-    assert.match(text(out.stdout), /\|\s+direct \|\s+tunnel \|\s+ratio \|/);
+    // The table is printed too, with upstream's columns.
+    assert.match(
+      text(out.stdout),
+      /\|\s+direct \|\s+tunnel \|\s+ratio \|\s+upstream \| knp\/up \|/,
+    );
+    if (UPSTREAM) checkUpstream(results);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
