@@ -17,7 +17,7 @@ import { type GuardLimits, SharedPause, SinkGuard } from "@knp/core/backpressure
 import { errorMessage } from "@knp/core/errors";
 import type { Logger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
-import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
+import { AdaptiveReadSize, BufferPool, SocketWriter } from "@knp/transport/byte_socket";
 import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
@@ -25,6 +25,14 @@ import type { EndpointSocket } from "./dialer.ts";
 const FLOW_LINK_CAP_WINDOWS = 64;
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
+/**
+ * Large reads go into buffers of this agent-wide pool, given back once the link has taken the
+ * DATA packet (`onSent`: every PacketStream has encoded the payload into its own buffer by then).
+ * 16 × 256 KiB bounds what it holds.
+ */
+const readPool = new BufferPool(READ_BUFFER_SIZE, 16);
+/** Reads of at least this size use a pooled buffer. */
+const POOLED_READ_MIN = 32 * 1024;
 /** Read size of an idle or chatty connection (what its pending read holds). */
 export const READ_SIZE_MIN = 1024;
 /** How long a server-requested close waits without progress for queued writes to be written. */
@@ -160,13 +168,20 @@ export class EndpointConn {
           if (this.#closing || this.#stream.closed) break;
         }
         // With flow control, never read more than the server has room for.
-        const buffer = sizes.buffer(this.#flow ? this.#credit : Infinity);
+        const size = Math.max(1, Math.min(sizes.size, this.#flow ? this.#credit : Infinity));
+        // The DATA packet takes the read's bytes without a copy; a pooled buffer comes back
+        // once the link has encoded the packet.
+        const pooled = size >= POOLED_READ_MIN ? readPool.take() : undefined;
+        const buffer = pooled ? pooled.subarray(0, size) : new Uint8Array(size);
         const n = await this.#socket.read(buffer);
-        if (n === null || this.#closing) break;
+        if (n === null || this.#closing) {
+          if (pooled) readPool.give(pooled);
+          break;
+        }
         sizes.filled(n, buffer.byteLength);
         this.#credit -= n;
-        // A fresh buffer per read: the DATA packet takes the bytes without a copy.
-        this.#stream.send(dataPacket(this.connectId, buffer.subarray(0, n)));
+        const onSent = pooled ? () => readPool.give(pooled) : undefined;
+        this.#stream.send(dataPacket(this.connectId, buffer.subarray(0, n)), onSent);
       }
     } catch (err) {
       if (!this.#closing) error = errorMessage(err);

@@ -115,11 +115,14 @@ export class ConnectionTables {
     this.logTables("connection established", { dialID: conn.dialId, connectID: connectId });
   }
 
-  /** Flow control: `bytes` from the agent reached the frontend; grant them back in batches. */
+  /**
+   * Flow control: `bytes` from the agent reached the frontend; grant them back in batches of half
+   * the window (each grant is a message of its own on the agent link).
+   */
   grant(conn: FrontendConnection, backend: Backend, bytes: number): void {
     if (conn.state !== "established" || !backend.flow) return;
     conn.ungranted += bytes;
-    if (conn.ungranted >= backend.flow.recvWindow / 4) {
+    if (conn.ungranted >= backend.flow.recvWindow / 2) {
       backend.send(knpWindow(conn.connectId, conn.ungranted));
       conn.ungranted = 0;
     }

@@ -271,3 +271,32 @@ export class AdaptiveReadSize {
     else if (n < this.#size / 8) this.#size = Math.max(this.min, this.#size / 2);
   }
 }
+
+/**
+ * A bounded free list of equally sized buffers, for read buffers whose bytes are copied out
+ * later (a packet's payload, encoded into a link message): `give` a buffer back once its bytes
+ * are no longer referenced. Large buffers allocated per read are what drives V8's old-generation
+ * collections on a busy link (their backing stores count as external memory).
+ */
+export class BufferPool {
+  /** Size of every buffer of the pool. */
+  readonly size: number;
+  #free: Uint8Array<ArrayBuffer>[] = [];
+  #max: number;
+
+  /** Buffers of `size` bytes; at most `max` are kept while unused. */
+  constructor(size: number, max: number) {
+    this.size = size;
+    this.#max = max;
+  }
+
+  /** A free buffer of the pool, or a new one. */
+  take(): Uint8Array<ArrayBuffer> {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Returns a buffer taken from this pool; its bytes must no longer be referenced. */
+  give(buffer: Uint8Array<ArrayBuffer>): void {
+    if (buffer.byteLength === this.size && this.#free.length < this.#max) this.#free.push(buffer);
+  }
+}

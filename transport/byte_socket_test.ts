@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ByteSocket, SocketWriter } from "./byte_socket.ts";
+import { BufferPool, type ByteSocket, SocketWriter } from "./byte_socket.ts";
 
 /** A socket whose writes take `delayMs` each (never, when delayMs is Infinity). */
 function slowSocket(delayMs: number) {
@@ -54,4 +54,19 @@ Deno.test("SocketWriter calls each write's callback once its bytes are written, 
   for (let i = 0; i < 5; i++) writer.write(new Uint8Array(10), () => order.push(i));
   await writer.flushed(1000);
   assert.deepEqual(order, [0, 1, 2, 3, 4]);
+});
+
+Deno.test("BufferPool: a given-back buffer is reused; the pool keeps at most max", () => {
+  const pool = new BufferPool(1024, 1);
+  const a = pool.take();
+  const b = pool.take();
+  assert.notEqual(a, b);
+  assert.equal(a.byteLength, 1024);
+  pool.give(a);
+  pool.give(b); // over max: dropped
+  pool.give(new Uint8Array(512)); // wrong size: dropped
+  assert.equal(pool.take(), a);
+  const c = pool.take();
+  assert.notEqual(c, a);
+  assert.notEqual(c, b);
 });

@@ -10,12 +10,14 @@ import {
   closePayload,
   coalesceFrames,
   encodeClientFrame,
+  encodeFrameWith,
   FrameParser,
   OP_BINARY,
   OP_CLOSE,
   OP_PING,
   OP_PONG,
   OP_TEXT,
+  releaseFrame,
 } from "./ws_frame.ts";
 
 /** How long `close()` waits for the server's close frame (or end of stream). */
@@ -111,7 +113,11 @@ export class ClientWebSocket {
   #state: State = OPEN;
   #binaryType: BinaryType = "arraybuffer";
   #parser: FrameParser;
+  /** Frames in send order (data, pings, close), consumed from `#head`. */
   #queue: Uint8Array[] = [];
+  #head = 0;
+  /** Pongs: written before the queued frames (between two writes), see `#writeLoop`. */
+  #pongs: Uint8Array[] = [];
   #queued = 0;
   #writing = false;
   #closeSent = false;
@@ -132,7 +138,7 @@ export class ClientWebSocket {
       text: (data) => this.#onMessage(data),
       binary: (data) => this.#onMessage(data),
       ping: (payload) => {
-        if (this.#state === OPEN) this.#enqueue(encodeClientFrame(OP_PONG, payload));
+        if (this.#state === OPEN) this.#enqueuePong(encodeClientFrame(OP_PONG, payload));
       },
       pong: (payload) => this.#onPong(payload),
       close: (code, reason) => this.#onCloseFrame(code, reason),
@@ -179,6 +185,15 @@ export class ClientWebSocket {
     this.#enqueue(encodeClientFrame(opcode, bytes));
   }
 
+  /**
+   * Queues a binary message of `length` bytes that `fill` writes in place into the frame (no copy
+   * of a payload built from parts); dropped once closing.
+   */
+  sendBinaryWith(length: number, fill: (out: Uint8Array, offset: number) => void): void {
+    if (this.#state !== OPEN) return;
+    this.#enqueue(encodeFrameWith(OP_BINARY, length, true, fill));
+  }
+
   /** Sends a ping frame (at most 125 bytes of payload); dropped once closing. */
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
@@ -220,27 +235,52 @@ export class ClientWebSocket {
     if (!this.#writing) this.#writeLoop();
   }
 
+  /**
+   * A pong answers the peer's ping, which (on knp's link) acknowledges the peer's data: it goes
+   * out before the data queued here, so it waits behind at most the write in progress. Pings and
+   * the close frame keep their place (a ping's byte count covers the data queued before it).
+   */
+  #enqueuePong(frame: Uint8Array): void {
+    this.#pongs.push(frame);
+    this.#queued += frame.length;
+    if (!this.#writing) this.#writeLoop();
+  }
+
+  /** The next write: every waiting pong, else the next frames of the queue (coalesced). */
+  #nextChunk(): Uint8Array | undefined {
+    if (this.#pongs.length > 0) {
+      const [chunk] = coalesceFrames(this.#pongs, 0, Infinity);
+      this.#pongs = [];
+      return chunk;
+    }
+    if (this.#head >= this.#queue.length) return undefined;
+    const [chunk, next] = coalesceFrames(this.#queue, this.#head, COALESCE_BYTES);
+    this.#head = next;
+    if (next >= this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    }
+    return chunk;
+  }
+
   async #writeLoop(): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#queue.length > 0 && !this.#finished) {
-        const batch = this.#queue;
-        this.#queue = [];
-        let i = 0;
-        while (i < batch.length) {
-          const [chunk, next] = coalesceFrames(batch, i, COALESCE_BYTES);
-          i = next;
-          let off = 0;
-          while (off < chunk.length) {
-            const n = await this.#conn.write(off === 0 ? chunk : chunk.subarray(off));
-            off += n;
-            this.#queued -= n;
-          }
+      let chunk: Uint8Array | undefined;
+      while (!this.#finished && (chunk = this.#nextChunk()) !== undefined) {
+        let off = 0;
+        while (off < chunk.length) {
+          const n = await this.#conn.write(off === 0 ? chunk : chunk.subarray(off));
+          off += n;
+          this.#queued -= n;
         }
+        releaseFrame(chunk);
       }
     } catch (err) {
       this.#writing = false;
       this.#queue = [];
+      this.#head = 0;
+      this.#pongs = [];
       this.#queued = 0;
       if (!this.#finished) this.#abnormal(err);
       return;
@@ -326,6 +366,8 @@ export class ClientWebSocket {
       this.#conn.close();
     } catch { /* already closed */ }
     this.#queue = [];
+    this.#head = 0;
+    this.#pongs = [];
     this.#queued = 0;
     dispatch(this, this.onclose, closeEvent(this.#failure, this.#received, this.#closeSent));
   }

@@ -27,6 +27,7 @@ import {
 import {
   closePayload,
   DEFAULT_MAX_MESSAGE_BYTES,
+  encodeFrameWith,
   encodeServerFrame,
   FrameParser,
   OP_BINARY,
@@ -34,10 +35,16 @@ import {
   OP_PING,
   OP_PONG,
   OP_TEXT,
+  releaseFrame,
 } from "./ws_frame.ts";
 
 /** How long `close()` waits for the client's close frame before cutting the connection. */
 const CLOSE_WAIT_MS = 2_000;
+/**
+ * Frame bytes handed to the socket whose write has not completed, above which further frames wait
+ * here: a pong is written at once, so it waits behind at most this (plus one frame).
+ */
+const SOCKET_AHEAD_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
 
@@ -66,6 +73,12 @@ export class ServerWebSocket {
   #binaryType: BinaryType = "arraybuffer";
   #parser: FrameParser;
   #closeSent = false;
+  /** Frames in send order (data, pings, close) not yet handed to the socket, from `#head`. */
+  #queue: Uint8Array[] = [];
+  #head = 0;
+  #queued = 0;
+  /** Bytes handed to the socket whose write callback has not run yet. */
+  #inSocket = 0;
   #received: { code: number; reason: string } | undefined;
   #failure: { code: number; reason: string } | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -87,7 +100,8 @@ export class ServerWebSocket {
         text: (data) => this.#onMessage(data),
         binary: (data) => this.#onMessage(data),
         ping: (payload) => {
-          if (this.#state === OPEN) this.#write(encodeServerFrame(OP_PONG, payload));
+          // A pong goes out before queued frames (see SOCKET_AHEAD_BYTES).
+          if (this.#state === OPEN) this.#writeNow(encodeServerFrame(OP_PONG, payload));
         },
         pong: (payload) => this.#onPong(payload),
         close: (code, reason) => this.#onCloseFrame(code, reason),
@@ -117,7 +131,7 @@ export class ServerWebSocket {
 
   /** Bytes handed to `send()` not yet written to the socket. */
   get bufferedAmount(): number {
-    return this.#socket.writableLength;
+    return this.#queued + this.#socket.writableLength;
   }
 
   /** How binary messages are delivered: `"arraybuffer"` or `"blob"`. */
@@ -141,6 +155,15 @@ export class ServerWebSocket {
     this.#write(encodeServerFrame(OP_BINARY, bytes));
   }
 
+  /**
+   * Queues a binary message of `length` bytes that `fill` writes in place into the frame (no copy
+   * of a payload built from parts); dropped once closing.
+   */
+  sendBinaryWith(length: number, fill: (out: Uint8Array, offset: number) => void): void {
+    if (this.#state !== OPEN) return;
+    this.#write(encodeFrameWith(OP_BINARY, length, false, fill));
+  }
+
   /** Sends a ping frame (at most 125 bytes of payload); dropped once closing. */
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
@@ -160,9 +183,39 @@ export class ServerWebSocket {
     this.#closeTimer = setTimeout(() => this.#finish(), CLOSE_WAIT_MS);
   }
 
+  /** Queues a frame in send order. */
   #write(frame: Uint8Array): void {
     if (this.#finished) return;
-    this.#socket.write(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
+    this.#queue.push(frame);
+    this.#queued += frame.length;
+    this.#pump(false);
+  }
+
+  /** Hands queued frames to the socket while little is in it (`all`: every one, before `end`). */
+  #pump(all: boolean): void {
+    while (this.#head < this.#queue.length && (all || this.#inSocket < SOCKET_AHEAD_BYTES)) {
+      if (this.#finished) break;
+      const frame = this.#queue[this.#head++]!;
+      this.#queued -= frame.length;
+      this.#writeNow(frame);
+    }
+    if (this.#head >= this.#queue.length || this.#finished) {
+      this.#queue = [];
+      this.#head = 0;
+      this.#queued = 0;
+    }
+  }
+
+  /** Writes a frame to the socket now, ahead of the queued frames. */
+  #writeNow(frame: Uint8Array): void {
+    if (this.#finished) return;
+    const size = frame.length;
+    this.#inSocket += size;
+    this.#socket.write(Buffer.from(frame.buffer, frame.byteOffset, size), (err) => {
+      if (!err) releaseFrame(frame);
+      this.#inSocket -= size;
+      if (this.#head < this.#queue.length) this.#pump(false);
+    });
   }
 
   #sendClose(code?: number, reason?: string): void {
@@ -186,6 +239,7 @@ export class ServerWebSocket {
     this.#received = { code, reason };
     this.#state = CLOSING;
     this.#sendClose(code === 1005 ? undefined : code, reason);
+    this.#pump(true);
     this.#socket.end();
     this.#finish();
   }
@@ -195,6 +249,7 @@ export class ServerWebSocket {
     this.#failure = { code, reason };
     this.#state = CLOSING;
     this.#sendClose(code, reason);
+    this.#pump(true);
     this.#socket.end();
     this.#finish();
   }

@@ -22,84 +22,20 @@ export const OP_PING = 0x9;
 /** Opcode of a pong frame. */
 export const OP_PONG = 0xa;
 
+import { maskInPlace } from "./ws_frame_encode.ts";
+
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Random mask keys, drawn from a pool refilled by `crypto.getRandomValues`. */
-const maskPool = new Uint32Array(1024);
-let maskPoolPos = maskPool.length;
-
-function nextMask(): number {
-  if (maskPoolPos === maskPool.length) {
-    crypto.getRandomValues(maskPool);
-    maskPoolPos = 0;
-  }
-  return maskPool[maskPoolPos++]!;
-}
-
-/** XORs `len` bytes of `buf` from `offset` (a multiple of 4) with the 4-byte mask `word`. */
-function maskInPlace(buf: ArrayBuffer, offset: number, len: number, word: number): void {
-  const words = len >>> 2;
-  const w = new Uint32Array(buf, offset, words);
-  for (let i = 0; i < words; i++) w[i]! ^= word;
-  const tail = len & 3;
-  if (tail) {
-    const bytes = new Uint8Array(buf, offset + (words << 2), tail);
-    const mask = new Uint8Array(Uint32Array.of(word).buffer);
-    for (let i = 0; i < tail; i++) bytes[i]! ^= mask[i]!;
-  }
-}
-
-/**
- * Builds one masked client frame with FIN set. The payload starts 4-byte aligned in its buffer so
- * masking runs a word at a time. Exported for tests.
- */
-export function encodeClientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const len = payload.length;
-  const ext = len < 126 ? 0 : len < 0x10000 ? 2 : 8;
-  const head = 2 + ext + 4;
-  const pad = (4 - (head & 3)) & 3;
-  const buffer = new ArrayBuffer(pad + head + len);
-  const frame = new Uint8Array(buffer, pad, head + len);
-  frame[0] = 0x80 | opcode;
-  if (ext === 0) frame[1] = 0x80 | len;
-  else if (ext === 2) {
-    frame[1] = 0x80 | 126;
-    frame[2] = len >>> 8;
-    frame[3] = len & 0xff;
-  } else {
-    frame[1] = 0x80 | 127;
-    const view = new DataView(buffer, pad + 2, 8);
-    view.setUint32(0, Math.floor(len / 0x1_0000_0000));
-    view.setUint32(4, len >>> 0);
-  }
-  const word = nextMask();
-  new Uint32Array(buffer, pad + head - 4, 1)[0] = word;
-  frame.set(payload, head);
-  maskInPlace(buffer, pad + head, len, word);
-  return frame;
-}
-
-/** Builds one unmasked server frame with FIN set. Exported for tests. */
-export function encodeServerFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const len = payload.length;
-  const head = len < 126 ? 2 : len < 0x10000 ? 4 : 10;
-  const frame = new Uint8Array(head + len);
-  frame[0] = 0x80 | opcode;
-  if (head === 2) frame[1] = len;
-  else if (head === 4) {
-    frame[1] = 126;
-    frame[2] = len >>> 8;
-    frame[3] = len & 0xff;
-  } else {
-    frame[1] = 127;
-    const view = new DataView(frame.buffer, 2, 8);
-    view.setUint32(0, Math.floor(len / 0x1_0000_0000));
-    view.setUint32(4, len >>> 0);
-  }
-  frame.set(payload, head);
-  return frame;
-}
+export {
+  coalesceFrames,
+  encodeClientFrame,
+  encodeFrameWith,
+  encodeServerFrame,
+  FRAME_SLOT_BYTES,
+  type PayloadWriter,
+  releaseFrame,
+} from "./ws_frame_encode.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Frame parsing (server → client frames are never masked; client → server frames always are).
@@ -357,29 +293,4 @@ export function closePayload(code?: number, reason?: string): Uint8Array {
   payload[1] = code & 0xff;
   payload.set(text, 2);
   return payload;
-}
-
-/**
- * The write starting at `batch[from]`: that frame alone, or (when it is under `limit` bytes) it
- * and the frames after it copied into one buffer of at most `limit` bytes. Returns the bytes and
- * the index of the first frame not included.
- */
-export function coalesceFrames(
-  batch: readonly Uint8Array[],
-  from: number,
-  limit: number,
-): [Uint8Array, number] {
-  const first = batch[from]!;
-  let end = from + 1;
-  if (first.length >= limit) return [first, end];
-  let size = first.length;
-  while (end < batch.length && size + batch[end]!.length <= limit) size += batch[end++]!.length;
-  if (end === from + 1) return [first, end];
-  const joined = new Uint8Array(size);
-  let pos = 0;
-  for (let i = from; i < end; i++) {
-    joined.set(batch[i]!, pos);
-    pos += batch[i]!.length;
-  }
-  return [joined, end];
 }

@@ -25,8 +25,9 @@
  * @module
  */
 
-import { decodePacket, encodedLength, encodePacketInto } from "@knp/proto";
+import { encodedLength } from "@knp/proto";
 import type { DecodedPacket, Packet } from "@knp/proto";
+import { framedSize, frameInto, unframe } from "./ws_message.ts";
 import { payloadBytes } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import type { Timers } from "@knp/core/timers";
@@ -46,58 +47,7 @@ const PACKET_OVERHEAD = 32;
 /** Largest message accepted (a 4 MiB DATA, like gRPC's limit, plus framing). */
 export const MAX_MESSAGE: number = 4 * 1024 * 1024 + 1024;
 
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
-}
-
-/** Splits a binary message into packets. @throws {KnpError} on bad framing */
-export function* unframe(message: Uint8Array): Generator<DecodedPacket> {
-  let pos = 0;
-  while (pos < message.length) {
-    let len = 0;
-    let shift = 1;
-    let b: number;
-    do {
-      if (pos >= message.length || shift > 2 ** 28) {
-        throw new KnpError("PACKET_DECODE", "malformed frame length");
-      }
-      b = message[pos++]!;
-      len += (b & 0x7f) * shift;
-      shift *= 128;
-    } while (b & 0x80);
-    if (pos + len > message.length) throw new KnpError("PACKET_DECODE", "frame past message end");
-    yield decodePacket(message.subarray(pos, pos + len));
-    pos += len;
-  }
-}
-
-/** Encodes packets into one message, each payload copied once. */
-export function frame(packets: readonly Packet[]): Uint8Array {
-  const lengths = packets.map(encodedLength);
-  let size = 0;
-  for (const len of lengths) size += varintSize(len) + len;
-  const out = new Uint8Array(size);
-  let pos = 0;
-  for (let i = 0; i < packets.length; i++) {
-    pos = writeVarint(out, pos, lengths[i]!);
-    pos = encodePacketInto(packets[i]!, out, pos);
-  }
-  return out;
-}
+export { frame, framedSize, frameInto, unframe } from "./ws_message.ts";
 
 /** Options of {@linkcode WebSocketPacketStream}. */
 export interface WebSocketPacketStreamOptions {
@@ -113,6 +63,18 @@ export interface WebSocketPacketStreamOptions {
 interface PingingSocket {
   ping(payload?: Uint8Array): void;
   onpong: ((event: { data?: unknown }) => unknown) | null;
+}
+
+/**
+ * A socket that builds a binary frame around a payload written in place (knp's own
+ * `ClientWebSocket` and `ServerWebSocket`): the batch is encoded straight into the frame.
+ */
+interface FramingSocket {
+  sendBinaryWith(length: number, fill: (out: Uint8Array, offset: number) => void): void;
+}
+
+function canFrame(ws: WebSocket): ws is WebSocket & FramingSocket {
+  return typeof (ws as Partial<FramingSocket>).sendBinaryWith === "function";
 }
 
 /** A packet waiting for its turn. */
@@ -267,20 +229,28 @@ export class WebSocketPacketStream implements PacketStream {
       size += next.payload + PACKET_OVERHEAD;
       payload += next.payload;
     }
-    let message: Uint8Array;
+    let lengths: number[];
     try {
-      message = frame(packets);
+      lengths = packets.map(encodedLength);
     } catch (err) {
       this.#end(new KnpError("PROTOCOL", `cannot encode a packet: ${errorMessage(err)}`));
       return false;
     }
+    const length = framedSize(lengths);
     try {
-      this.#ws.send(message);
+      const ws = this.#ws;
+      if (canFrame(ws)) {
+        ws.sendBinaryWith(length, (out, at) => frameInto(packets, lengths, out, at));
+      } else {
+        const message = new Uint8Array(length);
+        frameInto(packets, lengths, message, 0);
+        ws.send(message);
+      }
     } catch (err) {
       this.#end(new KnpError("TUNNEL_CLOSED", `link send failed: ${errorMessage(err)}`));
       return false;
     }
-    this.#sent += message.length;
+    this.#sent += length;
     // The socket owns the bytes now; what bounds it is the room ahead of the peer.
     this.#acct.remove(payload);
     for (const cb of callbacks) cb();

@@ -84,6 +84,7 @@ export class H2ServerConnection {
   #torndown = false;
   #closed = Promise.withResolvers<Error | undefined>();
   #pings = 0;
+  #greeted = false;
 
   /** Serves `socket`; call {@linkcode run}. */
   constructor(socket: ByteSocket, options: H2ServerConnectionOptions) {
@@ -97,6 +98,7 @@ export class H2ServerConnection {
       socket,
       (err) => this.teardown(closedError(this.peer, err)),
       options.batchBytes,
+      this.#timers,
     );
     this.#rules = new FrameRules(this);
     if (options.keepalive) {
@@ -114,23 +116,25 @@ export class H2ServerConnection {
 
   /** Reads and serves until the connection ends; never rejects. */
   async run(): Promise<void> {
-    this.writer.control(settingsFrame(announced(this.local)));
-    const extra = this.local.connectionWindow - 65_535;
-    if (extra > 0) this.writer.control(windowUpdateFrame(0, extra));
     this.#keepalive?.start();
     this.#armIdle();
     const parser = new FrameParser(this.local.maxFrameSize);
     // Small reads while idle (a pending read holds its buffer), doubling up to 256 KiB in bulk.
+    // The buffer is reused while its size stays: what outlives a read is copied (see FrameParser,
+    // MessageDeframer, FrameRules), which costs less than a fresh 256 KiB buffer per read.
     const sizes = new AdaptiveReadSize(2048, 256 * 1024);
+    let buf = sizes.buffer();
     let preface = 0;
     try {
       while (!this.#torndown) {
-        const buf = sizes.buffer();
+        if (buf.length !== sizes.size) buf = sizes.buffer();
         const n = await this.#socket.read(buf);
         if (n === null) break;
         sizes.filled(n, buf.length);
         let chunk = buf.subarray(0, n);
         if (preface < PREFACE.length) {
+          // Our SETTINGS once the client spoke: one write with the ACK of its SETTINGS.
+          this.#greet();
           const take = Math.min(PREFACE.length - preface, chunk.length);
           for (let i = 0; i < take; i++) {
             if (chunk[i] !== PREFACE[preface + i]) {
@@ -152,10 +156,20 @@ export class H2ServerConnection {
     }
   }
 
+  /** Our SETTINGS and the connection window beyond the default. */
+  #greet(): void {
+    if (this.#greeted) return;
+    this.#greeted = true;
+    this.writer.control(settingsFrame(announced(this.local)));
+    const extra = this.local.connectionWindow - 65_535;
+    if (extra > 0) this.writer.control(windowUpdateFrame(0, extra));
+  }
+
   /** Stops taking calls; closes once the open ones are over (`graceful`) or at once. */
   async shutdown(graceful: boolean): Promise<void> {
     if (!this.draining) {
       this.draining = true;
+      this.#greet();
       this.writer.control(goawayFrame(this.lastStreamId, ErrorCode.NO_ERROR, "server shutdown"));
     }
     if (!graceful || this.streams.size === 0) {
@@ -177,6 +191,7 @@ export class H2ServerConnection {
   fail(code: number, error: Error): void {
     if (this.#torndown) return;
     this.draining = true;
+    this.#greet();
     this.writer.control(goawayFrame(this.lastStreamId, code, error.message.slice(0, 200)));
     const cause = error instanceof KnpError && error.code === "TIMEOUT"
       ? error
@@ -289,6 +304,7 @@ export class H2ServerConnection {
     this.#torndown = true;
     this.draining = true;
     this.#keepalive?.stop();
+    this.writer.close();
     if (this.#idleTimer !== undefined) this.#timers.clearTimeout(this.#idleTimer);
     const streams = [...this.streams.values()];
     this.streams.clear();

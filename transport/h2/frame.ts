@@ -297,7 +297,8 @@ export function headersFrames(
 
 /**
  * Splits a byte stream into frames. Payloads of frames that lie within one pushed chunk are views
- * of it (no copy); the bytes of a frame split across chunks are gathered once it is complete.
+ * of it (no copy), valid until the caller reuses the chunk; the bytes of a frame split across
+ * chunks are kept (copied) and gathered once it is complete.
  */
 export class FrameParser {
   #pending: Uint8Array[] = [];
@@ -320,17 +321,31 @@ export class FrameParser {
    * @throws {H2Error} FRAME_SIZE_ERROR for a frame longer than `maxFrameSize`
    */
   push(chunk: Uint8Array): Frame[] {
-    let buf = chunk;
-    if (this.#pendingBytes > 0) {
-      this.#pending.push(chunk);
-      this.#pendingBytes += chunk.length;
-      if (this.#pendingBytes < this.#needed()) return [];
-      buf = gather(this.#pending, this.#pendingBytes);
-      this.#pending = [];
-      this.#pendingBytes = 0;
-    }
     const frames: Frame[] = [];
     let at = 0;
+    if (this.#pendingBytes > 0) {
+      // Only the frame split across chunks is gathered; the rest of `chunk` stays views.
+      const had = this.#pendingBytes;
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+      const needed = this.#needed();
+      if (this.#pendingBytes < needed) return frames;
+      const first = gather(this.#pending, needed);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#parse(first, 0, frames);
+      at = needed - had;
+    }
+    at = this.#parse(chunk, at, frames);
+    if (at < chunk.length) {
+      this.#pending = [chunk.slice(at)];
+      this.#pendingBytes = chunk.length - at;
+    }
+    return frames;
+  }
+
+  /** Parses the whole frames of `buf` from `at` into `frames`; returns where the rest starts. */
+  #parse(buf: Uint8Array, at: number, frames: Frame[]): number {
     while (buf.length - at >= FRAME_HEADER_BYTES) {
       const length = this.#length(buf[at]!, buf[at + 1]!, buf[at + 2]!);
       if (buf.length - at < FRAME_HEADER_BYTES + length) break;
@@ -343,11 +358,7 @@ export class FrameParser {
       });
       at = start + length;
     }
-    if (at < buf.length) {
-      this.#pending = [buf.subarray(at)];
-      this.#pendingBytes = buf.length - at;
-    }
-    return frames;
+    return at;
   }
 
   /** Bytes the pending frame needs in all (its header's length once 3 bytes are in). */

@@ -92,7 +92,7 @@ export class FrameRules {
         throw connError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       case FrameType.PING:
         if (!(frame.flags & Flag.ACK)) {
-          this.#conn.writer.control(pingFrame(frame.payload, true), true);
+          this.#conn.writer.ack(pingFrame(frame.payload, true));
         }
         return;
       case FrameType.GOAWAY:
@@ -200,7 +200,11 @@ export class FrameRules {
     };
     block.size = block.chunks[0]!.length;
     if (frame.flags & Flag.END_HEADERS) this.#complete(block);
-    else this.#block = block;
+    else {
+      // Frames are views of a reused read buffer: a block kept for CONTINUATION is copied.
+      block.chunks[0] = block.chunks[0]!.slice();
+      this.#block = block;
+    }
   }
 
   #onContinuation(frame: Frame): void {
@@ -208,7 +212,7 @@ export class FrameRules {
     if (!block || block.streamId !== frame.streamId) {
       throw connError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without its HEADERS");
     }
-    block.chunks.push(frame.payload);
+    block.chunks.push(frame.payload.slice());
     block.size += frame.payload.length;
     if (block.size > 2 * this.#conn.local.maxHeaderListSize) {
       throw connError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");

@@ -25,11 +25,16 @@ import {
   windowUpdateFrame,
 } from "./frame.ts";
 import {
+  dataMessageHead,
   decodeGrpcMessage,
   encodeGrpcMessage,
+  MESSAGE_PREFIX_BYTES,
   MessageDeframer,
   MessageError,
+  VIEW_MIN_BYTES,
+  writeMessagePrefix,
 } from "./grpc_message.ts";
+import { closeRequest, dataPacket, encodePacket, type Packet } from "@knp/proto";
 
 const hex = (text: string) => Uint8Array.fromHex(text.replace(/\s+/g, ""));
 
@@ -136,7 +141,7 @@ Deno.test("unpadded strips padding and priority; padding as long as the frame is
   ]]);
 });
 
-Deno.test("MessageDeframer: messages split anywhere, views when whole, limits enforced", () => {
+Deno.test("MessageDeframer: messages split anywhere, copies of their own, limits enforced", () => {
   const wire = hex("00 00000003 616263 00 00000000 00 00000002 6465");
   for (let cut = 0; cut <= wire.length; cut++) {
     const d = new MessageDeframer(16);
@@ -147,6 +152,10 @@ Deno.test("MessageDeframer: messages split anywhere, views when whole, limits en
     assert.deepEqual(got, ["abc", "", "de"], `cut at ${cut}`);
     assert.ok(d.idle);
   }
+  // The chunk may be a read buffer reused right after: no message is a view of it.
+  const messages: Uint8Array[] = [];
+  new MessageDeframer(16).push(wire, (m) => messages.push(m));
+  assert.ok(messages.every((m) => m.buffer !== wire.buffer));
   assert.throws(
     () => new MessageDeframer(2).push(hex("00 00000003 616263"), () => {}),
     (e: unknown) => {
@@ -159,4 +168,55 @@ Deno.test("MessageDeframer: messages split anywhere, views when whole, limits en
 Deno.test("grpc-message percent-encoding round-trips", () => {
   assert.equal(encodeGrpcMessage("a b%c\nü"), "a b%25c%0A%C3%BC");
   assert.equal(decodeGrpcMessage("a b%25c%0A%C3%BC"), "a b%c\nü");
+});
+
+Deno.test("FrameParser: byte by byte; after a split frame the chunk's frames are views", () => {
+  const data = new Uint8Array(300).fill(7);
+  const wire = new Uint8Array([
+    ...encodeFrame(FrameType.DATA, 0, 1, data),
+    ...pingFrame(hex("0000000000000002"), false),
+    ...encodeFrame(FrameType.DATA, Flag.END_STREAM, 3, data),
+  ]);
+  const parser = new FrameParser();
+  const frames = [];
+  for (let i = 0; i < wire.length; i++) frames.push(...parser.push(wire.subarray(i, i + 1)));
+  assert.deepEqual(frames.map((f) => [f.type, f.streamId, f.payload.length]), [
+    [FrameType.DATA, 1, 300],
+    [FrameType.PING, 0, 8],
+    [FrameType.DATA, 3, 300],
+  ]);
+  assert.deepEqual(frames[2]!.payload, data);
+  // The first frame is cut: the second chunk completes it, and its other frames are views.
+  const second = wire.subarray(100);
+  const split = [...parser.push(wire.subarray(0, 100)), ...parser.push(second)];
+  assert.equal(split.length, 3);
+  assert.deepEqual(split[0]!.payload, data);
+  assert.equal(split[1]!.payload.buffer, second.buffer);
+  assert.equal(split[2]!.payload.buffer, second.buffer);
+  assert.equal(parser.pendingBytes, 0);
+});
+
+Deno.test("dataMessageHead + payload is the whole gRPC message of a DATA packet", () => {
+  for (const connectId of [1n, 300n, 1n << 40n, (1n << 63n) - 1n, -1n]) {
+    for (const error of ["", "e", "x".repeat(200)]) {
+      for (const size of [VIEW_MIN_BYTES, 70_000, 1 << 21]) {
+        const packet: Packet = {
+          type: "DATA",
+          data: { connectId, error, data: new Uint8Array(size).fill(3) },
+        };
+        const head = dataMessageHead(packet)!;
+        const encoded = encodePacket(packet);
+        const whole = new Uint8Array(MESSAGE_PREFIX_BYTES + encoded.length);
+        writeMessagePrefix(whole, 0, encoded.length);
+        whole.set(encoded, MESSAGE_PREFIX_BYTES);
+        assert.deepEqual(
+          new Uint8Array([...head, ...packet.data.data]),
+          whole,
+          `connectId ${connectId}, error ${error.length}, size ${size}`,
+        );
+      }
+    }
+  }
+  assert.equal(dataMessageHead(dataPacket(1n, new Uint8Array(VIEW_MIN_BYTES - 1))), undefined);
+  assert.equal(dataMessageHead(closeRequest(1n)), undefined);
 });

@@ -7,6 +7,7 @@
  */
 
 import { KnpError } from "@knp/core/errors";
+import { encodePacket, type Packet } from "@knp/proto";
 
 /** gRPC status codes used here. */
 export const GrpcStatus = {
@@ -96,8 +97,8 @@ export class MessageError extends KnpError {
 }
 
 /**
- * Cuts the DATA bytes of one stream into messages. A message inside one pushed chunk is a view
- * of it; one split across chunks is assembled in a buffer of its exact size.
+ * Cuts the DATA bytes of one stream into messages. Every message is a buffer of its own (exact
+ * size): the pushed chunks may be views of a read buffer that is reused once `push` returns.
  */
 export class MessageDeframer {
   readonly #maxBytes: number;
@@ -128,7 +129,7 @@ export class MessageDeframer {
           const length = this.#check(chunk, at);
           at += MESSAGE_PREFIX_BYTES;
           if (chunk.length - at >= length) {
-            onMessage(chunk.subarray(at, at + length));
+            onMessage(chunk.slice(at, at + length));
             at += length;
             continue;
           }
@@ -171,4 +172,65 @@ export class MessageDeframer {
     }
     return length;
   }
+}
+
+/** DATA payloads from this size on are queued as a view (the message head is built apart). */
+export const VIEW_MIN_BYTES = 4096;
+
+/**
+ * The bytes of a DATA packet's gRPC message that precede its payload: the 5-byte prefix and the
+ * packet's protobuf fields up to the payload's length (DATA's `data` is its last field), so that
+ * `head + payload` is the whole message and the payload needs no copy. Undefined for another
+ * packet or a payload under {@linkcode VIEW_MIN_BYTES}.
+ */
+export function dataMessageHead(packet: Packet): Uint8Array | undefined {
+  if (packet.type !== "DATA") return undefined;
+  const size = packet.data.data.byteLength;
+  if (size < VIEW_MIN_BYTES) return undefined;
+  // The packet without its payload: [type field][Data tag][varint body][fields before `data`].
+  const meta = encodePacket({ type: "DATA", data: { ...packet.data, data: EMPTY } });
+  let at = 2; // past the type field (08 04)
+  const tag = meta[at++]!;
+  let fields = 0;
+  for (let shift = 0;; shift += 7) {
+    const b = meta[at++]!;
+    fields += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) break;
+  }
+  const body = fields + 1 + varintBytes(size) + size;
+  const proto = 3 + varintBytes(body) + body;
+  const head = new Uint8Array(MESSAGE_PREFIX_BYTES + proto - size);
+  writeMessagePrefix(head, 0, proto);
+  let pos = MESSAGE_PREFIX_BYTES;
+  head[pos++] = meta[0]!;
+  head[pos++] = meta[1]!;
+  head[pos++] = tag;
+  pos = writeVarint(head, pos, body);
+  head.set(meta.subarray(at), pos);
+  pos += meta.length - at;
+  head[pos++] = DATA_BYTES_TAG;
+  writeVarint(head, pos, size);
+  return head;
+}
+
+const EMPTY = new Uint8Array(0);
+/** Field 3 (`Data.data`), length-delimited. */
+const DATA_BYTES_TAG = (3 << 3) | 2;
+
+function varintBytes(n: number): number {
+  let bytes = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    bytes++;
+  }
+  return bytes;
+}
+
+function writeVarint(out: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    out[pos++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[pos++] = n;
+  return pos;
 }

@@ -25,7 +25,8 @@ import {
   MESSAGE_PREFIX_BYTES,
   MessageDeframer,
 } from "./grpc_message.ts";
-import { MessageError, statusFor, writeMessagePrefix } from "./grpc_message.ts";
+import { dataMessageHead, MessageError, statusFor } from "./grpc_message.ts";
+import { writeMessagePrefix } from "./grpc_message.ts";
 
 /** Trailer key of a retry hint in ms (as `grpc_internal.ts` sends it). */
 const RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms";
@@ -119,21 +120,25 @@ export class H2ServerStream implements PacketStream, DataSource {
 
   send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
-    const length = encodedLength(packet);
-    const message = new Uint8Array(MESSAGE_PREFIX_BYTES + length);
-    writeMessagePrefix(message, 0, length);
-    encodePacketInto(packet, message, MESSAGE_PREFIX_BYTES);
     const bytes = payloadBytes(packet);
     const ok = this.#acct.add(bytes);
-    this.#out.push(message);
-    this.#outDone.push(() => {
+    // A bulk payload is queued as a view behind its message head: one copy, into the write.
+    const head = dataMessageHead(packet);
+    if (head) this.#queue(head, undefined);
+    const last = head ? (packet as Packet & { type: "DATA" }).data.data : messageOf(packet);
+    this.#queue(last, () => {
       this.#acct.remove(bytes);
       onSent?.();
     });
-    this.#outBytes += message.length;
     this.sendHeaders({});
     this.#owner.activate(this);
     return ok;
+  }
+
+  #queue(piece: Uint8Array, done: (() => void) | undefined): void {
+    this.#out.push(piece);
+    this.#outDone.push(done);
+    this.#outBytes += piece.length;
   }
 
   onDrain(callback: () => void): void {
@@ -320,6 +325,15 @@ export class H2ServerStream implements PacketStream, DataSource {
     if (handler) handler.onEnd(error);
     else queueMicrotask(() => this.#handler?.onEnd(error));
   }
+}
+
+/** A packet as one length-prefixed gRPC message. */
+function messageOf(packet: Packet): Uint8Array {
+  const length = encodedLength(packet);
+  const message = new Uint8Array(MESSAGE_PREFIX_BYTES + length);
+  writeMessagePrefix(message, 0, length);
+  encodePacketInto(packet, message, MESSAGE_PREFIX_BYTES);
+  return message;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -4,11 +4,13 @@
  * control frames first (SETTINGS and PING acks, WINDOW_UPDATE, HEADERS, RST_STREAM, GOAWAY), then
  * DATA frames taken round robin from the streams with data — at most one frame per stream per
  * turn, within the peer's connection and stream windows — so a bulk stream cannot keep a small
- * message waiting for more than one turn. A stream's trailers follow its last DATA frame.
+ * message waiting for more than one turn. A stream's trailers follow its last DATA frame. PING
+ * acks go first in the next write, which they wait for at most {@linkcode ACK_DELAY_MS}.
  *
  * @module
  */
 
+import { realTimers, type Timers } from "@knp/core/timers";
 import type { ByteSocket } from "../byte_socket.ts";
 import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, FRAME_HEADER_BYTES, FrameType } from "./frame.ts";
 import { writeFrameHeader } from "./frame.ts";
@@ -33,6 +35,21 @@ export interface DataSource {
 /** Writes up to this size get a buffer of their own (no shared buffer for chatty traffic). */
 const SMALL_WRITE = 32 * 1024;
 
+/**
+ * How long a PING ack may wait for another write to ride on. gRPC clients ping on every DATA they
+ * receive while no ping is out (BDP estimation): an ack written alone costs both sides a syscall
+ * and a wake-up, and one due as the client hangs up hits a closed socket.
+ */
+export const ACK_DELAY_MS = 2;
+
+/**
+ * Bulk write buffers not in use, shared by every connection of the process (at most
+ * {@linkcode SCRATCH_POOL_MAX}): a connection holds one only while it writes.
+ */
+const SCRATCH_POOL: Uint8Array<ArrayBuffer>[] = [];
+const SCRATCH_POOL_MAX = 4;
+const EMPTY = new Uint8Array(0);
+
 /** Default upper bound of one coalesced write, in bytes. */
 export const DEFAULT_BATCH_BYTES = 256 * 1024;
 
@@ -43,6 +60,12 @@ export class WriteScheduler {
   #batchBytes: number;
   #control: Uint8Array[] = [];
   #controlBytes = 0;
+  #acks: Uint8Array[] = [];
+  #ackBytes = 0;
+  #ackTimer: number | undefined;
+  /** Set when the acks may no longer wait for another write. */
+  #acksDue = false;
+  #timers: Timers;
   #ring: DataSource[] = [];
   #inRing = new Set<DataSource>();
   #next = 0;
@@ -50,7 +73,7 @@ export class WriteScheduler {
   #scheduled = false;
   #failed = false;
   #idle: (() => void)[] = [];
-  #scratch = new Uint8Array(0);
+  #scratch = EMPTY;
   /** The peer's connection-level flow-control window, in bytes. */
   connWindow = DEFAULT_WINDOW;
   /** The peer's SETTINGS_MAX_FRAME_SIZE. */
@@ -61,7 +84,9 @@ export class WriteScheduler {
     socket: ByteSocket,
     onError: (err: unknown) => void,
     batchBytes = DEFAULT_BATCH_BYTES,
+    timers: Timers = realTimers,
   ) {
+    this.#timers = timers;
     this.#socket = socket;
     this.#onError = onError;
     this.#batchBytes = batchBytes;
@@ -69,12 +94,36 @@ export class WriteScheduler {
 
   /** Control bytes queued and not yet written (a peer that never reads grows this). */
   get controlBytes(): number {
-    return this.#controlBytes;
+    return this.#controlBytes + this.#ackBytes;
   }
 
   /** True when nothing is queued or being written. */
   get idle(): boolean {
-    return !this.#writing && this.#control.length === 0 && this.#ring.length === 0;
+    return !this.#writing && this.#control.length === 0 && this.#ring.length === 0 &&
+      this.#acks.length === 0;
+  }
+
+  /**
+   * Queues a PING ack: it goes out first in the next write, at the latest {@linkcode
+   * ACK_DELAY_MS} from now.
+   */
+  ack(frame: Uint8Array): void {
+    if (this.#failed) return;
+    this.#acks.push(frame);
+    this.#ackBytes += frame.length;
+    if (this.#ackTimer !== undefined) return;
+    this.#ackTimer = this.#timers.setTimeout(() => {
+      this.#ackTimer = undefined;
+      if (this.#acks.length === 0) return;
+      this.#acksDue = true;
+      this.schedule();
+    }, ACK_DELAY_MS);
+  }
+
+  /** Drops the ack timer (the connection is over). */
+  close(): void {
+    if (this.#ackTimer !== undefined) this.#timers.clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
   }
 
   /** Queues a ready-made frame (or frames); `urgent` puts it before the others. */
@@ -116,6 +165,8 @@ export class WriteScheduler {
   /** Resolves once everything queued has been written (or writing failed). */
   flushed(): Promise<void> {
     if (this.idle || this.#failed) return Promise.resolve();
+    this.#acksDue = true;
+    this.schedule();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
@@ -133,13 +184,19 @@ export class WriteScheduler {
     } catch (err) {
       this.#failed = true;
       this.#control = [];
+      this.#acks = [];
+      this.#ackBytes = 0;
       this.#ring = [];
       this.#inRing.clear();
       this.#onError(err);
     }
     this.#writing = false;
-    // An idle connection keeps no write buffer (thousands of idle tunnels are common).
-    this.#scratch = new Uint8Array(0);
+    // An idle connection keeps no write buffer (thousands of idle tunnels are common): it goes back
+    // to the process-wide pool, so bursts of bulk writes do not allocate one each.
+    if (this.#scratch.length > 0 && SCRATCH_POOL.length < SCRATCH_POOL_MAX) {
+      SCRATCH_POOL.push(this.#scratch);
+    }
+    this.#scratch = EMPTY;
     const idle = this.#idle;
     this.#idle = [];
     for (const f of idle) f();
@@ -147,11 +204,19 @@ export class WriteScheduler {
 
   /** Builds the next write, or undefined when nothing can be sent. */
   #batch(done: (() => void)[]): Uint8Array | undefined {
-    const pieces: Uint8Array[] = this.#control;
+    let pieces: Uint8Array[] = this.#control;
     let size = this.#controlBytes;
     this.#control = [];
     this.#controlBytes = 0;
     size += this.#takeData(pieces, done, this.#batchBytes - size);
+    // Acks ride on another write, or go alone once due (their timer is armed meanwhile).
+    if (this.#acks.length > 0 && (pieces.length > 0 || this.#acksDue)) {
+      pieces = this.#acks.concat(pieces);
+      size += this.#ackBytes;
+      this.#acks = [];
+      this.#ackBytes = 0;
+      this.#acksDue = false;
+    }
     if (pieces.length === 0) return undefined;
     if (pieces.length === 1) return pieces[0]!;
     const out = this.#buffer(size);
@@ -170,7 +235,10 @@ export class WriteScheduler {
   #buffer(size: number): Uint8Array {
     if (size <= SMALL_WRITE) return new Uint8Array(size);
     if (this.#scratch.length < size) {
-      this.#scratch = new Uint8Array(Math.max(size, this.#batchBytes));
+      const pooled = SCRATCH_POOL.pop();
+      this.#scratch = pooled && pooled.length >= size
+        ? pooled
+        : new Uint8Array(Math.max(size, this.#batchBytes));
     }
     return this.#scratch.subarray(0, size);
   }
