@@ -13,9 +13,11 @@ import {
   BEARER_PREFIX,
   FLOW_CONTROL_KEY,
   formatFlowControl,
+  KNP_LINKS_KEY,
   parseFlowControl,
   SERVER_COUNT_KEY,
   SERVER_ID_KEY,
+  WEBSOCKET_LINK,
 } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
@@ -23,13 +25,7 @@ import type { GrpcPacketStream } from "@knp/transport/grpc_stream";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
-import {
-  LINKS_OFFER_KEY,
-  type LinkSwitch,
-  linkSwitchInError,
-  linkSwitchOf,
-  WEBSOCKET_LINK,
-} from "./link_switch.ts";
+import { type LinkSwitch, linkSwitchInError, linkSwitchOf } from "./link_switch.ts";
 
 /** Default per-connection flow-control window offered to knp servers. */
 export const DEFAULT_FLOW_WINDOW = 1 << 20;
@@ -86,7 +82,7 @@ async function requestMetadata(
     metadata[AUTHORIZATION_KEY] = BEARER_PREFIX + await Deno.readTextFile(options.tokenPath);
   }
   if (window > 0) metadata[FLOW_CONTROL_KEY] = formatFlowControl(window);
-  if (offer) metadata[LINKS_OFFER_KEY] = WEBSOCKET_LINK;
+  if (offer) metadata[KNP_LINKS_KEY] = WEBSOCKET_LINK;
   return metadata;
 }
 

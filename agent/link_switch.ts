@@ -8,16 +8,8 @@
  * @module
  */
 
+import { KNP_LINK_KEY, KNP_LINK_PORT_KEY, WEBSOCKET_LINK } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
-
-/** Request metadata key of the agent's offer: the links it can switch to. */
-export const LINKS_OFFER_KEY = "knp-links";
-/** Response header key of the server's answer: the link to continue on. */
-export const LINK_KEY = "knp-link";
-/** Response header key of the port the answered link listens on (same host). */
-export const LINK_PORT_KEY = "knp-link-port";
-/** The only link offered: knp's WebSocket agent link. */
-export const WEBSOCKET_LINK = "websocket";
 
 /** A server's answer to the offer: continue on the WebSocket agent link at `port`. */
 export interface LinkSwitch {
@@ -30,15 +22,15 @@ export interface LinkSwitch {
 
 /** The switch named by response headers (`headers(key)` lists a key's values), if any. */
 export function linkSwitchOf(headers: (key: string) => string[]): LinkSwitch | undefined {
-  const links = headers(LINK_KEY).map((v) => v.trim().toLowerCase());
+  const links = headers(KNP_LINK_KEY).map((v) => v.trim().toLowerCase());
   if (!links.includes(WEBSOCKET_LINK)) return undefined;
-  const raw = headers(LINK_PORT_KEY);
+  const raw = headers(KNP_LINK_PORT_KEY);
   const port = raw.length === 1 && /^\d{1,5}$/.test(raw[0]!.trim()) ? Number(raw[0]) : NaN;
   if (port >= 1 && port <= 65535) return { link: "websocket", port };
   return {
     link: "websocket",
     port: NaN,
-    problem: `the server's ${LINK_PORT_KEY} header is not one port: [${raw}]`,
+    problem: `the server's ${KNP_LINK_PORT_KEY} header is not one port: [${raw}]`,
   };
 }
 

@@ -24,7 +24,8 @@ const strLens = [0, 0, 0, 0];
 
 // ---------------------------------------------------------------------------------- encoding
 
-function varintSize(n: number): number {
+/** Bytes the protobuf varint of `n` takes (a non-negative integer up to 2^53). */
+export function varintSize(n: number): number {
   if (n < 0x80) return 1;
   if (n < 0x4000) return 2;
   if (n < 0x200000) return 3;
@@ -97,7 +98,8 @@ function specAndPayload(p: Packet): [Spec, Fields | undefined] {
   return [spec, msg as Fields];
 }
 
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
+/** Writes the protobuf varint of `n` (up to 2^53) into `out` at `pos`; returns the end. */
+export function writeVarint(out: Uint8Array, pos: number, n: number): number {
   while (n >= 0x80) {
     out[pos++] = (n & 0x7f) | 0x80;
     n = n >= 0x80000000 ? Math.floor(n / 128) : n >>> 7;

@@ -273,6 +273,18 @@ export function removePortFromHost(address: string): string {
  */
 export const FLOW_CONTROL_KEY = "knp-flow-control";
 
+/**
+ * knp extension, the fast-link negotiation: request metadata of a knp agent naming the links it
+ * can switch to (`websocket`); upstream servers ignore it.
+ */
+export const KNP_LINKS_KEY = "knp-links";
+/** knp extension: response header of a knp server's switch reply, the link to continue on. */
+export const KNP_LINK_KEY = "knp-link";
+/** knp extension: response header of the switch reply, the port of that link (same host). */
+export const KNP_LINK_PORT_KEY = "knp-link-port";
+/** The one link offered and named in the negotiation: knp's WebSocket agent link. */
+export const WEBSOCKET_LINK = "websocket";
+
 /** Formats a {@linkcode FLOW_CONTROL_KEY} value. */
 export function formatFlowControl(window: number): string {
   return `v1;window=${window}`;

@@ -18,20 +18,13 @@
 
 import type { TLSSocket } from "node:tls";
 import type { FlagSpec } from "@knp/cli/flags";
+import { KNP_LINK_KEY, KNP_LINK_PORT_KEY, KNP_LINKS_KEY, WEBSOCKET_LINK } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
 import type { Logger } from "@knp/core/log";
 import type { IncomingStream, PeerTls } from "@knp/transport/grpc_stream";
 import { TCP_KEEPALIVE_IDLE_MS } from "@knp/transport/tls_listener";
 import type { AgentLinkHandler } from "./ws_agent_listener.ts";
 
-/** Request metadata of a knp agent: the links it can switch to (comma-separated). */
-export const KNP_LINKS_KEY = "knp-links";
-/** Response header of the switch reply: the link to continue on. */
-export const KNP_LINK_KEY = "knp-link";
-/** Response header of the switch reply: the TCP port of that link (on the same host). */
-export const KNP_LINK_PORT_KEY = "knp-link-port";
-/** The one link offered and named. */
-export const WEBSOCKET_LINK = "websocket";
 /** Status message of the switch reply (its status is UNAVAILABLE). */
 export const SWITCH_MESSAGE = "knp: continue on the WebSocket agent link";
 

@@ -2,14 +2,8 @@ import assert from "node:assert/strict";
 import { generateCa } from "@knp/testing/certs";
 import { connectWebSocket } from "@knp/transport/ws_client";
 import { jsonLogger } from "@knp/core/log";
-import {
-  FAST_LINK_FLAGS,
-  fastLinkConfig,
-  KNP_LINK_KEY,
-  KNP_LINK_PORT_KEY,
-  offersWebSocket,
-  switchHeaders,
-} from "./fast_link.ts";
+import { KNP_LINK_KEY, KNP_LINK_PORT_KEY } from "@knp/proto";
+import { FAST_LINK_FLAGS, fastLinkConfig, offersWebSocket, switchHeaders } from "./fast_link.ts";
 import { parseServerOptions } from "./options.ts";
 import { startProxyServer } from "./server.ts";
 import { AGENT_LINK_PATH } from "./ws_agent_listener.ts";

@@ -74,6 +74,38 @@ function assertPongFirst(seen: Seen, queuedAtPing: number): void {
   );
 }
 
+/** What both socket classes offer that the ordering tests use. */
+interface QueuingSocket {
+  send(data: Uint8Array): void;
+  onmessage: ((event: MessageEvent) => void) | null;
+  readonly bufferedAmount: number;
+}
+
+/**
+ * Queues `MESSAGES` binary messages on `ws` (message i all `i & 0xff`); resolves with the bytes
+ * still queued when the peer's text message arrives.
+ */
+function queueMessages(ws: QueuingSocket): Promise<number> {
+  const payload = new Uint8Array(MESSAGE_BYTES);
+  for (let i = 0; i < MESSAGES; i++) ws.send(payload.fill(i & 0xff));
+  return new Promise<number>((resolve) => {
+    ws.onmessage = () => resolve(ws.bufferedAmount);
+  });
+}
+
+/** A ping ("ack") and then a text message ("go"), framed by `encode`, written with `write`. */
+async function writePingThenText(
+  encode: (opcode: number, payload: Uint8Array) => Uint8Array,
+  write: (bytes: Uint8Array) => Promise<number>,
+): Promise<void> {
+  const ping = encode(OP_PING, encoder.encode("ack"));
+  const text = encode(OP_TEXT, encoder.encode("go"));
+  const both = new Uint8Array(ping.length + text.length);
+  both.set(ping);
+  both.set(text, ping.length);
+  for (let off = 0; off < both.length;) off += await write(both.subarray(off));
+}
+
 Deno.test("client websocket: a pong is written before data frames queued earlier", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = listener.accept();
@@ -81,17 +113,8 @@ Deno.test("client websocket: a pong is written before data frames queued earlier
   const server = await accepted;
   const ws = new ClientWebSocket(conn, "ws://test/", new Uint8Array(0), 1 << 20);
   try {
-    const payload = new Uint8Array(MESSAGE_BYTES);
-    for (let i = 0; i < MESSAGES; i++) ws.send(payload.fill(i & 0xff));
-    const go = new Promise<number>((resolve) => {
-      ws.onmessage = () => resolve(ws.bufferedAmount);
-    });
-    const ping = encodeServerFrame(OP_PING, encoder.encode("ack"));
-    const text = encodeServerFrame(OP_TEXT, encoder.encode("go"));
-    const both = new Uint8Array(ping.length + text.length);
-    both.set(ping);
-    both.set(text, ping.length);
-    for (let off = 0; off < both.length;) off += await server.write(both.subarray(off));
+    const go = queueMessages(ws);
+    await writePingThenText(encodeServerFrame, (b) => server.write(b));
     const queuedAtPing = await go;
     assertPongFirst(await readAll((b) => server.read(b), true), queuedAtPing);
   } finally {
@@ -112,17 +135,8 @@ Deno.test("server websocket: a pong is written before data frames queued earlier
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const ws = new ServerWebSocket(await accepted.promise, new Uint8Array(0), 1 << 20);
   try {
-    const payload = new Uint8Array(MESSAGE_BYTES);
-    for (let i = 0; i < MESSAGES; i++) ws.send(payload.fill(i & 0xff));
-    const go = new Promise<number>((resolve) => {
-      ws.onmessage = () => resolve(ws.bufferedAmount);
-    });
-    const ping = encodeClientFrame(OP_PING, encoder.encode("ack"));
-    const text = encodeClientFrame(OP_TEXT, encoder.encode("go"));
-    const both = new Uint8Array(ping.length + text.length);
-    both.set(ping);
-    both.set(text, ping.length);
-    for (let off = 0; off < both.length;) off += await conn.write(both.subarray(off));
+    const go = queueMessages(ws);
+    await writePingThenText(encodeClientFrame, (b) => conn.write(b));
     const queuedAtPing = await go;
     assertPongFirst(await readAll((b) => conn.read(b), false), queuedAtPing);
   } finally {

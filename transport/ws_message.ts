@@ -5,27 +5,9 @@
  * @module
  */
 
-import { decodePacket, encodedLength, encodePacketInto } from "@knp/proto";
+import { decodePacket, encodedLength, encodePacketInto, varintSize, writeVarint } from "@knp/proto";
 import type { DecodedPacket, Packet } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
-}
 
 /** Splits a binary message into packets. @throws {KnpError} on bad framing */
 export function* unframe(message: Uint8Array): Generator<DecodedPacket> {

@@ -25,10 +25,8 @@
  * @module
  */
 
-import { encodedLength } from "@knp/proto";
-import type { DecodedPacket, Packet } from "@knp/proto";
+import { type DecodedPacket, encodedLength, type Packet, payloadBytes } from "@knp/proto";
 import { framedSize, frameInto, unframe } from "./ws_message.ts";
-import { payloadBytes } from "@knp/proto";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import type { Timers } from "@knp/core/timers";
 import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_stream.ts";

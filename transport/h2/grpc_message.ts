@@ -7,7 +7,7 @@
  */
 
 import { KnpError } from "@knp/core/errors";
-import { encodePacket, type Packet } from "@knp/proto";
+import { encodePacket, type Packet, varintSize, writeVarint } from "@knp/proto";
 
 /** gRPC status codes used here. */
 export const GrpcStatus = {
@@ -197,8 +197,8 @@ export function dataMessageHead(packet: Packet): Uint8Array | undefined {
     fields += (b & 0x7f) * 2 ** shift;
     if (b < 0x80) break;
   }
-  const body = fields + 1 + varintBytes(size) + size;
-  const proto = 3 + varintBytes(body) + body;
+  const body = fields + 1 + varintSize(size) + size;
+  const proto = 3 + varintSize(body) + body;
   const head = new Uint8Array(MESSAGE_PREFIX_BYTES + proto - size);
   writeMessagePrefix(head, 0, proto);
   let pos = MESSAGE_PREFIX_BYTES;
@@ -216,21 +216,3 @@ export function dataMessageHead(packet: Packet): Uint8Array | undefined {
 const EMPTY = new Uint8Array(0);
 /** Field 3 (`Data.data`), length-delimited. */
 const DATA_BYTES_TAG = (3 << 3) | 2;
-
-function varintBytes(n: number): number {
-  let bytes = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    bytes++;
-  }
-  return bytes;
-}
-
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
-}
