@@ -1,5 +1,5 @@
 /**
- * The benchmark backends, run as their own process (`deno run -A bench/backend.ts`): raw TCP
+ * The benchmark backends, run as their own process (`deno run --allow-net=127.0.0.1 bench/backend.ts`): raw TCP
  * source, sink, echo, banner and hold servers on 127.0.0.1 with `read`/`write` loops (the fastest way
  * Deno moves bytes). See `wire.ts` for their protocol.
  *

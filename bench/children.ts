@@ -15,18 +15,28 @@ import { type Stack, startUpstreamStack } from "./upstream_stack.ts";
 import { type BackendPorts, jsonLines, writeJsonLine } from "./wire.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** The backends listen on loopback ports and nothing else. */
+const BACKEND_PERMISSIONS = ["--allow-net=127.0.0.1"];
+/**
+ * The measuring client: loopback and the frontends' UDS (read and write on the socket path), the
+ * test certificates, grpc-js's environment variables. No subprocesses, no system information.
+ */
+export const CLIENT_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
 
-/** A `deno run -A <script>` child with JSON lines on stdin/stdout and stderr kept. */
+/** A `deno run <permissions> <script>` child with JSON lines on stdin/stdout and stderr kept. */
 class JsonChild implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
   readonly #lines: AsyncGenerator<unknown>;
   #stderr = "";
 
-  /** `script` is run by deno; `binary` (with no script) is run as it is. */
-  constructor(script: string, binary?: string) {
+  /**
+   * `script` is run by deno with `permissions` (what it needs, never `--allow-all`); `binary`
+   * (with no script) is run as it is.
+   */
+  constructor(script: string, permissions: readonly string[], binary?: string) {
     const child = new Deno.Command(binary ?? Deno.execPath(), {
-      args: binary ? [] : ["run", "-A", script],
+      args: binary ? [] : ["run", "--no-prompt", ...permissions, script],
       cwd: ROOT,
       env: { NO_COLOR: "1" },
       stdin: "piped",
@@ -87,7 +97,7 @@ export class BackendProcess extends JsonChild {
   ports!: BackendPorts;
 
   static async start(): Promise<BackendProcess> {
-    const p = new BackendProcess("bench/backend.ts");
+    const p = new BackendProcess("bench/backend.ts", BACKEND_PERMISSIONS);
     p.ports = (await p.receive()) as BackendPorts;
     return p;
   }
@@ -102,8 +112,8 @@ export class ClientProcess extends JsonChild {
 
   /** `bench/client.ts`, or the Go client's binary when given (`bench/goclient`). */
   static start(goBinary?: string): ClientProcess {
-    if (!goBinary) return new ClientProcess("bench/client.ts");
-    const p = new ClientProcess("", goBinary);
+    if (!goBinary) return new ClientProcess("bench/client.ts", CLIENT_PERMISSIONS);
+    const p = new ClientProcess("", [], goBinary);
     p.kind = "go";
     return p;
   }

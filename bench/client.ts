@@ -1,5 +1,5 @@
 /**
- * The measuring client, run as its own process (`deno run -A bench/client.ts`) so that the bench
+ * The measuring client, run as its own process (`deno run` with `CLIENT_PERMISSIONS` of children.ts) so that the bench
  * driver's event loop (backends, process logs) never shares a thread with the measurement.
  *
  * It reads one JSON command per line on stdin and answers one JSON line on stdout:

@@ -205,7 +205,13 @@ async function upstreamFleet(bins: { server: string; agent: string }): Promise<F
 /** Runs the client process once; resolves with what it printed. */
 async function runClient(cmd: HaLoadCommand): Promise<HaLoadResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "bench/ha_load_client.ts", JSON.stringify(cmd)],
+    args: [
+      "run",
+      "--no-prompt",
+      ...CLIENT_PERMISSIONS,
+      "bench/ha_load_client.ts",
+      JSON.stringify(cmd),
+    ],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdout: "piped",

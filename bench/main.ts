@@ -16,7 +16,7 @@
  * agent, and each knp row gets upstream's value and knp ÷ upstream (`upstream_stack.ts`). The
  * gRPC frontend is measured with the Go konnectivity-client when `go` builds `bench/goclient`.
  *
- * Usage: `deno run -A bench/main.ts [--smoke] [--json FILE] [--cases a,b] [--links a,b]
+ * Usage: `deno task bench [--smoke] [--json FILE] [--cases a,b] [--links a,b]
  * [--frontends http-connect,grpc] [--upstream-server P --upstream-agent P] [--idle-conns N]
  * [--window-ms MS]` (`--help` lists all)
  *

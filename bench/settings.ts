@@ -108,7 +108,7 @@ export const DEFAULT_CASES: readonly CaseName[] = CASES.filter((c) => !OPT_IN_CA
 export const FRONTENDS = ["http-connect", "grpc"] as const;
 export type Frontend = typeof FRONTENDS[number];
 
-export const HELP = `Usage: deno run -A bench/main.ts [options]
+export const HELP = `Usage: deno task bench [options]
 
   --smoke              tiny sizes and few iterations (a CI check that the suite works; ~30 s)
   --json FILE          write the JSON document to FILE instead of stdout

@@ -14,6 +14,10 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** The `bench` task's own permissions (deno.json): the smoke run is the task's run. */
+const DRIVER_PERMISSIONS: string[] = (
+  JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.bench as string
+).split(/\s+/).filter((word) => word.startsWith("--allow-"));
 
 const UPSTREAM = Boolean(
   Deno.env.get("KNP_UPSTREAM_SERVER") && Deno.env.get("KNP_UPSTREAM_AGENT"),
@@ -37,7 +41,15 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
   try {
     const json = `${dir}/bench.json`;
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "bench/main.ts", "--smoke", "--json", json],
+      args: [
+        "run",
+        "--no-prompt",
+        ...DRIVER_PERMISSIONS,
+        "bench/main.ts",
+        "--smoke",
+        "--json",
+        json,
+      ],
       cwd: ROOT,
       env: { NO_COLOR: "1" },
       stdin: "null",

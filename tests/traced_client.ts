@@ -4,7 +4,7 @@
  * echo, closes, and prints `{"traceId","spanId"}` of the root span on stdout. Run it with
  * `OTEL_DENO=true` and an OTLP endpoint; its spans are exported when it exits.
  *
- * Usage: `deno run -A tests/traced_client.ts <uds path> <host:port>`
+ * Usage: `deno run --allow-net --allow-read --allow-write --allow-env tests/traced_client.ts <uds path> <host:port>`
  *
  * @module
  */

@@ -27,7 +27,18 @@ async function tracedClientDial(
   address: string,
 ): Promise<{ traceId: string; spanId: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--frozen", "tests/traced_client.ts", udsPath, address],
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--frozen",
+      "tests/traced_client.ts",
+      udsPath,
+      address,
+    ],
     cwd: ROOT,
     env: { NO_COLOR: "1", ...receiver.env("knp-client") },
     stdout: "piped",
