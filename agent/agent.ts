@@ -42,6 +42,8 @@ export interface AgentConfig
    * answers (`--knp-fast-link`, see `fast_link.ts`). Needs TLS material. @default false
    */
   fastLink?: boolean;
+  /** What carries gRPC connections (`--knp-grpc-transport`). @default "native" */
+  grpcTransport?: "native" | "grpc-js" | undefined;
   /** The egress proxy the WebSocket link tunnels through (not the gRPC link: grpc-js's own). */
   egressProxy?: EgressProxy | undefined;
   /** This agent's id, sent to servers as `agentID`. */
@@ -103,7 +105,12 @@ function connectorFor(config: AgentConfig, log: Logger): ClientSetOptions["conne
     keepaliveTimeMs: config.keepaliveTimeMs,
   };
   const websocket = { ...common, proxy: config.egressProxy, tls: config.tls ?? {} };
-  const grpc = { ...common, port: config.proxyServerPort, tls: config.tls };
+  const grpc = {
+    ...common,
+    port: config.proxyServerPort,
+    tls: config.tls,
+    grpcTransport: config.grpcTransport,
+  };
   // The WebSocket link is TLS only: a plaintext agent (tests) makes no offer.
   const offer = !config.websocketPort && config.fastLink === true && config.tls !== undefined;
   let connect: ClientSetOptions["connect"];

@@ -250,6 +250,14 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
       "--knp-websocket-port takes precedence.",
     implemented: true,
   },
+  {
+    name: "knp-grpc-transport",
+    type: "string",
+    default: "native",
+    help: "knp only: what carries the agent's gRPC connections: native (knp's own HTTP/2 " +
+      "client: large windows, coalesced writes) or grpc-js (@grpc/grpc-js, the fallback).",
+    implemented: true,
+  },
   ...AGENT_DESTINATION_FLAGS,
   ...AGENT_SERVER_SET_FLAGS,
   ...AGENT_EGRESS_FLAGS,

@@ -21,7 +21,8 @@ import {
 } from "@knp/proto";
 import { KnpError } from "@knp/core/errors";
 import { GrpcChannel, type TlsMaterial, type TlsSource } from "@knp/transport/grpc_channel";
-import type { GrpcPacketStream } from "@knp/transport/grpc_stream";
+import { grpcProxyConfigured, H2GrpcChannel } from "@knp/transport/h2/client";
+import type { PacketStream } from "@knp/transport/packet_stream";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { isTlsSource } from "@knp/transport/tls_files";
 import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
@@ -53,7 +54,16 @@ export interface GrpcConnectorOptions {
    * own, an upstream server ignores it. 0 disables. @default 1048576
    */
   flowControlWindow?: number;
+  /**
+   * What carries the gRPC connection (`--knp-grpc-transport`): knp's native HTTP/2 client or
+   * grpc-js (also used while grpc-js's proxy variables are set: the native client speaks to no
+   * HTTP proxy). @default "native"
+   */
+  grpcTransport?: "native" | "grpc-js" | undefined;
 }
+
+/** The channel of an attempt, of either transport. */
+type Channel = GrpcChannel | H2GrpcChannel;
 
 /**
  * One gRPC attempt's outcome: a connection, or (only when the attempt offered the fast link) the
@@ -88,10 +98,10 @@ async function requestMetadata(
 
 /** Reads upstream's response headers (`serverid`, `servercount`) into a connection. */
 function connectionOf(
-  stream: GrpcPacketStream,
+  stream: PacketStream,
   headers: (key: string) => string[],
   window: number,
-  channel: GrpcChannel,
+  channel: Channel,
 ): ServerConnection {
   const ids = headers(SERVER_ID_KEY);
   const counts = headers(SERVER_COUNT_KEY);
@@ -119,7 +129,7 @@ function connectionOf(
 async function channelFor(
   options: GrpcConnectorOptions,
   address: ServerAddress | undefined,
-): Promise<GrpcChannel> {
+): Promise<Channel> {
   // One of several addresses the host names: connect there, verify the configured name.
   const host = address?.host ?? options.host;
   let tls = options.tls;
@@ -127,12 +137,16 @@ async function channelFor(
     await tls.refresh?.();
     tls = tls.current();
   }
-  return new GrpcChannel({
+  const channelOptions = {
     target: targetOf(host, options.port),
     tls: tls && address ? { ...tls, serverName: address.serverName } : tls,
-    // A silent server is dropped within keepalive time + min(time, 20 s) (grpc-js pings).
+    // A silent server is dropped within keepalive time + min(time, 20 s) (the client pings).
     keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
-  });
+  };
+  // The native client speaks to no HTTP proxy: with grpc-js's proxy variables set, grpc-js goes.
+  return options.grpcTransport !== "grpc-js" && !grpcProxyConfigured()
+    ? new H2GrpcChannel(channelOptions)
+    : new GrpcChannel(channelOptions);
 }
 
 /**

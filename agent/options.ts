@@ -105,6 +105,8 @@ export interface AgentOptions
    * a knp server answers (see `fast_link.ts`). @default true
    */
   knpFastLink: boolean;
+  /** `--knp-grpc-transport` (knp only): `native` or `grpc-js`. @default "native" */
+  knpGrpcTransport: string;
   /** `--knp-print-permissions` (knp only): print the needed `deno run` permission flags and exit. */
   knpPrintPermissions: boolean;
 }
@@ -170,6 +172,13 @@ export function agentHelp(): string {
   return formatHelp("Usage of proxy-agent:", AGENT_FLAGS);
 }
 
+/** Checks `--knp-grpc-transport`. @throws {KnpError} `INVALID_FLAG` for another value */
+function requireGrpcTransport(value: string): void {
+  if (value !== "native" && value !== "grpc-js") {
+    throw invalidFlag(`--knp-grpc-transport: must be one of grpc-js, native, got "${value}"`);
+  }
+}
+
 /**
  * Checks agent options the way upstream's `Validate()` does (same rules and order), with messages
  * that start with or name the offending flag.
@@ -192,6 +201,7 @@ export function validateAgentOptions(o: AgentOptions): void {
       throw invalidFlag(`--${flag}: must be a port number or 0, got ${port}`);
     }
   }
+  requireGrpcTransport(o.knpGrpcTransport);
   if (
     !Number.isInteger(o.knpWebsocketPort) || o.knpWebsocketPort < 0 || o.knpWebsocketPort > 65535
   ) {

@@ -34,6 +34,7 @@ function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): 
     proxyServerPort: o.proxyServerPort,
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
     fastLink: o.knpFastLink,
+    grpcTransport: o.knpGrpcTransport === "grpc-js" ? "grpc-js" : "native",
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
     dialer: egressDialer(o, egress, childLogger(log, "egress")),

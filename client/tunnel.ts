@@ -11,6 +11,7 @@
 import { USER_AGENT_KEY } from "@knp/proto";
 import { DialError, KnpError } from "@knp/core/errors";
 import { GrpcChannel } from "@knp/transport/grpc_channel";
+import { grpcProxyConfigured, H2GrpcChannel } from "@knp/transport/h2/client";
 import { type DialOptions, TunnelConn } from "./tunnel_conn.ts";
 import type { TunnelMetrics } from "./tunnel_metrics.ts";
 
@@ -28,6 +29,12 @@ export interface TunnelOptions {
   userAgent?: string;
   /** Where dials, connections and bytes are reported (e.g. `clientMetrics()` of `@knp/client/metrics`). */
   metrics?: TunnelMetrics;
+  /**
+   * What carries the gRPC connection: knp's native HTTP/2 client (`"native"`: large windows,
+   * coalesced writes) or grpc-js (the fallback; also what a TCP `address` uses while grpc-js's
+   * proxy variables `grpc_proxy`/`https_proxy`/`http_proxy` are set). @default "native"
+   */
+  grpcTransport?: "native" | "grpc-js";
 }
 
 /** A tunnel that dials TCP connections through the proxy. */
@@ -48,10 +55,16 @@ function bytes(v: Uint8Array | string | undefined): Uint8Array | undefined {
   return typeof v === "string" ? new TextEncoder().encode(v) : v;
 }
 
-function channelFor(options: TunnelOptions): GrpcChannel {
-  if (options.udsPath) return new GrpcChannel({ target: `unix:${options.udsPath}` });
+function channelFor(options: TunnelOptions): GrpcChannel | H2GrpcChannel {
+  const native = options.grpcTransport !== "grpc-js";
+  if (options.udsPath) {
+    const target = `unix:${options.udsPath}`;
+    return native ? new H2GrpcChannel({ target }) : new GrpcChannel({ target });
+  }
+  // The native client speaks to no HTTP proxy: with grpc-js's proxy variables set, grpc-js goes.
+  const Channel = native && !grpcProxyConfigured() ? H2GrpcChannel : GrpcChannel;
   if (!options.address) throw new TypeError("Cannot create tunnel: give udsPath or address");
-  return new GrpcChannel({
+  return new Channel({
     target: options.address,
     tls: options.tls
       ? {
@@ -65,7 +78,7 @@ function channelFor(options: TunnelOptions): GrpcChannel {
 }
 
 class GrpcTunnel implements Tunnel {
-  #channel: GrpcChannel;
+  #channel: GrpcChannel | H2GrpcChannel;
   #singleUse: boolean;
   #userAgent: string;
   #metrics: TunnelMetrics | undefined;

@@ -96,8 +96,9 @@ Deno.test("gRPC frontend: the server's own ports are denied by default, a backen
   assert.equal(first["decision"], "deny");
   assert.equal(first["address"], `127.0.0.1:${server.adminPort}`);
   assert.equal(first["ruleSource"], "self");
-  // grpc-js sends its own user-agent; the audit line carries what the server received.
-  assert.match(String(first["userAgent"]), /grpc-node-js/);
+  // The audit line carries what the server received: the native client sends the caller's
+  // user-agent, grpc-js (`grpcTransport: "grpc-js"`) its own.
+  assert.match(String(first["userAgent"]), /policy-test|grpc-node-js/);
   assert.equal(typeof first["peer"], "string");
   assert.deepEqual(denials(agent.process, agentFrom), [], "the agent never saw the denied dials");
 });

@@ -329,7 +329,11 @@ export class FrameParser {
       this.#pending.push(chunk);
       this.#pendingBytes += chunk.length;
       const needed = this.#needed();
-      if (this.#pendingBytes < needed) return frames;
+      if (this.#pendingBytes < needed) {
+        // Still incomplete: keep a copy, since the caller may reuse `chunk` for its next read.
+        this.#pending[this.#pending.length - 1] = chunk.slice();
+        return frames;
+      }
       const first = gather(this.#pending, needed);
       this.#pending = [];
       this.#pendingBytes = 0;

@@ -220,3 +220,19 @@ Deno.test("dataMessageHead + payload is the whole gRPC message of a DATA packet"
   assert.equal(dataMessageHead(dataPacket(1n, new Uint8Array(VIEW_MIN_BYTES - 1))), undefined);
   assert.equal(dataMessageHead(closeRequest(1n)), undefined);
 });
+
+Deno.test("FrameParser: a frame spread over 3+ reads of one reused buffer keeps its bytes", () => {
+  const payload = new Uint8Array(3000).map((_, i) => i % 251);
+  const wire = encodeFrame(FrameType.DATA, 0, 1, payload);
+  const parser = new FrameParser();
+  const buffer = new Uint8Array(1024); // the caller's read buffer, reused for every read
+  const frames = [];
+  for (let at = 0; at < wire.length; at += buffer.length) {
+    const piece = wire.subarray(at, at + buffer.length);
+    buffer.set(piece);
+    frames.push(...parser.push(buffer.subarray(0, piece.length)));
+    buffer.fill(0xee); // the next read overwrites the buffer
+  }
+  assert.equal(frames.length, 1);
+  assert.deepEqual(frames[0]!.payload, payload);
+});
