@@ -73,6 +73,8 @@ export class AgentClient {
   #shared: SharedPause;
   #nextConnectId = 0n;
   #conns = new Map<bigint, EndpointConn>();
+  /** Every connection's `onClosed` (one closure, not one per connection). */
+  readonly #connClosed = (c: EndpointConn): void => void this.#conns.delete(c.connectId);
   #dials = new Map<bigint, AbortController>();
   #ended = false;
   #refusal: string | undefined;
@@ -257,7 +259,7 @@ export class AgentClient {
       guard: this.#guard,
       timers: this.#timers,
       logger: this.#endpointLog,
-      onClosed: (c) => this.#conns.delete(c.connectId),
+      onClosed: this.#connClosed,
       flow: this.#flow,
     });
     this.#conns.set(connectId, conn);

@@ -21,8 +21,8 @@ import { AdaptiveReadSize, BufferPool, SocketWriter } from "@knp/transport/byte_
 import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
-/** With flow control, the link backlog (in windows) above which endpoints stop being read. */
-const FLOW_LINK_CAP_WINDOWS = 64;
+/** With flow control, the link backlog (in windows) above which bulk endpoints stop being read. */
+const FLOW_LINK_CAP_WINDOWS = 8;
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
 /**
@@ -79,9 +79,9 @@ export class EndpointConn {
   #credit = 0;
   #creditWaiter: (() => void) | undefined;
   #ungranted = 0;
-  /** Resolves when the teardown has finished. */
-  readonly done: Promise<void>;
-  #resolveDone: () => void;
+  /** Made on first use of `done` (an idle connection nobody awaits holds no promise). */
+  #done: PromiseWithResolvers<void> | undefined;
+  #closed = false;
 
   constructor(options: EndpointConnOptions) {
     this.connectId = options.connectId;
@@ -101,14 +101,17 @@ export class EndpointConn {
       options.timers,
     );
     this.#credit = options.flow?.sendWindow ?? 0;
-    // With flow control the server never has more than our window in flight: no shared pause.
-    const guard = options.flow
-      ? { stallMs: 0, maxBytes: Math.max(options.guard.maxBytes, 2 * options.flow.recvWindow) }
-      : options.guard;
+    const guard = options.flow ? flowGuard(options.guard, options.flow) : options.guard;
     this.#guard = new SinkGuard(this, options.shared, guard, options.timers);
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.done = promise;
-    this.#resolveDone = resolve;
+  }
+
+  /** Resolves when the teardown has finished. */
+  get done(): Promise<void> {
+    if (this.#done === undefined) {
+      this.#done = Promise.withResolvers<void>();
+      if (this.#closed) this.#done.resolve();
+    }
+    return this.#done.promise;
   }
 
   /** Bytes queued toward the endpoint. */
@@ -159,7 +162,7 @@ export class EndpointConn {
     let error: string | undefined;
     try {
       while (!this.#closing) {
-        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark()) {
+        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark(sizes.size)) {
           await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
           if (this.#closing || this.#stream.closed) break;
         }
@@ -192,12 +195,15 @@ export class EndpointConn {
   /**
    * Whether the shared link's backlog lets this connection read its endpoint. Without flow control
    * the link is the only bound: 1 MiB. With it, each connection is bounded by its window and the
-   * link sends connections fairly, so waiting on the shared backlog would only put a small reply
-   * behind everyone's bulk data; the mark is then a safety cap of 64 windows for the whole link.
+   * link sends connections fairly, so a chatty connection (small reads: an echo, a request) never
+   * waits on the shared backlog, which would put its reply behind everyone's bulk data; bulk
+   * connections stop at 8 windows for the whole link (what the agent holds while the link is the
+   * bottleneck: a few MiB, not a window per download).
    */
-  #streamUnderMark(): boolean {
-    const mark = this.#flow ? FLOW_LINK_CAP_WINDOWS * this.#flow.sendWindow : 1 << 20;
-    return this.#stream.bufferedBytes <= mark;
+  #streamUnderMark(readSize: number): boolean {
+    if (!this.#flow) return this.#stream.bufferedBytes <= 1 << 20;
+    return readSize < POOLED_READ_MIN ||
+      this.#stream.bufferedBytes <= FLOW_LINK_CAP_WINDOWS * this.#flow.sendWindow;
   }
 
   /** Flow control: grant written bytes back to the server in batches of a quarter window. */
@@ -240,6 +246,22 @@ export class EndpointConn {
     }
     this.#log.debug("endpoint connection closed", { connectID: this.connectId, by: cause.by });
     this.#onClosed(this);
-    this.#resolveDone();
+    this.#closed = true;
+    this.#done?.resolve();
   }
+}
+
+/** Guard limits under flow control, one object per (limits, flow) pair rather than per connection. */
+const flowGuards = new WeakMap<object, WeakMap<GuardLimits, GuardLimits>>();
+
+/** With flow control the server never has more than our window in flight: no shared pause. */
+function flowGuard(guard: GuardLimits, flow: { recvWindow: number }): GuardLimits {
+  let byGuard = flowGuards.get(flow);
+  if (byGuard === undefined) flowGuards.set(flow, byGuard = new WeakMap());
+  let limits = byGuard.get(guard);
+  if (limits === undefined) {
+    limits = { stallMs: 0, maxBytes: Math.max(guard.maxBytes, 2 * flow.recvWindow) };
+    byGuard.set(guard, limits);
+  }
+  return limits;
 }

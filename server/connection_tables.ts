@@ -97,6 +97,18 @@ export class ConnectionTables {
     });
   }
 
+  /** Guard limits under flow control: one object per window size, not one per connection. */
+  #flowGuards = new Map<number, GuardLimits>();
+
+  #flowGuard(flow: { recvWindow: number }): GuardLimits {
+    let limits = this.#flowGuards.get(flow.recvWindow);
+    if (limits === undefined) {
+      limits = { stallMs: 0, maxBytes: Math.max(this.#guard.maxBytes, 2 * flow.recvWindow) };
+      this.#flowGuards.set(flow.recvWindow, limits);
+    }
+    return limits;
+  }
+
   /** Moves a dial that its agent answered into the connection table. */
   establish(conn: FrontendConnection, backend: Backend, connectId: bigint): void {
     conn.connectId = connectId;
@@ -104,10 +116,12 @@ export class ConnectionTables {
     if (backend.flow) {
       // The agent sends at most `recvWindow` unacknowledged bytes: nothing to pause for.
       conn.credit = backend.flow.sendWindow;
-      conn.guard = new SinkGuard(conn.stream, backend.pause, {
-        stallMs: 0,
-        maxBytes: Math.max(this.#guard.maxBytes, 2 * backend.flow.recvWindow),
-      }, this.timers);
+      conn.guard = new SinkGuard(
+        conn.stream,
+        backend.pause,
+        this.#flowGuard(backend.flow),
+        this.timers,
+      );
     } else {
       conn.guard = new SinkGuard(conn.stream, backend.pause, this.#guard, this.timers);
     }

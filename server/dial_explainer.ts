@@ -21,7 +21,7 @@
 import type { DecodedPacket, Packet } from "@knp/proto";
 import { parseDialError } from "@knp/core/dial_errors";
 import type { PacketStream } from "@knp/transport/packet_stream";
-import { observePackets } from "@knp/transport/packet_tap";
+import { observePackets, type PacketObserver } from "@knp/transport/packet_tap";
 import type { Backend } from "./backend.ts";
 import type { BackendManager } from "./backend_manager.ts";
 import { dialJson, DialRecord, Ring } from "./dial_record.ts";
@@ -115,6 +115,7 @@ export class DialExplainer {
   #requested(event: ServerEvent & { kind: "dial-requested" }): void {
     if (this.#ring === undefined) return;
     const rec = new DialRecord(event, this.#now(), this.#wallNow());
+    rec.seq = this.#ring.pushed + 1;
     const evicted = this.#ring.push(rec);
     if (evicted !== undefined) this.#forget(evicted);
     this.#byDial.set(rec.dialId, rec);
@@ -189,31 +190,21 @@ export class DialExplainer {
    * recorded on its dial. Adds nothing on the wire.
    */
   watch(stream: PacketStream): PacketStream {
-    let dialId: bigint | undefined;
-    let rec: DialRecord | undefined;
-    const find = () => rec ??= dialId === undefined ? undefined : this.#byDial.get(dialId);
-    return observePackets(stream, {
-      received: (packet) => {
-        if (packet.type === "DIAL_REQ" && dialId === undefined) dialId = packet.dialRequest.random;
-      },
-      delivered: (packet) => {
-        const r = find();
-        if (r !== undefined) this.#fromFrontend(r, packet);
-      },
-      sent: (packet, onSent) => {
-        const r = find();
-        if (r !== undefined) this.#toFrontend(r, packet);
-        return onSent;
-      },
-      ended: (error) => {
-        const r = find();
-        if (r === undefined) return;
-        const now = this.#now();
-        r.endedMs = r.since(now);
-        r.step(now, "frontend-ended", error ? { error: error.message } : undefined);
-      },
-    });
+    return observePackets(stream, new DialWatch(this.#hooks));
   }
+
+  /** What every {@linkcode DialWatch} calls: one set of closures per explainer. */
+  readonly #hooks: WatchHooks = {
+    find: (seq) => this.#ring?.nth(seq),
+    seqOf: (dialId) => this.#byDial.get(dialId)?.seq,
+    fromFrontend: (r, packet) => this.#fromFrontend(r, packet),
+    toFrontend: (r, packet) => this.#toFrontend(r, packet),
+    ended: (r, error) => {
+      const now = this.#now();
+      r.endedMs = r.since(now);
+      r.step(now, "frontend-ended", error ? { error: error.message } : undefined);
+    },
+  };
 
   #fromFrontend(r: DialRecord, packet: DecodedPacket): void {
     if (packet.type === "DATA") {
@@ -279,4 +270,61 @@ export class DialExplainer {
 
 function agentOf(r: DialRecord): { agentId?: string } {
   return r.agentId === undefined ? {} : { agentId: r.agentId };
+}
+
+/** What a {@linkcode DialWatch} needs of its explainer. */
+interface WatchHooks {
+  /** The record numbered `seq`, while the explainer keeps it. */
+  find(seq: number): DialRecord | undefined;
+  /** The number of the record of dial `dialId`, while the explainer keeps one. */
+  seqOf(dialId: bigint): number | undefined;
+  fromFrontend(r: DialRecord, packet: DecodedPacket): void;
+  toFrontend(r: DialRecord, packet: Packet): void;
+  ended(r: DialRecord, error: Error | undefined): void;
+}
+
+/**
+ * Records one frontend stream's packets on its dial. It keeps the record's number in the ring, not
+ * the record: an open connection does not hold its record once the ring has evicted it (10,000
+ * idle tunnels would otherwise hold 10,000 records whatever the ring's capacity). The record is
+ * found by the dial ID once (on the DIAL_REQ), then by number, so a later dial reusing the ID is
+ * not credited with this stream's packets.
+ */
+class DialWatch implements PacketObserver {
+  readonly #hooks: WatchHooks;
+  #dialId: bigint | undefined;
+  #seq: number | undefined;
+
+  constructor(hooks: WatchHooks) {
+    this.#hooks = hooks;
+  }
+
+  received(packet: DecodedPacket): void {
+    if (packet.type === "DIAL_REQ" && this.#dialId === undefined) {
+      this.#dialId = packet.dialRequest.random;
+    }
+  }
+
+  delivered(packet: DecodedPacket): void {
+    const r = this.#record();
+    if (r !== undefined) this.#hooks.fromFrontend(r, packet);
+  }
+
+  sent(packet: Packet, onSent: (() => void) | undefined): (() => void) | undefined {
+    const r = this.#record();
+    if (r !== undefined) this.#hooks.toFrontend(r, packet);
+    return onSent;
+  }
+
+  ended(error: Error | undefined): void {
+    const r = this.#record();
+    if (r !== undefined) this.#hooks.ended(r, error);
+  }
+
+  /** The record, found by ID on first use (the DIAL_REQ's delivery creates it), then by number. */
+  #record(): DialRecord | undefined {
+    if (this.#dialId === undefined) return undefined;
+    this.#seq ??= this.#hooks.seqOf(this.#dialId);
+    return this.#seq === undefined ? undefined : this.#hooks.find(this.#seq);
+  }
 }

@@ -62,6 +62,20 @@ Deno.test("Ring keeps the newest entries and returns what it evicts", () => {
   assert.equal(ring.size, 3);
 });
 
+Deno.test("Ring finds an entry by the number of its push while it is held", () => {
+  const ring = new Ring<string>(2);
+  assert.equal(ring.nth(1), undefined);
+  for (const x of ["a", "b", "c"]) ring.push(x);
+  assert.equal(ring.pushed, 3);
+  assert.deepEqual([0, 1, 2, 3, 4].map((n) => ring.nth(n)), [
+    undefined,
+    undefined,
+    "b",
+    "c",
+    undefined,
+  ]);
+});
+
 Deno.test("explainer: a good dial's timeline, route, bytes, first bytes and close", async () => {
   const { core, pages, agentEnd, agent, frontend } = setup(10);
   const f = frontend();
@@ -148,6 +162,29 @@ Deno.test("explainer: a refused dial names the agent's error and kind; the ring 
   }
   assert.equal(pages.explainer.get("6"), undefined);
   assert.deepEqual(pages.explainer.list().map((x) => x.dialId), ["8", "7"]);
+  pages.dispose();
+  core.close();
+});
+
+Deno.test("explainer: an open tunnel's bytes stay off a later dial that reuses its ID", async () => {
+  const { core, pages, agentEnd, agent, frontend } = setup(10);
+  const f = frontend();
+  f.end.send(dialRequest("10.0.0.1:443", 5n));
+  await agent.next("DIAL_REQ");
+  agentEnd.send(dialResponse(5n, 9n));
+  await f.rx.next("DIAL_RSP");
+  f.end.send(dataPacket(9n, new Uint8Array(3)));
+  await agent.next("DATA");
+  const g = frontend();
+  g.end.send(dialRequest("10.0.0.2:443", 5n));
+  await agent.next("DIAL_REQ");
+  f.end.send(dataPacket(9n, new Uint8Array(4)));
+  await agent.next("DATA");
+  const [later, first] = pages.explainer.list();
+  assert.equal(later?.address, "10.0.0.2:443");
+  assert.deepEqual(later?.bytes, { toAgent: 0, toFrontend: 0 });
+  assert.equal(first?.address, "10.0.0.1:443");
+  assert.deepEqual(first?.bytes, { toAgent: 7, toFrontend: 0 });
   pages.dispose();
   core.close();
 });

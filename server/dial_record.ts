@@ -18,6 +18,7 @@ export class Ring<T> {
   readonly #items: (T | undefined)[];
   #next = 0;
   #size = 0;
+  #pushed = 0;
 
   /** A ring of `capacity` (at least 1) entries. */
   constructor(readonly capacity: number) {
@@ -35,7 +36,21 @@ export class Ring<T> {
     this.#items[this.#next] = item;
     this.#next = (this.#next + 1) % this.#items.length;
     this.#size = Math.min(this.#size + 1, this.#items.length);
+    this.#pushed++;
     return evicted;
+  }
+
+  /** Entries pushed so far: the number the next `push` gives its entry is this plus one. */
+  get pushed(): number {
+    return this.#pushed;
+  }
+
+  /** The `n`-th entry pushed (from 1), while the ring still holds it. */
+  nth(n: number): T | undefined {
+    if (!Number.isInteger(n) || n > this.#pushed || n <= this.#pushed - this.#size) {
+      return undefined;
+    }
+    return this.#items[(n - 1) % this.#items.length];
   }
 
   /** The entries, newest first (at most `limit`). */
@@ -79,6 +94,8 @@ export class DialRecord {
   readonly startedAt: number;
   /** Monotonic clock of the DIAL_REQ (ms). */
   readonly t0: number;
+  /** Its number in its explainer's ring ({@linkcode Ring.nth}); 0 when kept in none. */
+  seq = 0;
   phase: DialPhase = "requested";
   policy: Record<string, string> = { decision: "allowed" };
   route: Record<string, unknown> | undefined;

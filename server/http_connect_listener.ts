@@ -82,13 +82,16 @@ class ConnectionSet {
     return this.#sockets.size;
   }
 
-  /** Serves one client connection until its tunnel is over. */
+  /**
+   * Serves one client connection: reads its request head, then hands it to the core. Resolves
+   * once the tunnel is handed over (or refused); its end is seen through the frontend's `done`,
+   * not awaited here, so an idle tunnel holds one callback rather than a suspended function.
+   */
   async handle(socket: AbortableSocket, peer: string): Promise<void> {
     this.#sockets.add(socket);
     this.#log.debug("http-connect connection opened", { peer, connections: this.#sockets.size });
     const { core } = this.#options;
     const frontend = new HttpConnectFrontend(socket, peer, core.serverId, this.#options);
-    let error: string | undefined;
     try {
       this.#admit(frontend);
       let ok: boolean;
@@ -97,25 +100,31 @@ class ConnectionSet {
       } finally {
         this.#pendingHeads.delete(frontend);
       }
-      if (!ok) return;
-      await core.serveFrontend(frontend, frontend.userAgent).ended;
-      error = (await frontend.done)?.message;
+      if (!ok) return this.#closed(socket, peer, undefined);
+      core.serveFrontend(frontend, frontend.userAgent);
     } catch (err) {
       this.#log.warn("http-connect connection failed", { peer, error: errorMessage(err) });
       socket.close();
-    } finally {
-      this.#sockets.delete(socket);
-      if (this.#sockets.size === 0) {
-        this.#idle.resolve();
-        this.#idle = Promise.withResolvers<void>();
-      }
-      // Tests await this record, then read the http_connections gauge (`connections`).
-      this.#log.debug("http-connect connection closed", {
-        peer,
-        connections: this.#sockets.size,
-        ...(error === undefined ? {} : { error }),
-      });
+      return this.#closed(socket, peer, undefined);
     }
+    // The frontend settles `done` just before it tells the core it ended (synchronously), so the
+    // core has let go of it by the time this runs.
+    frontend.done.then((error) => this.#closed(socket, peer, error?.message));
+  }
+
+  /** Forgets a connection that ended. */
+  #closed(socket: ByteSocket, peer: string, error: string | undefined): void {
+    this.#sockets.delete(socket);
+    if (this.#sockets.size === 0) {
+      this.#idle.resolve();
+      this.#idle = Promise.withResolvers<void>();
+    }
+    // Tests await this record, then read the http_connections gauge (`connections`).
+    this.#log.debug("http-connect connection closed", {
+      peer,
+      connections: this.#sockets.size,
+      ...(error === undefined ? {} : { error }),
+    });
   }
 
   /** Counts a new head in progress; at the limit the oldest one is answered 503 and closed. */

@@ -22,7 +22,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { certificateExpiryMetrics, type CertificateSource } from "@knp/cli/certificate_metrics";
 import type { PacketStream } from "@knp/transport/packet_stream";
-import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
+import { grpcCodeName, type PacketTap, tapPacketStream } from "@knp/transport/packet_tap";
 import type { ProxyServer } from "./proxy_server.ts";
 import type { ServerEvent } from "./server_events.ts";
 import { newRegistry, serverLeaseMetrics } from "./metrics_registry.ts";
@@ -54,8 +54,11 @@ export class ServerMetrics {
   readonly #unsubscribe: () => void;
   readonly #c: Record<string, Tally> = {};
   readonly #h: Record<string, Histogram> = {};
-  /** Establishment time of open connections, for `connection_duration_seconds`. */
-  readonly #opened = new Map<string, number>();
+  /**
+   * Establishment time of open connections by agent and connection ID, for
+   * `connection_duration_seconds` (nested maps: no key string per connection).
+   */
+  readonly #opened = new Map<string, Map<bigint, number>>();
 
   /** Subscribes to `core`'s events and taps its streams; the gauges read `core` when rendered. */
   constructor(core: ProxyServer, options: ServerMetricsOptions = {}) {
@@ -94,7 +97,7 @@ export class ServerMetrics {
       registers,
       collect() {
         let n = 0;
-        for (const conn of frontends()) if (conn.holds.has("credit")) n++;
+        for (const conn of frontends()) if (conn.held("credit")) n++;
         this.set(n);
       },
     });
@@ -255,12 +258,13 @@ export class ServerMetrics {
         return this.#c.denials!.inc({ source: event.source });
       case "dial-success":
         this.#h.dial!.observe(event.ms / 1000);
-        this.#opened.set(`${event.agentId}/${event.connectId}`, performance.now());
+        this.#openedOf(event.agentId).set(event.connectId, performance.now());
         return;
       case "connection-closed": {
-        const key = `${event.agentId}/${event.connectId}`;
-        const opened = this.#opened.get(key);
-        this.#opened.delete(key);
+        const byId = this.#opened.get(event.agentId);
+        const opened = byId?.get(event.connectId);
+        byId?.delete(event.connectId);
+        if (byId?.size === 0) this.#opened.delete(event.agentId);
         if (opened !== undefined) this.#h.duration!.observe((performance.now() - opened) / 1000);
         this.#c.closed!.inc({ reason: event.reason ?? "unknown" });
         return;
@@ -268,15 +272,31 @@ export class ServerMetrics {
     }
   }
 
+  #openedOf(agentId: string): Map<bigint, number> {
+    let byId = this.#opened.get(agentId);
+    if (byId === undefined) this.#opened.set(agentId, byId = new Map());
+    return byId;
+  }
+
   /** Counts a core stream's packets, bytes and end error (upstream's segments). */
   #tap(stream: PacketStream, side: "frontend" | "agent"): PacketStream {
+    // One tap per side, shared by every stream of that side: nothing per connection.
+    const tap = side === "frontend"
+      ? (this.#taps.frontend ??= this.#sideTap(side))
+      : (this.#taps.agent ??= this.#sideTap(side));
+    return tapPacketStream(stream, tap);
+  }
+
+  readonly #taps: { frontend?: PacketTap; agent?: PacketTap } = {};
+
+  #sideTap(side: "frontend" | "agent"): PacketTap {
     const [out, inn] = side === "frontend"
       ? ["to_client", "from_client"]
       : ["to_agent", "from_agent"];
     const direction = side === "frontend" ? "client_to_agent" : "agent_to_client";
     const packets = this.#c.packets!;
     const write = this.#h.write!;
-    return tapPacketStream(stream, {
+    return {
       ...(side === "frontend" ? { written: (ms: number) => write.observe(ms / 1000) } : {}),
       sent: (type) => packets.inc({ segment: out!, packet_type: type }),
       received: (type, bytes) => {
@@ -291,7 +311,7 @@ export class ServerMetrics {
           packet_type: "Unknown",
         });
       },
-    });
+    };
   }
 
   /** Stops counting the core's events and tapping its new streams. */

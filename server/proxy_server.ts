@@ -35,7 +35,7 @@ import {
 import { type AgentMetadata, validateAgentMetadata } from "./agent_handshake.ts";
 import { backendGone, fromBackend } from "./agent_packets.ts";
 import { ConnectionTables } from "./connection_tables.ts";
-import { FrontendConnection } from "./frontend_connection.ts";
+import { FrontendConnection, type FrontendDispatch } from "./frontend_connection.ts";
 import { destinationRefusal } from "./destination_guard.ts";
 import { attachDirectRoute, type DirectRouteOptions } from "./direct_backend.ts";
 import { forwardDial, traceDial } from "./dial_trace.ts";
@@ -102,6 +102,10 @@ export class ProxyServer {
   #limits: DialLimits<Backend, FrontendConnection>;
   #idle: IdleSweeper<FrontendConnection> | undefined;
   #direct: ReturnType<typeof attachDirectRoute> | undefined;
+  readonly #fe: FrontendDispatch = {
+    packet: (conn, packet) => this.#fromFrontend(conn, packet),
+    end: (conn) => this.#frontendGone(conn),
+  };
 
   /** A core with no agents and no frontends yet. */
   constructor(options: ProxyServerOptions) {
@@ -208,14 +212,11 @@ export class ProxyServer {
    */
   serveFrontend(stream: PacketStream, userAgent = "", frontendKey?: unknown): FrontendConnection {
     stream = this.events.tap?.(stream, "frontend") ?? stream;
-    const conn = new FrontendConnection(this.#idle?.wrap(stream) ?? stream, userAgent);
+    const conn = new FrontendConnection(this.#idle?.wrap(stream) ?? stream, userAgent, this.#fe);
     this.#limits.bind(conn, frontendKey);
     this.#t.frontends.add(conn);
     this.#t.logTables("frontend connection started", { peer: stream.peer });
-    conn.stream.start({
-      onPacket: (packet) => this.#fromFrontend(conn, packet),
-      onEnd: () => this.#frontendGone(conn),
-    });
+    conn.stream.start(conn);
     return conn;
   }
 

@@ -127,8 +127,10 @@ export class SocketWriter {
   #callbacks: ((() => void) | undefined)[] = [];
   #acct: SendAccounting;
   #writing = false;
-  #idle: (() => void)[] = [];
-  #progress = new Set<() => void>();
+  /** Waiters of `flushed` (made on first use: an idle connection's writer holds none). */
+  #idle: (() => void)[] | undefined;
+  /** Their progress callbacks (made on first use, as `#idle`). */
+  #progress: Set<() => void> | undefined;
   #onError: (err: unknown) => void;
   #failed = false;
   #timers: Timers;
@@ -190,7 +192,8 @@ export class SocketWriter {
   flushed(idleMs: number): Promise<void> {
     if (!this.#writing || this.#failed) return Promise.resolve();
     const timers = this.#timers;
-    const progressSet = this.#progress;
+    const progressSet = this.#progress ??= new Set();
+    const idle = this.#idle ??= [];
     return new Promise((resolve) => {
       const finish = () => {
         timers.clearTimeout(timer);
@@ -203,7 +206,7 @@ export class SocketWriter {
       };
       let timer = timers.setTimeout(finish, idleMs);
       progressSet.add(progress);
-      this.#idle.push(finish);
+      idle.push(finish);
     });
   }
 
@@ -214,7 +217,7 @@ export class SocketWriter {
         let chunk = this.#queue[0]!;
         while (chunk.byteLength > 0) {
           chunk = chunk.subarray(await this.#socket.write(chunk));
-          for (const p of this.#progress) p();
+          if (this.#progress !== undefined) { for (const p of this.#progress) p(); }
         }
         const done = this.#queue.shift();
         if (done === undefined) break; // discarded while writing
@@ -230,8 +233,8 @@ export class SocketWriter {
     }
     this.#writing = false;
     const idle = this.#idle;
-    this.#idle = [];
-    for (const f of idle) f();
+    this.#idle = undefined;
+    if (idle !== undefined) { for (const f of idle) f(); }
   }
 }
 
