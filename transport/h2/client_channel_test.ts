@@ -10,49 +10,18 @@
 
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
-import {
-  closeRequest,
-  dataPacket,
-  type DecodedPacket,
-  dialRequest,
-  dialResponse,
-} from "@knp/proto";
+import { closeRequest, dataPacket, dialRequest, dialResponse } from "@knp/proto";
 import { GrpcChannel } from "../grpc_channel.ts";
 import { serveGrpc } from "../grpc_server.ts";
-import type { PacketStream } from "../packet_stream.ts";
 import { type H2IncomingStream, serveH2Grpc, type ServeH2GrpcOptions } from "./serve.ts";
 import { H2GrpcChannel } from "./client_channel.ts";
-
-type Serve = (
-  o: ServeH2GrpcOptions,
-) => Promise<{ port: number; close(g?: boolean): Promise<void> }>;
+import { agentService, collector, connectExchange, type Serve } from "./_test_streams.ts";
+import { withServer } from "./_test_streams.ts";
 
 const SERVERS: [string, Serve][] = [
   ["native", serveH2Grpc],
   ["grpc-js", (o) => serveGrpc(o as Parameters<typeof serveGrpc>[0])],
 ];
-
-/** Collects what a stream receives; resolves `count(n)` once n packets arrived. */
-function collector(stream: PacketStream) {
-  const packets: DecodedPacket[] = [];
-  let want = Infinity;
-  let reached = () => {};
-  stream.start({
-    onPacket(p) {
-      packets.push(p);
-      if (packets.length >= want) reached();
-    },
-    onEnd() {},
-  });
-  return {
-    packets,
-    count(n: number): Promise<DecodedPacket[]> {
-      if (packets.length >= n) return Promise.resolve(packets);
-      want = n;
-      return new Promise((resolve) => (reached = () => resolve(packets)));
-    },
-  };
-}
 
 /** Echoes DATA; answers DIAL_REQ; a DIAL_REQ to "fail:<code>" ends the call with that error. */
 function echo(incoming: H2IncomingStream): void {
@@ -77,50 +46,22 @@ function echo(incoming: H2IncomingStream): void {
   });
 }
 
-async function withServer(
+/** A `serve` server answering with `echo` unless `options` say otherwise, around `body`. */
+function withEchoServer(
   serve: Serve,
   options: Partial<ServeH2GrpcOptions>,
   body: (target: string) => Promise<void>,
-) {
-  const server = await serve({
-    service: "proxy",
-    address: "127.0.0.1:0",
-    onStream: echo,
-    ...options,
-  });
-  try {
-    await body(`127.0.0.1:${server.port}`);
-  } finally {
-    await server.close();
-  }
+): Promise<void> {
+  return withServer(serve, { onStream: echo, ...options }, body);
 }
 
 for (const [kind, serve] of SERVERS) {
   Deno.test(`h2 client → ${kind} server: Connect with metadata, headers, packets, clean end`, async () => {
-    const seen = Promise.withResolvers<H2IncomingStream>();
-    await withServer(serve, {
-      service: "agent",
-      onStream(incoming) {
-        incoming.sendHeaders({ serverid: "s-1", servercount: "3" });
-        echo(incoming);
-        seen.resolve(incoming);
-      },
-    }, async (target) => {
+    const agent = agentService(echo);
+    await withServer(serve, agent.options, async (target) => {
       const channel = new H2GrpcChannel({ target });
       try {
-        const { stream, headers } = await channel.openStream(
-          "agent",
-          { agentID: "agent-7", agentidentifiers: "host=a.example" },
-          { awaitHeaders: true },
-        );
-        assert.deepEqual([headers("serverid"), headers("servercount")], [["s-1"], ["3"]]);
-        const incoming = await seen.promise;
-        assert.deepEqual(incoming.metadata("agentid"), ["agent-7"]);
-        assert.deepEqual(incoming.metadata("agentidentifiers"), ["host=a.example"]);
-        const got = collector(stream);
-        for (let i = 1n; i <= 3n; i++) stream.send(dataPacket(i, new Uint8Array([Number(i)])));
-        const packets = await got.count(3);
-        assert.deepEqual(packets.map((p) => p.type === "DATA" && p.data.connectId), [1n, 2n, 3n]);
+        const { stream, incoming } = await connectExchange(channel, agent.seen, "agentID");
         assert.equal(channel.openStreams, 1);
         // The native server ends a call the client half-closed; grpc-js's adapter waits for us.
         if (kind === "native") stream.close();
@@ -135,7 +76,7 @@ for (const [kind, serve] of SERVERS) {
   });
 
   Deno.test(`h2 client → ${kind} server: statuses and retry hints as grpc-js reports them`, async () => {
-    await withServer(serve, {}, async (target) => {
+    await withEchoServer(serve, {}, async (target) => {
       const native = new H2GrpcChannel({ target });
       const grpcJs = new GrpcChannel({ target });
       try {
@@ -165,7 +106,7 @@ for (const [kind, serve] of SERVERS) {
     const sent = Promise.withResolvers<void>();
     const total = 40 * 1024 * 1024;
     const chunk = 60 * 1024;
-    await withServer(serve, {
+    await withEchoServer(serve, {
       onStream({ stream }) {
         stream.start({
           onPacket() {
@@ -213,7 +154,7 @@ for (const [kind, serve] of SERVERS) {
   });
 
   Deno.test(`h2 client → ${kind} server: a message above the limit ends the call`, async () => {
-    await withServer(serve, {}, async (target) => {
+    await withEchoServer(serve, {}, async (target) => {
       const channel = new H2GrpcChannel({ target, maxMessageBytes: 4096 });
       try {
         const { stream } = await channel.openStream("proxy", {});

@@ -18,14 +18,16 @@ import { KnpError } from "@knp/core/errors";
 import { realTimers, type Timers } from "@knp/core/timers";
 import type { ByteSocket } from "../byte_socket.ts";
 import { AdaptiveReadSize } from "../byte_socket.ts";
-import { Keepalive } from "../keepalive.ts";
+import type { Keepalive } from "../keepalive.ts";
 import type { KeepaliveOptions } from "../packet_stream.ts";
 import { ErrorCode, FrameParser, goawayFrame, H2Error, headersFrames, PREFACE } from "./frame.ts";
-import { pingFrame, rstStreamFrame, Setting, settingsFrame, windowUpdateFrame } from "./frame.ts";
+import { rstStreamFrame, Setting, settingsFrame, windowUpdateFrame } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 import { announced, type LocalSettings, localSettings } from "./settings.ts";
 import { WriteScheduler } from "./write_scheduler.ts";
+import { flushWithin, pingKeepalive, releaseConnection } from "./connection_parts.ts";
+import { WindowCredit } from "./connection_parts.ts";
 import { ClientFrameRules, type ClientRulesTarget } from "./client_frames.ts";
 import { H2ClientStream } from "./client_stream.ts";
 import { statusError } from "./client_status.ts";
@@ -73,14 +75,12 @@ export class H2ClientConnection implements ClientRulesTarget {
   #rules: ClientFrameRules;
   #keepalive: Keepalive | undefined;
   #timers: Timers;
-  #connUnacked = 0;
-  #streamUnacked = new Map<number, number>();
+  #credit: WindowCredit;
   #goaway = false;
   #closing = false;
   #torndown = false;
   #started = false;
   #closed = Promise.withResolvers<Error | undefined>();
-  #pings = 0;
 
   /** A connection over `socket`; call {@linkcode start}. */
   constructor(socket: ByteSocket, options: H2ClientConnectionOptions) {
@@ -97,12 +97,14 @@ export class H2ClientConnection implements ClientRulesTarget {
       this.#timers,
     );
     this.#rules = new ClientFrameRules(this);
-    if (options.keepalive) {
-      this.#keepalive = new Keepalive(this.peer, options.keepalive, {
-        ping: () => this.writer.control(pingFrame(this.#pingData(), false)),
-        expired: (error) => this.#fail(ErrorCode.NO_ERROR, error),
-      }, this.#timers);
-    }
+    this.#credit = new WindowCredit(this.writer, this.local);
+    this.#keepalive = pingKeepalive(
+      this.peer,
+      options.keepalive,
+      this.writer,
+      this.#timers,
+      (error) => this.#fail(ErrorCode.NO_ERROR, error),
+    );
   }
 
   /** Settles when the connection is closed, with the error that closed it (if any). */
@@ -255,11 +257,7 @@ export class H2ClientConnection implements ClientRulesTarget {
 
   /** Received DATA of `bytes` (flow-controlled): credits the connection window back at once. */
   connectionData(bytes: number): void {
-    this.#connUnacked += bytes;
-    if (this.#connUnacked >= this.local.connectionWindow / 4) {
-      this.writer.control(windowUpdateFrame(0, this.#connUnacked));
-      this.#connUnacked = 0;
-    }
+    this.#credit.connection(bytes);
   }
 
   // --- ClientStreamOwner ---
@@ -291,19 +289,14 @@ export class H2ClientConnection implements ClientRulesTarget {
 
   /** The application consumed `bytes` of a stream: WINDOW_UPDATE once a quarter window is due. */
   credit(stream: H2ClientStream, bytes: number): void {
-    if (this.streams.get(stream.id) !== stream) return;
-    const due = (this.#streamUnacked.get(stream.id) ?? 0) + bytes;
-    if (due >= this.local.streamWindow / 4) {
-      this.writer.control(windowUpdateFrame(stream.id, due));
-      this.#streamUnacked.delete(stream.id);
-    } else this.#streamUnacked.set(stream.id, due);
+    if (this.streams.get(stream.id) === stream) this.#credit.stream(stream.id, bytes);
   }
 
   /** A stream is over. */
   finished(stream: H2ClientStream): void {
     if (this.streams.get(stream.id) !== stream) return;
     this.streams.delete(stream.id);
-    this.#streamUnacked.delete(stream.id);
+    this.#credit.forget(stream.id);
     if (this.streams.size > 0) return;
     if (this.#closing) this.#goodbye();
     else if (this.#goaway) void this.#flushThenTeardown(lostError(this.peer));
@@ -317,32 +310,15 @@ export class H2ClientConnection implements ClientRulesTarget {
   #teardown(error: Error): void {
     if (this.#torndown) return;
     this.#torndown = true;
-    this.#keepalive?.stop();
-    this.writer.close();
-    const streams = [...this.streams.values()];
-    this.streams.clear();
-    for (const s of streams) s.onLost(error);
-    try {
-      this.#socket.close();
-    } catch { /* already closed */ }
+    const parts = { keepalive: this.#keepalive, writer: this.writer, socket: this.#socket };
+    releaseConnection(parts, this.streams, (s) => s.onLost(error));
     this.#closed.resolve(error);
   }
 
   async #flushThenTeardown(error: Error): Promise<void> {
     if (this.#torndown) return;
-    let timer: number | undefined;
-    const limit = new Promise<void>((resolve) => {
-      timer = this.#timers.setTimeout(resolve, 1000);
-    });
-    await Promise.race([this.writer.flushed(), limit]);
-    if (timer !== undefined) this.#timers.clearTimeout(timer);
+    await flushWithin(this.writer, this.#timers, 1000);
     this.#teardown(error);
-  }
-
-  #pingData(): Uint8Array {
-    const data = new Uint8Array(8);
-    new DataView(data.buffer).setUint32(4, ++this.#pings);
-    return data;
   }
 }
 

@@ -7,9 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import { KnpError } from "@knp/core/errors";
-import type { Timers } from "@knp/core/timers";
+import { fakeTimers } from "@knp/testing";
 import { dataPacket, encodePacket } from "@knp/proto";
 import { encodeFrame, type Frame, FrameParser, FrameType, goawayFrame } from "./frame.ts";
 import { headersFrames, PREFACE } from "./frame.ts";
@@ -170,12 +169,7 @@ Deno.test("h2 client connection: GOAWAY refuses the later stream, the earlier on
 });
 
 Deno.test("h2 client connection: a silent server ends the calls with TIMEOUT", async () => {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
+  const { clock, timers } = fakeTimers();
   await withRawServer(async (target, accept) => {
     const keepalive = { intervalMs: 1000, timeoutMs: 500 };
     const channel = new H2GrpcChannel({ target, keepalive, timers });
@@ -202,12 +196,7 @@ Deno.test("h2 client connection: a silent server ends the calls with TIMEOUT", a
 });
 
 Deno.test("h2 client connection: answered pings keep the connection", async () => {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
+  const { clock, timers } = fakeTimers();
   await withRawServer(async (target, accept) => {
     const channel = new H2GrpcChannel({
       target,
@@ -275,12 +264,7 @@ Deno.test("h2 client connection: a frame split across many small reads arrives i
 });
 
 Deno.test("h2 client connection: close() gives a half-closed call a grace, then cuts it", async () => {
-  const clock = FakeTimers.createClock();
-  const timers: Timers = {
-    now: () => clock.now,
-    setTimeout: (cb, ms) => clock.setTimeout(cb, ms) as unknown as number,
-    clearTimeout: (h) => clock.clearTimeout(h),
-  };
+  const { clock, timers } = fakeTimers();
   await withRawServer(async (target, accept) => {
     const channel = new H2GrpcChannel({ target, timers });
     const { stream } = await channel.openStream("proxy", {});

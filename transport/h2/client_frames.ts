@@ -8,23 +8,20 @@
  *
  * The server's rules (`frame_rules.ts`) act on a server connection's states; the client's are
  * fewer (it opens the streams) and are kept apart so neither side's checks leak into the other.
+ * What both ends do alike (SETTINGS, WINDOW_UPDATE, PING, header blocks) is `frame_common.ts`.
  *
  * @module
  */
 
 import type { Frame } from "./frame.ts";
 import { ErrorCode, Flag, FrameType, H2Error, MAX_WINDOW } from "./frame.ts";
-import {
-  parseSettings,
-  pingFrame,
-  readU32,
-  settingsFrame,
-  unpadded,
-  validateFrame,
-} from "./frame.ts";
+import { readU32, unpadded } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
-import { peerSettings } from "./settings.ts";
 import type { H2ClientStream } from "./client_stream.ts";
+import { answerPing, applyPeerSettings, beginBlock, blockBytes } from "./frame_common.ts";
+import { checkFrame, resetOrThrow } from "./frame_common.ts";
+import { continueBlock, creditConnectionWindow, type HeaderBlock } from "./frame_common.ts";
+import { type RulesWriter, windowIncrement } from "./frame_common.ts";
 
 /** What the rules act on: the client connection's state. */
 export interface ClientRulesTarget {
@@ -35,14 +32,7 @@ export interface ClientRulesTarget {
   /** The server's SETTINGS_INITIAL_WINDOW_SIZE. */
   peerInitialWindow: number;
   /** The write side: windows, frame size, control frames and acks. */
-  readonly writer: {
-    connWindow: number;
-    maxFrameSize: number;
-    control(frames: Uint8Array): void;
-    ack(frame: Uint8Array): void;
-    schedule(): void;
-    activate(stream: H2ClientStream): void;
-  };
+  readonly writer: RulesWriter & { activate(stream: H2ClientStream): void };
   /** Largest header block we accept (twice our header list limit, compressed). */
   readonly maxHeaderBlock: number;
   /** Decodes a header block. */
@@ -55,18 +45,10 @@ export interface ClientRulesTarget {
   onGoaway(lastStreamId: number, code: number, debug: string): void;
 }
 
-/** A header block being assembled from HEADERS and CONTINUATION frames. */
-interface PendingBlock {
-  streamId: number;
-  chunks: Uint8Array[];
-  size: number;
-  endStream: boolean;
-}
-
 /** Applies the server's frames to a client connection. */
 export class ClientFrameRules {
   #conn: ClientRulesTarget;
-  #block: PendingBlock | undefined;
+  #block: HeaderBlock | undefined;
   #settingsSeen = false;
 
   /** Rules acting on `conn`. */
@@ -79,19 +61,12 @@ export class ClientFrameRules {
     try {
       this.#dispatch(frame);
     } catch (err) {
-      if (!(err instanceof H2Error) || err.streamId === 0) throw err;
-      this.#conn.resetStream(err.streamId, err.h2Code, err);
+      resetOrThrow(err, this.#conn);
     }
   }
 
   #dispatch(frame: Frame): void {
-    if (this.#block && frame.type !== FrameType.CONTINUATION) {
-      throw connError(`frame type ${frame.type} inside a header block`);
-    }
-    if (!this.#settingsSeen && frame.type !== FrameType.SETTINGS) {
-      throw connError("first frame is not SETTINGS");
-    }
-    validateFrame(frame);
+    checkFrame(frame, this.#block !== undefined, this.#settingsSeen);
     switch (frame.type) {
       case FrameType.DATA:
         return this.#onData(frame);
@@ -108,8 +83,7 @@ export class ClientFrameRules {
       case FrameType.PUSH_PROMISE:
         throw connError("PUSH_PROMISE though push is disabled");
       case FrameType.PING:
-        if (!(frame.flags & Flag.ACK)) this.#conn.writer.ack(pingFrame(frame.payload, true));
-        return;
+        return answerPing(frame, this.#conn.writer);
       case FrameType.GOAWAY:
         return this.#conn.onGoaway(
           readU32(frame.payload, 0) & MAX_WINDOW,
@@ -131,39 +105,14 @@ export class ClientFrameRules {
   #onSettings(frame: Frame): void {
     if (frame.flags & Flag.ACK) return;
     this.#settingsSeen = true;
-    const effect = peerSettings(parseSettings(frame.payload));
-    const conn = this.#conn;
-    if (effect.maxFrameSize !== undefined) conn.writer.maxFrameSize = effect.maxFrameSize;
-    if (effect.initialWindow !== undefined) {
-      const delta = effect.initialWindow - conn.peerInitialWindow;
-      conn.peerInitialWindow = effect.initialWindow;
-      for (const stream of conn.streams.values()) {
-        stream.sendWindow += delta;
-        if (stream.sendWindow > MAX_WINDOW) {
-          throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, 0, "stream window above 2^31-1");
-        }
-        if (delta > 0 && stream.pendingBytes() > 0) conn.writer.activate(stream);
-      }
-    }
-    conn.writer.control(settingsFrame());
+    const writer = this.#conn.writer;
+    applyPeerSettings(frame, this.#conn, (stream) => writer.activate(stream));
   }
 
   #onWindowUpdate(frame: Frame): void {
-    const increment = readU32(frame.payload, 0) & MAX_WINDOW;
+    const increment = windowIncrement(frame);
     const id = frame.streamId;
-    if (increment === 0) {
-      if (id === 0) throw connError("WINDOW_UPDATE of 0");
-      throw new H2Error(ErrorCode.PROTOCOL_ERROR, id, "WINDOW_UPDATE of 0");
-    }
-    if (id === 0) {
-      const writer = this.#conn.writer;
-      writer.connWindow += increment;
-      if (writer.connWindow > MAX_WINDOW) {
-        throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, 0, "connection window above 2^31-1");
-      }
-      writer.schedule();
-      return;
-    }
+    if (id === 0) return creditConnectionWindow(this.#conn.writer, increment);
     this.#known(id, "WINDOW_UPDATE");
     this.#conn.streams.get(id)?.onWindowUpdate(increment);
   }
@@ -182,55 +131,25 @@ export class ClientFrameRules {
 
   #onHeaders(frame: Frame): void {
     this.#known(frame.streamId, "HEADERS");
-    const block: PendingBlock = {
-      streamId: frame.streamId,
-      chunks: [unpadded(frame)],
-      size: 0,
-      endStream: (frame.flags & Flag.END_STREAM) !== 0,
-    };
-    block.size = block.chunks[0]!.length;
+    const block = beginBlock(frame);
     if (frame.flags & Flag.END_HEADERS) this.#complete(block);
-    else {
-      // Frames are views of a reused read buffer: a block kept for CONTINUATION is copied.
-      block.chunks[0] = block.chunks[0]!.slice();
-      this.#block = block;
-    }
+    else this.#block = block;
   }
 
   #onContinuation(frame: Frame): void {
-    const block = this.#block;
-    if (!block || block.streamId !== frame.streamId) {
-      throw connError("CONTINUATION without its HEADERS");
-    }
-    block.chunks.push(frame.payload.slice());
-    block.size += frame.payload.length;
-    if (block.size > this.#conn.maxHeaderBlock) {
-      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, 0, "header block too large");
-    }
-    if (frame.flags & Flag.END_HEADERS) {
-      this.#block = undefined;
-      this.#complete(block);
-    }
+    const block = continueBlock(this.#block, frame, this.#conn.maxHeaderBlock);
+    if (!block) return;
+    this.#block = undefined;
+    this.#complete(block);
   }
 
-  #complete(block: PendingBlock): void {
-    const bytes = block.chunks.length === 1 ? block.chunks[0]! : join(block.chunks, block.size);
+  #complete(block: HeaderBlock): void {
     // Decoded even for a forgotten stream: the HPACK table must follow every block.
-    const fields = this.#conn.decode(bytes);
+    const fields = this.#conn.decode(blockBytes(block));
     this.#conn.streams.get(block.streamId)?.onHeaders(fields, block.endStream);
   }
 }
 
 function connError(message: string): H2Error {
   return new H2Error(ErrorCode.PROTOCOL_ERROR, 0, message);
-}
-
-function join(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

@@ -8,23 +8,23 @@
  * trailers; `close(error)` cancels it (RST_STREAM CANCEL). The server's status becomes the error
  * the grpc-js adapter reports (`client_status.ts`).
  *
- * Hand-written beside `server_stream.ts` (rather than shared with it) because the two ends differ
- * in what ends a call: the client's stream is over on the server's trailers, the server's on its own.
+ * The send queue and the delivery with its window credit are `server_stream.ts`'s
+ * (`stream_queues.ts`); what ends a call stays apart because the two ends differ there: the
+ * client's stream is over on the server's trailers, the server's on its own.
  *
  * @module
  */
 
-import { decodePacket, encodedLength, encodePacketInto, payloadBytes } from "@knp/proto";
 import type { Packet } from "@knp/proto";
-import { errorMessage, KnpError } from "@knp/core/errors";
+import { errorMessage } from "@knp/core/errors";
 import type { PacketHandler, PacketStream } from "../packet_stream.ts";
-import { DoneSignal, SendAccounting } from "../packet_stream.ts";
+import { DoneSignal } from "../packet_stream.ts";
 import { encodeFrame, ErrorCode, Flag, FrameType, H2Error, MAX_WINDOW } from "./frame.ts";
 import { rstStreamFrame } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import type { DataSource } from "./write_scheduler.ts";
-import { dataMessageHead, decodeGrpcMessage, GrpcStatus, MessageDeframer } from "./grpc_message.ts";
-import { MESSAGE_PREFIX_BYTES, MessageError, writeMessagePrefix } from "./grpc_message.ts";
+import { decodeGrpcMessage, GrpcStatus, MessageError } from "./grpc_message.ts";
+import { MessageInbox, MessageOutbox } from "./stream_queues.ts";
 import { type HeaderLookup, lookupOf, statusError, statusOfHttp } from "./client_status.ts";
 import { statusOfReset } from "./client_status.ts";
 
@@ -51,17 +51,8 @@ export class H2ClientStream implements PacketStream, DataSource {
   readonly peer: string;
   sendWindow = 0;
   #owner: ClientStreamOwner | undefined;
-  #recvWindow = 0;
-  #deframer: MessageDeframer;
-  #inbox: Uint8Array[] = [];
-  #held = 0;
-  #paused = true;
-  #handler: PacketHandler | undefined;
-  #out: Uint8Array[] = [];
-  #outDone: ((() => void) | undefined)[] = [];
-  #outOffset = 0;
-  #outBytes = 0;
-  #acct = new SendAccounting();
+  #in: MessageInbox;
+  #out = new MessageOutbox();
   #tail: Uint8Array | undefined;
   #halfClosed = false;
   #gotHeaders = false;
@@ -76,12 +67,12 @@ export class H2ClientStream implements PacketStream, DataSource {
   /** A call to `peer` accepting messages up to `maxMessageBytes`; open it with `attach`. */
   constructor(peer: string, maxMessageBytes: number) {
     this.peer = peer;
-    this.#deframer = new MessageDeframer(maxMessageBytes);
+    this.#in = new MessageInbox(maxMessageBytes, 0);
     this.#headers.promise.catch(() => {});
   }
 
   get bufferedBytes(): number {
-    return this.#acct.buffered;
+    return this.#out.buffered;
   }
   get closed(): boolean {
     return this.#closed || this.#ended;
@@ -107,52 +98,37 @@ export class H2ClientStream implements PacketStream, DataSource {
   ): void {
     this.id = id;
     this.#owner = owner;
-    this.#recvWindow = windows.recv;
+    this.#in.window = windows.recv;
     this.sendWindow = windows.send;
     owner.control(owner.headerFrames(id, request, false));
     if (this.#halfClosed) this.#tail = endStreamFrame(id);
-    if (this.#outBytes > 0 || this.#tail) owner.activate(this);
+    if (this.#out.bytes > 0 || this.#tail) owner.activate(this);
   }
 
   start(handler: PacketHandler): void {
-    this.#handler = handler;
-    this.#paused = false;
+    this.#in.handler = handler;
+    this.#in.paused = false;
     this.#pump();
   }
 
   send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
-    const bytes = payloadBytes(packet);
-    const ok = this.#acct.add(bytes);
-    // A bulk payload is queued as a view behind its message head: one copy, into the write.
-    const head = dataMessageHead(packet);
-    if (head) this.#queue(head, undefined);
-    const last = head ? (packet as Packet & { type: "DATA" }).data.data : messageOf(packet);
-    this.#queue(last, () => {
-      this.#acct.remove(bytes);
-      onSent?.();
-    });
+    const ok = this.#out.push(packet, onSent);
     this.#owner?.activate(this);
     return ok;
   }
 
-  #queue(piece: Uint8Array, done: (() => void) | undefined): void {
-    this.#out.push(piece);
-    this.#outDone.push(done);
-    this.#outBytes += piece.length;
-  }
-
   onDrain(callback: () => void): void {
-    this.#acct.onDrain(callback);
+    this.#out.onDrain(callback);
   }
 
   pause(): void {
-    this.#paused = true;
+    this.#in.paused = true;
   }
 
   resume(): void {
-    if (!this.#handler || this.#ended) return;
-    this.#paused = false;
+    if (!this.#in.handler || this.#ended) return;
+    this.#in.paused = false;
     this.#pump();
   }
 
@@ -175,26 +151,11 @@ export class H2ClientStream implements PacketStream, DataSource {
   // --- DataSource (the write scheduler) ---
 
   pendingBytes(): number {
-    return this.#outBytes;
+    return this.#out.bytes;
   }
 
   take(limit: number, pieces: Uint8Array[], done: (() => void)[]): number {
-    let taken = 0;
-    while (taken < limit && this.#out.length > 0) {
-      const head = this.#out[0]!;
-      const n = Math.min(limit - taken, head.length - this.#outOffset);
-      pieces.push(head.subarray(this.#outOffset, this.#outOffset + n));
-      taken += n;
-      this.#outOffset += n;
-      if (this.#outOffset === head.length) {
-        this.#out.shift();
-        const cb = this.#outDone.shift();
-        if (cb) done.push(cb);
-        this.#outOffset = 0;
-      }
-    }
-    this.#outBytes -= taken;
-    return taken;
+    return this.#out.take(limit, pieces, done);
   }
 
   takeTail(): Uint8Array | undefined {
@@ -245,7 +206,7 @@ export class H2ClientStream implements PacketStream, DataSource {
       ? "No status received"
       : decodeGrpcMessage(lookup.get("grpc-message")[0] ?? "");
     if (code !== GrpcStatus.OK) this.#outcome = statusError(code, details, lookup);
-    else if (!this.#deframer.idle) {
+    else if (!this.#in.idle) {
       this.#outcome = statusError(GrpcStatus.INTERNAL, "stream ended inside a message", lookup);
     }
     // The server is done: whatever we had left to send is moot (grpc-go resets too).
@@ -255,7 +216,7 @@ export class H2ClientStream implements PacketStream, DataSource {
   }
 
   #tailTaken(): boolean {
-    return this.#halfClosed && this.#tail === undefined && this.#outBytes === 0;
+    return this.#halfClosed && this.#tail === undefined && this.#out.bytes === 0;
   }
 
   /**
@@ -263,22 +224,16 @@ export class H2ClientStream implements PacketStream, DataSource {
    * @throws {H2Error} a stream error when the peer overran the window or sent DATA too early
    */
   onData(data: Uint8Array, flowBytes: number, endStream: boolean): void {
-    this.#recvWindow -= flowBytes;
-    if (this.#recvWindow < 0) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window exceeded");
-    }
+    this.#in.charge(this.id, flowBytes);
     if (!this.#gotHeaders) throw new H2Error(ErrorCode.PROTOCOL_ERROR, this.id, "DATA first");
-    this.#held += flowBytes;
-    if (!this.#ended) {
-      try {
-        this.#deframer.push(data, (message) => this.#inbox.push(message));
-      } catch (err) {
-        const status = err instanceof MessageError ? err.status : GrpcStatus.INTERNAL;
-        this.#closed = true;
-        this.#cancel(ErrorCode.CANCEL);
-        this.#end(statusError(status, errorMessage(err)));
-        return;
-      }
+    try {
+      this.#in.accept(data, flowBytes, this.#ended);
+    } catch (err) {
+      const status = err instanceof MessageError ? err.status : GrpcStatus.INTERNAL;
+      this.#closed = true;
+      this.#cancel(ErrorCode.CANCEL);
+      this.#end(statusError(status, errorMessage(err)));
+      return;
     }
     if (endStream) this.#trailers([]);
     else this.#pump();
@@ -290,7 +245,7 @@ export class H2ClientStream implements PacketStream, DataSource {
     if (this.sendWindow > MAX_WINDOW) {
       throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window above 2^31-1");
     }
-    if (this.#outBytes > 0 && this.sendWindow > 0) this.#owner?.activate(this);
+    if (this.#out.bytes > 0 && this.sendWindow > 0) this.#owner?.activate(this);
   }
 
   /** The server reset the stream with HTTP/2 error `code`. */
@@ -326,40 +281,19 @@ export class H2ClientStream implements PacketStream, DataSource {
   }
 
   #dropQueue(): void {
-    this.#out = [];
-    this.#outDone = [];
-    this.#outOffset = 0;
-    this.#outBytes = 0;
     this.#tail = undefined;
-    this.#acct.flush();
+    this.#out.clear();
   }
 
   /** Delivers what the inbox holds while not paused; ends the call once the server ended it. */
   #pump(): void {
-    const handler = this.#handler;
-    if (!handler) {
-      if (this.#remoteEnded && this.#inbox.length === 0) this.#end(this.#outcome);
+    if (!this.#in.handler) {
+      if (this.#remoteEnded && this.#in.empty) this.#end(this.#outcome);
       return;
     }
-    while (!this.#paused && this.#inbox.length > 0 && !this.#ended) {
-      const message = this.#inbox.shift()!;
-      let packet;
-      try {
-        packet = decodePacket(message);
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : errorMessage(err);
-        this.close(new KnpError("PACKET_DECODE", `malformed packet: ${reason}`, { cause: err }));
-        break;
-      }
-      handler.onPacket(packet);
-    }
-    if (this.#inbox.length > 0 && !this.#ended) return;
-    this.#inbox = [];
-    if (this.#held > 0) {
-      if (!this.#remoteEnded && this.#owner) this.#owner.credit(this, this.#held);
-      this.#recvWindow += this.#held;
-      this.#held = 0;
-    }
+    const held = this.#in.deliver(this);
+    if (held < 0) return;
+    if (held > 0 && !this.#remoteEnded && this.#owner) this.#owner.credit(this, held);
     if (this.#remoteEnded) this.#end(this.#outcome);
   }
 
@@ -372,24 +306,15 @@ export class H2ClientStream implements PacketStream, DataSource {
   #end(error?: Error): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#acct.flush();
+    this.#out.flush();
     if (!this.#gotHeaders || error) {
       this.#headers.reject(error ?? statusError(GrpcStatus.OK, "call ended without headers"));
     }
     this.#done.settle(error);
-    const handler = this.#handler;
+    const handler = this.#in.handler;
     if (handler) handler.onEnd(error);
-    else queueMicrotask(() => this.#handler?.onEnd(error));
+    else queueMicrotask(() => this.#in.handler?.onEnd(error));
   }
-}
-
-/** A packet as one length-prefixed gRPC message. */
-function messageOf(packet: Packet): Uint8Array {
-  const length = encodedLength(packet);
-  const message = new Uint8Array(MESSAGE_PREFIX_BYTES + length);
-  writeMessagePrefix(message, 0, length);
-  encodePacketInto(packet, message, MESSAGE_PREFIX_BYTES);
-  return message;
 }
 
 /** An empty DATA frame with END_STREAM: the client's half-close. */

@@ -16,10 +16,10 @@ import { KnpError } from "@knp/core/errors";
 import { realTimers, type Timers } from "@knp/core/timers";
 import type { ByteSocket } from "../byte_socket.ts";
 import { AdaptiveReadSize } from "../byte_socket.ts";
-import { Keepalive } from "../keepalive.ts";
+import type { Keepalive } from "../keepalive.ts";
 import type { KeepaliveOptions } from "../packet_stream.ts";
 import { ErrorCode, FrameParser, goawayFrame, H2Error, headersFrames, PREFACE } from "./frame.ts";
-import { pingFrame, rstStreamFrame, settingsFrame, windowUpdateFrame } from "./frame.ts";
+import { rstStreamFrame, settingsFrame, windowUpdateFrame } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 import { H2ServerStream } from "./server_stream.ts";
@@ -27,6 +27,8 @@ import type { PlainResponse } from "./plain_response.ts";
 import { announced, type LocalSettings, localSettings } from "./settings.ts";
 import { WriteScheduler } from "./write_scheduler.ts";
 import { FrameRules } from "./frame_rules.ts";
+import { flushWithin, pingKeepalive, releaseConnection } from "./connection_parts.ts";
+import { WindowCredit } from "./connection_parts.ts";
 
 /** Options of an {@linkcode H2ServerConnection}. */
 export interface H2ServerConnectionOptions {
@@ -76,14 +78,12 @@ export class H2ServerConnection {
   #encoder = new HpackEncoder();
   #rules: FrameRules;
   #resetIds = new Set<number>();
-  #connUnacked = 0;
-  #streamUnacked = new Map<number, number>();
+  #credit: WindowCredit;
   #keepalive: Keepalive | undefined;
   #timers: Timers;
   #idleTimer: number | undefined;
   #torndown = false;
   #closed = Promise.withResolvers<Error | undefined>();
-  #pings = 0;
   #greeted = false;
 
   /** Serves `socket`; call {@linkcode run}. */
@@ -101,12 +101,14 @@ export class H2ServerConnection {
       this.#timers,
     );
     this.#rules = new FrameRules(this);
-    if (options.keepalive) {
-      this.#keepalive = new Keepalive(this.peer, options.keepalive, {
-        ping: () => this.writer.control(pingFrame(this.#pingData(), false)),
-        expired: (error) => this.fail(ErrorCode.NO_ERROR, error),
-      }, this.#timers);
-    }
+    this.#credit = new WindowCredit(this.writer, this.local);
+    this.#keepalive = pingKeepalive(
+      this.peer,
+      options.keepalive,
+      this.writer,
+      this.#timers,
+      (error) => this.fail(ErrorCode.NO_ERROR, error),
+    );
   }
 
   /** Settles when the connection is closed, with the error that closed it (if any). */
@@ -229,11 +231,7 @@ export class H2ServerConnection {
 
   /** Received DATA of `bytes` (flow-controlled): credits the connection window back at once. */
   connectionData(bytes: number): void {
-    this.#connUnacked += bytes;
-    if (this.#connUnacked >= this.local.connectionWindow / 4) {
-      this.writer.control(windowUpdateFrame(0, this.#connUnacked));
-      this.#connUnacked = 0;
-    }
+    this.#credit.connection(bytes);
   }
 
   /** A new stream was opened: no longer idle. */
@@ -277,19 +275,14 @@ export class H2ServerConnection {
 
   /** The application consumed `bytes` of a stream: WINDOW_UPDATE once a quarter window is due. */
   credit(stream: ServerStreamState, bytes: number): void {
-    if (stream.remoteEnded) return;
-    const due = (this.#streamUnacked.get(stream.id) ?? 0) + bytes;
-    if (due >= this.local.streamWindow / 4) {
-      this.writer.control(windowUpdateFrame(stream.id, due));
-      this.#streamUnacked.delete(stream.id);
-    } else this.#streamUnacked.set(stream.id, due);
+    if (!stream.remoteEnded) this.#credit.stream(stream.id, bytes);
   }
 
   /** A stream is over. */
   finished(stream: ServerStreamState, reset: boolean): void {
     if (this.streams.get(stream.id) !== stream) return;
     this.streams.delete(stream.id);
-    this.#streamUnacked.delete(stream.id);
+    this.#credit.forget(stream.id);
     this.#rules.forget(stream.id);
     if (reset || !stream.remoteEnded) this.rememberReset(stream.id);
     if (this.streams.size > 0) return;
@@ -303,26 +296,15 @@ export class H2ServerConnection {
     if (this.#torndown) return;
     this.#torndown = true;
     this.draining = true;
-    this.#keepalive?.stop();
-    this.writer.close();
     if (this.#idleTimer !== undefined) this.#timers.clearTimeout(this.#idleTimer);
-    const streams = [...this.streams.values()];
-    this.streams.clear();
-    for (const s of streams) s.onReset(error);
-    try {
-      this.#socket.close();
-    } catch { /* already closed */ }
+    const parts = { keepalive: this.#keepalive, writer: this.writer, socket: this.#socket };
+    releaseConnection(parts, this.streams, (s) => s.onReset(error));
     this.#closed.resolve(error);
   }
 
   async #flushThenTeardown(error: Error): Promise<void> {
     if (this.#torndown) return;
-    let timer: number | undefined;
-    const limit = new Promise<void>((resolve) => {
-      timer = this.#timers.setTimeout(resolve, 1000);
-    });
-    await Promise.race([this.writer.flushed(), limit]);
-    if (timer !== undefined) this.#timers.clearTimeout(timer);
+    await flushWithin(this.writer, this.#timers, 1000);
     this.teardown(error);
   }
 
@@ -333,12 +315,6 @@ export class H2ServerConnection {
       this.#idleTimer = undefined;
       if (this.streams.size === 0) void this.shutdown(true);
     }, ms);
-  }
-
-  #pingData(): Uint8Array {
-    const data = new Uint8Array(8);
-    new DataView(data.buffer).setUint32(4, ++this.#pings);
-    return data;
   }
 }
 

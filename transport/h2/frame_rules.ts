@@ -11,25 +11,18 @@
 
 import { KnpError } from "@knp/core/errors";
 import type { Frame } from "./frame.ts";
-import { dependencyOf, ErrorCode, Flag, FrameType, H2Error, MAX_WINDOW } from "./frame.ts";
-import { parseSettings, readU32, settingsFrame, unpadded, validateFrame } from "./frame.ts";
-import { pingFrame } from "./frame.ts";
+import { dependencyOf, ErrorCode, Flag, FrameType, H2Error } from "./frame.ts";
+import { readU32, unpadded } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import { contentLength, type HeaderMap, mergeTrailers, requestHeaders } from "./request_headers.ts";
 import { H2ServerStream } from "./server_stream.ts";
 import { PlainResponse } from "./plain_response.ts";
-import { peerSettings } from "./settings.ts";
 import type { H2ServerConnection } from "./connection.ts";
 import { GrpcStatus } from "./grpc_message.ts";
-
-/** A header block being assembled from HEADERS and CONTINUATION frames. */
-interface PendingBlock {
-  streamId: number;
-  chunks: Uint8Array[];
-  size: number;
-  endStream: boolean;
-  error: H2Error | undefined;
-}
+import { answerPing, applyPeerSettings, beginBlock, blockBytes } from "./frame_common.ts";
+import { checkFrame, resetOrThrow } from "./frame_common.ts";
+import { continueBlock, creditConnectionWindow, type HeaderBlock } from "./frame_common.ts";
+import { windowIncrement } from "./frame_common.ts";
 
 /** Declared and received body sizes of a stream with a content-length. */
 interface BodyCount {
@@ -40,7 +33,7 @@ interface BodyCount {
 /** Applies received frames to a connection. */
 export class FrameRules {
   #conn: H2ServerConnection;
-  #block: PendingBlock | undefined;
+  #block: HeaderBlock | undefined;
   #settingsSeen = false;
   #bodies = new Map<number, BodyCount>();
 
@@ -59,19 +52,12 @@ export class FrameRules {
     try {
       this.#dispatch(frame);
     } catch (err) {
-      if (!(err instanceof H2Error) || err.streamId === 0) throw err;
-      this.#conn.resetStream(err.streamId, err.h2Code, err);
+      resetOrThrow(err, this.#conn);
     }
   }
 
   #dispatch(frame: Frame): void {
-    if (this.#block && frame.type !== FrameType.CONTINUATION) {
-      throw connError(ErrorCode.PROTOCOL_ERROR, `frame type ${frame.type} inside a header block`);
-    }
-    if (!this.#settingsSeen && frame.type !== FrameType.SETTINGS) {
-      throw connError(ErrorCode.PROTOCOL_ERROR, "first frame is not SETTINGS");
-    }
-    validateFrame(frame);
+    checkFrame(frame, this.#block !== undefined, this.#settingsSeen);
     switch (frame.type) {
       case FrameType.DATA:
         return this.#onData(frame);
@@ -91,10 +77,7 @@ export class FrameRules {
       case FrameType.PUSH_PROMISE:
         throw connError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       case FrameType.PING:
-        if (!(frame.flags & Flag.ACK)) {
-          this.#conn.writer.ack(pingFrame(frame.payload, true));
-        }
-        return;
+        return answerPing(frame, this.#conn.writer);
       case FrameType.GOAWAY:
         this.#conn.peerGoaway = true;
         if (this.#conn.streams.size === 0) void this.#conn.shutdown(true);
@@ -107,39 +90,14 @@ export class FrameRules {
   #onSettings(frame: Frame): void {
     if (frame.flags & Flag.ACK) return;
     this.#settingsSeen = true;
-    const effect = peerSettings(parseSettings(frame.payload));
     const conn = this.#conn;
-    if (effect.maxFrameSize !== undefined) conn.writer.maxFrameSize = effect.maxFrameSize;
-    if (effect.initialWindow !== undefined) {
-      const delta = effect.initialWindow - conn.peerInitialWindow;
-      conn.peerInitialWindow = effect.initialWindow;
-      for (const stream of conn.streams.values()) {
-        stream.sendWindow += delta;
-        if (stream.sendWindow > MAX_WINDOW) {
-          throw connError(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1");
-        }
-        if (delta > 0 && stream.pendingBytes() > 0) conn.activate(stream);
-      }
-    }
-    conn.writer.control(settingsFrame());
+    applyPeerSettings(frame, conn, (stream) => conn.activate(stream));
   }
 
   #onWindowUpdate(frame: Frame): void {
-    const increment = readU32(frame.payload, 0) & MAX_WINDOW;
+    const increment = windowIncrement(frame);
     const id = frame.streamId;
-    if (increment === 0) {
-      if (id === 0) throw connError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-      throw streamError(id, "WINDOW_UPDATE of 0");
-    }
-    if (id === 0) {
-      const writer = this.#conn.writer;
-      writer.connWindow += increment;
-      if (writer.connWindow > MAX_WINDOW) {
-        throw connError(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1");
-      }
-      writer.schedule();
-      return;
-    }
+    if (id === 0) return creditConnectionWindow(this.#conn.writer, increment);
     if (id > this.#conn.lastStreamId) {
       throw connError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
     }
@@ -191,41 +149,21 @@ export class FrameRules {
   #onHeaders(frame: Frame): void {
     const id = frame.streamId;
     if (id % 2 === 0) throw connError(ErrorCode.PROTOCOL_ERROR, `client stream id ${id} is even`);
-    const block: PendingBlock = {
-      streamId: id,
-      chunks: [unpadded(frame)],
-      size: 0,
-      endStream: (frame.flags & Flag.END_STREAM) !== 0,
-      error: dependencyOf(frame) === id ? streamError(id, "self-dependency") : undefined,
-    };
-    block.size = block.chunks[0]!.length;
+    const error = dependencyOf(frame) === id ? streamError(id, "self-dependency") : undefined;
+    const block = beginBlock(frame, error);
     if (frame.flags & Flag.END_HEADERS) this.#complete(block);
-    else {
-      // Frames are views of a reused read buffer: a block kept for CONTINUATION is copied.
-      block.chunks[0] = block.chunks[0]!.slice();
-      this.#block = block;
-    }
+    else this.#block = block;
   }
 
   #onContinuation(frame: Frame): void {
-    const block = this.#block;
-    if (!block || block.streamId !== frame.streamId) {
-      throw connError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without its HEADERS");
-    }
-    block.chunks.push(frame.payload.slice());
-    block.size += frame.payload.length;
-    if (block.size > 2 * this.#conn.local.maxHeaderListSize) {
-      throw connError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    }
-    if (frame.flags & Flag.END_HEADERS) {
-      this.#block = undefined;
-      this.#complete(block);
-    }
+    const block = continueBlock(this.#block, frame, 2 * this.#conn.local.maxHeaderListSize);
+    if (!block) return;
+    this.#block = undefined;
+    this.#complete(block);
   }
 
-  #complete(block: PendingBlock): void {
-    const bytes = block.chunks.length === 1 ? block.chunks[0]! : join(block.chunks, block.size);
-    const fields = this.#conn.decoder.decode(bytes);
+  #complete(block: HeaderBlock): void {
+    const fields = this.#conn.decoder.decode(blockBytes(block));
     if (block.error) throw block.error;
     const id = block.streamId;
     const conn = this.#conn;
@@ -312,14 +250,4 @@ function connError(code: number, message: string): H2Error {
 
 function streamError(id: number, message: string): H2Error {
   return new H2Error(ErrorCode.PROTOCOL_ERROR, id, message);
-}
-
-function join(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

@@ -9,39 +9,11 @@
 
 import assert from "node:assert/strict";
 import { KnpError } from "@knp/core/errors";
-import {
-  closeRequest,
-  dataPacket,
-  type DecodedPacket,
-  dialRequest,
-  dialResponse,
-} from "@knp/proto";
+import { closeRequest, dataPacket, dialRequest, dialResponse } from "@knp/proto";
 import { generateCa } from "@knp/testing";
 import { GrpcChannel } from "../grpc_channel.ts";
-import type { PacketStream } from "../packet_stream.ts";
-import { type H2IncomingStream, serveH2Grpc, type ServeH2GrpcOptions } from "./serve.ts";
-
-/** Collects what a stream receives; resolves `count(n)` once n packets arrived. */
-function collector(stream: PacketStream) {
-  const packets: DecodedPacket[] = [];
-  let want = Infinity;
-  let reached = () => {};
-  stream.start({
-    onPacket(p) {
-      packets.push(p);
-      if (packets.length >= want) reached();
-    },
-    onEnd() {},
-  });
-  return {
-    packets,
-    count(n: number): Promise<DecodedPacket[]> {
-      if (packets.length >= n) return Promise.resolve(packets);
-      want = n;
-      return new Promise((resolve) => (reached = () => resolve(packets)));
-    },
-  };
-}
+import { type H2IncomingStream, serveH2Grpc } from "./serve.ts";
+import { agentService, collector, connectExchange, withServer } from "./_test_streams.ts";
 
 /** An echo server: every packet comes back; the first DIAL_REQ gets a DIAL_RSP. */
 function echo(incoming: H2IncomingStream): void {
@@ -56,44 +28,13 @@ function echo(incoming: H2IncomingStream): void {
   });
 }
 
-async function withServer(
-  options: Partial<ServeH2GrpcOptions> & Pick<ServeH2GrpcOptions, "onStream">,
-  body: (target: string) => Promise<void>,
-) {
-  const server = await serveH2Grpc({ service: "proxy", address: "127.0.0.1:0", ...options });
-  try {
-    await body(options.address?.startsWith("unix:") ? options.address : `127.0.0.1:${server.port}`);
-  } finally {
-    await server.close();
-  }
-}
-
 Deno.test("h2 server: grpc-js Connect stream with metadata, headers and a clean end", async () => {
-  const seen = Promise.withResolvers<H2IncomingStream>();
-  await withServer({
-    service: "agent",
-    onStream(incoming) {
-      incoming.sendHeaders({ serverid: "s-1", servercount: "3" });
-      echo(incoming);
-      seen.resolve(incoming);
-    },
-  }, async (target) => {
+  const agent = agentService(echo);
+  await withServer(serveH2Grpc, agent.options, async (target) => {
     const channel = new GrpcChannel({ target });
     try {
-      const { stream, headers } = await channel.openStream(
-        "agent",
-        { agentid: "agent-7", agentidentifiers: "host=a.example" },
-        { awaitHeaders: true },
-      );
-      assert.deepEqual([headers("serverid"), headers("servercount")], [["s-1"], ["3"]]);
-      const incoming = await seen.promise;
-      assert.deepEqual(incoming.metadata("agentid"), ["agent-7"]);
-      assert.deepEqual(incoming.metadata("agentidentifiers"), ["host=a.example"]);
+      const { stream, incoming } = await connectExchange(channel, agent.seen, "agentid");
       assert.match(incoming.metadata("user-agent")[0] ?? "", /grpc-node-js/);
-      const got = collector(stream);
-      for (let i = 1n; i <= 3n; i++) stream.send(dataPacket(i, new Uint8Array([Number(i)])));
-      const packets = await got.count(3);
-      assert.deepEqual(packets.map((p) => p.type === "DATA" && p.data.connectId), [1n, 2n, 3n]);
       stream.close();
       assert.equal(await incoming.stream.done, undefined);
       assert.equal(await stream.done, undefined);
@@ -104,7 +45,7 @@ Deno.test("h2 server: grpc-js Connect stream with metadata, headers and a clean 
 });
 
 Deno.test("h2 server: Proxy stream carries 13.5 MiB both ways, 8 and 64 KiB messages", async () => {
-  await withServer({ onStream: echo }, async (target) => {
+  await withServer(serveH2Grpc, { onStream: echo }, async (target) => {
     const channel = new GrpcChannel({ target });
     try {
       const { stream } = await channel.openStream("proxy", {});
@@ -136,7 +77,7 @@ Deno.test("h2 server: Proxy stream carries 13.5 MiB both ways, 8 and 64 KiB mess
 });
 
 Deno.test("h2 server: errors reach grpc-js as statuses with their messages", async () => {
-  await withServer({
+  await withServer(serveH2Grpc, {
     maxMessageBytes: 1024,
     onStream(incoming) {
       const mode = incoming.metadata("mode")[0];
@@ -208,7 +149,7 @@ Deno.test("h2 server: mTLS with client certificates requested hands over the TLS
   const client = await ca.issue({ commonName: "system:konnectivity-agent", usage: "client" });
   const enc = new TextEncoder();
   const seen = Promise.withResolvers<H2IncomingStream>();
-  await withServer({
+  await withServer(serveH2Grpc, {
     service: "agent",
     tls: {
       cert: enc.encode(serverCert.certPem),

@@ -10,23 +10,15 @@
  * @module
  */
 
-import { decodePacket, encodedLength, encodePacketInto, payloadBytes } from "@knp/proto";
 import type { Packet } from "@knp/proto";
-import { errorMessage, KnpError } from "@knp/core/errors";
 import type { PacketHandler, PacketStream } from "../packet_stream.ts";
-import { DoneSignal, SendAccounting } from "../packet_stream.ts";
+import { DoneSignal } from "../packet_stream.ts";
 import { ErrorCode, H2Error, MAX_WINDOW } from "./frame.ts";
 import type { HeaderField } from "./hpack.ts";
 import type { HeaderMap } from "./request_headers.ts";
 import type { DataSource } from "./write_scheduler.ts";
-import {
-  encodeGrpcMessage,
-  GrpcStatus,
-  MESSAGE_PREFIX_BYTES,
-  MessageDeframer,
-} from "./grpc_message.ts";
-import { dataMessageHead, MessageError, statusFor } from "./grpc_message.ts";
-import { writeMessagePrefix } from "./grpc_message.ts";
+import { encodeGrpcMessage, GrpcStatus, MessageError, statusFor } from "./grpc_message.ts";
+import { MessageInbox, MessageOutbox } from "./stream_queues.ts";
 
 /** Trailer key of a retry hint in ms (as `grpc_internal.ts` sends it). */
 const RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms";
@@ -68,18 +60,9 @@ export class H2ServerStream implements PacketStream, DataSource {
   readonly headers: HeaderMap;
   sendWindow: number;
   #owner: StreamOwner;
-  #recvWindow: number;
-  #deframer: MessageDeframer;
-  #inbox: Uint8Array[] = [];
-  #held = 0;
-  #paused = true;
-  #handler: PacketHandler | undefined;
+  #in: MessageInbox;
   #remoteEnded = false;
-  #out: Uint8Array[] = [];
-  #outDone: ((() => void) | undefined)[] = [];
-  #outOffset = 0;
-  #outBytes = 0;
-  #acct = new SendAccounting();
+  #out = new MessageOutbox();
   #headersSent = false;
   #tail: Uint8Array | undefined;
   #closed = false;
@@ -94,12 +77,11 @@ export class H2ServerStream implements PacketStream, DataSource {
     this.#owner = owner;
     this.peer = options.peer;
     this.sendWindow = options.sendWindow;
-    this.#recvWindow = options.recvWindow;
-    this.#deframer = new MessageDeframer(options.maxMessageBytes);
+    this.#in = new MessageInbox(options.maxMessageBytes, options.recvWindow);
   }
 
   get bufferedBytes(): number {
-    return this.#acct.buffered;
+    return this.#out.buffered;
   }
   get closed(): boolean {
     return this.#closed || this.#ended;
@@ -107,51 +89,40 @@ export class H2ServerStream implements PacketStream, DataSource {
   get done(): Promise<Error | undefined> {
     return this.#done.promise;
   }
+  /** True once the stream ended (the handler got or is due `onEnd`). */
+  get ended(): boolean {
+    return this.#ended;
+  }
   /** True once the client half-closed. */
   get remoteEnded(): boolean {
     return this.#remoteEnded;
   }
 
   start(handler: PacketHandler): void {
-    this.#handler = handler;
-    this.#paused = false;
+    this.#in.handler = handler;
+    this.#in.paused = false;
     this.#pump();
   }
 
   send(packet: Packet, onSent?: () => void): boolean {
     if (this.closed) return false;
-    const bytes = payloadBytes(packet);
-    const ok = this.#acct.add(bytes);
-    // A bulk payload is queued as a view behind its message head: one copy, into the write.
-    const head = dataMessageHead(packet);
-    if (head) this.#queue(head, undefined);
-    const last = head ? (packet as Packet & { type: "DATA" }).data.data : messageOf(packet);
-    this.#queue(last, () => {
-      this.#acct.remove(bytes);
-      onSent?.();
-    });
+    const ok = this.#out.push(packet, onSent);
     this.sendHeaders({});
     this.#owner.activate(this);
     return ok;
   }
 
-  #queue(piece: Uint8Array, done: (() => void) | undefined): void {
-    this.#out.push(piece);
-    this.#outDone.push(done);
-    this.#outBytes += piece.length;
-  }
-
   onDrain(callback: () => void): void {
-    this.#acct.onDrain(callback);
+    this.#out.onDrain(callback);
   }
 
   pause(): void {
-    this.#paused = true;
+    this.#in.paused = true;
   }
 
   resume(): void {
-    if (!this.#handler || this.#ended) return;
-    this.#paused = false;
+    if (!this.#in.handler || this.#ended) return;
+    this.#in.paused = false;
     this.#pump();
   }
 
@@ -167,7 +138,7 @@ export class H2ServerStream implements PacketStream, DataSource {
   close(error?: Error): void {
     if (this.closed) return;
     this.#closed = true;
-    if (error) this.#dropQueue();
+    if (error) this.#out.clear();
     const fields: HeaderField[] = [];
     if (!this.#headersSent) {
       this.#headersSent = true;
@@ -192,26 +163,11 @@ export class H2ServerStream implements PacketStream, DataSource {
   // --- DataSource (the write scheduler) ---
 
   pendingBytes(): number {
-    return this.#outBytes;
+    return this.#out.bytes;
   }
 
   take(limit: number, pieces: Uint8Array[], done: (() => void)[]): number {
-    let taken = 0;
-    while (taken < limit && this.#out.length > 0) {
-      const head = this.#out[0]!;
-      const n = Math.min(limit - taken, head.length - this.#outOffset);
-      pieces.push(head.subarray(this.#outOffset, this.#outOffset + n));
-      taken += n;
-      this.#outOffset += n;
-      if (this.#outOffset === head.length) {
-        this.#out.shift();
-        const cb = this.#outDone.shift();
-        if (cb) done.push(cb);
-        this.#outOffset = 0;
-      }
-    }
-    this.#outBytes -= taken;
-    return taken;
+    return this.#out.take(limit, pieces, done);
   }
 
   takeTail(): Uint8Array | undefined {
@@ -229,17 +185,11 @@ export class H2ServerStream implements PacketStream, DataSource {
    * @throws {H2Error} a stream FLOW_CONTROL_ERROR when the peer overran the window
    */
   onData(data: Uint8Array, flowBytes: number, endStream: boolean): void {
-    this.#recvWindow -= flowBytes;
-    if (this.#recvWindow < 0) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window exceeded");
-    }
-    this.#held += flowBytes;
-    if (!this.closed) {
-      try {
-        this.#deframer.push(data, (message) => this.#inbox.push(message));
-      } catch (err) {
-        this.close(err as Error);
-      }
+    this.#in.charge(this.id, flowBytes);
+    try {
+      this.#in.accept(data, flowBytes, this.closed);
+    } catch (err) {
+      this.close(err as Error);
     }
     if (endStream) this.#remoteEnded = true;
     this.#pump();
@@ -257,12 +207,12 @@ export class H2ServerStream implements PacketStream, DataSource {
     if (this.sendWindow > MAX_WINDOW) {
       throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, this.id, "stream window above 2^31-1");
     }
-    if (this.#outBytes > 0 && this.sendWindow > 0) this.#owner.activate(this);
+    if (this.#out.bytes > 0 && this.sendWindow > 0) this.#owner.activate(this);
   }
 
   /** The stream was reset (by the peer, or by us for a stream error) or its connection died. */
   onReset(error: Error): void {
-    this.#dropQueue();
+    this.#out.clear();
     this.#tail = undefined;
     this.#closed = true;
     this.#owner.deactivate(this);
@@ -270,42 +220,17 @@ export class H2ServerStream implements PacketStream, DataSource {
     this.#end(error);
   }
 
-  #dropQueue(): void {
-    this.#out = [];
-    this.#outDone = [];
-    this.#outOffset = 0;
-    this.#outBytes = 0;
-    this.#acct.flush();
-  }
-
   /** Delivers what the inbox holds while not paused; handles the client's half-close. */
   #pump(): void {
-    const handler = this.#handler;
-    if (!handler) return;
-    while (!this.#paused && this.#inbox.length > 0 && !this.#ended) {
-      const message = this.#inbox.shift()!;
-      let packet;
-      try {
-        packet = decodePacket(message);
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : errorMessage(err);
-        this.close(new KnpError("PACKET_DECODE", `malformed packet: ${reason}`, { cause: err }));
-        break;
-      }
-      handler.onPacket(packet);
-    }
-    if (this.#inbox.length > 0 && !this.#ended) return;
-    this.#inbox = [];
-    if (this.#held > 0) {
-      this.#owner.credit(this, this.#held);
-      this.#recvWindow += this.#held;
-      this.#held = 0;
-    }
+    if (!this.#in.handler) return;
+    const held = this.#in.deliver(this);
+    if (held < 0) return;
+    if (held > 0) this.#owner.credit(this, held);
     if (this.#remoteEnded && !this.#ended) this.#remoteDone();
   }
 
   #remoteDone(): void {
-    if (!this.#deframer.idle) {
+    if (!this.#in.idle) {
       this.close(new MessageError(GrpcStatus.INTERNAL, "stream ended inside a message"));
     } else this.close();
   }
@@ -319,21 +244,12 @@ export class H2ServerStream implements PacketStream, DataSource {
   #end(error?: Error): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#acct.flush();
+    this.#out.flush();
     this.#done.settle(error);
-    const handler = this.#handler;
+    const handler = this.#in.handler;
     if (handler) handler.onEnd(error);
-    else queueMicrotask(() => this.#handler?.onEnd(error));
+    else queueMicrotask(() => this.#in.handler?.onEnd(error));
   }
-}
-
-/** A packet as one length-prefixed gRPC message. */
-function messageOf(packet: Packet): Uint8Array {
-  const length = encodedLength(packet);
-  const message = new Uint8Array(MESSAGE_PREFIX_BYTES + length);
-  writeMessagePrefix(message, 0, length);
-  encodePacketInto(packet, message, MESSAGE_PREFIX_BYTES);
-  return message;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
