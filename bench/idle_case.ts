@@ -12,7 +12,7 @@ import { BackendProcess, ClientProcess, startStack } from "./children.ts";
 import type { Target as ConnTarget } from "./conns.ts";
 import type { Link } from "./links.ts";
 import { progress, sleep } from "./output.ts";
-import { type Row, row } from "./report.ts";
+import { type Row, row, type RowInput, type Target } from "./report.ts";
 import { MiB, type Settings } from "./settings.ts";
 import { round, rssBytes } from "./wire.ts";
 
@@ -59,7 +59,9 @@ function opener(client: ClientProcess, settings: Settings): Opener {
 }
 
 interface DirectFloor {
+  /** Client + backend growth per connection right after the open, and after the hold. */
   pair: number;
+  settledPair: number;
   details: { client: number[]; backend: number[] };
 }
 
@@ -67,31 +69,59 @@ async function directFloor(
   client: ClientProcess,
   backend: BackendProcess,
   open: Opener,
-  n: number,
+  env: { n: number; holdMs: number },
 ): Promise<DirectFloor> {
+  const { n, holdMs } = env;
   const target = { via: "direct", port: backend.ports.hold } as const;
   await open(target, 50);
   await client.call({ op: "idleClose" });
   const [c0, b0] = await settledRss([client.pid, backend.pid]);
   const opened = await open(target, n);
   const [c1, b1] = await settledRss([client.pid, backend.pid]);
+  await sleep(holdMs);
+  const [c2, b2] = await settledRss([client.pid, backend.pid]);
   await client.call({ op: "idleClose" });
   progress(
     `idle direct: ${n} conns in ${round(opened.seconds, 2)} s, ` +
-      `client ${mib(c0!)}→${mib(c1!)} MiB, backend ${mib(b0!)}→${mib(b1!)} MiB`,
+      `client ${mib(c0!)}→${mib(c1!)}→${mib(c2!)} MiB, ` +
+      `backend ${mib(b0!)}→${mib(b1!)}→${mib(b2!)} MiB (before → open → held)`,
   );
   return {
     pair: (grew(c0!, c1!) + grew(b0!, b1!)) / n,
-    details: { client: [mib(c0!), mib(c1!)], backend: [mib(b0!), mib(b1!)] },
+    settledPair: (grew(c0!, c2!) + grew(b0!, b2!)) / n,
+    details: { client: [mib(c0!), mib(c1!), mib(c2!)], backend: [mib(b0!), mib(b1!), mib(b2!)] },
   };
+}
+
+/** One sample's three rows: server + agent (with `targets`), server, agent. */
+function sampleRows(
+  common: Omit<RowInput, "title" | "direct" | "tunnel" | "directIs" | "tunnelIs" | "targets">,
+  sample: { label: string; floor: number; server: number; agent: number },
+  targets: readonly (Target | undefined)[],
+): Row[] {
+  const { label, floor, server, agent } = sample;
+  const one = { ...common, directIs: "one direct end", direct: floor / 2 };
+  return [
+    row({
+      ...common,
+      title: `${label}: server + agent RSS`,
+      directIs: "client + backend RSS (direct)",
+      tunnelIs: "server + agent RSS",
+      direct: floor,
+      tunnel: server + agent,
+      targets,
+    }),
+    row({ ...one, title: `${label}: server RSS`, tunnelIs: "server", tunnel: server }),
+    row({ ...one, title: `${label}: agent RSS`, tunnelIs: "agent", tunnel: agent }),
+  ];
 }
 
 async function linkRows(
   link: Link,
-  env: { client: ClientProcess; backend: BackendProcess; open: Opener; n: number },
+  env: { client: ClientProcess; backend: BackendProcess; open: Opener; n: number; holdMs: number },
   floor: DirectFloor,
 ): Promise<Row[]> {
-  const { client, backend, open, n } = env;
+  const { client, backend, open, n, holdMs } = env;
   await using stack = await startStack(link, "http-connect");
   const via = { via: "http-connect", udsPath: stack.udsPath, port: backend.ports.hold };
   const pids = [stack.pids.server, stack.pids.agent];
@@ -101,13 +131,16 @@ async function linkRows(
   const [s0, a0] = await settledRss(pids);
   const t = await open(via as ConnTarget, n);
   const [s1, a1] = await settledRss(pids);
-  await client.call({ op: "idleClose" });
+  await sleep(holdMs);
   const [s2, a2] = await settledRss(pids);
+  await client.call({ op: "idleClose" });
+  const [s3, a3] = await settledRss(pids);
   const details = {
     conns: n,
     openSeconds: round(t.seconds, 2),
-    serverMiB: { before: mib(s0!), holding: mib(s1!), afterClose: mib(s2!) },
-    agentMiB: { before: mib(a0!), holding: mib(a1!), afterClose: mib(a2!) },
+    holdSeconds: holdMs / 1000,
+    serverMiB: { before: mib(s0!), holding: mib(s1!), held: mib(s2!), afterClose: mib(s3!) },
+    agentMiB: { before: mib(a0!), holding: mib(a1!), held: mib(a2!), afterClose: mib(a3!) },
     directMiB: floor.details,
   };
   const common = {
@@ -118,24 +151,20 @@ async function linkRows(
     better: "lower" as const,
     details,
   };
-  const server = grew(s0!, s1!) / n;
-  const agent = grew(a0!, a1!) / n;
-  const one = { ...common, directIs: "one direct end", direct: floor.pair / 2 };
+  const vsUpstream = link.default ? { on: "upstream", op: "<=", value: 1 } as const : undefined;
+  const opened = { label: `${n} idle conns`, floor: floor.pair };
+  const held = { label: `${n} idle conns, held ${holdMs / 1000} s`, floor: floor.settledPair };
   return [
-    row({
-      ...common,
-      title: `${n} idle conns: server + agent RSS`,
-      directIs: "client + backend RSS (direct)",
-      tunnelIs: "server + agent RSS",
-      direct: floor.pair,
-      tunnel: server + agent,
-      targets: [
-        link.upstream ? undefined : { on: "tunnel", op: "<=", value: 16 * 1024 },
-        link.default ? { on: "upstream", op: "<=", value: 1 } : undefined,
-      ],
-    }),
-    row({ ...one, title: `${n} idle conns: server RSS`, tunnelIs: "server", tunnel: server }),
-    row({ ...one, title: `${n} idle conns: agent RSS`, tunnelIs: "agent", tunnel: agent }),
+    ...sampleRows(common, {
+      ...opened,
+      server: grew(s0!, s1!) / n,
+      agent: grew(a0!, a1!) / n,
+    }, [vsUpstream]),
+    ...sampleRows(common, {
+      ...held,
+      server: grew(s0!, s2!) / n,
+      agent: grew(a0!, a2!) / n,
+    }, [link.upstream ? undefined : { on: "tunnel", op: "<=", value: 16 * 1024 }, vsUpstream]),
   ];
 }
 
@@ -149,9 +178,10 @@ export async function idleCase(
   await using backend = await BackendProcess.start();
   await using client = ClientProcess.start();
   const open = opener(client, settings);
-  const floor = await directFloor(client, backend, open, n);
+  const holdMs = settings.idleHoldMs;
+  const floor = await directFloor(client, backend, open, { n, holdMs });
   await sleep(1_000);
   for (const link of links) {
-    (await linkRows(link, { client, backend, open, n }, floor)).forEach(add);
+    (await linkRows(link, { client, backend, open, n, holdMs }, floor)).forEach(add);
   }
 }

@@ -22,6 +22,11 @@ export interface Settings {
   dialConcurrency: number;
   idleConns: number;
   idleConcurrency: number;
+  /**
+   * How long the idle connections are held before the second ("settled") RSS sample: V8 gives
+   * back the young generation that opening them grew after about 20–30 s without allocation.
+   */
+  idleHoldMs: number;
   isolationHealthy: number;
   /** Connections downloading while the loaded echo is measured. */
   loadedEchoConns: number;
@@ -52,6 +57,7 @@ export const FULL: Settings = {
   dialConcurrency: 10,
   idleConns: 10_000,
   idleConcurrency: 100,
+  idleHoldMs: 45_000,
   isolationHealthy: 50,
   loadedEchoConns: 50,
   loadedEchoMs: 3_000,
@@ -75,6 +81,7 @@ export const SMOKE: Settings = {
   dialConcurrency: 5,
   idleConns: 200,
   idleConcurrency: 50,
+  idleHoldMs: 500,
   isolationHealthy: 10,
   loadedEchoConns: 5,
   loadedEchoMs: 200,
