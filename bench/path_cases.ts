@@ -220,6 +220,12 @@ async function dialCase(ctx: CaseContext): Promise<void> {
   const port = send ? ports.echo : ports.banner;
   const run = (target: ConnTarget, concurrency: number) =>
     client.call<DialResult>({ op: "dial", target, count: settings.dialCount, concurrency, send });
+  // One unmeasured round each way first: the rows then compare servers that have dialed before
+  // (a JIT-compiled server's first few hundred dials run cold code, a Go server's do not), and
+  // every stack meets a client that is equally warm (one client process serves the stacks in
+  // turn, so without it the first stack measured would also pay for the client's warm-up).
+  await run(ctx.direct(port), settings.dialConcurrency);
+  await run(ctx.via(port), settings.dialConcurrency);
   const ds = await run(ctx.direct(port), 1);
   const ts = await run(ctx.via(port), 1);
   const dc = await run(ctx.direct(port), settings.dialConcurrency);

@@ -32,28 +32,45 @@ export function validConnectTarget(target: string): boolean {
   return port > 0 && port <= 65535;
 }
 
-/** Parses a request head. @throws {HttpError} with the status to answer */
+/** The request line: method, request-target, HTTP minor version. */
+const REQUEST_LINE = /^([A-Za-z]+) (\S+) HTTP\/1\.([01])$/;
+
+/**
+ * Parses a request head. Runs once per dial, so it walks the lines in place (no array of lines,
+ * no map of headers) and lower-cases only the names of the three headers it reads.
+ * @throws {HttpError} with the status to answer
+ */
 export function parseConnectHead(head: string, rest: Uint8Array): ConnectRequest {
-  const lines = head.split("\r\n");
-  const requestLine = /^([A-Za-z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0] ?? "");
+  let end = head.indexOf("\r\n");
+  if (end < 0) end = head.length;
+  const requestLine = REQUEST_LINE.exec(head.slice(0, end));
   if (!requestLine) throw new HttpError(400, "Bad Request", "malformed HTTP request line");
   const [, method, target, minor] = requestLine;
-  const headers = new Map<string, string>();
-  for (const line of lines.slice(1)) {
-    if (line === "") continue;
-    const i = line.indexOf(":");
-    if (i <= 0) throw new HttpError(400, "Bad Request", "malformed HTTP header line");
-    headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+  let host = false;
+  let userAgent: string | undefined;
+  let traceparent: string | undefined;
+  for (let at = end + 2; at <= head.length; at = end + 2) {
+    end = head.indexOf("\r\n", at);
+    if (end < 0) end = head.length;
+    if (end === at) continue;
+    const i = head.indexOf(":", at);
+    if (i <= at || i >= end) throw new HttpError(400, "Bad Request", "malformed HTTP header line");
+    const name = head.slice(at, i).trim();
+    // Only names of these lengths can be one of the headers read below.
+    if (name.length !== 4 && name.length !== 10 && name.length !== 11) continue;
+    const lower = name.toLowerCase();
+    if (lower === "host") host = true;
+    else if (lower === "user-agent") userAgent = head.slice(i + 1, end).trim();
+    else if (lower === "traceparent") traceparent = head.slice(i + 1, end).trim();
   }
   if (method !== "CONNECT") {
     throw new HttpError(405, "Method Not Allowed", "this proxy only supports CONNECT passthrough");
   }
-  if (minor === "1" && !headers.has("host")) {
+  if (minor === "1" && !host) {
     throw new HttpError(400, "Bad Request", "missing required Host header");
   }
   if (!validConnectTarget(target!)) {
     throw new HttpError(400, "Bad Request", `invalid CONNECT target ${JSON.stringify(target)}`);
   }
-  const traceparent = headers.get("traceparent");
-  return { target: target!, userAgent: headers.get("user-agent") ?? "", traceparent, rest };
+  return { target: target!, userAgent: userAgent ?? "", traceparent, rest };
 }
