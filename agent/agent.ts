@@ -44,6 +44,11 @@ export interface AgentConfig
   fastLink?: boolean;
   /** What carries gRPC connections (`--knp-grpc-transport`). @default "native" */
   grpcTransport?: "native" | "grpc-js" | undefined;
+  /**
+   * `--alpn-proto`: ALPN protocols offered before `h2` (gRPC, native transport only) and before
+   * `http/1.1` (the WebSocket link). @default []
+   */
+  alpnProto?: readonly string[] | undefined;
   /** The egress proxy the WebSocket link tunnels through (not the gRPC link: grpc-js's own). */
   egressProxy?: EgressProxy | undefined;
   /** This agent's id, sent to servers as `agentID`. */
@@ -103,6 +108,7 @@ function connectorFor(config: AgentConfig, log: Logger): ClientSetOptions["conne
     agentIdentifiers: config.agentIdentifiers ?? "",
     ...(config.serviceAccountTokenPath ? { tokenPath: config.serviceAccountTokenPath } : {}),
     keepaliveTimeMs: config.keepaliveTimeMs,
+    ...(config.alpnProto?.length ? { alpnProtocols: config.alpnProto } : {}),
   };
   const websocket = { ...common, proxy: config.egressProxy, tls: config.tls ?? {} };
   const grpc = {

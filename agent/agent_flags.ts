@@ -68,9 +68,10 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     name: "alpn-proto",
     type: "stringSlice",
     default: [],
-    help: "Extra ALPN protocols offered to the server (comma-separated).",
-    implemented:
-      "not implemented yet (grpc-js cannot add ALPN protocols; the agent offers h2 only)",
+    help: "ALPN protocols offered to the server before h2 (comma-separated), e.g. for a load " +
+      "balancer that routes by ALPN. knp: also offered before http/1.1 on the WebSocket agent " +
+      "link; not on gRPC carried by grpc-js (--knp-grpc-transport=grpc-js or proxy variables).",
+    implemented: true,
   },
   {
     name: "service-account-token-path",

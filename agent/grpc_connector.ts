@@ -60,6 +60,11 @@ export interface GrpcConnectorOptions {
    * HTTP proxy). @default "native"
    */
   grpcTransport?: "native" | "grpc-js" | undefined;
+  /**
+   * `--alpn-proto`: ALPN protocols offered before `h2` on TLS connections (native transport only:
+   * grpc-js offers `h2` alone). @default []
+   */
+  alpnProtocols?: readonly string[] | undefined;
 }
 
 /** The channel of an attempt, of either transport. */
@@ -144,9 +149,16 @@ async function channelFor(
     keepalive: keepaliveFor(options.keepaliveTimeMs ?? 0),
   };
   // The native client speaks to no HTTP proxy: with grpc-js's proxy variables set, grpc-js goes.
-  return options.grpcTransport !== "grpc-js" && !grpcProxyConfigured()
-    ? new H2GrpcChannel(channelOptions)
-    : new GrpcChannel(channelOptions);
+  if (options.grpcTransport === "grpc-js" || grpcProxyConfigured()) {
+    return new GrpcChannel(channelOptions);
+  }
+  const alpnProtocols = options.alpnProtocols;
+  return new H2GrpcChannel({
+    ...channelOptions,
+    tls: channelOptions.tls && alpnProtocols
+      ? { ...channelOptions.tls, alpnProtocols }
+      : channelOptions.tls,
+  });
 }
 
 /**

@@ -153,7 +153,6 @@ Deno.test("AGENT_FLAGS covers every upstream agent flag with upstream spelling",
       spec.name
     ),
     [
-      "alpn-proto",
       "kube-api-content-type",
       "xfr-channel-size",
       "enable-profiling",
@@ -222,10 +221,7 @@ Deno.test("parseAgentOptions() accepts a full upstream-style command line", () =
   assert.equal(options.warnOnChannelLimit, true);
   assert.equal(options.serverCountSource, "");
   assert.equal(options.v, 3);
-  assert.deepEqual(notImplemented.map((n) => n.split(" ")[1]), [
-    "--alpn-proto",
-    "--xfr-channel-size",
-  ]);
+  assert.deepEqual(notImplemented.map((n) => n.split(" ")[1]), ["--xfr-channel-size"]);
   validateAgentOptions(options);
 });
 

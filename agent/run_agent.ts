@@ -11,6 +11,7 @@ import type { PermissionNeed } from "@knp/cli/permissions";
 import { childLogger, type Logger } from "@knp/core/log";
 import { silenceGrpcLogs } from "@knp/transport/grpc_channel";
 import { TlsFiles } from "@knp/transport/tls_files";
+import { grpcProxyConfigured } from "@knp/transport/h2/client";
 import { type AgentHandle, startAgent } from "./agent.ts";
 import type { AgentOptions } from "./options.ts";
 import { egressDialer, egressProxyOf } from "./egress_proxy.ts";
@@ -35,6 +36,7 @@ function start(o: AgentOptions, log: Logger, leases: LeaseCounter | undefined): 
     ...(o.knpWebsocketPort ? { websocketPort: o.knpWebsocketPort } : {}),
     fastLink: o.knpFastLink,
     grpcTransport: o.knpGrpcTransport === "grpc-js" ? "grpc-js" : "native",
+    alpnProto: o.alpnProto,
     agentId: o.agentId,
     agentIdentifiers: o.agentIdentifiers,
     dialer: egressDialer(o, egress, childLogger(log, "egress")),
@@ -87,6 +89,12 @@ export function runAgent(o: AgentOptions, log: Logger, needs: readonly Permissio
     // The bound ports (the contract of `--*-port=0`): tests and tools read them from here.
     listening: { healthPort: agent.healthPort, adminPort: agent.adminPort },
   });
+  if (o.alpnProto.length > 0 && (o.knpGrpcTransport === "grpc-js" || grpcProxyConfigured())) {
+    // grpc-js cannot add ALPN protocols; the WebSocket link still offers them.
+    log.warn("--alpn-proto is not offered on gRPC connections carried by grpc-js (h2 only)", {
+      alpnProto: o.alpnProto,
+    });
+  }
   keepRunningOnStrayErrors(log);
   onSignals(() => void drainThenExit(agent, o, log), () => {
     // Exit 1, as the server's second signal: open connections are cut.

@@ -30,13 +30,13 @@ import {
 import {
   type ClientWebSocket,
   connectWebSocket,
+  type ConnectWebSocketOptions,
   WebSocketHandshakeError,
   type WebSocketSubset,
 } from "@knp/transport/ws_client";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
-import type { HttpProxy } from "@knp/transport/http_proxy";
 import { type EgressProxy, proxyFor } from "./egress_proxy.ts";
 
 /** Path of the agent link (as the server serves it). */
@@ -62,6 +62,8 @@ export interface WebSocketConnectorOptions {
   keepaliveTimeMs?: number | undefined;
   /** The egress proxy; the link tunnels through it unless its bypass list names the server. */
   proxy?: EgressProxy | undefined;
+  /** `--alpn-proto`: ALPN protocols offered before `http/1.1`. @default [] */
+  alpnProtocols?: readonly string[] | undefined;
 }
 
 function base64(text: string): string {
@@ -96,14 +98,12 @@ async function openLink(
   headers: Record<string, string>,
   deadline: AbortSignal,
   timeoutMs: number,
-  proxy?: HttpProxy,
-  serverName?: string,
+  via: Pick<ConnectWebSocketOptions, "proxy" | "serverName" | "alpnProtocols">,
 ): Promise<ClientWebSocket> {
   try {
     return await connectWebSocket(url, {
       ...(ca ? { caCerts: [ca] } : {}),
-      ...(proxy ? { proxy } : {}),
-      ...(serverName ? { serverName } : {}),
+      ...via,
       headers,
       signal: deadline,
       // The caller's deadline is the bound; this one only has to be later.
@@ -170,11 +170,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     const decoder = new TextDecoder();
     const ca = material.ca && decoder.decode(material.ca);
     const key = material.key && decoder.decode(material.key);
-    const headers = await linkHeaders(
-      options,
-      material.cert && decoder.decode(material.cert),
-      window,
-    );
+    const cert = material.cert && decoder.decode(material.cert);
+    const headers = await linkHeaders(options, cert, window);
     const to = address?.host ?? options.host;
     const host = to.includes(":") ? `[${to}]` : to;
     const url = `wss://${host}:${options.port}${AGENT_LINK_PATH}`;
@@ -192,7 +189,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
     };
     try {
       const proxy = proxyFor(options.proxy, `${host}:${options.port}`);
-      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs, proxy, address?.serverName);
+      const via = { proxy, serverName: address?.serverName, alpnProtocols: options.alpnProtocols };
+      ws = await openLink(url, ca, headers, deadline.signal, timeoutMs, via);
       const hello = await exchangeHello(ws, deadline.signal, options.agentId, key);
       clearTimeout(timer);
       // WebSocketPacketStream takes a WebSocket but uses only the members WebSocketSubset lists;

@@ -79,10 +79,21 @@ export interface ConnectWebSocketOptions {
    */
   serverName?: string | undefined;
   /**
+   * ALPN protocols offered before `http/1.1` (appended unless listed), e.g. for a load balancer
+   * that routes by ALPN (the agent's `--alpn-proto`). @default []
+   */
+  alpnProtocols?: readonly string[] | undefined;
+  /**
    * An HTTP proxy to reach the server through (`CONNECT host:port`, then TLS inside the tunnel).
    * Not with `cert`/`key` (`Deno.connectTls` cannot run on a tunnel).
    */
   proxy?: HttpProxy | undefined;
+}
+
+/** The ALPN protocols offered: the extra ones, then `http/1.1` unless among them. */
+function alpnOf(options: ConnectWebSocketOptions): string[] {
+  const extra = options.alpnProtocols ?? [];
+  return extra.includes("http/1.1") ? [...extra] : [...extra, "http/1.1"];
 }
 
 /** The TCP connection to the server: direct, or a tunnel through `proxy`. */
@@ -128,7 +139,7 @@ async function openConnection(
       ...(options.caCerts !== undefined ? { caCerts: options.caCerts } : {}),
       cert: options.cert,
       key: options.key,
-      alpnProtocols: ["http/1.1"],
+      alpnProtocols: alpnOf(options),
     });
     return conn;
   }
@@ -138,7 +149,7 @@ async function openConnection(
     return await Deno.startTls(tcp, {
       hostname: options.serverName ?? hostname,
       ...(options.caCerts !== undefined ? { caCerts: options.caCerts } : {}),
-      alpnProtocols: ["http/1.1"],
+      alpnProtocols: alpnOf(options),
     });
   } catch (err) {
     try {

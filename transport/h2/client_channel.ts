@@ -37,8 +37,17 @@ export type { DataSource } from "./write_scheduler.ts";
 export interface H2GrpcChannelOptions {
   /** "host:port" or "unix:/absolute/path". */
   target: string;
-  /** TLS: CA to verify the server, optional client certificate. Absent: plaintext. */
-  tls?: (TlsMaterial & { serverName?: string | undefined }) | undefined;
+  /**
+   * TLS: CA to verify the server, optional client certificate. Absent: plaintext.
+   * `alpnProtocols`: offered before `h2` (as grpc-go appends `h2` to `NextProtos`), e.g. for a
+   * load balancer that routes by ALPN; the connection still has to negotiate `h2`.
+   */
+  tls?:
+    | (TlsMaterial & {
+      serverName?: string | undefined;
+      alpnProtocols?: readonly string[] | undefined;
+    })
+    | undefined;
   /** HTTP/2 ping interval (none by default). */
   keepaliveTimeMs?: number | undefined;
   /** Keepalive with a timeout; overrides `keepaliveTimeMs`. */
@@ -203,6 +212,11 @@ function hostPort(target: string): [string, number] {
   return [target.slice(0, at).replace(/^\[|\]$/g, ""), Number(target.slice(at + 1))];
 }
 
+/** `protocols` with `last` appended unless present (as grpc-go adds `h2` to `NextProtos`). */
+function withProtocol(protocols: readonly string[], last: string): string[] {
+  return protocols.includes(last) ? [...protocols] : [...protocols, last];
+}
+
 /** Connects to `target`: h2c over a UDS or TCP, or TLS with ALPN h2. */
 async function connectSocket(
   target: string,
@@ -236,7 +250,7 @@ function connectTls(
     ca: tls.ca ? Buffer.from(tls.ca) : undefined,
     cert: tls.cert ? Buffer.from(tls.cert) : undefined,
     key: tls.key ? Buffer.from(tls.key) : undefined,
-    ALPNProtocols: ["h2"],
+    ALPNProtocols: withProtocol(tls.alpnProtocols ?? [], "h2"),
     checkServerIdentity: (_name: string, peer: PeerCertificate) =>
       checkServerIdentity(verifyName, peer),
   });
