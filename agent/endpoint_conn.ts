@@ -21,8 +21,8 @@ import { AdaptiveReadSize, BufferPool, SocketWriter } from "@knp/transport/byte_
 import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
-/** With flow control, the link backlog (in windows) above which bulk endpoints stop being read. */
-const FLOW_LINK_CAP_WINDOWS = 8;
+/** With flow control, the link backlog (in windows) above which endpoints stop being read. */
+const FLOW_LINK_CAP_WINDOWS = 64;
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
 /**
@@ -162,7 +162,7 @@ export class EndpointConn {
     let error: string | undefined;
     try {
       while (!this.#closing) {
-        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark(sizes.size)) {
+        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark()) {
           await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
           if (this.#closing || this.#stream.closed) break;
         }
@@ -195,15 +195,12 @@ export class EndpointConn {
   /**
    * Whether the shared link's backlog lets this connection read its endpoint. Without flow control
    * the link is the only bound: 1 MiB. With it, each connection is bounded by its window and the
-   * link sends connections fairly, so a chatty connection (small reads: an echo, a request) never
-   * waits on the shared backlog, which would put its reply behind everyone's bulk data; bulk
-   * connections stop at 8 windows for the whole link (what the agent holds while the link is the
-   * bottleneck: a few MiB, not a window per download).
+   * link sends connections fairly, so waiting on the shared backlog would only put a small reply
+   * behind everyone's bulk data; the mark is then a safety cap of 64 windows for the whole link.
    */
-  #streamUnderMark(readSize: number): boolean {
-    if (!this.#flow) return this.#stream.bufferedBytes <= 1 << 20;
-    return readSize < POOLED_READ_MIN ||
-      this.#stream.bufferedBytes <= FLOW_LINK_CAP_WINDOWS * this.#flow.sendWindow;
+  #streamUnderMark(): boolean {
+    const mark = this.#flow ? FLOW_LINK_CAP_WINDOWS * this.#flow.sendWindow : 1 << 20;
+    return this.#stream.bufferedBytes <= mark;
   }
 
   /** Flow control: grant written bytes back to the server in batches of a quarter window. */

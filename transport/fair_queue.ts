@@ -14,6 +14,14 @@
  * that sends little (an echo, a dial, a window update) is served first; bulk connections share
  * what is left in proportion to bytes.
  *
+ * Unlike fq_codel's packets, items here are large (a 256 KiB read of a download is one DATA
+ * packet), so one pass of the old rotation over 50 downloads can be 12 MiB long; a chatty flow
+ * that emptied and sends again before its old turn comes would wait that long. So an empty flow
+ * that still holds credit of its current turn goes back to the **new** rotation when an item
+ * arrives: it spends now what it would have spent at its turn, so shares stay byte-fair. Credit
+ * earned by rotating is only spendable once the flow's old turn has come (`waiting`), so a flow
+ * cannot earn its way ahead by emptying often.
+ *
  * {@linkcode packetFlow} names the flow of a knp packet: everything of one connection (dial
  * answer, data, close) is one flow, so per-connection order is kept.
  *
@@ -60,8 +68,14 @@ class Flow<T> {
   sizes: number[] = [];
   head = 0;
   deficit = 0;
+  /** In the new rotation (else the old one). */
+  isNew = true;
+  /** Its credit was topped up at the end of the old rotation and its turn there has not come. */
+  waiting = false;
   /** Next flow in the same rotation. */
   next: Flow<T> | undefined;
+  /** Previous flow in the same rotation. */
+  prev: Flow<T> | undefined;
 
   constructor(key: bigint) {
     this.key = key;
@@ -100,19 +114,19 @@ class Rotation<T> {
 
   append(flow: Flow<T>): void {
     flow.next = undefined;
+    flow.prev = this.last;
     if (this.last) this.last.next = flow;
     else this.first = flow;
     this.last = flow;
   }
 
-  /** Takes the first flow out. */
-  pop(): Flow<T> | undefined {
-    const flow = this.first;
-    if (!flow) return undefined;
-    this.first = flow.next;
-    if (!this.first) this.last = undefined;
-    flow.next = undefined;
-    return flow;
+  /** Takes `flow` (a member) out. */
+  remove(flow: Flow<T>): void {
+    if (flow.prev) flow.prev.next = flow.next;
+    else this.first = flow.next;
+    if (flow.next) flow.next.prev = flow.prev;
+    else this.last = flow.prev;
+    flow.next = flow.prev = undefined;
   }
 }
 
@@ -153,6 +167,11 @@ export class FairQueue<T> {
       this.#flows.set(key, flow);
       flow.deficit = this.#quantum;
       this.#new.append(flow);
+    } else if (flow.empty && !flow.isNew && !flow.waiting && flow.deficit > 0) {
+      // Credit of its current turn left: spend it now rather than after a whole pass.
+      this.#old.remove(flow);
+      flow.isNew = true;
+      this.#new.append(flow);
     }
     flow.push(item, bytes);
     this.#bytes += bytes;
@@ -165,17 +184,19 @@ export class FairQueue<T> {
     for (;;) {
       const fromNew = this.#new.first !== undefined;
       const flow = fromNew ? this.#new.first! : this.#old.first!;
+      if (!fromNew) flow.waiting = false;
       if (flow.deficit <= 0) {
-        // Credit spent: another quantum, at the end of the old rotation.
+        // Credit spent: another quantum, at the end of the old rotation, for its next turn.
         flow.deficit += this.#quantum;
         this.#rotate(flow, fromNew);
+        flow.waiting = true;
         continue;
       }
       if (flow.empty) {
         // An emptied new flow waits one old turn before it can come back as new (fq_codel).
         if (fromNew && this.#old.first !== undefined) this.#rotate(flow, true);
         else {
-          (fromNew ? this.#new : this.#old).pop();
+          (fromNew ? this.#new : this.#old).remove(flow);
           this.#flows.delete(flow.key);
         }
         continue;
@@ -209,7 +230,8 @@ export class FairQueue<T> {
 
   /** Moves the first flow of its rotation to the end of the old rotation. */
   #rotate(flow: Flow<T>, fromNew: boolean): void {
-    (fromNew ? this.#new : this.#old).pop();
+    (fromNew ? this.#new : this.#old).remove(flow);
+    flow.isNew = false;
     this.#old.append(flow);
   }
 }

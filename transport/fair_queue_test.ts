@@ -109,3 +109,45 @@ Deno.test("packetFlow: every packet of a connection shares its flow", () => {
   assert.equal(packetFlow(dialResponse(random, 0n, "refused")), random);
   assert.equal(packetFlow(drain()), 0n);
 });
+
+Deno.test("fair queue: a chatty flow that sends again before its old turn does not wait a pass", () => {
+  const q = new FairQueue<string>(16 * KiB);
+  // Ten bulk flows whose items fit their credit: each sends one item per turn.
+  for (let f = 1n; f <= 10n; f++) {
+    for (let i = 0; i < 8; i++) q.push(f, `bulk${f}`, 16 * KiB);
+  }
+  for (let f = 1; f <= 10; f++) assert.equal(q.shift(), `bulk${f}`);
+  q.push(99n, "echo1", 64);
+  assert.equal(q.shift(), "echo1");
+  // The echo flow emptied with credit left: it moves behind the ten bulk flows ...
+  assert.equal(q.shift(), "bulk1");
+  // ... and its next packet goes ahead of them, spending the credit of its current turn.
+  q.push(99n, "echo2", 64);
+  assert.equal(q.shift(), "echo2");
+  assert.equal(q.shift(), "bulk2");
+});
+
+Deno.test("fair queue: a flow that empties after every quantum gets no more than its share", () => {
+  const quantum = 16 * KiB;
+  const q = new FairQueue<bigint>(quantum);
+  for (let f = 1n; f <= 10n; f++) {
+    for (let i = 0; i < 4; i++) q.push(f, f, quantum);
+  }
+  // Flow 99 queues its next quantum one item after its last one left: it is always empty when
+  // its credit is topped up, and must not spend the new credit before its turn comes round.
+  q.push(99n, 99n, quantum);
+  let sent = 0;
+  let mine = 0;
+  let refillIn = 0;
+  for (let i = 0; i < 11_000; i++) {
+    if (refillIn > 0 && --refillIn === 0) q.push(99n, 99n, quantum);
+    const flow = q.shift()!;
+    sent++;
+    if (flow === 99n) {
+      mine++;
+      refillIn = 2;
+    } else q.push(flow, flow, quantum);
+  }
+  const share = mine / sent;
+  assert.ok(share <= 1.05 / 11, `flow 99 got ${share} of the bytes (fair: ${1 / 11})`);
+});
