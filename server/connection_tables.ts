@@ -130,13 +130,15 @@ export class ConnectionTables {
   }
 
   /**
-   * Flow control: `bytes` from the agent reached the frontend; grant them back in batches of half
-   * the window (each grant is a message of its own on the agent link).
+   * Flow control: `bytes` from the agent reached the frontend; grant them back in batches of a
+   * quarter window (each grant is a message of its own on the agent link). Half-window batches
+   * left the agent without credit while a grant made its way back: 1-connection downloads ran
+   * ~5-20 % faster with quarter batches (bench, 2 cores).
    */
   grant(conn: FrontendConnection, backend: Backend, bytes: number): void {
     if (conn.state !== "established" || !backend.flow) return;
     conn.ungranted += bytes;
-    if (conn.ungranted >= backend.flow.recvWindow / 2) {
+    if (conn.ungranted >= backend.flow.recvWindow / 4) {
       backend.send(knpWindow(conn.connectId, conn.ungranted));
       conn.ungranted = 0;
     }
