@@ -148,7 +148,7 @@ export async function webhookCase(calls: number, add: (r: Row) => void): Promise
           case: "webhook",
           title: `webhook call ${q}, ${style === "keepAlive" ? "keep-alive" : "new conn each"}`,
           frontend: label,
-          link: "grpc",
+          link: "default",
           unit: "ms",
           better: "lower",
           direct: direct[style][q],
