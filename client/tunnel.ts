@@ -32,10 +32,9 @@ export interface TunnelOptions {
   /**
    * What carries the gRPC connection: grpc-js, or knp's native HTTP/2 client (`"native"`: large
    * windows, coalesced writes; a TCP `address` keeps grpc-js while grpc-js's proxy variables
-   * `grpc_proxy`/`https_proxy`/`http_proxy` are set). The native client is opt-in in the library:
-   * under a loaded rolling agent restart (tests/agent_drain_test.ts, 4 copies at once on 2 cores)
-   * about 1 in 6 runs saw a single-use tunnel's dial go unanswered until its timeout with it, none
-   * in 8 with grpc-js; the cause is not found yet. @default "grpc-js"
+   * `grpc_proxy`/`https_proxy`/`http_proxy` are set). The native client is opt-in in the library
+   * while an intermittent unanswered dial under a loaded rolling agent restart is open (seen with
+   * both transports since this client was added, more often with the native one). @default "grpc-js"
    */
   grpcTransport?: "native" | "grpc-js";
 }
