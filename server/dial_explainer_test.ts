@@ -52,6 +52,22 @@ function setup(explainDials: number) {
   return { core, pages, agentEnd, agent, frontend };
 }
 
+/** Dials through `f`, answers as the agent with `connectId`, and carries 3 bytes client → agent. */
+async function openTunnel(
+  t: ReturnType<typeof setup>,
+  f: ReturnType<ReturnType<typeof setup>["frontend"]>,
+  address: string,
+  dialId: bigint,
+  connectId: bigint,
+): Promise<void> {
+  f.end.send(dialRequest(address, dialId));
+  await t.agent.next("DIAL_REQ");
+  t.agentEnd.send(dialResponse(dialId, connectId));
+  await f.rx.next("DIAL_RSP");
+  f.end.send(dataPacket(connectId, new Uint8Array(3)));
+  await t.agent.next("DATA");
+}
+
 Deno.test("Ring keeps the newest entries and returns what it evicts", () => {
   const ring = new Ring<number>(3);
   assert.deepEqual(ring.newestFirst(), []);
@@ -77,14 +93,10 @@ Deno.test("Ring finds an entry by the number of its push while it is held", () =
 });
 
 Deno.test("explainer: a good dial's timeline, route, bytes, first bytes and close", async () => {
-  const { core, pages, agentEnd, agent, frontend } = setup(10);
+  const t = setup(10);
+  const { core, pages, agentEnd, agent, frontend } = t;
   const f = frontend();
-  f.end.send(dialRequest("10.0.0.1:443", 5n));
-  await agent.next("DIAL_REQ");
-  agentEnd.send(dialResponse(5n, 9n));
-  await f.rx.next("DIAL_RSP");
-  f.end.send(dataPacket(9n, new Uint8Array(3)));
-  await agent.next("DATA");
+  await openTunnel(t, f, "10.0.0.1:443", 5n, 9n);
   agentEnd.send(dataPacket(9n, new Uint8Array(5)));
   await f.rx.next("DATA");
   f.end.send(closeRequest(9n));
@@ -167,14 +179,10 @@ Deno.test("explainer: a refused dial names the agent's error and kind; the ring 
 });
 
 Deno.test("explainer: an open tunnel's bytes stay off a later dial that reuses its ID", async () => {
-  const { core, pages, agentEnd, agent, frontend } = setup(10);
+  const t = setup(10);
+  const { core, pages, agent, frontend } = t;
   const f = frontend();
-  f.end.send(dialRequest("10.0.0.1:443", 5n));
-  await agent.next("DIAL_REQ");
-  agentEnd.send(dialResponse(5n, 9n));
-  await f.rx.next("DIAL_RSP");
-  f.end.send(dataPacket(9n, new Uint8Array(3)));
-  await agent.next("DATA");
+  await openTunnel(t, f, "10.0.0.1:443", 5n, 9n);
   const g = frontend();
   g.end.send(dialRequest("10.0.0.2:443", 5n));
   await agent.next("DIAL_REQ");

@@ -5,6 +5,8 @@
  * between runs, and the client library's `grpcTransport` on the server's gRPC frontend (UDS).
  * Each run: one tunneled connection downloads then uploads `MiB` MiB through an HTTP backend;
  * MB/s and the agent's CPU seconds (/proc) are printed per run, runs interleaved.
+ * It runs with `-A`, as `deno task bench` does: it reads `/proc/<pid>/stat` of the agent it
+ * starts, which Deno 2.9.6 grants only with every permission.
  *
  * ```sh
  * flock /tmp/knp/bench.lock deno run -A transport/h2/_client_ab.ts knp 512 2 grpc-js,native

@@ -1,8 +1,9 @@
 /**
  * The native HTTP/2 client against grpc-js's client, both downloading from and uploading to the
- * native server over loopback TCP in this process: 32 MiB of 64 KiB DATA packets per iteration.
- * (`deno bench -A transport/h2/client_bench.ts`.) One process runs both ends, so the numbers are
- * the sum of client and server CPU; the ratio between the clients is what matters.
+ * native server over loopback TCP in this process: 32 MiB of 64 KiB DATA packets per iteration
+ * (`deno task bench:micro transport/h2/client_bench.ts`, the micro-benchmarks' named permissions).
+ * One process runs both ends, so the numbers are the sum of client and server CPU; the ratio
+ * between the clients is what matters.
  *
  * @module
  */
