@@ -34,6 +34,7 @@ import {
   WebSocketHandshakeError,
   type WebSocketSubset,
 } from "@knp/transport/ws_client";
+import type { WebSocketCloseEvent } from "@knp/transport/ws_events";
 import { keepaliveFor } from "@knp/transport/keepalive";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import type { ServerAddress, ServerConnection, ServerConnector } from "./client_set.ts";
@@ -126,18 +127,26 @@ async function openLink(
   }
 }
 
+/** The part of the link's socket the handshake uses. */
+export type HandshakeSocket = Pick<ClientWebSocket, "send" | "onmessage" | "onclose" | "onerror">;
+
 /** What the server said in its hello. */
-interface ServerHello {
+export interface ServerHello {
   serverId: string;
   serverCount: number;
   window: number;
-  /** Binary messages that followed `ready` before the packet stream took over (same read). */
-  early: ArrayBuffer[];
+  /**
+   * Hands the link over: call it once the packet stream has set the socket's handlers. It passes
+   * them, in order, what arrived after `ready` until then (a packet can come in the same read as
+   * `ready`, or in a read that completes before the stream exists), and the close if the link
+   * closed meanwhile. Until it runs, the handshake's handlers stay in place and keep it all.
+   */
+  handOff(): void;
 }
 
 /** Steps 2–4 of the handshake: read the hello, prove the key, wait for `ready`. */
-async function exchangeHello(
-  ws: ClientWebSocket,
+export async function exchangeHello(
+  ws: HandshakeSocket,
   deadline: AbortSignal,
   agentId: string,
   key: string | undefined,
@@ -157,7 +166,7 @@ async function exchangeHello(
   if (ready.ready !== true) {
     throw new KnpError("HANDSHAKE", "the server did not accept the agent");
   }
-  return { serverId, serverCount, window, early: messages.stop() };
+  return { serverId, serverCount, window, handOff: messages.stop() };
 }
 
 /** Builds a {@linkcode ServerConnector} for the WebSocket link. */
@@ -198,8 +207,8 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
       const link: WebSocketSubset = ws;
       const keepalive = keepaliveFor(options.keepaliveTimeMs ?? 0);
       const stream = new WebSocketPacketStream(link as WebSocket, url, { keepalive });
-      // Packets the server sent right behind `ready` (often in the same read) go first.
-      for (const data of hello.early) ws.onmessage?.({ type: "message", data });
+      // Packets the server sent right behind `ready` go first.
+      hello.handOff();
       return {
         stream,
         serverId: hello.serverId,
@@ -220,8 +229,11 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
   };
 }
 
-/** Yields handshake text messages one at a time; every wait ends when `deadline` aborts. */
-function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
+/**
+ * Yields handshake text messages one at a time; every wait ends when `deadline` aborts. After
+ * `ready`, binary messages and the close are kept for the packet stream (see `stop`).
+ */
+function handshakeMessages(ws: HandshakeSocket, deadline: AbortSignal) {
   const queue: Record<string, unknown>[] = [];
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -236,10 +248,9 @@ function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
   };
   if (deadline.aborted) onDeadline();
   else deadline.addEventListener("abort", onDeadline, { once: true });
-  // Once `ready` arrived the handshake is over: what follows is the packet stream's, kept here
-  // until the stream takes over (it may arrive in the same read as `ready`).
   let ready = false;
   const early: ArrayBuffer[] = [];
+  let closed: WebSocketCloseEvent | undefined;
   ws.onmessage = (e) => {
     if (ready && e.data instanceof ArrayBuffer) return void early.push(e.data);
     try {
@@ -248,11 +259,12 @@ function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
       if (message.ready === true) ready = true;
       queue.push(message);
     } catch (err) {
-      failure = new KnpError("HANDSHAKE", `bad handshake message: ${errorMessage(err)}`);
+      failure ??= new KnpError("HANDSHAKE", `bad handshake message: ${errorMessage(err)}`);
     }
     notify();
   };
   ws.onclose = (e) => {
+    closed = e;
     failure ??= new KnpError(
       "HANDSHAKE",
       `the server closed the WebSocket link (${e.code}${e.reason ? ": " + e.reason : ""}); ` +
@@ -262,22 +274,22 @@ function handshakeMessages(ws: ClientWebSocket, deadline: AbortSignal) {
   };
   ws.onerror = () => {};
   return {
+    /** The next message; a failure (bad message, close, deadline) ends the handshake first. */
     async next(): Promise<Record<string, unknown>> {
-      while (queue.length === 0) {
-        if (failure) {
-          deadline.removeEventListener("abort", onDeadline);
-          throw failure;
-        }
-        await new Promise<void>((resolve) => (wake = resolve));
+      while (!failure && queue.length === 0) await new Promise<void>((r) => (wake = r));
+      if (failure) {
+        deadline.removeEventListener("abort", onDeadline);
+        throw failure;
       }
       return queue.shift()!;
     },
-    /** Ends the handshake; returns the binary messages that arrived after `ready`. */
-    stop(): ArrayBuffer[] {
+    /** Ends the handshake; returns {@linkcode ServerHello.handOff}. */
+    stop(): () => void {
       deadline.removeEventListener("abort", onDeadline);
-      ws.onmessage = null;
-      ws.onclose = null;
-      return early;
+      return () => {
+        for (const data of early.splice(0)) ws.onmessage?.({ type: "message", data });
+        if (closed) ws.onclose?.(closed);
+      };
     },
   };
 }

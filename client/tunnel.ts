@@ -30,11 +30,9 @@ export interface TunnelOptions {
   /** Where dials, connections and bytes are reported (e.g. `clientMetrics()` of `@knp/client/metrics`). */
   metrics?: TunnelMetrics;
   /**
-   * What carries the gRPC connection: grpc-js, or knp's native HTTP/2 client (`"native"`: large
-   * windows, coalesced writes; a TCP `address` keeps grpc-js while grpc-js's proxy variables
-   * `grpc_proxy`/`https_proxy`/`http_proxy` are set). The native client is opt-in in the library
-   * while an intermittent unanswered dial under a loaded rolling agent restart is open (seen with
-   * both transports since this client was added, more often with the native one). @default "grpc-js"
+   * What carries the gRPC connection: knp's native HTTP/2 client (`"native"`: large windows,
+   * coalesced writes) or grpc-js (the fallback; also what a TCP `address` uses while grpc-js's
+   * proxy variables `grpc_proxy`/`https_proxy`/`http_proxy` are set). @default "native"
    */
   grpcTransport?: "native" | "grpc-js";
 }
@@ -58,7 +56,7 @@ function bytes(v: Uint8Array | string | undefined): Uint8Array | undefined {
 }
 
 function channelFor(options: TunnelOptions): GrpcChannel | H2GrpcChannel {
-  const native = options.grpcTransport === "native";
+  const native = options.grpcTransport !== "grpc-js";
   if (options.udsPath) {
     const target = `unix:${options.udsPath}`;
     return native ? new H2GrpcChannel({ target }) : new GrpcChannel({ target });

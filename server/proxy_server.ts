@@ -333,12 +333,8 @@ export class ProxyServer {
     // Upstream's exact text when no agent is connected at all.
     if (this.backendStreams === 0) return NO_AGENT_AVAILABLE;
     const strategies = this.backends.storages.map((s) => s.strategy).join(",");
-    return this.#t.dialError(
-      `${NO_AGENT_AVAILABLE}: no agent serves ${
-        JSON.stringify(address)
-      } (proxy strategies: ${strategies})`,
-      "no-route",
-    );
+    const text = `${NO_AGENT_AVAILABLE}: no agent serves ${JSON.stringify(address)}`;
+    return this.#t.dialError(`${text} (proxy strategies: ${strategies})`, "no-route");
   }
 
   /** The refusal text when too many dials wait already; undefined when there is room. */

@@ -242,6 +242,11 @@ export class AgentLinkHandler {
           throw new KnpError("HANDSHAKE", "the agent's proof of its certificate key is invalid");
         }
       }
+      // nextText let go of the handlers; a close since then must not register a dead link (from
+      // here to the stream's constructor nothing can arrive: events come from a later read).
+      if (ws.readyState !== ws.OPEN) {
+        throw new KnpError("HANDSHAKE", "link closed during the handshake");
+      }
       ws.send(JSON.stringify({ ready: true }));
       const keepalive = this.#options.keepalive;
       admission.register(

@@ -65,7 +65,10 @@ async function request(server: ServerProcess, address: string, text: string): Pr
   }
 }
 
-/** Requests from `workers` loops until `stop()`; `reaches(n)` resolves at the n-th success. */
+/**
+ * Requests from `workers` loops until `stop()`; `reaches(n)` resolves at the n-th success, or
+ * once every loop ended. A loop ends at its first failure (it would spin on instant ones).
+ */
 function traffic(server: ServerProcess, echo: EchoBackend, workers: number) {
   let ok = 0;
   let running = true;
@@ -79,10 +82,12 @@ function traffic(server: ServerProcess, echo: EchoBackend, workers: number) {
         for (const x of waiters.filter((x) => x.n <= ok)) x.resolve();
       } catch (err) {
         failures.push(`worker ${w} request ${i}: ${err}`);
+        return;
       }
     }
   };
   const loops = Array.from({ length: workers }, (_, w) => loop(w));
+  const ended = Promise.all(loops);
   return {
     failures,
     get ok() {
@@ -92,7 +97,7 @@ function traffic(server: ServerProcess, echo: EchoBackend, workers: number) {
       const { promise, resolve } = Promise.withResolvers<void>();
       waiters.push({ n, resolve });
       if (ok >= n) resolve();
-      return promise;
+      return Promise.race([promise, ended.then(() => {})]);
     },
     async stop() {
       running = false;
