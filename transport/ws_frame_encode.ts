@@ -31,11 +31,14 @@ export function maskInPlace(buf: ArrayBuffer, offset: number, len: number, word:
   }
 }
 
-/** Size of a pooled frame buffer: a 256 KiB message, the largest header and alignment padding. */
-export const FRAME_SLOT_BYTES: number = 256 * 1024 + 16;
+/**
+ * Size of a pooled frame buffer: a message of a batch just under 256 KiB plus the packet that
+ * crossed that mark (a 256 KiB gRPC message, say), the largest header and alignment padding.
+ */
+export const FRAME_SLOT_BYTES: number = 512 * 1024 + 16;
 /** Frames with at least this much payload (and fitting a slot) are built in pooled buffers. */
 const POOLED_PAYLOAD_MIN = 64 * 1024;
-/** Pooled frame buffers kept while unused (2 MiB). */
+/** Pooled frame buffers kept while unused (4 MiB). */
 const FRAME_POOL_MAX = 8;
 const framePool: ArrayBuffer[] = [];
 

@@ -33,6 +33,7 @@ import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_str
 import { DoneSignal, SendAccounting } from "./packet_stream.ts";
 import { Keepalive } from "./keepalive.ts";
 import { FairQueue, packetFlow } from "./fair_queue.ts";
+import { giveBackMessageBuffer } from "./message_pool.ts";
 
 /** Largest binary message this side builds. */
 const MAX_BATCH = 256 * 1024;
@@ -247,6 +248,10 @@ export class WebSocketPacketStream implements PacketStream {
     } catch (err) {
       this.#end(new KnpError("TUNNEL_CLOSED", `link send failed: ${errorMessage(err)}`));
       return false;
+    }
+    // The packets are copied into the frame: a pooled message's buffer can be reused.
+    for (const packet of packets) {
+      if (packet.type === "DATA") giveBackMessageBuffer(packet.data.data);
     }
     this.#sent += length;
     // The socket owns the bytes now; what bounds it is the room ahead of the peer.

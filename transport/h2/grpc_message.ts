@@ -8,6 +8,7 @@
 
 import { KnpError } from "@knp/core/errors";
 import { encodePacket, type Packet, varintSize, writeVarint } from "@knp/proto";
+import { takeMessageBuffer } from "../message_pool.ts";
 
 /** gRPC status codes used here. */
 export const GrpcStatus = {
@@ -99,6 +100,7 @@ export class MessageError extends KnpError {
 /**
  * Cuts the DATA bytes of one stream into messages. Every message is a buffer of its own (exact
  * size): the pushed chunks may be views of a read buffer that is reused once `push` returns.
+ * Large ones may come from transport/message_pool.ts (`pooled`).
  */
 export class MessageDeframer {
   readonly #maxBytes: number;
@@ -107,9 +109,15 @@ export class MessageDeframer {
   #body: Uint8Array | undefined;
   #bodyFill = 0;
 
-  /** Accepts messages up to `maxBytes`. */
-  constructor(maxBytes: number) {
+  readonly #take: (bytes: number) => Uint8Array;
+
+  /**
+   * Accepts messages up to `maxBytes`. `pooled`: large messages come from
+   * transport/message_pool.ts (the server; never where the caller's code sees the buffers).
+   */
+  constructor(maxBytes: number, pooled = false) {
     this.#maxBytes = maxBytes;
+    this.#take = pooled ? takeMessageBuffer : (bytes) => new Uint8Array(bytes);
   }
 
   /** True between messages (no partial message held). */
@@ -129,11 +137,13 @@ export class MessageDeframer {
           const length = this.#check(chunk, at);
           at += MESSAGE_PREFIX_BYTES;
           if (chunk.length - at >= length) {
-            onMessage(chunk.slice(at, at + length));
+            const message = this.#take(length);
+            message.set(chunk.subarray(at, at + length));
+            onMessage(message);
             at += length;
             continue;
           }
-          this.#body = new Uint8Array(length);
+          this.#body = this.#take(length);
           this.#bodyFill = 0;
           continue;
         }
@@ -143,7 +153,7 @@ export class MessageDeframer {
         at += take;
         if (this.#headerFill < MESSAGE_PREFIX_BYTES) return;
         this.#headerFill = 0;
-        this.#body = new Uint8Array(this.#check(this.#header, 0));
+        this.#body = this.#take(this.#check(this.#header, 0));
         this.#bodyFill = 0;
       }
       const take = Math.min(this.#body.length - this.#bodyFill, chunk.length - at);

@@ -77,7 +77,8 @@ export class H2ServerStream implements PacketStream, DataSource {
     this.#owner = owner;
     this.peer = options.peer;
     this.sendWindow = options.sendWindow;
-    this.#in = new MessageInbox(options.maxMessageBytes, options.recvWindow);
+    // Pooled messages: the agent link's packet stream gives them back once framed.
+    this.#in = new MessageInbox(options.maxMessageBytes, options.recvWindow, true);
   }
 
   get bufferedBytes(): number {

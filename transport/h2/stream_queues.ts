@@ -16,6 +16,7 @@ import type { PacketHandler } from "../packet_stream.ts";
 import { SendAccounting } from "../packet_stream.ts";
 import { ErrorCode, H2Error } from "./frame.ts";
 import { dataMessageHead, MESSAGE_PREFIX_BYTES, MessageDeframer } from "./grpc_message.ts";
+import { giveBackMessageBuffer } from "../message_pool.ts";
 import { writeMessagePrefix } from "./grpc_message.ts";
 
 /** Packets queued as gRPC messages, taken in pieces by the write scheduler. */
@@ -41,6 +42,8 @@ export class MessageOutbox {
     if (head) this.#queue(head, undefined);
     const last = head ? (packet as Packet & { type: "DATA" }).data.data : messageOf(packet);
     this.#queue(last, () => {
+      // Written: a pooled message's buffer (see message_pool.ts) can be reused.
+      if (head) giveBackMessageBuffer(last);
       this.#acct.remove(bytes);
       onSent?.();
     });
@@ -109,9 +112,12 @@ export class MessageInbox {
   #inbox: Uint8Array[] = [];
   #held = 0;
 
-  /** Messages up to `maxMessageBytes` within our stream window of `window` bytes. */
-  constructor(maxMessageBytes: number, window: number) {
-    this.#deframer = new MessageDeframer(maxMessageBytes);
+  /**
+   * Messages up to `maxMessageBytes` within our stream window of `window` bytes; `pooled`: see
+   * {@linkcode MessageDeframer}.
+   */
+  constructor(maxMessageBytes: number, window: number, pooled = false) {
+    this.#deframer = new MessageDeframer(maxMessageBytes, pooled);
     this.#window = window;
   }
 
