@@ -205,7 +205,8 @@ export class AgentLinkHandler {
     const leaf = facts.certificate;
     if (!admission) return refuse(socket, ...refusalStatus(refusal)), false;
     socket.write(await acceptResponse(req.headers.get("sec-websocket-key") ?? ""));
-    const ws = new ServerWebSocket(socket, req.leftover, this.#options.maxMessageBytes);
+    // Pooled messages: the packets' consumers give them back (transport/message_pool.ts).
+    const ws = new ServerWebSocket(socket, req.leftover, this.#options.maxMessageBytes, true);
     this.sockets.add(ws);
     socket.once("close", () => this.sockets.delete(ws));
     await this.#prove(ws, peer, admission, leaf);

@@ -1,19 +1,23 @@
 /**
- * Reused buffers for large received gRPC messages. A gRPC message spread over many DATA frames
- * must be gathered into a buffer of its own (the frames are views of a read buffer that is
- * reused), and each such buffer was a fresh, zeroed allocation: at a few hundred MB/s of uploads
- * through the server that is as many bytes of garbage per second, and V8's collections of it.
- * Measured with the bench's 1-connection upload through the gRPC frontend (256 KiB messages from
- * the Go client), reusing them cut the server + agent CPU per GiB by about a seventh.
+ * Reused buffers for large messages the server receives: gRPC messages on its HTTP/2 streams and
+ * WebSocket messages on the agent link. Such a message must be gathered into a buffer of its own
+ * (it arrives in views of a read buffer that is reused), and each was a fresh, zeroed allocation:
+ * at a few hundred MB/s that is as many bytes of garbage per second, and V8's collections of it.
+ * Measured with the bench's 1-connection transfers through the gRPC frontend (same-run A/B,
+ * medians of 4): upload 592 -> 805 MB/s and server + agent CPU 2.6 -> 1.7 s/GiB with pooled gRPC
+ * messages; download 412 -> 438 MB/s and 3.1 -> 2.7 s/GiB with pooled agent-link messages too.
  *
  * {@linkcode takeMessageBuffer} hands out a buffer; {@linkcode giveBackMessageBuffer} returns it
  * once nothing refers to its bytes any more. Only a holder that knows that may give it back: the
- * WebSocket packet stream does after copying a packet into its frame (the packet's payload is a
- * view of its message). A buffer nobody gives back is garbage-collected as before. Giving back
- * something that was not taken here, or twice, is ignored, so a buffer is never handed out to
- * two holders. A pooled buffer may be up to 16 KiB larger than its message, and its bytes past
- * the message are another message's: only the server takes pooled buffers (see
- * {@linkcode MessageDeframer}'s `pooled`), never the client library, whose caller sees them.
+ * WebSocket packet stream after copying a packet into its frame (the packet's payload is a view of
+ * its message), the HTTP/2 outbox and the HTTP-CONNECT frontend once their write is done. A
+ * WebSocket message of several packets is shared among them ({@linkcode shareMessageBuffer}): the
+ * last to give it back returns it, so each holder gives back once. A buffer not given back by all
+ * is garbage-collected as before; giving back something not taken here is ignored.
+ *
+ * A pooled buffer may be up to 16 KiB larger than its message, and its bytes past the message are
+ * an earlier message's: only the server takes pooled buffers (the HTTP/2 server streams and the
+ * agent link's WebSocket), never the client library, whose caller sees them.
  *
  * @module
  */
@@ -29,8 +33,11 @@ const FREE_MAX_BYTES = 4 * 1024 * 1024;
 
 const free = new Map<number, ArrayBuffer[]>();
 let freeBytes = 0;
-/** Buffers handed out and not given back (weak: one never given back is still collected). */
-const lent = new WeakSet<ArrayBuffer>();
+/**
+ * Buffers handed out and not given back, with how many holders must still give each back (weak:
+ * one never given back is still collected).
+ */
+const lent = new WeakMap<ArrayBuffer, number>();
 
 function classOf(bytes: number): number {
   return Math.ceil(bytes / CLASS_BYTES) * CLASS_BYTES;
@@ -46,17 +53,39 @@ export function takeMessageBuffer(bytes: number): Uint8Array<ArrayBuffer> {
   let buffer = free.get(size)?.pop();
   if (buffer) freeBytes -= size;
   else buffer = new ArrayBuffer(size);
-  lent.add(buffer);
+  lent.set(buffer, 1);
   return new Uint8Array(buffer, 0, bytes);
 }
 
+/** True when `view` lies in a buffer lent by {@linkcode takeMessageBuffer} and not back yet. */
+export function isLentMessageBuffer(view: Uint8Array): boolean {
+  return lent.has(view.buffer as ArrayBuffer);
+}
+
 /**
- * Returns the buffer `view` lies in, if it came from {@linkcode takeMessageBuffer} and was not
- * given back yet. The caller guarantees nothing reads or writes any view of it afterwards.
+ * Splits the one holder of a lent buffer (the whole message) into `holders` (the packets whose
+ * payloads are views of it), each of which gives it back once; with none it goes back now. Only
+ * the first holder may do this, before handing views on.
+ */
+export function shareMessageBuffer(view: Uint8Array, holders: number): void {
+  const buffer = view.buffer as ArrayBuffer;
+  if (lent.get(buffer) !== 1) return;
+  if (holders > 0) lent.set(buffer, holders);
+  else giveBackMessageBuffer(view);
+}
+
+/**
+ * Gives back one holder's share of the buffer `view` lies in, if it came from
+ * {@linkcode takeMessageBuffer}; the last share returns it. The caller guarantees that it reads
+ * and writes no view of it afterwards.
  */
 export function giveBackMessageBuffer(view: Uint8Array): void {
   const buffer = view.buffer;
-  if (!(buffer instanceof ArrayBuffer) || !lent.delete(buffer)) return;
+  if (!(buffer instanceof ArrayBuffer)) return;
+  const holders = lent.get(buffer);
+  if (holders === undefined) return;
+  if (holders > 1) return void lent.set(buffer, holders - 1);
+  lent.delete(buffer);
   const size = buffer.byteLength;
   if (freeBytes + size > FREE_MAX_BYTES) return;
   let list = free.get(size);

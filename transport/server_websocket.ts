@@ -86,12 +86,15 @@ export class ServerWebSocket {
 
   /**
    * Runs the WebSocket on `socket`, whose upgrade was answered; `leftover` are bytes read after
-   * the request head. The socket may be paused; it is resumed here.
+   * the request head. The socket may be paused; it is resumed here. `pooled`: large binary
+   * messages come from transport/message_pool.ts (as a `Uint8Array` when a view of a larger
+   * buffer) for a consumer that gives them back (the agent link's packet stream).
    */
   constructor(
     socket: Socket,
     leftover: Uint8Array,
     maxMessageBytes: number = DEFAULT_MAX_MESSAGE_BYTES,
+    pooled = false,
   ) {
     this.#socket = socket;
     this.url = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -109,6 +112,7 @@ export class ServerWebSocket {
       },
       maxMessageBytes,
       true,
+      pooled,
     );
     socket.on("data", (chunk: Uint8Array) => {
       if (!this.#parser.stopped) this.#parser.push(chunk);

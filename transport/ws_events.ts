@@ -12,8 +12,11 @@ import { validCloseCode } from "./ws_frame.ts";
 /** The event `onmessage` receives. */
 export interface WebSocketMessageEvent {
   /** The event type, `"message"`. */ readonly type: string;
-  /** A string for text messages; an `ArrayBuffer` (or `Blob`, per `binaryType`) for binary. */
-  readonly data: string | ArrayBuffer | Blob;
+  /**
+   * A string for text messages; an `ArrayBuffer` (or `Blob`, per `binaryType`) for binary, or a
+   * `Uint8Array` view of a pooled buffer from a socket made with pooled messages.
+   */
+  readonly data: string | ArrayBuffer | Blob | Uint8Array<ArrayBuffer>;
 }
 
 /** The event `onpong` receives. */
@@ -71,7 +74,10 @@ export function messageEvent(
   binaryType: BinaryType,
 ): WebSocketMessageEvent {
   if (typeof data === "string") return { type: "message", data };
-  return { type: "message", data: binaryType === "blob" ? new Blob([data]) : data.buffer };
+  if (binaryType === "blob") return { type: "message", data: new Blob([data]) };
+  // A view of part of a buffer only comes from a parser with pooled messages.
+  const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+  return { type: "message", data: whole ? data.buffer : data };
 }
 
 /** The `onerror` event for a failed connection. */

@@ -23,6 +23,7 @@ export const OP_PING = 0x9;
 export const OP_PONG = 0xa;
 
 import { maskInPlace } from "./ws_frame_encode.ts";
+import { takeMessageBuffer } from "./message_pool.ts";
 
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -44,7 +45,10 @@ export {
 export interface FrameHandler {
   /** A whole text message (checked to be UTF-8). */
   text(data: string): void;
-  /** A whole binary message: its own exactly sized copy (offset 0, the whole buffer). */
+  /**
+   * A whole binary message: its own copy at offset 0, the whole buffer, or with `pooled` possibly
+   * a view of a buffer from transport/message_pool.ts (larger than the message).
+   */
   binary(data: Uint8Array<ArrayBuffer>): void;
   /** A ping frame and its payload. */
   ping(payload: Uint8Array<ArrayBuffer>): void;
@@ -88,15 +92,23 @@ export class FrameParser {
   #fragments: Uint8Array<ArrayBuffer>[] = [];
   #fragmentBytes = 0;
   #stopped = false;
+  readonly #pooled: boolean;
 
   /**
    * Reports to `handler`; a message over `maxMessageBytes` is a protocol error (1009). With
    * `masked` (a server parsing a client's frames) every frame must be masked; else none may be.
+   * `pooled`: large unfragmented binary messages come from transport/message_pool.ts.
    */
-  constructor(handler: FrameHandler, maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES, masked = false) {
+  constructor(
+    handler: FrameHandler,
+    maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    masked = false,
+    pooled = false,
+  ) {
     this.#handler = handler;
     this.#max = maxMessageBytes;
     this.#masked = masked;
+    this.#pooled = pooled;
   }
 
   /** True once a close frame or a protocol error ended parsing. */
@@ -195,7 +207,10 @@ export class FrameParser {
     }
     this.#opcode = opcode;
     this.#fin = fin;
-    this.#payload = new Uint8Array(len);
+    // Every byte of a pooled buffer's message is written before it is delivered.
+    this.#payload = this.#pooled && fin && opcode === OP_BINARY
+      ? takeMessageBuffer(len)
+      : new Uint8Array(len);
     this.#filled = 0;
     this.#inFrame = true;
     if (len === 0) this.#endFrame();

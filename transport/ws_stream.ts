@@ -33,7 +33,7 @@ import type { KeepaliveOptions, PacketHandler, PacketStream } from "./packet_str
 import { DoneSignal, SendAccounting } from "./packet_stream.ts";
 import { Keepalive } from "./keepalive.ts";
 import { FairQueue, packetFlow } from "./fair_queue.ts";
-import { giveBackMessageBuffer } from "./message_pool.ts";
+import { giveBackMessageBuffer, isLentMessageBuffer, shareMessageBuffer } from "./message_pool.ts";
 
 /** Largest binary message this side builds. */
 const MAX_BATCH = 256 * 1024;
@@ -323,20 +323,33 @@ export class WebSocketPacketStream implements PacketStream {
   #onMessage(data: unknown): void {
     if (this.#ended) return;
     this.#keepalive?.alive();
-    if (!(data instanceof ArrayBuffer)) {
+    if (!(data instanceof ArrayBuffer || data instanceof Uint8Array)) {
       return this.close(new KnpError("PROTOCOL", "unexpected text message on the agent link"));
     }
     if (data.byteLength > this.#maxMessage) {
       return this.close(new KnpError("PACKET_DECODE", "message too large"));
     }
     try {
-      for (const packet of unframe(new Uint8Array(data))) this.#inbox.push(packet);
+      const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+      const before = this.#inbox.length;
+      for (const packet of unframe(bytes)) this.#inbox.push(packet);
+      if (isLentMessageBuffer(bytes)) this.#share(bytes, before);
     } catch (err) {
       return this.close(
         new KnpError("PACKET_DECODE", `malformed packet: ${errorMessage(err)}`, { cause: err }),
       );
     }
     this.#deliver();
+  }
+
+  /** A pooled message: each DATA packet (from `from` in the inbox) holds a share of it. */
+  #share(bytes: Uint8Array, from: number): void {
+    let holders = 0;
+    for (let i = from; i < this.#inbox.length; i++) {
+      const p = this.#inbox[i]!;
+      if (p.type === "DATA" && p.data.data.buffer === bytes.buffer) holders++;
+    }
+    shareMessageBuffer(bytes, holders);
   }
 
   #deliver(): void {

@@ -41,6 +41,8 @@ export class MessageOutbox {
     const head = dataMessageHead(packet);
     if (head) this.#queue(head, undefined);
     const last = head ? (packet as Packet & { type: "DATA" }).data.data : messageOf(packet);
+    // A small DATA payload was copied into its message: its pooled buffer's share goes back now.
+    if (!head && packet.type === "DATA") giveBackMessageBuffer(packet.data.data);
     this.#queue(last, () => {
       // Written: a pooled message's buffer (see message_pool.ts) can be reused.
       if (head) giveBackMessageBuffer(last);
