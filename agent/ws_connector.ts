@@ -106,6 +106,8 @@ async function openLink(
       ...(ca ? { caCerts: [ca] } : {}),
       ...via,
       headers,
+      // The packets' consumers give large messages back (transport/message_pool.ts).
+      pooledMessages: true,
       signal: deadline,
       // The caller's deadline is the bound; this one only has to be later.
       timeoutMs: timeoutMs + 1_000,
@@ -229,6 +231,11 @@ export function webSocketConnector(options: WebSocketConnectorOptions): ServerCo
   };
 }
 
+/** A binary message's data (an `ArrayBuffer`, or a view of a pooled buffer). */
+function isBinary(data: unknown): data is ArrayBuffer | Uint8Array<ArrayBuffer> {
+  return data instanceof ArrayBuffer || data instanceof Uint8Array;
+}
+
 /**
  * Yields handshake text messages one at a time; every wait ends when `deadline` aborts. After
  * `ready`, binary messages and the close are kept for the packet stream (see `stop`).
@@ -249,10 +256,10 @@ function handshakeMessages(ws: HandshakeSocket, deadline: AbortSignal) {
   if (deadline.aborted) onDeadline();
   else deadline.addEventListener("abort", onDeadline, { once: true });
   let ready = false;
-  const early: ArrayBuffer[] = [];
+  const early: (ArrayBuffer | Uint8Array<ArrayBuffer>)[] = [];
   let closed: WebSocketCloseEvent | undefined;
   ws.onmessage = (e) => {
-    if (ready && e.data instanceof ArrayBuffer) return void early.push(e.data);
+    if (ready && isBinary(e.data)) return void early.push(e.data);
     try {
       if (typeof e.data !== "string") throw new Error("binary message during the handshake");
       const message = JSON.parse(e.data) as Record<string, unknown>;

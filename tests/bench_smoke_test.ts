@@ -83,7 +83,7 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
     // The table is printed too, with upstream's columns.
     assert.match(
       text(out.stdout),
-      /\|\s+direct \|\s+tunnel \|\s+ratio \|\s+upstream \| knp\/up \|/,
+      /\|\s+direct \|\s+tunnel \|\s+ratio \|\s+upstream \|\s+knp\/up \|/,
     );
     if (UPSTREAM) checkUpstream(results);
   } finally {

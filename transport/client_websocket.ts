@@ -131,19 +131,30 @@ export class ClientWebSocket {
   #finished = false;
 
   /** Use {@linkcode connectWebSocket}. @internal */
-  constructor(conn: Deno.Conn, url: string, leftover: Uint8Array, maxMessageBytes: number) {
+  constructor(
+    conn: Deno.Conn,
+    url: string,
+    leftover: Uint8Array,
+    maxMessageBytes: number,
+    pooled = false,
+  ) {
     this.#conn = conn;
     this.url = url;
-    this.#parser = new FrameParser({
-      text: (data) => this.#onMessage(data),
-      binary: (data) => this.#onMessage(data),
-      ping: (payload) => {
-        if (this.#state === OPEN) this.#enqueuePong(encodeClientFrame(OP_PONG, payload));
+    this.#parser = new FrameParser(
+      {
+        text: (data) => this.#onMessage(data),
+        binary: (data) => this.#onMessage(data),
+        ping: (payload) => {
+          if (this.#state === OPEN) this.#enqueuePong(encodeClientFrame(OP_PONG, payload));
+        },
+        pong: (payload) => this.#onPong(payload),
+        close: (code, reason) => this.#onCloseFrame(code, reason),
+        fail: (code, reason) => this.#failConnection(code, reason),
       },
-      pong: (payload) => this.#onPong(payload),
-      close: (code, reason) => this.#onCloseFrame(code, reason),
-      fail: (code, reason) => this.#failConnection(code, reason),
-    }, maxMessageBytes);
+      maxMessageBytes,
+      false,
+      pooled,
+    );
     const copy = leftover.slice();
     setTimeout(() => this.#readLoop(copy), 0);
   }

@@ -16,8 +16,9 @@
  * is garbage-collected as before; giving back something not taken here is ignored.
  *
  * A pooled buffer may be up to 16 KiB larger than its message, and its bytes past the message are
- * an earlier message's: only the server takes pooled buffers (the HTTP/2 server streams and the
- * agent link's WebSocket), never the client library, whose caller sees them.
+ * an earlier message's: only the server (its HTTP/2 streams, its end of the agent link's
+ * WebSocket) and the agent (its end of that link; the endpoint gives a payload back once written
+ * to the backend) take pooled buffers, never the client library, whose caller sees them.
  *
  * @module
  */

@@ -88,6 +88,11 @@ export interface ConnectWebSocketOptions {
    * Not with `cert`/`key` (`Deno.connectTls` cannot run on a tunnel).
    */
   proxy?: HttpProxy | undefined;
+  /**
+   * Large binary messages come from transport/message_pool.ts (a `Uint8Array` view when the
+   * buffer is larger): for a consumer that gives them back (the agent's link). @default false
+   */
+  pooledMessages?: boolean;
 }
 
 /** The ALPN protocols offered: the extra ones, then `http/1.1` unless among them. */
@@ -249,6 +254,7 @@ async function upgrade(
   extra: [string, string][],
   signal: AbortSignal,
   maxMessageBytes: number,
+  pooled: boolean,
 ): Promise<ClientWebSocket> {
   const key = newKey();
   const request = upgradeRequest(target, key, extra);
@@ -260,7 +266,7 @@ async function upgrade(
     throw refusal;
   }
   await checkUpgrade(response.head, key, extra);
-  return new ClientWebSocket(conn, target.href, response.rest, maxMessageBytes);
+  return new ClientWebSocket(conn, target.href, response.rest, maxMessageBytes, pooled);
 }
 
 /**
@@ -282,7 +288,8 @@ export async function connectWebSocket(
   try {
     const conn = await connect(target, options, guard);
     const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    return await upgrade(conn, target, extra, guard.signal, maxMessageBytes);
+    const pooled = options.pooledMessages ?? false;
+    return await upgrade(conn, target, extra, guard.signal, maxMessageBytes, pooled);
   } catch (err) {
     guard.closeConn();
     throw err;
