@@ -18,7 +18,6 @@ import { errorMessage } from "@knp/core/errors";
 import type { Logger } from "@knp/core/log";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { AdaptiveReadSize, BufferPool, SocketWriter } from "@knp/transport/byte_socket";
-import { giveBackMessageBuffer } from "@knp/transport/message_pool";
 import type { Timers } from "@knp/core/timers";
 import type { EndpointSocket } from "./dialer.ts";
 
@@ -148,11 +147,7 @@ export class EndpointConn {
   write(bytes: Uint8Array): void {
     if (this.#closing || bytes.byteLength === 0) return;
     const size = bytes.byteLength;
-    const underMark = this.#writer.write(bytes, () => {
-      // Written: a pooled message's share goes back (transport/message_pool.ts).
-      giveBackMessageBuffer(bytes);
-      this.#granted(size);
-    });
+    const underMark = this.#writer.write(bytes, () => this.#granted(size));
     if (this.#guard.afterSend(underMark) === "overflow") {
       this.#log.warn("endpoint is not reading; connection reset alone", {
         connectID: this.connectId,

@@ -24,7 +24,6 @@
 import { closeRequest, dataPacket, dialRequest, type Packet, randomDialId } from "@knp/proto";
 import type { ByteSocket } from "@knp/transport/byte_socket";
 import { AdaptiveReadSize, SocketWriter } from "@knp/transport/byte_socket";
-import { giveBackMessageBuffer, isLentMessageBuffer } from "@knp/transport/message_pool";
 import { errorMessage, KnpError } from "@knp/core/errors";
 import { type Logger, nullLogger } from "@knp/core/log";
 import { DoneSignal, type PacketHandler, type PacketStream } from "@knp/transport/packet_stream";
@@ -223,15 +222,8 @@ export class HttpConnectFrontend implements PacketStream {
         this.#resume?.();
         return true;
       }
-      case "DATA": {
-        const data = packet.data.data;
-        // A payload in a pooled buffer (transport/message_pool.ts) goes back once written.
-        if (!isLentMessageBuffer(data)) return this.#writer.write(data, onSent);
-        return this.#writer.write(data, () => {
-          giveBackMessageBuffer(data);
-          onSent?.();
-        });
-      }
+      case "DATA":
+        return this.#writer.write(packet.data.data, onSent);
       case "CLOSE_RSP": {
         // An error (the agent disconnected, the endpoint was reset) cuts the tunnel: the client
         // gets a reset after the bytes already queued, not an end that looks complete.

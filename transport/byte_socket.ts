@@ -8,6 +8,7 @@
 import type { Duplex } from "node:stream";
 import { SendAccounting } from "./packet_stream.ts";
 import { realTimers, type Timers } from "@knp/core/timers";
+import { giveBackMessageBuffer } from "./message_pool.ts";
 
 /** What the proxy needs of a connected socket. `Deno.Conn` fits. */
 export interface ByteSocket {
@@ -165,10 +166,15 @@ export class SocketWriter {
     return this.#acct.buffered;
   }
 
-  /** Queues bytes; returns false once over the high-water mark. `onWritten` runs once written. */
+  /**
+   * Queues bytes; returns false once over the high-water mark. `onWritten` runs once written.
+   * Bytes in a buffer lent by transport/message_pool.ts (a packet's payload) are this writer's
+   * share of it: it gives the share back once they are written.
+   */
   write(bytes: Uint8Array, onWritten?: () => void): boolean {
     if (this.#failed) return false;
     if (bytes.byteLength === 0) {
+      giveBackMessageBuffer(bytes);
       onWritten?.();
       return this.#acct.buffered <= this.#acct.highWater;
     }
@@ -222,6 +228,7 @@ export class SocketWriter {
         const done = this.#queue.shift();
         if (done === undefined) break; // discarded while writing
         this.#acct.remove(done.byteLength);
+        giveBackMessageBuffer(done);
         this.#callbacks.shift()?.();
       }
     } catch (err) {

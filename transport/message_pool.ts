@@ -10,15 +10,16 @@
  * {@linkcode takeMessageBuffer} hands out a buffer; {@linkcode giveBackMessageBuffer} returns it
  * once nothing refers to its bytes any more. Only a holder that knows that may give it back: the
  * WebSocket packet stream after copying a packet into its frame (the packet's payload is a view of
- * its message), the HTTP/2 outbox and the HTTP-CONNECT frontend once their write is done. A
- * WebSocket message of several packets is shared among them ({@linkcode shareMessageBuffer}): the
- * last to give it back returns it, so each holder gives back once. A buffer not given back by all
+ * its message), the HTTP/2 outbox and the socket writer (byte_socket.ts: HTTP-CONNECT clients,
+ * the agent's backend connections) once their write is done. A WebSocket message of several
+ * packets is shared among them ({@linkcode shareMessageBuffer}): the last to give it back returns
+ * it, so each holder gives back once. A buffer not given back by all
  * is garbage-collected as before; giving back something not taken here is ignored.
  *
  * A pooled buffer may be up to 16 KiB larger than its message, and its bytes past the message are
  * an earlier message's: only the server (its HTTP/2 streams, its end of the agent link's
- * WebSocket) and the agent (its end of that link; the endpoint gives a payload back once written
- * to the backend) take pooled buffers, never the client library, whose caller sees them.
+ * WebSocket) and the agent (its end of that link) take pooled buffers, never the client library,
+ * whose caller sees them.
  *
  * @module
  */

@@ -331,25 +331,20 @@ export class WebSocketPacketStream implements PacketStream {
     }
     try {
       const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
-      const before = this.#inbox.length;
-      for (const packet of unframe(bytes)) this.#inbox.push(packet);
-      if (isLentMessageBuffer(bytes)) this.#share(bytes, before);
+      // A pooled message: each DATA packet whose payload is a view of it holds a share.
+      const lent = isLentMessageBuffer(bytes);
+      let holders = 0;
+      for (const packet of unframe(bytes)) {
+        this.#inbox.push(packet);
+        if (lent && packet.type === "DATA" && packet.data.data.buffer === bytes.buffer) holders++;
+      }
+      if (lent) shareMessageBuffer(bytes, holders);
     } catch (err) {
       return this.close(
         new KnpError("PACKET_DECODE", `malformed packet: ${errorMessage(err)}`, { cause: err }),
       );
     }
     this.#deliver();
-  }
-
-  /** A pooled message: each DATA packet (from `from` in the inbox) holds a share of it. */
-  #share(bytes: Uint8Array, from: number): void {
-    let holders = 0;
-    for (let i = from; i < this.#inbox.length; i++) {
-      const p = this.#inbox[i]!;
-      if (p.type === "DATA" && p.data.data.buffer === bytes.buffer) holders++;
-    }
-    shareMessageBuffer(bytes, holders);
   }
 
   #deliver(): void {
