@@ -20,6 +20,7 @@ import { newRegistry } from "@knp/cli/process_metrics";
 import { certificateExpiryMetrics, type CertificateSource } from "@knp/cli/certificate_metrics";
 import type { DialErrorKind } from "@knp/core/dial_errors";
 import { grpcCodeName, tapPacketStream } from "@knp/transport/packet_tap";
+import { CounterBatch } from "@knp/transport/counter_batch";
 import type { ServerConnector } from "./client_set.ts";
 
 const NS = "konnectivity_network_proxy_agent";
@@ -65,7 +66,8 @@ export class AgentMetrics {
   #dialDuration: Histogram;
   #dialFailures: Counter<"reason">;
   #serverFailures: Counter<"direction">;
-  #packets: Counter<"segment" | "packet_type">;
+  /** Per-packet counts, handed to `stream_packets_total` on scrape. */
+  readonly #packetCounts = new CounterBatch();
   #streamErrors: Counter<"segment" | "code" | "packet_type">;
 
   /** A fresh registry with every upstream agent metric. */
@@ -91,12 +93,16 @@ export class AgentMetrics {
       registers,
     });
     this.#gauges(registers);
-    this.#packets = new Counter({
+    const packetCounts = this.#packetCounts;
+    new Counter({
       name: `${NS}_stream_packets_total`,
       help:
         "Count of packets processed, by segment and packet type (example: from_client, DIAL_REQ)",
       labelNames: ["segment", "packet_type"] as const,
       registers,
+      collect() {
+        packetCounts.drain((segment, type, n) => this.inc({ segment, packet_type: type }, n));
+      },
     });
     this.#streamErrors = new Counter({
       name: `${NS}_stream_errors_total`,
@@ -203,8 +209,8 @@ export class AgentMetrics {
     return async (address) => {
       const connection = await connect(address);
       const stream = tapPacketStream(connection.stream, {
-        sent: (type) => this.#packets.inc({ segment: "from_agent", packet_type: type }),
-        received: (type) => this.#packets.inc({ segment: "to_agent", packet_type: type }),
+        sent: (type) => this.#packetCounts.add("from_agent", type),
+        received: (type) => this.#packetCounts.add("to_agent", type),
         ended: (error) => {
           if (error === undefined) return;
           this.#serverFailures.inc({ direction: "from_server" });

@@ -218,14 +218,17 @@ async function dialCase(ctx: CaseContext): Promise<void> {
   // sends one byte to the echo backend and waits for it instead.
   const send = client.kind === "go";
   const port = send ? ports.echo : ports.banner;
-  const run = (target: ConnTarget, concurrency: number) =>
-    client.call<DialResult>({ op: "dial", target, count: settings.dialCount, concurrency, send });
-  // One unmeasured round each way first: the rows then compare servers that have dialed before
-  // (a JIT-compiled server's first few hundred dials run cold code, a Go server's do not), and
-  // every stack meets a client that is equally warm (one client process serves the stacks in
-  // turn, so without it the first stack measured would also pay for the client's warm-up).
-  await run(ctx.direct(port), settings.dialConcurrency);
-  await run(ctx.via(port), settings.dialConcurrency);
+  const run = (target: ConnTarget, concurrency: number, count = settings.dialCount) =>
+    client.call<DialResult>({ op: "dial", target, count, concurrency, send });
+  // Unmeasured dials each way first: the rows then compare servers that have dialed before (a
+  // JIT-compiled server runs its first ~1,000 dials in code V8 is still optimizing: measured
+  // after 200 of them, knp's server + agent spent ~0.9 ms CPU per dial, after 1,000 ~0.5 ms; a
+  // Go server has no such phase), and every stack meets a client that is equally warm (one
+  // client process serves the stacks in turn, so without it the first stack measured would also
+  // pay for the client's warm-up). The cold round is kept in the row's details.
+  await run(ctx.direct(port), settings.dialConcurrency, settings.dialWarmup);
+  const cold = await run(ctx.via(port), 1);
+  await run(ctx.via(port), settings.dialConcurrency, settings.dialWarmup);
   const ds = await run(ctx.direct(port), 1);
   const ts = await run(ctx.via(port), 1);
   const dc = await run(ctx.direct(port), settings.dialConcurrency);
@@ -240,7 +243,7 @@ async function dialCase(ctx: CaseContext): Promise<void> {
       direct: ds[p],
       tunnel: ts[p],
       targets: [vsUpstream(ctx, "<=", 1)],
-      details: { direct: ds, tunnel: ts },
+      details: { direct: ds, tunnel: ts, tunnelCold: cold },
     }));
   }
   const perSecond = {

@@ -17,8 +17,14 @@ export interface Settings {
   aggregateConns: number;
   aggregateBytesEach: number;
   echoIterations: number;
+  /**
+   * Unmeasured echoes first: a JIT-compiled proxy runs its first thousand or so round trips in
+   * code V8 is still optimizing (a Go proxy does not), and the rows compare steady states.
+   */
   echoWarmup: number;
   dialCount: number;
+  /** Unmeasured dials first, each way (see `echoWarmup`: knp's dial path takes ~1,000). */
+  dialWarmup: number;
   dialConcurrency: number;
   idleConns: number;
   idleConcurrency: number;
@@ -52,8 +58,9 @@ export const FULL: Settings = {
   aggregateConns: 100,
   aggregateBytesEach: 10 * MiB,
   echoIterations: 2000,
-  echoWarmup: 200,
+  echoWarmup: 2000,
   dialCount: 200,
+  dialWarmup: 1000,
   dialConcurrency: 10,
   idleConns: 10_000,
   idleConcurrency: 100,
@@ -78,6 +85,7 @@ export const SMOKE: Settings = {
   echoIterations: 50,
   echoWarmup: 10,
   dialCount: 20,
+  dialWarmup: 20,
   dialConcurrency: 5,
   idleConns: 200,
   idleConcurrency: 50,

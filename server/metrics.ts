@@ -23,6 +23,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { certificateExpiryMetrics, type CertificateSource } from "@knp/cli/certificate_metrics";
 import type { PacketStream } from "@knp/transport/packet_stream";
 import { grpcCodeName, type PacketTap, tapPacketStream } from "@knp/transport/packet_tap";
+import { CounterBatch } from "@knp/transport/counter_batch";
 import type { ProxyServer } from "./proxy_server.ts";
 import type { ServerEvent } from "./server_events.ts";
 import { newRegistry, serverLeaseMetrics } from "./metrics_registry.ts";
@@ -54,6 +55,9 @@ export class ServerMetrics {
   readonly #unsubscribe: () => void;
   readonly #c: Record<string, Tally> = {};
   readonly #h: Record<string, Histogram> = {};
+  /** Per-packet counts (packets by segment and type; bytes by direction), handed over on scrape. */
+  readonly #packetCounts = new CounterBatch();
+  readonly #byteCounts = new CounterBatch();
   /**
    * Establishment time of open connections by agent and connection ID, for
    * `connection_duration_seconds` (nested maps: no key string per connection).
@@ -199,22 +203,24 @@ export class ServerMetrics {
     );
   }
 
-  #counters(): void {
+  #counter(
+    key: string,
+    name: string,
+    help: string,
+    labelNames: string[] = [],
+    collect?: (this: Tally) => void,
+  ): void {
     const registers = [this.#registry];
-    const counter = (key: string, name: string, help: string, labelNames: string[] = []) => {
-      this.#c[key] = new Counter({ name, help, labelNames, registers });
-    };
+    this.#c[key] = new Counter({ name, help, labelNames, registers, ...(collect && { collect }) });
+  }
+
+  #counters(): void {
+    const counter = this.#counter.bind(this);
     counter(
       "dialFailures",
       `${NS}_dial_failure_count`,
       "Number of dial failures observed. Multiple failures can occur for a single dial request.",
       ["reason"],
-    );
-    counter(
-      "packets",
-      `${NS}_stream_packets_total`,
-      "Count of packets processed, by segment and packet type (example: from_client, DIAL_REQ)",
-      ["segment", "packet_type"],
     );
     counter(
       "streamErrors",
@@ -235,16 +241,35 @@ export class ServerMetrics {
       ["source"],
     );
     counter(
-      "bytes",
-      "knp_server_proxied_bytes_total",
-      "Payload bytes of DATA packets proxied (knp only), by direction (client_to_agent, agent_to_client).",
-      ["direction"],
-    );
-    counter(
       "closed",
       "knp_server_connections_closed_total",
       "End-to-end connections closed (knp only), by reason.",
       ["reason"],
+    );
+    this.#packetCounters();
+  }
+
+  /** The per-packet counters: counted in batches, handed to prom-client when scraped. */
+  #packetCounters(): void {
+    const packetCounts = this.#packetCounts;
+    const byteCounts = this.#byteCounts;
+    this.#counter(
+      "packets",
+      `${NS}_stream_packets_total`,
+      "Count of packets processed, by segment and packet type (example: from_client, DIAL_REQ)",
+      ["segment", "packet_type"],
+      function () {
+        packetCounts.drain((segment, type, n) => this.inc({ segment, packet_type: type }, n));
+      },
+    );
+    this.#counter(
+      "bytes",
+      "knp_server_proxied_bytes_total",
+      "Payload bytes of DATA packets proxied (knp only), by direction (client_to_agent, agent_to_client).",
+      ["direction"],
+      function () {
+        byteCounts.drain((direction, _, n) => this.inc({ direction }, n));
+      },
     );
   }
 
@@ -294,14 +319,15 @@ export class ServerMetrics {
       ? ["to_client", "from_client"]
       : ["to_agent", "from_agent"];
     const direction = side === "frontend" ? "client_to_agent" : "agent_to_client";
-    const packets = this.#c.packets!;
+    const packets = this.#packetCounts;
+    const bytesIn = this.#byteCounts;
     const write = this.#h.write!;
     return {
       ...(side === "frontend" ? { written: (ms: number) => write.observe(ms / 1000) } : {}),
-      sent: (type) => packets.inc({ segment: out!, packet_type: type }),
+      sent: (type) => packets.add(out!, type),
       received: (type, bytes) => {
-        packets.inc({ segment: inn!, packet_type: type });
-        if (bytes > 0) this.#c.bytes!.inc({ direction }, bytes);
+        packets.add(inn!, type);
+        if (bytes > 0) bytesIn.add(direction, "", bytes);
       },
       ended: (error) => {
         if (error === undefined) return;
