@@ -49,6 +49,7 @@ import {
   upgradeProblem,
   type UpgradeRequest,
 } from "@knp/transport/ws_accept";
+import { ZERO_MASK_HEADER } from "@knp/transport/ws_frame";
 import { WebSocketPacketStream } from "@knp/transport/ws_stream";
 import { type AgentAdmission, type AgentGate, handshakeAgent } from "./agent_handshake.ts";
 import { type CertificateFacts, certificateFacts } from "./agent_auth.ts";
@@ -204,7 +205,9 @@ export class AgentLinkHandler {
     });
     const leaf = facts.certificate;
     if (!admission) return refuse(socket, ...refusalStatus(refusal)), false;
-    socket.write(await acceptResponse(req.headers.get("sec-websocket-key") ?? ""));
+    // knp agents may then send frames with masking key 0 (see ZERO_MASK_HEADER).
+    const key = req.headers.get("sec-websocket-key") ?? "";
+    socket.write(await acceptResponse(key, [[ZERO_MASK_HEADER, "1"]]));
     // Pooled messages: the packets' consumers give them back (transport/message_pool.ts).
     const ws = new ServerWebSocket(socket, req.leftover, this.#options.maxMessageBytes, true);
     this.sockets.add(ws);

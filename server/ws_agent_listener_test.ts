@@ -115,6 +115,8 @@ Deno.test("WebSocket agent link: an agent completes the handshake and is registe
       if (message.ready === true) ready.resolve();
     };
     await ready.promise;
+    // The server's 101 lets a knp agent skip masking; the handshake above went unmasked.
+    assert.equal(ws.zeroMaskKey, true);
     assert.equal(messages[0]?.serverId, "s1");
     assert.equal(messages[0]?.window, 64 * 1024);
     assert.equal(core.backendStreams, 1);

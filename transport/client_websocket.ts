@@ -127,6 +127,8 @@ export class ClientWebSocket {
   /** Set when this side failed the connection: the close code it sent. */
   #failure: { code: number; reason: string } | undefined;
   #readEnded = false;
+  /** The server announced ZERO_MASK_HEADER: frames go out with masking key 0. */
+  readonly #zeroKey: boolean;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #finished = false;
 
@@ -137,15 +139,19 @@ export class ClientWebSocket {
     leftover: Uint8Array,
     maxMessageBytes: number,
     pooled = false,
+    zeroKey = false,
   ) {
     this.#conn = conn;
+    this.#zeroKey = zeroKey;
     this.url = url;
     this.#parser = new FrameParser(
       {
         text: (data) => this.#onMessage(data),
         binary: (data) => this.#onMessage(data),
         ping: (payload) => {
-          if (this.#state === OPEN) this.#enqueuePong(encodeClientFrame(OP_PONG, payload));
+          if (this.#state === OPEN) {
+            this.#enqueuePong(encodeClientFrame(OP_PONG, payload, this.#zeroKey));
+          }
         },
         pong: (payload) => this.#onPong(payload),
         close: (code, reason) => this.#onCloseFrame(code, reason),
@@ -161,6 +167,11 @@ export class ClientWebSocket {
 
   /** One of `CONNECTING`, `OPEN`, `CLOSING` or `CLOSED`. */ get readyState(): number {
     return this.#state;
+  }
+
+  /** Whether frames go out with masking key 0 (the server announced `ZERO_MASK_HEADER`). */
+  get zeroMaskKey(): boolean {
+    return this.#zeroKey;
   }
 
   /** Bytes handed to `send()` (with their frame headers) not yet written to the socket. */
@@ -193,7 +204,7 @@ export class ClientWebSocket {
     } else {
       throw new TypeError("send() takes a string, an ArrayBuffer or an ArrayBufferView");
     }
-    this.#enqueue(encodeClientFrame(opcode, bytes));
+    this.#enqueue(encodeClientFrame(opcode, bytes, this.#zeroKey));
   }
 
   /**
@@ -202,14 +213,14 @@ export class ClientWebSocket {
    */
   sendBinaryWith(length: number, fill: (out: Uint8Array, offset: number) => void): void {
     if (this.#state !== OPEN) return;
-    this.#enqueue(encodeFrameWith(OP_BINARY, length, true, fill));
+    this.#enqueue(encodeFrameWith(OP_BINARY, length, true, fill, this.#zeroKey));
   }
 
   /** Sends a ping frame (at most 125 bytes of payload); dropped once closing. */
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
     checkPingPayload(payload);
-    this.#enqueue(encodeClientFrame(OP_PING, payload));
+    this.#enqueue(encodeClientFrame(OP_PING, payload, this.#zeroKey));
   }
 
   /**
@@ -229,7 +240,7 @@ export class ClientWebSocket {
   #sendClose(code?: number, reason?: string): void {
     if (this.#closeQueued) return;
     this.#closeQueued = true;
-    this.#enqueue(encodeClientFrame(OP_CLOSE, closePayload(code, reason)));
+    this.#enqueue(encodeClientFrame(OP_CLOSE, closePayload(code, reason), this.#zeroKey));
   }
 
   #armCloseTimer(): void {

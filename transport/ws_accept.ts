@@ -123,11 +123,15 @@ export function upgradeProblem(req: UpgradeRequest): [number, string] | undefine
   return undefined;
 }
 
-/** The 101 answer to a request whose `Sec-WebSocket-Key` is `key`. */
-export async function acceptResponse(key: string): Promise<Uint8Array> {
+/** The 101 answer to a request whose `Sec-WebSocket-Key` is `key`, with extra `headers`. */
+export async function acceptResponse(
+  key: string,
+  headers: readonly [string, string][] = [],
+): Promise<Uint8Array> {
+  const extra = headers.map(([name, value]) => `${name}: ${value}\r\n`).join("");
   return encoder.encode(
     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-      `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+      `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n${extra}\r\n`,
   );
 }
 

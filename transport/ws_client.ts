@@ -28,7 +28,7 @@
  */
 
 import { ClientWebSocket } from "./client_websocket.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES } from "./ws_frame.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, ZERO_MASK_HEADER } from "./ws_frame.ts";
 import { connectTarget, type HttpProxy, openProxyTunnel } from "./http_proxy.ts";
 import {
   checkedHeaders,
@@ -266,7 +266,8 @@ async function upgrade(
     throw refusal;
   }
   await checkUpgrade(response.head, key, extra);
-  return new ClientWebSocket(conn, target.href, response.rest, maxMessageBytes, pooled);
+  const zeroKey = response.head.headers.get(ZERO_MASK_HEADER) === "1";
+  return new ClientWebSocket(conn, target.href, response.rest, maxMessageBytes, pooled, zeroKey);
 }
 
 /**

@@ -121,7 +121,7 @@ function randomSplit(bytes: Uint8Array, max: number, seed: number): Uint8Array[]
 /** Decodes one masked client frame; checks it is masked. */
 function decodeClientFrame(
   bytes: Uint8Array,
-): { fin: boolean; opcode: number; payload: Uint8Array; size: number } {
+): { fin: boolean; opcode: number; payload: Uint8Array; size: number; key: string } {
   assert.ok(bytes[1]! & 0x80, "client frames are masked");
   let len = bytes[1]! & 0x7f;
   let pos = 2;
@@ -137,7 +137,8 @@ function decodeClientFrame(
   pos += 4;
   const payload = new Uint8Array(len);
   for (let i = 0; i < len; i++) payload[i] = bytes[pos + i]! ^ mask[i & 3]!;
-  return { fin: (bytes[0]! & 0x80) !== 0, opcode: bytes[0]! & 0x0f, payload, size: pos + len };
+  const key = mask.join(".");
+  return { fin: (bytes[0]! & 0x80) !== 0, opcode: bytes[0]! & 0x0f, payload, size: pos + len, key };
 }
 
 /** Buffered reads from a connection. */
@@ -167,7 +168,9 @@ class Reader {
     }
   }
   /** The next client frame, or null at end of stream. */
-  async frame(): Promise<{ fin: boolean; opcode: number; payload: Uint8Array } | null> {
+  async frame(): Promise<
+    { fin: boolean; opcode: number; payload: Uint8Array; key: string } | null
+  > {
     for (;;) {
       if (this.#buf.length >= 2) {
         const len7 = this.#buf[1]! & 0x7f;
@@ -459,6 +462,58 @@ Deno.test("ws client: client frames are masked, FIN set, with 7-, 16- and 64-bit
   encodeClientFrame(2, payload.subarray(1)); // unaligned source
   assert.deepEqual(payload, copy);
 });
+
+Deno.test("ws client: a masked frame with key 0 is parsed as it is (knp-zero-mask-key)", () => {
+  const got: Uint8Array[] = [];
+  const parser = new FrameParser(
+    {
+      text: () => assert.fail("no text"),
+      binary: (data) => void got.push(new Uint8Array(data)),
+      ping: () => {},
+      pong: () => {},
+      close: () => {},
+      fail: (code, reason) => assert.fail(`${code} ${reason}`),
+    },
+    1 << 20,
+    true,
+  );
+  const payload = pattern(70_001, 5);
+  parser.push(frame(2, payload, { mask: new Uint8Array(4) }));
+  parser.push(frame(2, payload, { mask: new Uint8Array([1, 2, 3, 4]) }));
+  assert.equal(got.length, 2);
+  assert.deepEqual(got[0], payload);
+  assert.deepEqual(got[1], payload);
+  // The encoder's zero key leaves the payload in the clear.
+  const zero = encodeClientFrame(2, payload.subarray(0, 300), true);
+  assert.deepEqual(zero.subarray(4, 8), new Uint8Array(4));
+  assert.deepEqual(zero.subarray(8), payload.subarray(0, 300));
+});
+
+for (const announced of [true, false]) {
+  Deno.test(`ws client: frames use masking key 0 only when the 101 announces it (${announced})`, async () => {
+    const frames: { key: string; payload: Uint8Array }[] = [];
+    await using server = await rawServer(async (_conn, reader) => {
+      for (let i = 0; i < 4; i++) frames.push((await reader.frame())!);
+    }, async (request) => {
+      const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]!;
+      return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n` +
+        (announced ? "Knp-Zero-Mask-Key: 1\r\n" : "") + "\r\n";
+    });
+    const { ws, closed } = await open(server.url);
+    ws.send("text");
+    ws.send(pattern(1000, 7));
+    ws.sendBinaryWith(3, (out, at) => out.set([7, 8, 9], at));
+    ws.ping(new Uint8Array([1]));
+    await server.done;
+    await closed;
+    assert.deepEqual(frames.map((f) => f.payload.length), [4, 1000, 3, 1]);
+    assert.deepEqual(frames[1]!.payload, pattern(1000, 7));
+    assert.deepEqual(frames[2]!.payload, new Uint8Array([7, 8, 9]));
+    const zero = frames.filter((f) => f.key === "0.0.0.0").length;
+    assert.equal(zero, announced ? 4 : 0);
+  });
+}
 
 // ------------------------------------------------------------ against a real Deno.serve server
 

@@ -36,6 +36,7 @@ export {
   FRAME_SLOT_BYTES,
   type PayloadWriter,
   releaseFrame,
+  ZERO_MASK_HEADER,
 } from "./ws_frame_encode.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -219,7 +220,8 @@ export class FrameParser {
   #endFrame(): void {
     this.#inFrame = false;
     const payload = this.#payload;
-    if (this.#masked && payload.length > 0) unmask(payload, this.#mask);
+    // A zero key (see ZERO_MASK_HEADER) leaves the payload as it is.
+    if (this.#masked && this.#mask !== 0 && payload.length > 0) unmask(payload, this.#mask);
     const opcode = this.#opcode;
     switch (opcode) {
       case OP_TEXT:
