@@ -8,7 +8,7 @@
  */
 
 import { agentArgs, ManagedProcess, testPki } from "../tests/framework.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { serverRunFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 import { readSample } from "../server/metrics.ts";
 import type { Frontend } from "./duplex.ts";
@@ -106,7 +106,7 @@ export class Cluster implements AsyncDisposable {
       `--cluster-ca-cert=${files.caCert}`,
       "--server-id=chaos-server",
     ];
-    const args = ["run", ...serverPermissionFlags(flags), "server/main.ts", ...flags];
+    const args = ["run", ...serverRunFlags(flags), "server/main.ts", ...flags];
     const server = new ManagedProcess("server", args);
     this.server = server;
     const started = await server.waitForLog("proxy server started").catch((err) => {

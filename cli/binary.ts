@@ -102,14 +102,18 @@ export function readPem(path: string): Uint8Array | undefined {
 
 /**
  * Acts on a binary's permission plan before anything else runs: with `--knp-print-permissions`
- * prints the `deno run` flags one per line and exits 0; with a permission missing prints one line
- * naming the flag to add and exits 1. Returns the needs otherwise (none for `--help` or invalid
- * arguments, which the parse step reports).
+ * prints the `deno run` flags one per line (the permissions, then `runFlags`) and exits 0; with a
+ * permission missing prints one line naming the flag to add and exits 1. Returns the needs
+ * otherwise (none for `--help` or invalid arguments, which the parse step reports).
  */
-export function checkPermissionsOrExit(name: string, plan: PermissionPlan): PermissionNeed[] {
+export function checkPermissionsOrExit(
+  name: string,
+  plan: PermissionPlan,
+  runFlags: readonly string[] = [],
+): PermissionNeed[] {
   if (plan.needs === undefined) return [];
   if (plan.print) {
-    console.log(permissionFlags(plan.needs).join("\n"));
+    console.log([...permissionFlags(plan.needs), ...runFlags].join("\n"));
     Deno.exit(0);
   }
   const missing = missingPermissions(plan.needs);

@@ -17,11 +17,13 @@ import {
   type ServerOptions,
   validateServerOptions,
 } from "./options.ts";
-import { serverPermissionPlan } from "./permissions.ts";
+import { SERVER_V8_FLAGS, serverPermissionPlan } from "./permissions.ts";
 
 /** Runs the server until signalled. */
 export async function main(args: string[]): Promise<void> {
-  const needs = checkPermissionsOrExit("proxy-server", serverPermissionPlan(args));
+  const needs = checkPermissionsOrExit("proxy-server", serverPermissionPlan(args), [
+    SERVER_V8_FLAGS,
+  ]);
   const { options, log } = parseOrExit<ServerOptions>(
     "proxy-server",
     () => parseServerOptions(args, readFlagEnv(SERVER_FLAGS)),

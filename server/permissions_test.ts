@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { generateTestPki, writeTestPki } from "@knp/testing/certs";
-import { serverPermissionFlags } from "./permissions.ts";
+import { SERVER_V8_FLAGS, serverPermissionFlags, serverRunFlags } from "./permissions.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
@@ -93,7 +93,7 @@ Deno.test("server: without read of the cluster cert it ends with one line naming
   }
 });
 
-Deno.test("server: --knp-print-permissions prints the set and exits 0 with no permissions", async () => {
+Deno.test("server: --knp-print-permissions prints the run set (permissions, V8 flag), exits 0", async () => {
   const { dir, args, flags } = await setup();
   try {
     const out = await new Deno.Command(Deno.execPath(), {
@@ -102,7 +102,11 @@ Deno.test("server: --knp-print-permissions prints the set and exits 0 with no pe
       stderr: "piped",
     }).output();
     assert.equal(out.code, 0);
-    assert.equal(new TextDecoder().decode(out.stdout), flags.join("\n") + "\n");
+    assert.equal(
+      new TextDecoder().decode(out.stdout),
+      [...flags, SERVER_V8_FLAGS].join("\n") + "\n",
+    );
+    assert.deepEqual(serverRunFlags(args), [...flags, SERVER_V8_FLAGS]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateCa } from "../testing/certs.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { serverRunFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 import { type LogRecord, ManagedProcess, startAgent, startServer, testPki } from "./framework.ts";
 
@@ -36,7 +36,7 @@ async function serverWith(flags: string[]): Promise<ManagedProcess> {
   ];
   return new ManagedProcess("server", [
     "run",
-    ...serverPermissionFlags(all),
+    ...serverRunFlags(all),
     "server/main.ts",
     ...all,
   ]);

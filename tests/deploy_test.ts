@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { parseServerOptions } from "../server/options.ts";
 import { parseAgentOptions } from "../agent/options.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { SERVER_V8_FLAGS, serverPermissionFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 
 /** The `- --flag=value` lines of a manifest's container args. */
@@ -75,6 +75,14 @@ for (
     assert.deepEqual(await taskPermissions(`compile:${binary}`), expected);
   });
 }
+
+Deno.test("deploy: the server's compile task bakes in the V8 flag it prints", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const words: string[] = config.tasks["compile:server"].split(/\s+/);
+  assert.ok(words.includes(SERVER_V8_FLAGS), config.tasks["compile:server"]);
+  const agent: string = config.tasks["compile:agent"];
+  assert.doesNotMatch(agent, /--v8-flags/);
+});
 
 Deno.test("deploy: the run tasks do not use --allow-all", async () => {
   const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));

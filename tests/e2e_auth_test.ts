@@ -41,7 +41,7 @@ import {
   testPki,
 } from "./framework.ts";
 import { startHttpBackend } from "./backends.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { serverRunFlags } from "../server/permissions.ts";
 
 const missing = await e2eUnavailable("e2e auth (kube-apiserver)");
 
@@ -227,7 +227,7 @@ Deno.test({
 async function failedStart(args: string[], env: Record<string, string> = {}) {
   const server = new ManagedProcess("server", [
     "run",
-    ...serverPermissionFlags(args),
+    ...serverRunFlags(args),
     "server/main.ts",
     ...args,
   ], env);

@@ -14,7 +14,7 @@
 
 import { fileURLToPath } from "node:url";
 import { generateTestPki, writeTestPki } from "../testing/certs.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { serverRunFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 import { AGENT_FLAGS } from "../agent/agent_flags.ts";
 
@@ -361,7 +361,7 @@ export async function spawnServer(
   flags: string[],
   env?: Record<string, string>,
 ): Promise<{ process: ManagedProcess; ports: Record<string, number> }> {
-  const args = ["run", ...serverPermissionFlags(flags), "server/main.ts", ...flags];
+  const args = ["run", ...serverRunFlags(flags), "server/main.ts", ...flags];
   const process = new ManagedProcess(name, args, env);
   try {
     return { process, ports: listening(await process.waitForLog("proxy server started")) };

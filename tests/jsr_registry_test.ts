@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateTestPki, type TestPkiFiles, writeTestPki } from "@knp/testing/certs";
 import { buildRegistry, publishedFiles, serveRegistry } from "../tools/jsr_registry.ts";
-import { serverPermissionFlags } from "../server/permissions.ts";
+import { serverRunFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -217,7 +217,7 @@ function serverCommand(uds: string, pki: TestPkiFiles): string[] {
     `--cluster-key=${pki.serverKey}`,
     `--cluster-ca-cert=${pki.caCert}`,
   ];
-  const permissions = serverPermissionFlags(args);
+  const permissions = serverRunFlags(args);
   assert.ok(permissions.length > 0, "the server's arguments parse");
   return ["run", ...permissions, "jsr:@knp/server", ...args];
 }

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { E2eProcess, foundFreePort } from "./process.ts";
 import type { E2ePki } from "./pki.ts";
-import { serverPermissionFlags } from "../../server/permissions.ts";
+import { serverRunFlags } from "../../server/permissions.ts";
 import { agentPermissionFlags } from "../../agent/permissions.ts";
 import type { KubeBinaries } from "./kube_binaries.ts";
 
@@ -97,7 +97,7 @@ export async function startKnpServer(
   // The binary runs with exactly the permission set its flags need, as in production.
   const server = new E2eProcess("proxy-server", Deno.execPath(), [
     "run",
-    ...serverPermissionFlags(args),
+    ...serverRunFlags(args),
     join(ROOT, "server/main.ts"),
     ...args,
   ]);
