@@ -266,7 +266,8 @@ async function upgrade(
     throw refusal;
   }
   await checkUpgrade(response.head, key, extra);
-  const zeroKey = response.head.headers.get(ZERO_MASK_HEADER) === "1";
+  // Only inside TLS, where no intermediary on the path reads the frames.
+  const zeroKey = target.protocol === "wss:" && response.head.headers.get(ZERO_MASK_HEADER) === "1";
   return new ClientWebSocket(conn, target.href, response.rest, maxMessageBytes, pooled, zeroKey);
 }
 
