@@ -236,13 +236,13 @@ export const KNP_LOG_FORMAT_FLAG: FlagSpec = {
 
 /**
  * The knp-only `--knp-print-permissions` flag, shared by both binaries: print the `deno run`
- * permission flags the other arguments need, one per line, and exit.
+ * permission flags the other arguments need (the server adds its V8 flag), one per line, and exit.
  */
 export const KNP_PRINT_PERMISSIONS_FLAG: FlagSpec = {
   name: "knp-print-permissions",
   type: "bool",
   default: false,
-  help: "knp only: print the deno run permission flags the other arguments need, one per line, " +
-    "and exit.",
+  help: "knp only: print the deno run permission flags the other arguments need (and any V8 " +
+    "flag the binary runs with), one per line, and exit.",
   implemented: true,
 };
