@@ -94,7 +94,7 @@ export function serverPermissionPlan(args: readonly string[]): PermissionPlan {
  * last one left: 66–78 of them per 2 GiB downloaded through 100 connections, nearly half of the
  * server's CPU. Letting it grow 4× first leaves the buffers to the young generation's cheap
  * collections: measured on that download, server CPU 1.65–1.71 → 0.85–0.89 s/GiB, throughput
- * 520–584 → 695–713 MB/s; peak RSS 211–216 MB in 7 runs without it, 209–224 MB in 10 of 12 with
+ * 520–584 → 695–713 MB/s; peak RSS 211–216 MB in 9 runs without it, 209–224 MB in 10 of 12 with
  * it (329 and 358 MB in the other two). Not set on the agent: its peak RSS grew 365 → 636 MB with
  * it for a 12 % CPU gain.
  */
