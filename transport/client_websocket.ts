@@ -149,9 +149,7 @@ export class ClientWebSocket {
         text: (data) => this.#onMessage(data),
         binary: (data) => this.#onMessage(data),
         ping: (payload) => {
-          if (this.#state === OPEN) {
-            this.#enqueuePong(encodeClientFrame(OP_PONG, payload, this.#zeroKey));
-          }
+          if (this.#state === OPEN) this.#enqueuePong(this.#frame(OP_PONG, payload));
         },
         pong: (payload) => this.#onPong(payload),
         close: (code, reason) => this.#onCloseFrame(code, reason),
@@ -204,7 +202,7 @@ export class ClientWebSocket {
     } else {
       throw new TypeError("send() takes a string, an ArrayBuffer or an ArrayBufferView");
     }
-    this.#enqueue(encodeClientFrame(opcode, bytes, this.#zeroKey));
+    this.#enqueue(this.#frame(opcode, bytes));
   }
 
   /**
@@ -220,7 +218,7 @@ export class ClientWebSocket {
   ping(payload: Uint8Array = new Uint8Array(0)): void {
     if (this.#state !== OPEN) return;
     checkPingPayload(payload);
-    this.#enqueue(encodeClientFrame(OP_PING, payload, this.#zeroKey));
+    this.#enqueue(this.#frame(OP_PING, payload));
   }
 
   /**
@@ -240,7 +238,12 @@ export class ClientWebSocket {
   #sendClose(code?: number, reason?: string): void {
     if (this.#closeQueued) return;
     this.#closeQueued = true;
-    this.#enqueue(encodeClientFrame(OP_CLOSE, closePayload(code, reason), this.#zeroKey));
+    this.#enqueue(this.#frame(OP_CLOSE, closePayload(code, reason)));
+  }
+
+  /** One masked frame of this socket (key 0 once the server announced it). */
+  #frame(opcode: number, payload: Uint8Array): Uint8Array {
+    return encodeClientFrame(opcode, payload, this.#zeroKey);
   }
 
   #armCloseTimer(): void {
