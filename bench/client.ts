@@ -209,25 +209,30 @@ async function run(cmd: Command): Promise<unknown> {
  * Echo round trips on one connection while `loaders` others download endlessly: after a warm-up,
  * the round trips started within the window.
  */
-async function loadedEcho(cmd: Command & { op: "loadedEcho" }): Promise<LatencySummary> {
+async function loadedEcho(
+  cmd: Command & { op: "loadedEcho" },
+): Promise<LatencySummary & { loadMBps: number }> {
   const echo = await open(cmd.echoTarget);
   const { conns, error } = await openMany(cmd.loadTarget, cmd.loaders, 10);
   let stop = false;
+  let loaded = 0;
   try {
     if (error) throw new Error(`opened ${conns.length} of ${cmd.loaders}: ${error}`);
     const loads = conns.map(async (conn) => {
       await conn.write(encodeLength(ENDLESS));
-      while (!stop) if ((await conn.read()) === null) break;
+      for (let chunk; !stop && (chunk = await conn.read()) !== null;) loaded += chunk.byteLength;
     }).map((p) => p.catch(() => {}));
     await sleep(cmd.warmupMs);
     const payload = new Uint8Array(ECHO_SIZE).fill(0x65);
     const samples: number[] = [];
-    const end = now() + cmd.windowMs;
+    const [from, t0] = [loaded, now()];
+    const end = t0 + cmd.windowMs;
     while (now() < end) samples.push(await echoOnce(echo, payload));
+    const loadMBps = (loaded - from) / ((now() - t0) / 1000) / 1e6;
     stop = true;
     for (const c of conns) c.close();
     await Promise.race([Promise.all(loads), sleep(2_000)]);
-    return summarize(samples);
+    return { ...summarize(samples), loadMBps };
   } finally {
     stop = true;
     echo.close();

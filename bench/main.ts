@@ -48,7 +48,7 @@ import {
 import { grpcFrontendClient } from "./go_client.ts";
 import { print, progress } from "./output.ts";
 import { type CaseContext, runPathCase } from "./path_cases.ts";
-import { mergeUpstream, type Row, table } from "./report.ts";
+import { mergeRounds, mergeUpstream, type Row, table } from "./report.ts";
 import {
   type CaseName,
   CASES,
@@ -57,48 +57,14 @@ import {
   FRONTENDS,
   FULL,
   HELP,
+  LATENCY_CASES,
   list,
   machine,
   type Settings,
   SMOKE,
 } from "./settings.ts";
 import { openFilesLimit, round } from "./wire.ts";
-
-/** A failed case (the run goes on; the exit code says it failed). */
-interface Failure {
-  case: string;
-  frontend: string;
-  link: string;
-  error: string;
-}
-
-/** What a run collects, and how its cases report into it. */
-class Run {
-  readonly rows: Row[] = [];
-  /** Upstream's rows, joined into knp's at the end. */
-  readonly upstreamRows: Row[] = [];
-  readonly errors: Failure[] = [];
-
-  /** Runs `body`; a failure is recorded and reported, not thrown. */
-  async attempt(what: Omit<Failure, "error">, body: () => Promise<void>): Promise<void> {
-    try {
-      await body();
-    } catch (err) {
-      const error = err instanceof Error ? err.message : String(err);
-      progress(`FAILED ${what.case} (${what.frontend}, ${what.link}): ${error}`);
-      this.errors.push({ ...what, error });
-    }
-  }
-
-  readonly add = (r: Row): void => {
-    (r.link === UPSTREAM_LINK ? this.upstreamRows : this.rows).push(r);
-    progress(
-      `${r.title} [${r.frontend}, ${r.link}]: direct ${round(r.direct, 1)} ${r.unit}, ` +
-        `tunnel ${round(r.tunnel, 1)} ${r.unit}, ratio ${r.ratio.toFixed(3)}` +
-        (r.met === undefined ? "" : r.met ? " (targets met)" : " (target NOT met)"),
-    );
-  };
-}
+import { Run } from "./run.ts";
 
 function parseOptions() {
   const { values } = parseArgs({
@@ -110,6 +76,7 @@ function parseOptions() {
       frontends: { type: "string" },
       "idle-conns": { type: "string" },
       "window-ms": { type: "string" },
+      rounds: { type: "string" },
       "ha-sessions": { type: "string" },
       "ha-mib": { type: "string" },
       "upstream-server": { type: "string" },
@@ -125,6 +92,7 @@ function parseOptions() {
   const settings: Settings = { ...(values.smoke ? SMOKE : FULL) };
   if (values["idle-conns"]) settings.idleConns = Number(values["idle-conns"]);
   if (values["window-ms"]) settings.isolationWindowMs = Number(values["window-ms"]);
+  if (values.rounds) settings.latencyRounds = positiveInteger("--rounds", values.rounds);
   if (values["ha-sessions"]) settings.haLoadSessions = Number(values["ha-sessions"]);
   if (values["ha-mib"]) settings.haLoadBytesEach = Math.round(Number(values["ha-mib"]) * 2 ** 20);
   return {
@@ -135,6 +103,14 @@ function parseOptions() {
     linkNames: list(values.links, LINKS.map((l) => l.name), "link"),
     upstream: upstreamOption(values),
   };
+}
+
+function positiveInteger(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${flag} wants a whole number ≥ 1, got ${value}`);
+  }
+  return n;
 }
 
 /** Only caps the idle count when the open-files limit is lower than it needs; the count wanted. */
@@ -219,6 +195,26 @@ async function runStack(
   return [];
 }
 
+/**
+ * Every path case once on each stack, then the latency cases `latencyRounds - 1` more times, each
+ * round on fresh stacks in the opposite order to the round before (their rows are merged into
+ * medians at the end).
+ */
+async function runRounds(env: PathEnv, links: Link[], frontends: Frontend[]): Promise<void> {
+  const rounds = env.settings.latencyRounds;
+  for (let round = 0; round < rounds; round++) {
+    const cases = round === 0 ? env.cases : env.cases.filter((c) => LATENCY_CASES.includes(c));
+    if (cases.length === 0) break;
+    if (round > 0) progress(`latency round ${round + 1} of ${rounds}: ${cases.join(", ")}`);
+    for (const link of round % 2 === 0 ? links : [...links].reverse()) {
+      for (const frontend of frontends) {
+        let left: PathEnv["cases"] = cases;
+        while (left.length > 0) left = await runStack(link, frontend, env, left);
+      }
+    }
+  }
+}
+
 /** Warms a stack up: a download each way (direct and tunnel) and 100 echoes. */
 async function warmUp(ctx: CaseContext): Promise<void> {
   const { client, ports, settings } = ctx;
@@ -290,7 +286,7 @@ function reportDocument(r: {
     })),
     defaultLink: DEFAULT_LINK,
     upstream: r.upstream ?? null,
-    results: mergeUpstream(r.run.rows, r.run.upstreamRows),
+    results: mergeUpstream(mergeRounds(r.run.rows), mergeRounds(r.run.upstreamRows)),
     errors: r.run.errors,
   };
 }
@@ -321,7 +317,7 @@ async function runOwnCases(
   }
   if (cases.has("webhook") && settings.webhookCalls > 0) {
     await run.attempt({ case: "webhook", frontend: "*", link: "grpc" }, async () => {
-      await webhookCase(settings.webhookCalls, run.add);
+      await webhookCase(settings, run.add);
     });
   }
   if (cases.has("ha-load")) {
@@ -369,12 +365,7 @@ async function main(): Promise<number> {
       cases: pathCases,
       fastLink: links.find((l) => l.fast),
     };
-    for (const link of links) {
-      for (const frontend of frontends) {
-        let left: PathEnv["cases"] = env.cases;
-        while (left.length > 0) left = await runStack(link, frontend, env, left);
-      }
-    }
+    await runRounds(env, links, frontends);
   }
   await runOwnCases(run, cases, links, settings);
   if (upstream) progress(`upstream rows: ${run.upstreamRows.length}`);

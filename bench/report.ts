@@ -80,6 +80,40 @@ export function row(r: RowInput): Row {
   return judged({ ...rest, ratio: r.tunnel / r.direct, targets: defined });
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Rows measured in several rounds (the latency cases) as one row each: the median of the rounds'
+ * direct values and of their tunnel values, the ratio and targets judged on those, and every
+ * round in `details.rounds`. Rows measured once pass unchanged; rows keep their first position.
+ */
+export function mergeRounds(rows: Row[]): Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    const k = `${r.case}|${r.frontend}|${r.link}|${r.title}`;
+    const group = groups.get(k);
+    if (group) group.push(r);
+    else groups.set(k, [r]);
+  }
+  return [...groups.values()].map((group) => {
+    if (group.length === 1) return group[0]!;
+    const { ratio: _r, met: _m, targets, details: _d, ...first } = group[0]!;
+    return row({
+      ...first,
+      direct: median(group.map((r) => r.direct)),
+      tunnel: median(group.map((r) => r.tunnel)),
+      targets: (targets ?? []).map(({ met: _, ...t }) => t),
+      details: {
+        rounds: group.map((r) => ({ direct: r.direct, tunnel: r.tunnel, details: r.details })),
+      },
+    });
+  });
+}
+
 /** Adds upstream's run of the same measurement to a knp row and judges its upstream targets. */
 export function withUpstream(r: Row, up: Row): Row {
   const vsUpstream = up.tunnel === 0 ? null : r.tunnel / up.tunnel;

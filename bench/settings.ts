@@ -43,8 +43,15 @@ export interface Settings {
   /** How long the stalled connection is read after the window to see whether it was ended. */
   isolationDrainMs: number;
   warmupBytes: number;
+  /**
+   * Rounds of the latency cases (echo, dial), each on freshly started stacks, the stacks' order
+   * alternating; their rows report each value's median (every round kept in the row's details).
+   */
+  latencyRounds: number;
   /** Measured webhook calls per mode and style through a real kube-apiserver (0: skip). */
   webhookCalls: number;
+  /** Unmeasured webhook calls first, per mode and style (see `echoWarmup`). */
+  webhookWarmup: number;
   /** Longest one client command may take before its case (and its stack's others) is failed. */
   commandTimeoutMs: number;
   /** Concurrent sessions of the opt-in `ha-load` case. */
@@ -72,7 +79,9 @@ export const FULL: Settings = {
   isolationWindowMs: 5_000,
   isolationDrainMs: 1_000,
   warmupBytes: 64 * MiB,
+  latencyRounds: 3,
   webhookCalls: 500,
+  webhookWarmup: 1000,
   commandTimeoutMs: 2 * 60_000,
   haLoadSessions: 2_000,
   haLoadBytesEach: 5 * MiB,
@@ -97,11 +106,16 @@ export const SMOKE: Settings = {
   isolationWindowMs: 200,
   isolationDrainMs: 100,
   warmupBytes: 1 * MiB,
+  latencyRounds: 1,
   webhookCalls: 0,
+  webhookWarmup: 0,
   commandTimeoutMs: 60_000,
   haLoadSessions: 30,
   haLoadBytesEach: 256 * 1024,
 };
+
+/** The cases that run `latencyRounds` times. */
+export const LATENCY_CASES: readonly CaseName[] = ["echo", "dial"];
 
 /** Case families, in run order. */
 export const CASES = [
@@ -141,6 +155,8 @@ export const HELP = `Usage: deno task bench [options]
   --knp-client         gRPC-frontend rows with knp's client library instead
   --idle-conns N       idle connections of the idle case (default 10000, smoke 200)
   --window-ms MS       each measuring window of the isolation case (default 5000, smoke 200)
+  --rounds N           rounds of the latency cases (${LATENCY_CASES.join(", ")}), each on fresh
+                       stacks; their rows give medians (default 3, smoke 1)
   --ha-sessions N      concurrent sessions of ha-load (default 2000, smoke 30)
   --ha-mib N           MiB each ha-load session downloads (default 5, smoke 0.25)
   -h, --help           this text

@@ -36,6 +36,7 @@ import {
 import { startUpstreamPair, upstreamBinaries } from "../tests/e2e/upstream.ts";
 import { progress } from "./output.ts";
 import { type Row, row } from "./report.ts";
+import type { Settings } from "./settings.ts";
 
 const DIRECT_EGRESS = `apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
@@ -52,23 +53,32 @@ function percentiles(samples: number[]): { p50: number; p99: number } {
   return { p50: at(0.5), p99: at(0.99) };
 }
 
-/** Latencies of `calls` webhook calls, keep-alive and new-connection. */
-type Latencies = Record<"keepAlive" | "newConn", { p50: number; p99: number }>;
+/** Latencies of the measured calls, and the p50 of the warm-up calls before them. */
+type Latencies = Record<"keepAlive" | "newConn", { p50: number; p99: number; warmupP50: number }>;
 
-async function measure(api: KubeApi, pki: E2ePki, calls: number): Promise<Latencies> {
+/** How many calls: `warmup` unmeasured, then `calls` measured, per connection style. */
+interface Calls {
+  calls: number;
+  warmup: number;
+}
+
+async function measure(api: KubeApi, pki: E2ePki, n: Calls): Promise<Latencies> {
   await using webhook = await wireWebhook(api, pki);
   await awaitWebhookActive(api, webhook);
-  const sample = async (closeEach: boolean) => {
-    webhook.closeEach = closeEach;
-    for (let i = 0; i < Math.min(50, calls); i++) await createConfigMap(api);
+  const timed = async (count: number) => {
     const ms: number[] = [];
-    for (let i = 0; i < calls; i++) {
+    for (let i = 0; i < count; i++) {
       const t0 = performance.now();
       const r = await createConfigMap(api);
       ms.push(performance.now() - t0);
       if (r.status !== 201) throw new Error(`webhook call failed: ${r.status} ${r.text}`);
     }
     return percentiles(ms);
+  };
+  const sample = async (closeEach: boolean) => {
+    webhook.closeEach = closeEach;
+    const warm = await timed(n.warmup);
+    return { ...await timed(n.calls), warmupP50: warm.p50 };
   };
   return { keepAlive: await sample(false), newConn: await sample(true) };
 }
@@ -77,7 +87,7 @@ async function measure(api: KubeApi, pki: E2ePki, calls: number): Promise<Latenc
 async function runMode(
   mode: EgressMode | "direct",
   bins: KubeBinaries,
-  calls: number,
+  calls: Calls,
   upstream?: { server: string; agent: string },
 ): Promise<Latencies> {
   const pki = await generateE2ePki();
@@ -119,10 +129,14 @@ async function runMode(
 }
 
 /**
- * Runs the case: `calls` measured calls per mode and connection style; rows go to `add`.
- * Skipped (with a progress line) where Go is missing.
+ * Runs the case: `webhookWarmup` unmeasured and `webhookCalls` measured calls per mode and
+ * connection style; rows go to `add`. Skipped (with a progress line) where Go is missing.
  */
-export async function webhookCase(calls: number, add: (r: Row) => void): Promise<void> {
+export async function webhookCase(
+  settings: Pick<Settings, "webhookCalls" | "webhookWarmup">,
+  add: (r: Row) => void,
+): Promise<void> {
+  const calls = { calls: settings.webhookCalls, warmup: settings.webhookWarmup };
   const missing = await missingToolchain();
   if (missing) {
     progress(`webhook case skipped: ${missing}`);
@@ -153,6 +167,9 @@ export async function webhookCase(calls: number, add: (r: Row) => void): Promise
           better: "lower",
           direct: direct[style][q],
           tunnel: tunnel[style][q],
+          details: {
+            warmupP50: { direct: direct[style].warmupP50, tunnel: tunnel[style].warmupP50 },
+          },
         }));
       }
     }

@@ -2,7 +2,8 @@
  * The benchmark suite keeps working: `bench/main.ts --smoke` runs every case at tiny sizes
  * against real server and agent processes and writes its JSON document.
  *
- * No timing assertions: only that the run succeeds and every result is a number with a ratio.
+ * No timing assertions: only that the run succeeds, every result is a number with a ratio, and
+ * the latency cases' rows carry each of their two rounds.
  * With `KNP_UPSTREAM_SERVER` and `KNP_UPSTREAM_AGENT` set (upstream's Go binaries), the run also
  * goes through upstream's server + agent, and the knp rows carry upstream's value and knp ÷
  * upstream.
@@ -47,6 +48,8 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
         ...DRIVER_PERMISSIONS,
         "bench/main.ts",
         "--smoke",
+        "--rounds",
+        "2",
         "--json",
         json,
       ],
@@ -80,6 +83,15 @@ Deno.test("bench: the smoke run measures every case on the direct and the tunnel
         assert.ok(Number.isFinite(r[key]), `${r.title}: ${key} is ${r[key]}`);
       }
     }
+    // The latency cases ran twice, on fresh stacks, and their rows keep both rounds.
+    for (const r of results.filter((r) => r.case === "echo" || r.case === "dial")) {
+      const rounds = (r.details as { rounds?: unknown[] } | undefined)?.rounds;
+      assert.equal(rounds?.length, 2, `${r.title} (${r.frontend}, ${r.link}): rounds`);
+    }
+    const loaded = results.find((r) => String(r.title).includes("while"));
+    const round1 = (loaded?.details as { rounds: { details: { tunnel: { loadMBps: number } } }[] })
+      .rounds[0]!;
+    assert.ok(round1.details.tunnel.loadMBps > 0, "the loaded echo reports its load's MB/s");
     // The table is printed too, with upstream's columns.
     assert.match(
       text(out.stdout),

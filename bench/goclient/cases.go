@@ -156,20 +156,25 @@ func loadedEcho(cmd *command) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opened %d of %d: %w", len(conns), cmd.Loaders, err)
 	}
-	wg := drainEndless(conns, func(int) {})
+	var loaded atomic.Int64
+	wg := drainEndless(conns, func(n int) { loaded.Add(int64(n)) })
 	time.Sleep(ms(cmd.WarmupMs))
 	p, buf := echoPayload(), make([]byte, echoSize)
 	var samples []float64
-	for end := time.Now().Add(ms(cmd.WindowMs)); time.Now().Before(end); {
+	from, t0 := loaded.Load(), time.Now()
+	for end := t0.Add(ms(cmd.WindowMs)); time.Now().Before(end); {
 		m, err := echoOnce(e, p, buf)
 		if err != nil {
 			return nil, err
 		}
 		samples = append(samples, m)
 	}
+	moved, secs := loaded.Load()-from, time.Since(t0).Seconds()
 	closeAll(conns)
 	waitAtMost(wg, 2*time.Second)
-	return summarize(samples), nil
+	r := summarize(samples)
+	r["loadMBps"] = float64(moved) / secs / 1e6
+	return r, nil
 }
 
 func dial(cmd *command) (any, error) {
