@@ -61,6 +61,7 @@ function source(id: number, bytes: number): DataSource {
   return {
     id,
     sendWindow: 1 << 30,
+    inRing: false,
     pendingBytes: () => bytes - offset,
     take(limit, pieces) {
       const n = Math.min(limit, bytes - offset);

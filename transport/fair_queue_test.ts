@@ -1,6 +1,7 @@
 /**
  * The fair queue's schedule: order within a flow, a newly active small flow ahead of bulk
- * backlogs, byte-fair shares between bulk flows, and the flow of each knp packet type.
+ * backlogs, byte-fair shares between bulk flows, idle flows kept for reuse within a bound, and the
+ * flow of each knp packet type.
  */
 
 import assert from "node:assert/strict";
@@ -150,4 +151,39 @@ Deno.test("fair queue: a flow that empties after every quantum gets no more than
   }
   const share = mine / sent;
   assert.ok(share <= 1.05 / 11, `flow 99 got ${share} of the bytes (fair: ${1 / 11})`);
+});
+
+Deno.test("fair queue: a flow that empties is kept idle and reused, with a fresh quantum", () => {
+  const q = new FairQueue<string>(16 * KiB);
+  // Flow 1 sends one large item (its credit goes negative) and empties.
+  q.push(1n, "big", 256 * KiB);
+  assert.equal(q.shift(), "big");
+  assert.equal(q.flows, 0);
+  assert.equal(q.held, 1, "the emptied flow is kept");
+  // A bulk backlog of flow 2 with one item out: flow 1 comes back with a small item and goes first
+  // (a fresh quantum, in the new rotation), although it overdrew before it went idle.
+  for (let i = 0; i < 4; i++) q.push(2n, "bulk", 256 * KiB);
+  assert.equal(q.shift(), "bulk");
+  q.push(1n, "echo", 32);
+  assert.equal(q.flows, 2);
+  assert.equal(q.held, 2);
+  assert.equal(q.shift(), "echo");
+  assert.deepEqual(drainAll(q), ["bulk", "bulk", "bulk"]);
+  assert.equal(q.flows, 0);
+});
+
+Deno.test("fair queue: idle flows are bounded however many connections came and went", () => {
+  const q = new FairQueue<number>(16 * KiB);
+  for (let key = 1n; key <= 10_000n; key++) {
+    q.push(key, 1, 100);
+    assert.equal(q.shift(), 1);
+  }
+  assert.ok(q.held <= 257, `${q.held} flows held`);
+  // With many live flows, idle ones are swept too (in the multi-flow path of shift).
+  for (let key = 1n; key <= 2_000n; key++) q.push(key, Number(key), 100);
+  assert.equal(drainAll(q).length, 2_000);
+  assert.equal(q.flows, 0);
+  assert.ok(q.held <= 2_000 + 257, `${q.held} flows held`);
+  q.clear();
+  assert.equal(q.held, 0);
 });

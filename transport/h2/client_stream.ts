@@ -50,6 +50,8 @@ export class H2ClientStream implements PacketStream, DataSource {
   id = 0;
   readonly peer: string;
   sendWindow = 0;
+  /** In its connection's write round robin (the scheduler sets it). */
+  inRing = false;
   #owner: ClientStreamOwner | undefined;
   #in: MessageInbox;
   #out = new MessageOutbox();

@@ -31,6 +31,8 @@ export interface PlainOwner {
 export class PlainResponse implements DataSource {
   readonly id: number;
   sendWindow: number;
+  /** In its connection's write round robin (the scheduler sets it). */
+  inRing = false;
   #owner: PlainOwner;
   #body: Uint8Array;
   #offset = 0;

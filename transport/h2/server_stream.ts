@@ -59,6 +59,8 @@ export class H2ServerStream implements PacketStream, DataSource {
   readonly peer: string;
   readonly headers: HeaderMap;
   sendWindow: number;
+  /** In its connection's write round robin (the scheduler sets it). */
+  inRing = false;
   #owner: StreamOwner;
   #in: MessageInbox;
   #remoteEnded = false;

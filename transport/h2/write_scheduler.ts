@@ -21,6 +21,13 @@ export interface DataSource {
   readonly id: number;
   /** The peer's flow-control window of the stream, in bytes (may be negative). */
   sendWindow: number;
+  /**
+   * Owned by the {@linkcode WriteScheduler}: true while the stream is in its round robin. (A
+   * flag rather than a set of the scheduler's: a stream joins and leaves once per message, and
+   * V8 chains every replaced hash table of a set to its successor, which lets a chatty
+   * connection's garbage reach the old generation.)
+   */
+  inRing: boolean;
   /** Message bytes queued, not counting windows. */
   pendingBytes(): number;
   /**
@@ -67,7 +74,6 @@ export class WriteScheduler {
   #acksDue = false;
   #timers: Timers;
   #ring: DataSource[] = [];
-  #inRing = new Set<DataSource>();
   #next = 0;
   #writing = false;
   #scheduled = false;
@@ -137,8 +143,8 @@ export class WriteScheduler {
 
   /** Puts a stream in the round robin (it has data or a tail to send). */
   activate(source: DataSource): void {
-    if (!this.#inRing.has(source)) {
-      this.#inRing.add(source);
+    if (!source.inRing) {
+      source.inRing = true;
       this.#ring.push(source);
     }
     this.schedule();
@@ -146,7 +152,8 @@ export class WriteScheduler {
 
   /** Drops a stream from the round robin (it was reset). */
   deactivate(source: DataSource): void {
-    if (!this.#inRing.delete(source)) return;
+    if (!source.inRing) return;
+    source.inRing = false;
     const at = this.#ring.indexOf(source);
     this.#ring.splice(at, 1);
     if (at < this.#next) this.#next--;
@@ -186,8 +193,8 @@ export class WriteScheduler {
       this.#control = [];
       this.#acks = [];
       this.#ackBytes = 0;
+      for (const source of this.#ring) source.inRing = false;
       this.#ring = [];
-      this.#inRing.clear();
       this.#onError(err);
     }
     this.#writing = false;
