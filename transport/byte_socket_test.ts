@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BufferPool, type ByteSocket, SocketWriter } from "./byte_socket.ts";
+import { AdaptiveReadSize, BufferPool, type ByteSocket, SocketWriter } from "./byte_socket.ts";
 
 /** A socket whose writes take `delayMs` each (never, when delayMs is Infinity). */
 function slowSocket(delayMs: number) {
@@ -69,4 +69,32 @@ Deno.test("BufferPool: a given-back buffer is reused; the pool keeps at most max
   const c = pool.take();
   assert.notEqual(c, a);
   assert.notEqual(c, b);
+});
+
+/** Reads `message` bytes arriving at once as a socket read would: buffer by buffer. */
+function readsOf(sizes: AdaptiveReadSize, message: number): number {
+  let reads = 0;
+  for (let left = message; left > 0; reads++) {
+    const capacity = sizes.buffer().length;
+    const n = Math.min(capacity, left);
+    sizes.filled(n, capacity);
+    left -= n;
+  }
+  return reads;
+}
+
+Deno.test("AdaptiveReadSize: messages of a few KB settle into one read each", () => {
+  const sizes = new AdaptiveReadSize(1024, 256 * 1024);
+  assert.equal(sizes.size, 1024, "an idle connection's pending read holds the minimum");
+  readsOf(sizes, 2500); // the first message may take more than one read
+  const after = Array.from({ length: 20 }, () => readsOf(sizes, 2500));
+  assert.deepEqual(new Set(after), new Set([1]), `reads per message: ${after.join(",")}`);
+});
+
+Deno.test("AdaptiveReadSize: bulk grows to the maximum, small reads bring it back down", () => {
+  const sizes = new AdaptiveReadSize(1024, 256 * 1024);
+  for (let i = 0; i < 10; i++) sizes.filled(sizes.size, sizes.size); // every read comes back full
+  assert.equal(sizes.size, 256 * 1024);
+  for (let i = 0; i < 20; i++) readsOf(sizes, 32);
+  assert.equal(sizes.size, 1024);
 });
