@@ -240,9 +240,13 @@ export class FairQueue<T> {
     for (const flow of this.#flows.values()) {
       for (let i = flow.head; i < flow.items.length; i++) out.push(flow.items[i]!);
     }
-    this.#forget();
+    // Every flow goes with the map: no retiring (and sweeping) them one by one first.
     this.#flows.clear();
     this.#idle = 0;
+    this.#new.first = this.#new.last = undefined;
+    this.#old.first = this.#old.last = undefined;
+    this.#bytes = 0;
+    this.#length = 0;
     return out;
   }
 
