@@ -150,6 +150,16 @@ export class ClientProcess extends JsonChild {
 }
 
 /**
+ * The agent's connect-loop and probe intervals at their defaults (upstream's too): the test
+ * framework shortens them for its own tests, and the bench compares default configurations.
+ */
+const AGENT_DEFAULT_INTERVALS = [
+  "--sync-interval=1s",
+  "--sync-interval-cap=10s",
+  "--probe-interval=1s",
+];
+
+/**
  * Starts a server (frontend `mode`) and an agent over `link` and waits until they are paired:
  * knp's binaries through the test framework, or upstream's for the upstream link.
  */
@@ -165,7 +175,7 @@ export async function startStack(link: Link, mode: "grpc" | "http-connect"): Pro
     // The default link: no flag of the framework's either (the framework turns the negotiated
     // fast link off for its "grpc" link unless told the link is negotiated).
     agent = await startAgent(server, {
-      extraArgs: link.agentArgs,
+      extraArgs: [...AGENT_DEFAULT_INTERVALS, ...link.agentArgs],
       ...(link.default ? { negotiated: true } : {}),
     });
     await server.agents(1);

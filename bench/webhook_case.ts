@@ -104,9 +104,10 @@ async function runMode(
       procs.push(pair.server, pair.agent!);
       egress = await egressConfig(mode, pki, pair, dir);
     } else {
+      // Both at info level, as upstream's binaries run here (their default verbosity).
       const knp = await startKnpServer(mode, pki, dir, ["-v=0"]);
       procs.push(knp.server);
-      procs.push(await startKnpAgent(pki, knp.server, knp.ports.agentPort));
+      procs.push(await startKnpAgent(pki, knp.server, knp.ports.agentPort, ["-v=0"]));
       egress = await egressConfig(mode, pki, knp, dir);
     }
     const apiserver = await startApiServer(bins, pki, etcd.url, egress);

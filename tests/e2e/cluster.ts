@@ -106,14 +106,18 @@ export async function startKnpServer(
   return { server, udsPath, ports };
 }
 
-/** Starts knp's proxy-agent against `agentPort` and waits until the server has registered it. */
+/**
+ * Starts knp's proxy-agent against `agentPort` and waits until the server has registered it;
+ * `extra` flags replace the defaults of the same name (as for {@linkcode startKnpServer}).
+ */
 export async function startKnpAgent(
   pki: E2ePki,
   server: E2eProcess,
   agentPort: number,
+  extra: string[] = [],
 ): Promise<E2eProcess> {
   const before = server.records().filter((r) => r.msg === "agent connected").length;
-  const args = [
+  const args = overridden([
     "--proxy-server-host=127.0.0.1",
     `--proxy-server-port=${agentPort}`,
     `--ca-cert=${pki.caCert}`,
@@ -123,7 +127,7 @@ export async function startKnpAgent(
     "--admin-server-port=0",
     "--health-server-host=127.0.0.1",
     "-v=5",
-  ];
+  ], extra);
   const agent = new E2eProcess("proxy-agent", Deno.execPath(), [
     "run",
     ...agentPermissionFlags(args),
