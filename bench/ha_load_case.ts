@@ -28,7 +28,7 @@ import { E2eProcess } from "../tests/e2e/process.ts";
 import { upstreamBinaries } from "../tests/e2e/upstream.ts";
 import { testPki } from "../tests/framework.ts";
 import { type Haproxy, startHaproxy } from "../tests/ha/haproxy.ts";
-import { BackendProcess } from "./children.ts";
+import { BackendProcess, CLIENT_PERMISSIONS } from "./children.ts";
 import { type HaLoadCommand, type HaLoadResult, peakRss } from "./ha_load_client.ts";
 import { progress } from "./output.ts";
 import { type Row, row } from "./report.ts";
@@ -205,8 +205,15 @@ async function upstreamFleet(bins: { server: string; agent: string }): Promise<F
 /** Runs the client process once; resolves with what it printed. */
 async function runClient(cmd: HaLoadCommand): Promise<HaLoadResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    // -A: it reads its own peak RSS in /proc/self, which Deno 2.9.6 grants only with every permission.
-    args: ["run", "-A", "bench/ha_load_client.ts", JSON.stringify(cmd)],
+    // `cat`: it reads its own peak RSS in /proc/self (see testing/proc_files.ts).
+    args: [
+      "run",
+      "--no-prompt",
+      ...CLIENT_PERMISSIONS,
+      "--allow-run=cat",
+      "bench/ha_load_client.ts",
+      JSON.stringify(cmd),
+    ],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdout: "piped",

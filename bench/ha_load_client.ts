@@ -9,6 +9,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { readProcFile } from "../testing/proc_files.ts";
 import { open } from "./conns.ts";
 import { CHUNK, encodeLength } from "./wire.ts";
 
@@ -42,7 +43,7 @@ export interface HaLoadResult {
 /** Peak resident set size (`VmHWM` of /proc/<pid>/status) in bytes; 0 when unknown. */
 export function peakRss(pid: number | "self"): number {
   try {
-    const m = /^VmHWM:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readProcFile(`/proc/${pid}/status`));
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { readProcFile } from "../testing/proc_files.ts";
 import { LINKS } from "./links.ts";
 import { openFilesLimit, round } from "./wire.ts";
 
@@ -176,8 +177,14 @@ export function list<T extends string>(
 }
 
 export async function machine(): Promise<Record<string, unknown>> {
-  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
-  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const info = (path: string) => {
+    try {
+      return readProcFile(path);
+    } catch {
+      return "";
+    }
+  };
+  const [cpuinfo, meminfo] = [info("/proc/cpuinfo"), info("/proc/meminfo")];
   const git = await new Deno.Command("git", { args: ["describe", "--always", "--dirty"] }).output()
     .then((o) => new TextDecoder().decode(o.stdout).trim(), () => "");
   const cores = navigator.hardwareConcurrency;

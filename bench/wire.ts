@@ -15,6 +15,8 @@
  * @module
  */
 
+import { readProcFile } from "../testing/proc_files.ts";
+
 /** Length of a source/sink request header. */
 export const HEADER_BYTES = 8;
 /** A source request that never ends (2^53 − 1 bytes). */
@@ -84,7 +86,7 @@ export function round(x: number, digits = 1): number {
 
 /** Resident set size of a process in bytes (`VmRSS` of /proc/<pid>/status). */
 export function rssBytes(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const status = readProcFile(`/proc/${pid}/status`);
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]) * 1024;
@@ -92,7 +94,7 @@ export function rssBytes(pid: number): number {
 
 /** CPU time (user + system) a process has used, in seconds (/proc/<pid>/stat). */
 export function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const stat = readProcFile(`/proc/${pid}/stat`);
   // Fields after the command name (which may contain spaces) start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);
@@ -102,7 +104,7 @@ export function cpuSeconds(pid: number): number {
 
 /** The soft limit on open files of this process (/proc/self/limits). */
 export function openFilesLimit(): number {
-  const limits = Deno.readTextFileSync("/proc/self/limits");
+  const limits = readProcFile("/proc/self/limits");
   const m = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
   return !m || m[1] === "unlimited" ? Infinity : Number(m[1]);
 }

@@ -8,6 +8,7 @@
  */
 
 import { agentArgs, ManagedProcess, testPki } from "../tests/framework.ts";
+import { readProcFile } from "../testing/proc_files.ts";
 import { serverRunFlags } from "../server/permissions.ts";
 import { agentPermissionFlags } from "../agent/permissions.ts";
 import { readSample } from "../server/metrics.ts";
@@ -40,7 +41,7 @@ function freePort(): number {
 /** VmRSS of a process in MiB (0 when it is gone). */
 export function rssMiB(pid: number): number {
   try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const status = readProcFile(`/proc/${pid}/status`);
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     return Math.round(kb / 102.4) / 10;
   } catch {

@@ -5,8 +5,9 @@
  * test process, each with its own registry).
  *
  * prom-client reads `/proc/self` for memory and file-descriptor counts. The binaries run with
- * least-privilege permissions that do not grant it; then those series are left out rather than
- * reported as 0, and `process_resident_memory_bytes` comes from `Deno.memoryUsage()` instead.
+ * least-privilege permissions that do not grant it (and Deno 2.9.6 serves `/proc` only to
+ * `--allow-all`); then those series are left out rather than reported as 0, and
+ * `process_resident_memory_bytes` comes from `Deno.memoryUsage()` instead.
  *
  * ```ts
  * const registry = newRegistry(true);
@@ -29,11 +30,22 @@ const PROC_SERIES = [
 
 let shared: Registry | undefined;
 
+/**
+ * Whether prom-client can read the `/proc/self` files: granted (asked first, so nothing prompts)
+ * and readable. Deno 2.9.6 refuses `/proc` to anything less than `--allow-all` even where
+ * `--allow-read` covers the path, so a grant alone does not tell.
+ */
 function procReadable(): boolean {
   if (Deno.build.os !== "linux") return false;
   const granted = (path: string) => Deno.permissions.querySync({ name: "read", path }).state;
-  return ["/proc/self/status", "/proc/self/fd", "/proc/self/limits"]
-    .every((path) => granted(path) === "granted");
+  const files = ["/proc/self/status", "/proc/self/fd", "/proc/self/limits"];
+  if (!files.every((path) => granted(path) === "granted")) return false;
+  try {
+    Deno.readTextFileSync("/proc/self/status");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The process-wide registry of the default metrics, made on first use. */

@@ -16,6 +16,7 @@
 import assert from "node:assert/strict";
 import { createSingleUseTunnel, KnpError } from "@knp/client";
 import { readSample } from "../server/metrics.ts";
+import { procDirEntries } from "../testing/proc_files.ts";
 import { startEchoBackend } from "./backends.ts";
 import { endpointOf, havePython, openProxy, type RawConn, tunnel } from "./connect_client.ts";
 import { type ServerProcess, startAgent, startServer } from "./framework.ts";
@@ -159,7 +160,7 @@ Deno.test("item 6: the Unix-socket accept loop survives EMFILE and keeps accepti
   const endpoint = await endpointOf(server);
   // Lower the running server's descriptor limit to what it holds now plus a few.
   const pid = server.process.child.pid;
-  const open = [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+  const open = procDirEntries(`/proc/${pid}/fd`).length;
   const limit = open + 8;
   const prlimit = await new Deno.Command("prlimit", {
     args: [`--pid=${pid}`, `--nofile=${limit}:${limit}`],

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { chromium, type Page } from "playwright-core";
+import { chromium, type Page } from "./playwright.ts";
 import { startAgent, startServer } from "./framework.ts";
 import { endpointOf, type RawConn, tunnel } from "./connect_client.ts";
 import { startEchoBackend } from "./backends.ts";

@@ -5,14 +5,15 @@
  * between runs, and the client library's `grpcTransport` on the server's gRPC frontend (UDS).
  * Each run: one tunneled connection downloads then uploads `MiB` MiB through an HTTP backend;
  * MB/s and the agent's CPU seconds (/proc) are printed per run, runs interleaved.
- * It runs with `-A`, as `deno task bench` does: it reads `/proc/<pid>/stat` of the agent it
- * starts, which Deno 2.9.6 grants only with every permission.
+ * It runs with the `bench` task's permissions (`P` below); it reads the agent's `/proc/<pid>/stat`
+ * through `cat` (`testing/proc_files.ts`).
  *
  * ```sh
- * flock /tmp/knp/bench.lock deno run -A transport/h2/_client_ab.ts knp 512 2 grpc-js,native
- * flock /tmp/knp/bench.lock deno run -A transport/h2/_client_ab.ts knp-grpcjs 512 1
+ * P="--allow-run --allow-net --allow-read --allow-write --allow-env --allow-sys"
+ * flock /tmp/knp/bench.lock deno run $P transport/h2/_client_ab.ts knp 512 2 grpc-js,native
+ * flock /tmp/knp/bench.lock deno run $P transport/h2/_client_ab.ts knp-grpcjs 512 1
  * KNP_UPSTREAM_SERVER=/path/proxy-server flock /tmp/knp/bench.lock \
- *   deno run -A transport/h2/_client_ab.ts upstream 512 2
+ *   deno run $P transport/h2/_client_ab.ts upstream 512 2
  * ```
  *
  * @module
