@@ -59,6 +59,11 @@ export class FakeEndpoint implements EndpointSocket {
     return out;
   }
 
+  /** Bytes the remote endpoint sent that the agent has not read yet. */
+  get unread(): number {
+    return this.#incoming.reduce((sum, chunk) => sum + chunk.byteLength, 0);
+  }
+
   /** Writes waiting in "gated" or "stalled" mode. */
   get pendingWrites(): number {
     return this.#pendingWrites.length;

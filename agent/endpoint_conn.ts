@@ -2,7 +2,10 @@
  * `EndpointConn`: the agent's owner state machine for one proxied TCP connection.
  *
  * Endpoint → server: a read loop sends each read as one DATA packet on the shared server stream,
- * waiting only for that stream's own backpressure (the shared link's capacity).
+ * waiting only for that stream's own backpressure (the shared link's capacity). With flow control
+ * a connection is bounded by its window, and a backed-up link holds at most one read of each
+ * connection (see `#linkRoom`), so connections wake one by one as the link's fair queue reaches
+ * them instead of all at once when it drains.
  * Server → endpoint: DATA is queued here (bounded in bytes) and written by this connection's own
  * write loop, so a slow endpoint never blocks the shared stream's receive loop; see SinkGuard.
  *
@@ -23,6 +26,13 @@ import type { EndpointSocket } from "./dialer.ts";
 
 /** With flow control, the link backlog (in windows) above which endpoints stop being read. */
 const FLOW_LINK_CAP_WINDOWS = 64;
+/**
+ * With flow control, the link backlog (in windows) above which a connection reads again only
+ * once the link has taken all it read before, and reads at most {@linkcode SHARED_READ_MAX}.
+ */
+const FLOW_LINK_SHARE_WINDOWS = 4;
+/** Largest read while the link backlog is over the share mark. */
+const SHARED_READ_MAX = 64 * 1024;
 /** Largest read from the endpoint (one DATA packet at most this large). */
 export const READ_BUFFER_SIZE = 256 * 1024;
 /**
@@ -79,6 +89,10 @@ export class EndpointConn {
   #credit = 0;
   #creditWaiter: (() => void) | undefined;
   #ungranted = 0;
+  /** DATA bytes of this connection handed to the link and not yet taken by it. */
+  #linkQueued = 0;
+  /** Waits for `#linkQueued` to fall to zero (see {@linkcode FLOW_LINK_SHARE_WINDOWS}). */
+  #linkWaiter: (() => void) | undefined;
   /** Made on first use of `done` (an idle connection nobody awaits holds no promise). */
   #done: PromiseWithResolvers<void> | undefined;
   #closed = false;
@@ -162,16 +176,14 @@ export class EndpointConn {
     let error: string | undefined;
     try {
       while (!this.#closing) {
-        if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark()) {
-          await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
-          if (this.#closing || this.#stream.closed) break;
-        }
+        if (!await this.#linkRoom()) break;
         if (this.#flow && this.#credit <= 0) {
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve));
           if (this.#closing || this.#stream.closed) break;
         }
         // With flow control, never read more than the server has room for.
-        const size = Math.max(1, Math.min(sizes.size, this.#flow ? this.#credit : Infinity));
+        const wanted = this.#linkShared() ? Math.min(sizes.size, SHARED_READ_MAX) : sizes.size;
+        const size = Math.max(1, Math.min(wanted, this.#flow ? this.#credit : Infinity));
         // The DATA packet takes the read's bytes without a copy; a pooled buffer comes back
         // once the link has encoded the packet.
         const pooled = size >= POOLED_READ_MIN ? readPool.take() : undefined;
@@ -183,13 +195,49 @@ export class EndpointConn {
         }
         sizes.filled(n, buffer.byteLength);
         this.#credit -= n;
-        const onSent = pooled ? () => readPool.give(pooled) : undefined;
-        this.#stream.send(dataPacket(this.connectId, buffer.subarray(0, n)), onSent);
+        this.#linkQueued += n;
+        this.#stream.send(dataPacket(this.connectId, buffer.subarray(0, n)), () => {
+          if (pooled) readPool.give(pooled);
+          this.#linkTook(n);
+        });
       }
     } catch (err) {
       if (!this.#closing) error = errorMessage(err);
     }
     if (!this.#closing) this.close({ by: "endpoint", error });
+  }
+
+  /**
+   * Waits until the shared link lets this connection read its endpoint; false when the connection
+   * or the link ended meanwhile. Over the cap ({@linkcode #streamUnderMark}) everyone waits for the
+   * link to drain. Over the share mark, a connection waits only for the link to take what it read
+   * before: each connection then has at most one read queued on the link, so the backlog stays
+   * near the mark, a connection with nothing queued (a small reply) reads at once, and the
+   * connections that wait wake one at a time as the fair queue reaches them, not all together.
+   */
+  async #linkRoom(): Promise<boolean> {
+    if (this.#stream.bufferedBytes > 0 && !this.#streamUnderMark()) {
+      await new Promise<void>((resolve) => this.#stream.onDrain(resolve));
+    } else if (this.#linkQueued > 0 && this.#linkShared()) {
+      await new Promise<void>((resolve) => (this.#linkWaiter = resolve));
+    } else return true;
+    return !this.#closing && !this.#stream.closed;
+  }
+
+  /** With flow control, whether the link's backlog is over the share mark. */
+  #linkShared(): boolean {
+    const flow = this.#flow;
+    return flow !== undefined &&
+      this.#stream.bufferedBytes > FLOW_LINK_SHARE_WINDOWS * flow.sendWindow;
+  }
+
+  /** The link took `bytes` of this connection's DATA. */
+  #linkTook(bytes: number): void {
+    this.#linkQueued -= bytes;
+    if (this.#linkQueued > 0) return;
+    const wake = this.#linkWaiter;
+    this.#linkWaiter = undefined;
+    wake?.();
   }
 
   /**
@@ -218,6 +266,7 @@ export class EndpointConn {
     if (this.#closing) return this.done;
     this.#closing = true;
     this.#creditWaiter?.();
+    this.#linkWaiter?.();
     this.#guard.dispose();
     if (cause.by === "server" && this.#writer.writing) {
       // Deliver what the client wrote before it closed, while the endpoint keeps reading.
