@@ -7,78 +7,14 @@ import {
   dialRequest,
   dialResponse,
   drain,
-  knpWindow,
   type Packet,
 } from "@knp/proto";
-import type { GuardLimits } from "@knp/core/backpressure";
 import { KnpError } from "@knp/core/errors";
-import { memoryPipe } from "@knp/transport/packet_stream";
-import { fakeTimers, startPeer } from "@knp/testing/fakes";
-import { AgentClient } from "./agent_client.ts";
 import { CLOSE_FLUSH_MS } from "./endpoint_conn.ts";
-import { type DialCall, fakeDialer, FakeEndpoint, type WriteMode } from "./_test_socket.ts";
+import { type DialCall, FakeEndpoint } from "./_test_socket.ts";
+import { decode, harness, KiB, settle, text } from "./_test_harness.ts";
 
-/** Lets every queued microtask (and the pipes' pumps) run. */
-const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
-
-const text = (s: string) => new TextEncoder().encode(s);
-const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const UNKNOWN = { type: "UNKNOWN", typeNumber: 99 } as unknown as Packet;
-const KiB = 1024;
-
-interface HarnessOptions {
-  /** Sockets for auto-answered dials; omit to answer dials by hand through `calls`. */
-  writeMode?: WriteMode | ((address: string) => FakeEndpoint | Error);
-  guard?: GuardLimits;
-  /** Flow control as negotiated with a knp server. */
-  flow?: { sendWindow: number; recvWindow: number };
-}
-
-/** An AgentClient on one memory pipe, a fake clock and a fake dialer. */
-function harness(options: HarnessOptions = {}) {
-  const { clock, timers } = fakeTimers();
-  const mode = options.writeMode;
-  const { dialer, calls, sockets } = fakeDialer(
-    mode === undefined
-      ? undefined
-      : typeof mode === "function"
-      ? mode
-      : () => new FakeEndpoint({ writeMode: mode }),
-  );
-  const [serverEnd, agentEnd] = memoryPipe();
-  const server = startPeer(serverEnd);
-  const client = new AgentClient({
-    stream: agentEnd,
-    serverId: "server-1",
-    dialer,
-    timers,
-    guard: options.guard,
-    ...(options.flow ? { flow: options.flow } : {}),
-  });
-  client.start();
-  return {
-    clock,
-    client,
-    server,
-    /** The agent's end of the link. */
-    link: agentEnd,
-    calls,
-    sockets,
-    /** Dials `address` from the server side and returns the connectID the agent answered. */
-    async dial(dialId: bigint, address = "10.0.0.1:80"): Promise<bigint> {
-      server.end.send(dialRequest(address, dialId));
-      await settle();
-      const rsp = server.of("DIAL_RSP").find((p) => p.dialResponse.random === dialId);
-      assert.ok(rsp, `no DIAL_RSP for dial ${dialId}`);
-      assert.equal(rsp.dialResponse.error, "");
-      return rsp.dialResponse.connectId;
-    },
-    async close() {
-      client.close();
-      await settle();
-    },
-  };
-}
 
 Deno.test("AgentClient dials on DIAL_REQ and answers with connectIDs 1, 2, 3 per stream", async () => {
   const h = harness({ writeMode: "instant" });
@@ -383,42 +319,6 @@ Deno.test("AgentClient keeps delivering to other connections while one endpoint 
     h.server.of("CLOSE_RSP").filter((p) => p.closeResponse.connectId === healthy).length,
     0,
   );
-  await h.close();
-});
-
-Deno.test("AgentClient on a backed-up link reads again only once the link took its queued DATA, while a connection with none queued reads at once", async () => {
-  // Flow control with 64 KiB windows: the share mark is 4 windows of backlog (256 KiB).
-  const h = harness({ writeMode: "instant", flow: { sendWindow: 64 * KiB, recvWindow: 64 * KiB } });
-  const ids: bigint[] = [];
-  for (let i = 1n; i <= 6n; i++) ids.push(await h.dial(i));
-  const sockets = h.sockets as FakeEndpoint[];
-  h.server.clear();
-  h.server.end.pause(); // the link takes nothing for now
-  for (const socket of sockets.slice(0, 5)) socket.push(new Uint8Array(64 * KiB));
-  await settle();
-  const backlog = h.link.bufferedBytes;
-  assert.ok(backlog > 4 * 64 * KiB, `over the share mark: ${backlog} bytes queued on the link`);
-
-  // Connection 1 gets credit for more, but its first 64 KiB are still queued: it does not read.
-  h.server.end.send(knpWindow(ids[0]!, 64 * KiB));
-  sockets[0]!.push(new Uint8Array(KiB).fill(7));
-  // Connection 6 has nothing queued: its small reply is read and queued at once.
-  sockets[5]!.push(new Uint8Array([1, 2, 3]));
-  await settle();
-  assert.equal(sockets[0]!.unread, KiB, "connection 1 waits for the link to take its DATA");
-  assert.equal(sockets[5]!.unread, 0, "connection 6 read at once");
-  assert.equal(h.link.bufferedBytes, backlog + 3);
-
-  h.server.end.resume();
-  await settle();
-  await settle();
-  assert.equal(sockets[0]!.unread, 0, "connection 1 read once the link took its DATA");
-  const data = (id: bigint) =>
-    h.server.of("DATA").filter((p) => p.data.connectId === id).map((p) => p.data.data.byteLength);
-  const first = data(ids[0]!);
-  assert.equal(first.at(-1), KiB, "connection 1's last DATA is the kilobyte it waited with");
-  assert.equal(first.reduce((a, b) => a + b, 0), 65 * KiB);
-  assert.deepEqual(data(ids[5]!), [3]);
   await h.close();
 });
 
