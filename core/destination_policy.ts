@@ -350,25 +350,3 @@ export function hardenedAgentRules(
   }
   return rules;
 }
-
-/**
- * Rules denying `ports` on the loopback and unspecified addresses, `localhost` and the given
- * own addresses (IPs or names), with source `self`.
- */
-export function selfDenyRules(
-  addresses: readonly string[],
-  ports: readonly number[],
-): DestinationRule[] {
-  const bound = [...new Set(ports.filter((p) => p > 0 && p <= 65535))].sort((a, b) => a - b);
-  if (bound.length === 0) return [];
-  const hosts = new Set([
-    "127.0.0.0/8",
-    "0.0.0.0/8",
-    "::1",
-    "::",
-    "localhost",
-    "*.localhost",
-    ...addresses.filter((a) => a !== "" && a !== "0.0.0.0" && a !== "::"),
-  ]);
-  return [...hosts].map((h) => parseDestinationRule(`${ruleHost(h)}:${bound.join("|")}`, "self"));
-}

@@ -1,6 +1,6 @@
 /**
  * Tests of the destination policy: rule syntax, address reading (IPv6, lenient IPv4, mapped
- * addresses), the deny-then-allow decision, and the hardened and self presets.
+ * addresses), the deny-then-allow decision, and the hardened preset.
  *
  * @module
  */
@@ -16,7 +16,6 @@ import {
   parseDestinationRules,
   parseDialAddress,
   policyDeniedText,
-  selfDenyRules,
 } from "./destination_policy.ts";
 import { classifyDialError } from "./dial_errors.ts";
 import { parseIpv4Loose, parseIpv6 } from "./ip_address.ts";
@@ -184,22 +183,6 @@ Deno.test("hardened preset: kubelet on node addresses, any port in pod and servi
     () => hardenedAgentRules({ nodeAddresses: [], podCidrs: ["10.0.0.0/40"], serviceCidrs: [] }),
     /^KnpError: --knp-pod-cidr: invalid destination rule/,
   );
-});
-
-Deno.test("self rules deny the given ports on loopback, localhost and own addresses", () => {
-  const p: DestinationPolicy = {
-    allow: [],
-    deny: selfDenyRules(["10.1.1.1", "fd00::9", "0.0.0.0", ""], [8090, 8095, 0, 8095]),
-  };
-  for (const a of ["127.0.0.1:8095", "localhost:8090", "x.localhost:8090", "[::1]:8090"]) {
-    assert.equal(evaluateDestination(p, a).source, "self", a);
-  }
-  assert.ok(!allowed(p, "10.1.1.1:8095"));
-  assert.ok(!allowed(p, "[fd00::9]:8095"));
-  assert.ok(!allowed(p, "0.0.0.0:8090"));
-  assert.ok(allowed(p, "10.1.1.1:8091"));
-  assert.ok(allowed(p, "127.0.0.1:8091"));
-  assert.deepEqual(selfDenyRules(["10.1.1.1"], [0]), []);
 });
 
 Deno.test("the denial text reads as policy-denied in the taxonomy", () => {

@@ -10,4 +10,5 @@ export * from "./destination_policy.ts";
 export * from "./dial_errors.ts";
 export * from "./errors.ts";
 export * from "./log.ts";
+export * from "./self_deny_rules.ts";
 export * from "./timers.ts";

@@ -2,9 +2,10 @@
  * The server's destination policy flags (knp only): which `host:port` frontends may reach
  * through the tunnel. `--knp-destination-allow` / `--knp-destination-deny` take rules (see
  * `@knp/core/destination_policy`); by default the server's own ports (agent, frontend, health,
- * admin, WebSocket link) on loopback, `localhost`, its bind addresses and
- * `--knp-destination-self-addresses` are denied as well (`--knp-destination-deny-self=false`
- * turns that off).
+ * admin, WebSocket link) are denied as well where a dial reaches them — a listener on every
+ * address on loopback, `localhost`, the bind and interface addresses; one on 127.0.0.1 there,
+ * on `0.0.0.0` and `localhost` — and every one on `--knp-destination-self-addresses`
+ * (`--knp-destination-deny-self=false` turns that off).
  *
  * @module
  */
@@ -58,8 +59,8 @@ export const DESTINATION_FLAGS: readonly FlagSpec[] = [
     type: "bool",
     default: true,
     help: "knp only: deny dials to this server's own ports (agent, frontend, health, admin, " +
-      "WebSocket link) on loopback, localhost, its bind addresses and " +
-      "--knp-destination-self-addresses.",
+      "WebSocket link) where they are reached: on its bind address (a wildcard: loopback, " +
+      "localhost and its addresses), and on --knp-destination-self-addresses.",
     implemented: true,
   },
   {
@@ -120,8 +121,9 @@ type BindOptions = Parameters<typeof bindAddresses>[0];
 /**
  * The destination policy part of the server's configuration: the flags' policy, and (unless
  * `--knp-destination-deny-self=false`) the server's own addresses for the self rules —
- * non-wildcard bind addresses, `--knp-destination-self-addresses`, and the interface addresses
- * when `--allow-sys` permits reading them.
+ * non-wildcard bind addresses and the interface addresses when `--allow-sys` permits reading them
+ * (where a listener on every address is reached), and `--knp-destination-self-addresses` (every
+ * listener is reached there, as the operator says).
  *
  * @throws {KnpError} `INVALID_FLAG` on a bad rule (validated options have none).
  */
@@ -130,8 +132,7 @@ export function destinationConfig(
 ): { destinationPolicy: DestinationPolicy } & SelfDestinationConfig {
   const destinationPolicy = serverDestinationPolicy(o);
   if (!o.knpDestinationDenySelf) return { destinationPolicy };
-  const addresses = [
-    ...new Set([...bindAddresses(o), ...o.knpDestinationSelfAddresses, ...interfaceAddresses()]),
-  ];
-  return { destinationPolicy, denySelfDestinations: { addresses } };
+  const addresses = [...new Set([...bindAddresses(o), ...interfaceAddresses()])];
+  const always = o.knpDestinationSelfAddresses;
+  return { destinationPolicy, denySelfDestinations: { addresses, always } };
 }

@@ -13,8 +13,8 @@ import {
   evaluateDestination,
   OPEN_POLICY,
   policyDeniedText,
-  selfDenyRules,
 } from "@knp/core/destination_policy";
+import { type OwnListener, selfDenyRules } from "@knp/core/self_deny_rules";
 import type { Logger } from "@knp/core/log";
 import type { ConnectionTables } from "./connection_tables.ts";
 import type { FrontendConnection } from "./frontend_connection.ts";
@@ -22,10 +22,11 @@ import type { FrontendConnection } from "./frontend_connection.ts";
 /** The self rules' part of the server's configuration. */
 export interface SelfDestinationConfig {
   /**
-   * Deny frontends the server's own ports on loopback, `localhost` and these addresses (the
-   * server's own); undefined leaves them reachable.
+   * Deny frontends the server's own ports where a dial would reach them (see `selfDenyRules`):
+   * `addresses` are the server's own (a listener on every address is reached there too),
+   * `always` are named as its own by the operator (every listener); undefined leaves them reachable.
    */
-  denySelfDestinations?: { addresses: readonly string[] };
+  denySelfDestinations?: { addresses: readonly string[]; always?: readonly string[] };
 }
 
 /** The message of the audit line a denied dial writes. */
@@ -65,20 +66,20 @@ export function destinationRefusal(
 
 /**
  * Sets the core's policy to `config.destinationPolicy` (the flags') with the self rules for
- * `ports` (0s and undefined are skipped) appended to its deny list; calling it again (with the
- * bound ports) replaces the self rules. Does nothing without `config.denySelfDestinations`.
+ * `listeners` (ports 0 and undefined are skipped) appended to its deny list; calling it again
+ * (with the bound ports) replaces the self rules. Does nothing without
+ * `config.denySelfDestinations`.
  */
 export function denySelf(
   core: { destinationPolicy: DestinationPolicy },
   config: SelfDestinationConfig & { destinationPolicy?: DestinationPolicy },
-  ports: readonly (number | undefined)[],
+  listeners: readonly OwnListener[],
 ): void {
   const self = config.denySelfDestinations;
   if (self === undefined) return;
   const policy = config.destinationPolicy ?? OPEN_POLICY;
-  const known = ports.filter((port): port is number => port !== undefined);
   core.destinationPolicy = {
     allow: policy.allow,
-    deny: [...policy.deny, ...selfDenyRules(self.addresses, known)],
+    deny: [...policy.deny, ...selfDenyRules(self.addresses, listeners, self.always)],
   };
 }

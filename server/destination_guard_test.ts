@@ -88,14 +88,14 @@ Deno.test("denySelf appends self rules to the flags' policy and replaces them", 
   const { server, dial } = setup();
   const base = server.destinationPolicy;
   const config = { destinationPolicy: base, denySelfDestinations: { addresses: ["10.9.9.9"] } };
-  denySelf(server, config, [8095, undefined, 0]);
+  denySelf(server, config, [{ port: 8095 }, { host: "127.0.0.1", port: undefined }, { port: 0 }]);
   assert.equal(server.destinationPolicy.deny.length, base.deny.length + 7);
-  denySelf(server, config, [8095, 8092]);
+  denySelf(server, config, [{ port: 8095 }, { host: "", port: 8092 }]);
   assert.equal(server.destinationPolicy.deny.length, base.deny.length + 7, "replaced, not added");
   const denied = await dial("10.9.9.9:8092", 1n);
   assert.equal(parseDialError(denied.of("DIAL_RSP")[0]!.dialResponse.error).kind, "policy-denied");
   const before = server.destinationPolicy;
-  denySelf(server, { destinationPolicy: base }, [8095]);
+  denySelf(server, { destinationPolicy: base }, [{ port: 8095 }]);
   assert.equal(server.destinationPolicy, before, "no-op without denySelfDestinations");
   server.close();
   await settle();
@@ -120,7 +120,7 @@ Deno.test("the destination flags parse, validate and build the configuration", (
   const config = destinationConfig(o);
   assert.equal(config.destinationPolicy.allow.length, 3);
   assert.deepEqual(config.destinationPolicy.deny.map((r) => r.text), ["10.0.0.1:22"]);
-  assert.ok(config.denySelfDestinations?.addresses.includes("10.2.2.2"));
+  assert.deepEqual(config.denySelfDestinations?.always, ["10.2.2.2"]);
   assert.ok(config.denySelfDestinations?.addresses.includes("10.3.3.3"));
   assert.equal(
     destinationConfig({ ...o, knpDestinationDenySelf: false }).denySelfDestinations,

@@ -10,6 +10,7 @@ import type { TlsMaterial, TlsPolicy, TlsSource } from "@knp/transport/grpc_serv
 import { childLogger, type Logger, nullLogger } from "@knp/core/log";
 import { ProxyServer, type ProxyServerOptions } from "./proxy_server.ts";
 import { denySelf, type SelfDestinationConfig } from "./destination_guard.ts";
+import type { OwnListener } from "@knp/core/self_deny_rules";
 import type { AgentGate } from "./agent_handshake.ts";
 import { serverHealthHandler } from "./health.ts";
 import { ServerMetrics } from "./metrics.ts";
@@ -200,12 +201,28 @@ function shutdown(
   };
 }
 
+/** The server's TCP listeners on their bind addresses (for the self rules), with `ports`. */
+function ownListeners(
+  config: ProxyServerConfig,
+  ports: Partial<Record<"serverPort" | "agentPort" | "websocketPort", number>> & {
+    healthPort?: number | undefined;
+    adminPort?: number | undefined;
+  },
+): OwnListener[] {
+  return [
+    { host: config.serverBindAddress, port: config.udsName ? undefined : ports.serverPort },
+    { host: config.agentBindAddress, port: ports.agentPort },
+    { host: config.agentBindAddress, port: ports.websocketPort },
+    { host: config.healthBindAddress || "0.0.0.0", port: ports.healthPort },
+    { host: config.adminBindAddress || "127.0.0.1", port: ports.adminPort },
+  ];
+}
+
 /** Starts a server. @throws {KnpError} when a listener cannot be bound */
 export async function startProxyServer(config: ProxyServerConfig): Promise<ProxyServerHandle> {
   const log = config.logger ?? nullLogger;
   const core = new ProxyServer({ ...config, logger: childLogger(log, "core") });
-  const { serverPort, agentPort, websocketPort, healthPort, adminPort } = config;
-  denySelf(core, config, [serverPort, agentPort, websocketPort, healthPort, adminPort]);
+  denySelf(core, config, ownListeners(config, config)); // the configured ports (0: not yet known)
   let httpConnections = () => 0;
   const metrics = new ServerMetrics(core, {
     httpConnections: () => httpConnections(),
@@ -246,7 +263,7 @@ export async function startProxyServer(config: ProxyServerConfig): Promise<Proxy
       healthPort: health,
       adminPort: admin,
     };
-    denySelf(core, config, Object.values(ports)); // the bound ports (the configured may be 0)
+    denySelf(core, config, ownListeners(config, ports)); // the bound ports
     log.info("proxy server started", {
       frontend: frontend.address,
       agent: `${agents.address.replace(/:\d+$/, "")}:${agents.agentPort}`,

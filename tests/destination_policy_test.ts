@@ -58,9 +58,9 @@ async function get(tunnel: Tunnel, address: string): Promise<string> {
   }
 }
 
-/** An HTTP server answering "hello" on `hostname` (any loopback address). */
-function helloOn(hostname: string): { address: string; port: number } & AsyncDisposable {
-  const server = Deno.serve({ hostname, port: 0, onListen() {} }, () => new Response("hello"));
+/** An HTTP server answering "hello" on `hostname` (any loopback address) and `port` (0: any). */
+function helloOn(hostname: string, port = 0): { address: string; port: number } & AsyncDisposable {
+  const server = Deno.serve({ hostname, port, onListen() {} }, () => new Response("hello"));
   return {
     address: `${hostname}:${server.addr.port}`,
     port: server.addr.port,
@@ -80,17 +80,21 @@ Deno.test("gRPC frontend: the server's own ports are denied by default, a backen
   assert.equal(admin.kind, "policy-denied", admin.message);
   assert.equal(admin.serverId, "test-server");
   assert.equal(admin.agentId, undefined, "the server denied it, no agent was asked");
-  assert.match(admin.message, /denied by destination policy \(rule "127\.0\.0\.0\/8:[0-9|]+"/);
-  // Other spellings of loopback, and the agent port, are denied too.
+  // The framework binds the server on 127.0.0.1: the rule names that address.
+  assert.match(admin.message, /denied by destination policy \(rule "127\.0\.0\.1:[0-9|]+"/);
+  // Other spellings of it, and the agent port, are denied too.
   for (const address of [`localhost:${server.healthPort}`, `127.1:${server.agentPort}`]) {
     assert.equal((await deniedDial(tunnel, address)).kind, "policy-denied", address);
   }
   assert.equal(await get(tunnel, backend.address), "hello");
-  const last = await deniedDial(tunnel, `[::1]:${server.healthPort}`);
+  // The same port on another loopback address is someone else's socket: reachable.
+  await using neighbour = helloOn("127.0.1.14", server.agentPort);
+  assert.equal(await get(tunnel, neighbour.address), "hello");
+  const last = await deniedDial(tunnel, `0.0.0.0:${server.healthPort}`);
   assert.equal(last.kind, "policy-denied");
 
   const audit = await nthDenial(server.process, 4, from);
-  assert.equal(audit["address"], `[::1]:${server.healthPort}`);
+  assert.equal(audit["address"], `0.0.0.0:${server.healthPort}`);
   assert.equal(denials(server.process, from).length, 4, "one audit line per denial, none else");
   const first = denials(server.process, from)[0]!;
   assert.equal(first["decision"], "deny");
