@@ -23,9 +23,10 @@ const EVERY_LOCAL_HOST = ["127.0.0.0/8", "0.0.0.0/8", "::1", "::", "localhost", 
  * Rules (source `self`) denying each of `listeners`' ports where a dial would reach it: for a
  * listener on every address, loopback, the unspecified addresses, `localhost` and `addresses`
  * (the machine's own IPs or names); for one on a loopback address, that address, the unspecified
- * address of its family and `localhost`; for one on another address, that address. `always` (addresses named
- * as the process's own, such as a Service IP in front of it) are denied for every listener. A
- * listener on 127.0.0.1 thus leaves the same port on 127.0.1.14 (someone else's socket) reachable.
+ * address of its family and `localhost`; for one on another address, that address. `always`
+ * (addresses named as the process's own, such as a Service IP in front of it) are denied for every
+ * listener. A listener on 127.0.0.1 thus leaves the same port on 127.0.1.14 (someone else's
+ * socket) reachable.
  */
 export function selfDenyRules(
   addresses: readonly string[],
@@ -58,5 +59,5 @@ function hostsReaching(bind: string, addresses: readonly string[]): string[] {
   const names = ["localhost", "*.localhost"];
   if (host.startsWith("127.")) return [host, "0.0.0.0/8", ...names]; // 0.0.0.0 reaches 127.0.0.1
   if (host === "::1") return [host, "::", ...names];
-  return host === "localhost" ? [...EVERY_LOCAL_HOST] : [host];
+  return host === "localhost" ? ["127.0.0.1", "0.0.0.0/8", "::1", "::", ...names] : [host];
 }

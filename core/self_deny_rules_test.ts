@@ -66,3 +66,14 @@ Deno.test("self rules deny a listener on one address there only, and named addre
     assert.ok(allowed(p, a), a);
   }
 });
+
+Deno.test("a listener on localhost is denied on both loopbacks, not on the rest of 127/8", () => {
+  const p: DestinationPolicy = {
+    allow: [],
+    deny: selfDenyRules([], [{ host: "localhost", port: 8095 }]),
+  };
+  for (const a of ["127.0.0.1:8095", "[::1]:8095", "localhost:8095", "0.0.0.0:8095"]) {
+    assert.equal(evaluateDestination(p, a).source, "self", a);
+  }
+  assert.ok(allowed(p, "127.0.1.14:8095"));
+});
