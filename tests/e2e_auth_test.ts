@@ -75,8 +75,26 @@ async function tokens(api: KubeApi, saKey: string): Promise<Tokens> {
     expired: await minted(now - 600),
     deletedServiceAccount: await requestToken(api, ns, "doomed-agent", audience),
   };
-  await api.must("DELETE", `/api/v1/namespaces/${ns}/serviceaccounts/doomed-agent`);
+  await deleteServiceAccount(api, ns, "doomed-agent");
   return t;
+}
+
+/**
+ * Deletes a service account and resolves once a watch from its resource version has seen it
+ * deleted. kube-apiserver's token authenticator looks service accounts up in its informer cache,
+ * which learns of the deletion the same way, after the DELETE has answered.
+ */
+async function deleteServiceAccount(api: KubeApi, ns: string, name: string): Promise<void> {
+  const path = `/api/v1/namespaces/${ns}/serviceaccounts`;
+  const { body } = await api.must("GET", `${path}/${name}`);
+  const rv = body.metadata.resourceVersion;
+  await Promise.all([
+    api.watchUntil(
+      `${path}?fieldSelector=metadata.name%3D${name}&resourceVersion=${rv}`,
+      (e) => e.type === "DELETED",
+    ),
+    api.must("DELETE", `${path}/${name}`),
+  ]);
 }
 
 /** Writes `token` to a fresh file; resolves with its path. */
@@ -132,14 +150,15 @@ Deno.test({
   try {
     const api = new KubeApi(apiserver.url, apiserver.client);
     const tok = await tokens(api, pki.saKey);
-    // The deleted account's token: kube-apiserver itself refuses it now.
-    const doomed = await kubeReview(api, tok.deletedServiceAccount);
-    assert.notEqual(doomed.authenticated, true, JSON.stringify(doomed));
     // knp's server reviews with the admin certificate, under exactly its computed permissions.
     await using server = await startTokenServer(
       dir,
       await writeKubeconfig(dir, apiserver.url, pki),
     );
+    // The deleted account's token: kube-apiserver itself refuses it now (asked after the server's
+    // start, well after the watch saw the deletion: see deleteServiceAccount).
+    const doomed = await kubeReview(api, tok.deletedServiceAccount);
+    assert.notEqual(doomed.authenticated, true, JSON.stringify(doomed));
 
     for (const link of AGENT_LINKS) {
       await t.step(`${link}: a good token is admitted and carries dials`, async () => {
