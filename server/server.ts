@@ -145,6 +145,14 @@ async function runCleanups(cleanups: Cleanups): Promise<void> {
   }
 }
 
+/** The addresses the health and admin servers bind (all interfaces / loopback by default). */
+function httpBindAddresses(config: ProxyServerConfig): { health: string; admin: string } {
+  return {
+    health: config.healthBindAddress || "0.0.0.0",
+    admin: config.adminBindAddress || "127.0.0.1",
+  };
+}
+
 /** Binds the health and admin ports (each when configured); their ports, 0 when off. */
 function serveHealthAndAdmin(
   config: ProxyServerConfig,
@@ -152,9 +160,10 @@ function serveHealthAndAdmin(
   cleanups: Cleanups,
   adminHandler = handler,
 ): { health: number; admin: number } {
+  const bind = httpBindAddresses(config);
   const health = serveHttp(
     "--health-port",
-    config.healthBindAddress || "0.0.0.0",
+    bind.health,
     config.healthPort,
     handler,
     config,
@@ -162,7 +171,7 @@ function serveHealthAndAdmin(
   );
   const admin = serveHttp(
     "--admin-port",
-    config.adminBindAddress || "127.0.0.1",
+    bind.admin,
     config.adminPort,
     adminHandler,
     config,
@@ -204,17 +213,17 @@ function shutdown(
 /** The server's TCP listeners on their bind addresses (for the self rules), with `ports`. */
 function ownListeners(
   config: ProxyServerConfig,
-  ports: Partial<Record<"serverPort" | "agentPort" | "websocketPort", number>> & {
-    healthPort?: number | undefined;
-    adminPort?: number | undefined;
-  },
+  ports: Partial<
+    Record<"serverPort" | "agentPort" | "websocketPort" | "healthPort" | "adminPort", number>
+  >,
 ): OwnListener[] {
+  const bind = httpBindAddresses(config);
   return [
     { host: config.serverBindAddress, port: config.udsName ? undefined : ports.serverPort },
     { host: config.agentBindAddress, port: ports.agentPort },
     { host: config.agentBindAddress, port: ports.websocketPort },
-    { host: config.healthBindAddress || "0.0.0.0", port: ports.healthPort },
-    { host: config.adminBindAddress || "127.0.0.1", port: ports.adminPort },
+    { host: bind.health, port: ports.healthPort },
+    { host: bind.admin, port: ports.adminPort },
   ];
 }
 
