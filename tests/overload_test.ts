@@ -140,12 +140,12 @@ Deno.test({
     assert.ok(refusals.length < storm.overloaded.length, "refusals are logged rate-limited");
     assert.equal(await server.status("/healthz"), 200, "the server is still up");
 
-    // Closing the storm's connection empties the tables.
-    const from = server.process.mark();
+    // Closing the storm's connection empties the tables. The latest table record is the state
+    // now, whenever it was written: the last pending storm dials may have ended at the agent's own
+    // 5 s dial timeout before the close (then no record follows it).
     stormer.close();
     healthy.close();
     await awaitTables(server.process, (g) => g.pending + g.frontends === 0, "empty tables", {
-      from,
       timeoutMs: DEADLINE_MS,
     });
   },
